@@ -1,0 +1,19 @@
+//! kcl-core: consume Amazon Kinesis Data Streams the way the Kinesis Client Library does.
+//!
+//! This crate holds what every kcl-rs deployment needs, with no AWS dependency in its public API:
+//!
+//! - [`model`]: shards, sequence numbers ordered numerically, the KCL's extended sequence numbers
+//!   and sentinels, records, starting positions;
+//! - [`kinesis`]: the data-plane trait shard consumers read through ([`kinesis::KinesisDataPlane`])
+//!   and its typed errors;
+//! - [`engine`]: an in-memory Kinesis engine (streams, resharding, quotas, faults, push
+//!   subscriptions) for running and testing a fleet with no AWS account;
+//! - [`aggregation`]: the KPL aggregate format, unpacked and produced;
+//! - [`fault`]: the fault injector the in-memory backends share.
+
+pub mod aggregation;
+pub mod engine;
+pub mod fault;
+pub mod kinesis;
+pub mod model;
+pub mod routing;
