@@ -65,13 +65,25 @@ impl<Op: Eq + Hash + Copy, E: Clone> FaultInjector<Op, E> {
 
     /// Applies `action` to the next `n` calls of `op`.
     pub fn next_calls(&self, op: Op, n: u64, action: FaultAction<E>) {
-        self.push(op, Rule { action, trigger: Trigger::NextCalls(n) });
+        self.push(
+            op,
+            Rule {
+                action,
+                trigger: Trigger::NextCalls(n),
+            },
+        );
     }
 
     /// Applies `action` to each call of `op` with probability `p` (clamped to 0..=1), until cleared.
     pub fn with_probability(&self, op: Op, p: f64, action: FaultAction<E>) {
         let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
-        self.push(op, Rule { action, trigger: Trigger::Probability(p) });
+        self.push(
+            op,
+            Rule {
+                action,
+                trigger: Trigger::Probability(p),
+            },
+        );
     }
 
     /// Removes every scheduled fault.

@@ -39,8 +39,14 @@ mod tests {
     #[test]
     fn explicit_hash_keys_are_validated() {
         assert_eq!(parse_explicit_hash_key("0"), Some(0));
-        assert_eq!(parse_explicit_hash_key(&u128::MAX.to_string()), Some(u128::MAX));
-        assert_eq!(parse_explicit_hash_key("340282366920938463463374607431768211456"), None);
+        assert_eq!(
+            parse_explicit_hash_key(&u128::MAX.to_string()),
+            Some(u128::MAX)
+        );
+        assert_eq!(
+            parse_explicit_hash_key("340282366920938463463374607431768211456"),
+            None
+        );
         assert_eq!(parse_explicit_hash_key("-1"), None);
         assert_eq!(parse_explicit_hash_key(""), None);
         assert_eq!(effective_hash_key("a", Some("5")), Some(5));

@@ -29,10 +29,17 @@ impl IteratorToken {
     }
 
     pub(crate) fn decode(it: &ShardIterator) -> Result<Self, KinesisError> {
-        let invalid = || KinesisError::invalid(format!("not a shard iterator of this engine: {it:?}"));
+        let invalid =
+            || KinesisError::invalid(format!("not a shard iterator of this engine: {it:?}"));
         let mut parts = it.0.strip_prefix("mem1:").ok_or_else(invalid)?.split(':');
-        let mut next = || parts.next().and_then(|p| u128::from_str_radix(p, 16).ok()).ok_or_else(invalid);
-        let (engine, stream_nonce, shard, offset, issued) = (next()?, next()?, next()?, next()?, next()?);
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|p| u128::from_str_radix(p, 16).ok())
+                .ok_or_else(invalid)
+        };
+        let (engine, stream_nonce, shard, offset, issued) =
+            (next()?, next()?, next()?, next()?, next()?);
         let narrow = |v: u128| u64::try_from(v).map_err(|_| invalid());
         Ok(Self {
             engine: narrow(engine)?,
@@ -50,7 +57,13 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_garbage() {
-        let t = IteratorToken { engine: 1, stream_nonce: 2, shard: 3, offset: 4, issued: Duration::from_millis(5) };
+        let t = IteratorToken {
+            engine: 1,
+            stream_nonce: 2,
+            shard: 3,
+            offset: 4,
+            issued: Duration::from_millis(5),
+        };
         assert_eq!(IteratorToken::decode(&t.encode()).unwrap(), t);
         for bad in ["", "mem1:", "mem1:1:2:3:4", "mem1:1:2:3:4:zz", "AAAA"] {
             assert!(matches!(

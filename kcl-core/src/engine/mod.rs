@@ -136,7 +136,11 @@ pub struct PutRecordEntry {
 impl PutRecordEntry {
     /// A record routed by its partition key.
     pub fn new(partition_key: impl AsRef<str>, data: impl Into<Bytes>) -> Self {
-        Self { partition_key: Arc::from(partition_key.as_ref()), explicit_hash_key: None, data: data.into() }
+        Self {
+            partition_key: Arc::from(partition_key.as_ref()),
+            explicit_hash_key: None,
+            data: data.into(),
+        }
     }
 
     /// Routes the record by an explicit hash key instead.
@@ -207,10 +211,16 @@ impl State {
             .names
             .get(name)
             .ok_or_else(|| KinesisError::not_found(format!("stream {name} not found")))?;
-        Ok(self.streams.get_mut(&nonce).expect("names index only live streams"))
+        Ok(self
+            .streams
+            .get_mut(&nonce)
+            .expect("names index only live streams"))
     }
 
-    fn stream_by_identity(&mut self, id: &StreamIdentity) -> Result<&mut StreamState, KinesisError> {
+    fn stream_by_identity(
+        &mut self,
+        id: &StreamIdentity,
+    ) -> Result<&mut StreamState, KinesisError> {
         let s = self.stream_mut(&id.name)?;
         match &id.arn {
             Some(arn) if s.identity.arn.as_deref() != Some(&**arn) => {
@@ -243,7 +253,9 @@ pub struct InMemoryKinesis {
 
 impl std::fmt::Debug for InMemoryKinesis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemoryKinesis").field("id", &self.inner.id).finish_non_exhaustive()
+        f.debug_struct("InMemoryKinesis")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -268,7 +280,10 @@ impl InMemoryKinesis {
             inner: Arc::new(Inner {
                 id: ENGINE_IDS.fetch_add(1, Ordering::Relaxed),
                 config,
-                clock: Clock { wall: SystemTime::now(), base: Instant::now() },
+                clock: Clock {
+                    wall: SystemTime::now(),
+                    base: Instant::now(),
+                },
                 state: Mutex::new(State::default()),
                 faults,
             }),
@@ -287,7 +302,11 @@ impl InMemoryKinesis {
 
     /// Throttles the next `n` calls of `op` with `ProvisionedThroughputExceeded`.
     pub fn throttle_next(&self, op: KinesisOperation, n: u64) {
-        self.faults().next_calls(op, n, FaultAction::Fail(KinesisError::throughput_exceeded("injected throttle")));
+        self.faults().next_calls(
+            op,
+            n,
+            FaultAction::Fail(KinesisError::throughput_exceeded("injected throttle")),
+        );
     }
 
     /// The engine's current wall-clock time (virtual under a paused tokio clock).
@@ -297,27 +316,45 @@ impl InMemoryKinesis {
 
     fn arn_of(&self, name: &str) -> String {
         let c = &self.inner.config;
-        format!("arn:aws:kinesis:{}:{}:stream/{name}", c.region, c.account_id)
+        format!(
+            "arn:aws:kinesis:{}:{}:stream/{name}",
+            c.region, c.account_id
+        )
     }
 
     /// CreateStream with `shard_count` shards splitting the hash-key space evenly.
-    pub fn create_stream(&self, name: &str, shard_count: u32) -> Result<StreamIdentity, KinesisError> {
+    pub fn create_stream(
+        &self,
+        name: &str,
+        shard_count: u32,
+    ) -> Result<StreamIdentity, KinesisError> {
         let valid_name = !name.is_empty()
             && name.len() <= 128
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if !valid_name {
-            return Err(KinesisError::invalid(format!("invalid stream name {name:?}")));
+            return Err(KinesisError::invalid(format!(
+                "invalid stream name {name:?}"
+            )));
         }
         if shard_count == 0 || shard_count > 100_000 {
-            return Err(KinesisError::invalid(format!("shard count {shard_count} must be in 1..=100000")));
+            return Err(KinesisError::invalid(format!(
+                "shard count {shard_count} must be in 1..=100000"
+            )));
         }
         let mut state = self.inner.state.lock();
         if state.names.contains_key(name) {
-            return Err(KinesisError::in_use(format!("stream {name} already exists")));
+            return Err(KinesisError::in_use(format!(
+                "stream {name} already exists"
+            )));
         }
         state.next_nonce += 1;
         let nonce = state.next_nonce;
-        let identity = StreamIdentity { name: Arc::from(name), arn: Some(Arc::from(self.arn_of(name))) };
+        let identity = StreamIdentity {
+            name: Arc::from(name),
+            arn: Some(Arc::from(self.arn_of(name))),
+        };
         let stream = StreamState::new(identity.clone(), nonce, shard_count, self.now());
         state.names.insert(identity.name.clone(), nonce);
         state.streams.insert(nonce, stream);
@@ -327,7 +364,10 @@ impl InMemoryKinesis {
     /// DeleteStream: the stream and its records are gone at once; readers get ResourceNotFound.
     pub fn delete_stream(&self, name: &str) -> Result<(), KinesisError> {
         let mut state = self.inner.state.lock();
-        let nonce = state.names.remove(name).ok_or_else(|| KinesisError::not_found(format!("stream {name} not found")))?;
+        let nonce = state
+            .names
+            .remove(name)
+            .ok_or_else(|| KinesisError::not_found(format!("stream {name} not found")))?;
         if let Some(s) = state.streams.remove(&nonce) {
             s.notify();
         }
@@ -340,14 +380,21 @@ impl InMemoryKinesis {
         let s = state.stream_mut(name)?;
         Ok(StreamDescription {
             identity: s.identity.clone(),
-            creation_epoch_seconds: s.created_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            creation_epoch_seconds: s
+                .created_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             retention: s.retention,
             open_shard_count: s.open_shards().count(),
         })
     }
 
     /// Sets the retention period; records older than it are trimmed.
-    pub fn set_retention_period(&self, name: &str, retention: Duration) -> Result<(), KinesisError> {
+    pub fn set_retention_period(
+        &self,
+        name: &str,
+        retention: Duration,
+    ) -> Result<(), KinesisError> {
         let now = self.now();
         let mut state = self.inner.state.lock();
         let s = state.stream_mut(name)?;
@@ -359,14 +406,21 @@ impl InMemoryKinesis {
     fn validate(entry: &PutRecordEntry) -> Result<NewRecord, KinesisError> {
         let chars = entry.partition_key.chars().count();
         if !(1..=256).contains(&chars) {
-            return Err(KinesisError::invalid(format!("partition key has {chars} characters, not 1 to 256")));
+            return Err(KinesisError::invalid(format!(
+                "partition key has {chars} characters, not 1 to 256"
+            )));
         }
         let size = entry.data.len() + entry.partition_key.len();
         if size > MAX_RECORD_BYTES {
-            return Err(KinesisError::invalid(format!("record of {size} bytes exceeds 1 MiB")));
+            return Err(KinesisError::invalid(format!(
+                "record of {size} bytes exceeds 1 MiB"
+            )));
         }
-        let hash_key = routing::effective_hash_key(&entry.partition_key, entry.explicit_hash_key.as_deref())
-            .ok_or_else(|| KinesisError::invalid("explicit hash key is not a decimal in 0..2^128"))?;
+        let hash_key =
+            routing::effective_hash_key(&entry.partition_key, entry.explicit_hash_key.as_deref())
+                .ok_or_else(|| {
+                KinesisError::invalid("explicit hash key is not a decimal in 0..2^128")
+            })?;
         Ok(NewRecord {
             partition_key: entry.partition_key.clone(),
             explicit_hash_key: entry.explicit_hash_key.clone(),
@@ -376,15 +430,23 @@ impl InMemoryKinesis {
     }
 
     /// PutRecord.
-    pub async fn put_record(&self, stream: &str, entry: PutRecordEntry) -> Result<PutRecordOutput, KinesisError> {
+    pub async fn put_record(
+        &self,
+        stream: &str,
+        entry: PutRecordEntry,
+    ) -> Result<PutRecordOutput, KinesisError> {
         self.inner.faults.apply(KinesisOperation::Put).await?;
         let rec = Self::validate(&entry)?;
         let (arrival, now) = (self.now(), Instant::now());
         let mut state = self.inner.state.lock();
         let s = state.stream_mut(stream)?;
-        let (shard_id, sequence_number) = s.append(rec, arrival, self.inner.config.quotas.as_ref(), now)?;
+        let (shard_id, sequence_number) =
+            s.append(rec, arrival, self.inner.config.quotas.as_ref(), now)?;
         s.notify();
-        Ok(PutRecordOutput { shard_id, sequence_number })
+        Ok(PutRecordOutput {
+            shard_id,
+            sequence_number,
+        })
     }
 
     /// PutRecords: up to 500 records and 5 MiB. Invalid input fails the whole call; a throttled
@@ -396,27 +458,49 @@ impl InMemoryKinesis {
     ) -> Result<Vec<Result<PutRecordOutput, KinesisError>>, KinesisError> {
         self.inner.faults.apply(KinesisOperation::Put).await?;
         if entries.is_empty() || entries.len() > MAX_PUT_RECORDS_ENTRIES {
-            return Err(KinesisError::invalid(format!("{} entries, not 1 to 500", entries.len())));
+            return Err(KinesisError::invalid(format!(
+                "{} entries, not 1 to 500",
+                entries.len()
+            )));
         }
-        let total: usize = entries.iter().map(|e| e.data.len() + e.partition_key.len()).sum();
+        let total: usize = entries
+            .iter()
+            .map(|e| e.data.len() + e.partition_key.len())
+            .sum();
         if total > MAX_PUT_RECORDS_BYTES {
-            return Err(KinesisError::invalid(format!("{total} bytes exceed the 5 MiB PutRecords limit")));
+            return Err(KinesisError::invalid(format!(
+                "{total} bytes exceed the 5 MiB PutRecords limit"
+            )));
         }
-        let recs = entries.iter().map(Self::validate).collect::<Result<Vec<_>, _>>()?;
+        let recs = entries
+            .iter()
+            .map(Self::validate)
+            .collect::<Result<Vec<_>, _>>()?;
         let (arrival, now) = (self.now(), Instant::now());
         let mut state = self.inner.state.lock();
         let s = state.stream_mut(stream)?;
         let limits = self.inner.config.quotas.as_ref();
         let out = recs
             .into_iter()
-            .map(|r| s.append(r, arrival, limits, now).map(|(shard_id, sequence_number)| PutRecordOutput { shard_id, sequence_number }))
+            .map(|r| {
+                s.append(r, arrival, limits, now)
+                    .map(|(shard_id, sequence_number)| PutRecordOutput {
+                        shard_id,
+                        sequence_number,
+                    })
+            })
             .collect();
         s.notify();
         Ok(out)
     }
 
     /// SplitShard at `new_starting_hash_key`; returns the two children.
-    pub fn split_shard(&self, stream: &str, shard: &ShardId, new_starting_hash_key: u128) -> Result<[ShardId; 2], KinesisError> {
+    pub fn split_shard(
+        &self,
+        stream: &str,
+        shard: &ShardId,
+        new_starting_hash_key: u128,
+    ) -> Result<[ShardId; 2], KinesisError> {
         let now = self.now();
         let mut state = self.inner.state.lock();
         let s = state.stream_mut(stream)?;
@@ -426,7 +510,11 @@ impl InMemoryKinesis {
     }
 
     /// Splits a shard in the middle of its hash-key range.
-    pub fn split_shard_evenly(&self, stream: &str, shard: &ShardId) -> Result<[ShardId; 2], KinesisError> {
+    pub fn split_shard_evenly(
+        &self,
+        stream: &str,
+        shard: &ShardId,
+    ) -> Result<[ShardId; 2], KinesisError> {
         let mid = {
             let mut state = self.inner.state.lock();
             let s = state.stream_mut(stream)?;
@@ -437,7 +525,12 @@ impl InMemoryKinesis {
     }
 
     /// MergeShards of two adjacent open shards; returns the child.
-    pub fn merge_shards(&self, stream: &str, shard: &ShardId, adjacent: &ShardId) -> Result<ShardId, KinesisError> {
+    pub fn merge_shards(
+        &self,
+        stream: &str,
+        shard: &ShardId,
+        adjacent: &ShardId,
+    ) -> Result<ShardId, KinesisError> {
         let now = self.now();
         let mut state = self.inner.state.lock();
         let s = state.stream_mut(stream)?;
@@ -457,13 +550,20 @@ impl InMemoryKinesis {
     }
 
     /// Resolves a starting position to an offset in a shard.
-    fn offset_for(s: &StreamState, index: u64, position: &StartingPosition) -> Result<u64, KinesisError> {
+    fn offset_for(
+        s: &StreamState,
+        index: u64,
+        position: &StartingPosition,
+    ) -> Result<u64, KinesisError> {
         let shard = s.shard(index)?;
         let check = |seq: &SequenceNumber| {
             if shard.covers(seq) {
                 Ok(())
             } else {
-                Err(KinesisError::invalid(format!("sequence number {seq} is not in shard {}", shard.shard.id)))
+                Err(KinesisError::invalid(format!(
+                    "sequence number {seq} is not in shard {}",
+                    shard.shard.id
+                )))
             }
         };
         Ok(match position {
@@ -488,25 +588,43 @@ impl InMemoryKinesis {
 
 #[async_trait]
 impl KinesisDataPlane for InMemoryKinesis {
-    async fn list_shards(&self, request: ListShardsRequest) -> Result<ListShardsPage, KinesisError> {
-        self.inner.faults.apply(KinesisOperation::ListShards).await?;
+    async fn list_shards(
+        &self,
+        request: ListShardsRequest,
+    ) -> Result<ListShardsPage, KinesisError> {
+        self.inner
+            .faults
+            .apply(KinesisOperation::ListShards)
+            .await?;
         let now = self.now();
         let elapsed = self.inner.clock.elapsed();
         let mut state = self.lock();
         let (mut cursor, max) = match request {
-            ListShardsRequest::First { stream, filter, max_results } => {
+            ListShardsRequest::First {
+                stream,
+                filter,
+                max_results,
+            } => {
                 let s = state.stream_by_identity(&stream)?;
                 s.trim(now);
                 let remaining = s.list(filter.as_ref(), now);
-                (ListCursor { stream_nonce: s.nonce, remaining, issued: elapsed }, max_results)
+                (
+                    ListCursor {
+                        stream_nonce: s.nonce,
+                        remaining,
+                        issued: elapsed,
+                    },
+                    max_results,
+                )
             }
             ListShardsRequest::Next { token, max_results } => {
-                let cursor = state
-                    .list_cursors
-                    .remove(&token)
-                    .ok_or_else(|| KinesisError::invalid(format!("unknown or used ListShards token {token:?}")))?;
+                let cursor = state.list_cursors.remove(&token).ok_or_else(|| {
+                    KinesisError::invalid(format!("unknown or used ListShards token {token:?}"))
+                })?;
                 if elapsed.saturating_sub(cursor.issued) > Duration::from_secs(300) {
-                    return Err(KinesisError::ExpiredIterator { message: "ListShards token expired".into() });
+                    return Err(KinesisError::ExpiredIterator {
+                        message: "ListShards token expired".into(),
+                    });
                 }
                 state.stream_by_nonce(cursor.stream_nonce)?;
                 (cursor, max_results)
@@ -514,11 +632,15 @@ impl KinesisDataPlane for InMemoryKinesis {
         };
         let max = max.unwrap_or(1000);
         if max == 0 || max > MAX_LIST_SHARDS_RESULTS {
-            return Err(KinesisError::invalid(format!("max results {max} must be in 1..=10000")));
+            return Err(KinesisError::invalid(format!(
+                "max results {max} must be in 1..=10000"
+            )));
         }
         let take = (max as usize).min(cursor.remaining.len());
         let shards: Vec<_> = cursor.remaining.drain(..take).collect();
-        state.list_cursors.retain(|_, c| elapsed.saturating_sub(c.issued) <= Duration::from_secs(300));
+        state
+            .list_cursors
+            .retain(|_, c| elapsed.saturating_sub(c.issued) <= Duration::from_secs(300));
         let next_token = (!cursor.remaining.is_empty()).then(|| {
             state.next_cursor += 1;
             let token = format!("list-{}-{}", self.inner.id, state.next_cursor);
@@ -534,7 +656,10 @@ impl KinesisDataPlane for InMemoryKinesis {
         shard: &ShardId,
         position: &StartingPosition,
     ) -> Result<ShardIterator, KinesisError> {
-        self.inner.faults.apply(KinesisOperation::GetShardIterator).await?;
+        self.inner
+            .faults
+            .apply(KinesisOperation::GetShardIterator)
+            .await?;
         let now = self.now();
         let mut state = self.lock();
         let s = state.stream_by_identity(stream)?;
@@ -551,19 +676,33 @@ impl KinesisDataPlane for InMemoryKinesis {
         .encode())
     }
 
-    async fn get_records(&self, iterator: &ShardIterator, limit: u32) -> Result<GetRecordsOutput, KinesisError> {
-        self.inner.faults.apply(KinesisOperation::GetRecords).await?;
+    async fn get_records(
+        &self,
+        iterator: &ShardIterator,
+        limit: u32,
+    ) -> Result<GetRecordsOutput, KinesisError> {
+        self.inner
+            .faults
+            .apply(KinesisOperation::GetRecords)
+            .await?;
         if !(1..=MAX_GET_RECORDS_LIMIT).contains(&limit) {
-            return Err(KinesisError::invalid(format!("limit {limit} must be in 1..=10000")));
+            return Err(KinesisError::invalid(format!(
+                "limit {limit} must be in 1..=10000"
+            )));
         }
         let token = IteratorToken::decode(iterator)?;
         if token.engine != self.inner.id {
-            return Err(KinesisError::invalid("shard iterator was issued by another engine"));
+            return Err(KinesisError::invalid(
+                "shard iterator was issued by another engine",
+            ));
         }
         let elapsed = self.inner.clock.elapsed();
         if elapsed.saturating_sub(token.issued) > self.inner.config.iterator_ttl {
             return Err(KinesisError::ExpiredIterator {
-                message: format!("iterator issued {:?} ago", elapsed.saturating_sub(token.issued)),
+                message: format!(
+                    "iterator issued {:?} ago",
+                    elapsed.saturating_sub(token.issued)
+                ),
             });
         }
         let (now, instant) = (self.now(), Instant::now());
@@ -572,7 +711,10 @@ impl KinesisDataPlane for InMemoryKinesis {
         s.trim(now);
         let shard = s.shard_mut(token.shard)?;
         if let Some(limits) = self.inner.config.quotas.as_ref() {
-            shard.quota(limits, instant).admit_read(instant).map_err(KinesisError::throughput_exceeded)?;
+            shard
+                .quota(limits, instant)
+                .admit_read(instant)
+                .map_err(KinesisError::throughput_exceeded)?;
         }
         let (records, next) = shard.read(token.offset, limit as usize, MAX_GET_RECORDS_BYTES);
         if let Some(limits) = self.inner.config.quotas.as_ref() {
@@ -584,9 +726,24 @@ impl KinesisDataPlane for InMemoryKinesis {
         let (next_iterator, child_shards) = if drained {
             (None, s.child_shards(token.shard))
         } else {
-            (Some(IteratorToken { offset: next, issued: elapsed, ..token }.encode()), Vec::new())
+            (
+                Some(
+                    IteratorToken {
+                        offset: next,
+                        issued: elapsed,
+                        ..token
+                    }
+                    .encode(),
+                ),
+                Vec::new(),
+            )
         };
-        Ok(GetRecordsOutput { records, next_iterator, millis_behind_latest, child_shards })
+        Ok(GetRecordsOutput {
+            records,
+            next_iterator,
+            millis_behind_latest,
+            child_shards,
+        })
     }
 }
 

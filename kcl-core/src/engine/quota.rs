@@ -38,7 +38,11 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(rate: f64, now: Instant) -> Self {
-        Self { rate, tokens: rate, last: now }
+        Self {
+            rate,
+            tokens: rate,
+            last: now,
+        }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -104,7 +108,8 @@ impl ShardQuota {
     pub(crate) fn admit_write(&mut self, bytes: usize, now: Instant) -> bool {
         self.write_records.refill(now);
         self.write_bytes.refill(now);
-        if self.write_records.tokens + 1e-9 >= 1.0 && self.write_bytes.tokens + 1e-9 >= bytes as f64 {
+        if self.write_records.tokens + 1e-9 >= 1.0 && self.write_bytes.tokens + 1e-9 >= bytes as f64
+        {
             self.write_records.tokens -= 1.0;
             self.write_bytes.tokens -= bytes as f64;
             true
@@ -144,7 +149,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn writes_limited_by_records_and_bytes() {
         let mut q = ShardQuota::new(&QuotaLimits::default(), Instant::now());
-        let admitted = (0..2000).filter(|_| q.admit_write(10, Instant::now())).count();
+        let admitted = (0..2000)
+            .filter(|_| q.admit_write(10, Instant::now()))
+            .count();
         assert_eq!(admitted, 1000);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(q.admit_write(1024 * 1024, Instant::now()));

@@ -53,19 +53,28 @@ impl ShardState {
     }
 
     fn record_at(&self, offset: u64) -> Option<&Record> {
-        offset.checked_sub(self.first_offset).and_then(|i| self.records.get(i as usize))
+        offset
+            .checked_sub(self.first_offset)
+            .and_then(|i| self.records.get(i as usize))
     }
 
     /// First offset whose record has a sequence number ≥ `seq` (or > with `after`).
     pub(crate) fn offset_of(&self, seq: &SequenceNumber, after: bool) -> u64 {
         let i = self.records.partition_point(|r| {
-            if after { r.sequence_number <= *seq } else { r.sequence_number < *seq }
+            if after {
+                r.sequence_number <= *seq
+            } else {
+                r.sequence_number < *seq
+            }
         });
         self.first_offset + i as u64
     }
 
     pub(crate) fn offset_at_time(&self, t: SystemTime) -> u64 {
-        self.first_offset + self.records.partition_point(|r| r.approximate_arrival_timestamp < t) as u64
+        self.first_offset
+            + self
+                .records
+                .partition_point(|r| r.approximate_arrival_timestamp < t) as u64
     }
 
     /// Whether `seq` lies in the shard's sequence-number range.
@@ -100,7 +109,9 @@ impl ShardState {
                 return r.sequence_number.clone();
             }
         }
-        self.last_trimmed.clone().unwrap_or_else(|| self.shard.sequence_number_range.start.clone())
+        self.last_trimmed
+            .clone()
+            .unwrap_or_else(|| self.shard.sequence_number_range.start.clone())
     }
 
     /// Milliseconds between `now` and the arrival of the first record at or after `offset`;
@@ -112,11 +123,16 @@ impl ShardState {
     }
 
     pub(crate) fn quota(&mut self, limits: &QuotaLimits, now: Instant) -> &mut ShardQuota {
-        self.quota.get_or_insert_with(|| ShardQuota::new(limits, now))
+        self.quota
+            .get_or_insert_with(|| ShardQuota::new(limits, now))
     }
 
     fn trim(&mut self, horizon: SystemTime) {
-        while self.records.front().is_some_and(|r| r.approximate_arrival_timestamp < horizon) {
+        while self
+            .records
+            .front()
+            .is_some_and(|r| r.approximate_arrival_timestamp < horizon)
+        {
             let r = self.records.pop_front().expect("front exists");
             self.last_trimmed = Some(r.sequence_number);
             self.first_offset += 1;
@@ -137,7 +153,12 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
-    pub(crate) fn new(identity: StreamIdentity, nonce: u64, shard_count: u32, now: SystemTime) -> Self {
+    pub(crate) fn new(
+        identity: StreamIdentity,
+        nonce: u64,
+        shard_count: u32,
+        now: SystemTime,
+    ) -> Self {
         let mut s = Self {
             identity,
             nonce,
@@ -207,9 +228,16 @@ impl StreamState {
     /// Parses an id of this engine (`shardId-` + index) and finds the shard.
     pub(crate) fn index_of(&self, id: &ShardId) -> Result<u64, KinesisError> {
         let not_found = || {
-            KinesisError::not_found(format!("shard {id} not found in stream {}", self.identity.name))
+            KinesisError::not_found(format!(
+                "shard {id} not found in stream {}",
+                self.identity.name
+            ))
         };
-        let index: u64 = id.as_str().strip_prefix("shardId-").and_then(|n| n.parse().ok()).ok_or_else(not_found)?;
+        let index: u64 = id
+            .as_str()
+            .strip_prefix("shardId-")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(not_found)?;
         if self.shards.contains_key(&index) && ShardId::from_index(index) == *id {
             Ok(index)
         } else {
@@ -230,7 +258,10 @@ impl StreamState {
     pub(crate) fn shard_mut(&mut self, index: u64) -> Result<&mut ShardState, KinesisError> {
         let name = self.identity.name.clone();
         self.shards.get_mut(&index).ok_or_else(|| {
-            KinesisError::not_found(format!("shard {} of stream {name} no longer exists", ShardId::from_index(index)))
+            KinesisError::not_found(format!(
+                "shard {} of stream {name} no longer exists",
+                ShardId::from_index(index)
+            ))
         })
     }
 
@@ -253,15 +284,22 @@ impl StreamState {
         let index = self.open_shard_for(rec.hash_key);
         if let Some(limits) = limits {
             let bytes = rec.data.len() + rec.partition_key.len();
-            let shard = self.shards.get_mut(&index).expect("routed to a known shard");
+            let shard = self
+                .shards
+                .get_mut(&index)
+                .expect("routed to a known shard");
             if !shard.quota(limits, now).admit_write(bytes, now) {
                 return Err(KinesisError::throughput_exceeded(format!(
-                    "write rate of {} exceeded", shard.shard.id
+                    "write rate of {} exceeded",
+                    shard.shard.id
                 )));
             }
         }
         let sequence_number = self.next_sequence();
-        let shard = self.shards.get_mut(&index).expect("routed to a known shard");
+        let shard = self
+            .shards
+            .get_mut(&index)
+            .expect("routed to a known shard");
         shard.records.push_back(Record {
             data: rec.data,
             partition_key: rec.partition_key,
@@ -287,7 +325,12 @@ impl StreamState {
     }
 
     /// SplitShard: closes the shard and opens two children meeting at `new_start`.
-    pub(crate) fn split(&mut self, id: &ShardId, new_start: u128, now: SystemTime) -> Result<[ShardId; 2], KinesisError> {
+    pub(crate) fn split(
+        &mut self,
+        id: &ShardId,
+        new_start: u128,
+        now: SystemTime,
+    ) -> Result<[ShardId; 2], KinesisError> {
         let index = self.open_index(id)?;
         let range = self.shards[&index].shard.hash_key_range;
         if new_start <= range.start || new_start > range.end {
@@ -296,23 +339,55 @@ impl StreamState {
                 range.start, range.end
             )));
         }
-        let low = self.add_shard(HashKeyRange { start: range.start, end: new_start - 1 }, Some(id.clone()), None, now);
-        let high = self.add_shard(HashKeyRange { start: new_start, end: range.end }, Some(id.clone()), None, now);
+        let low = self.add_shard(
+            HashKeyRange {
+                start: range.start,
+                end: new_start - 1,
+            },
+            Some(id.clone()),
+            None,
+            now,
+        );
+        let high = self.add_shard(
+            HashKeyRange {
+                start: new_start,
+                end: range.end,
+            },
+            Some(id.clone()),
+            None,
+            now,
+        );
         self.close(index, vec![low, high], now);
         Ok([ShardId::from_index(low), ShardId::from_index(high)])
     }
 
     /// MergeShards: closes two adjacent open shards and opens their child.
-    pub(crate) fn merge(&mut self, id: &ShardId, adjacent: &ShardId, now: SystemTime) -> Result<ShardId, KinesisError> {
+    pub(crate) fn merge(
+        &mut self,
+        id: &ShardId,
+        adjacent: &ShardId,
+        now: SystemTime,
+    ) -> Result<ShardId, KinesisError> {
         let a = self.open_index(id)?;
         let b = self.open_index(adjacent)?;
-        let (ra, rb) = (self.shards[&a].shard.hash_key_range, self.shards[&b].shard.hash_key_range);
+        let (ra, rb) = (
+            self.shards[&a].shard.hash_key_range,
+            self.shards[&b].shard.hash_key_range,
+        );
         let range = if ra.is_followed_by(&rb) {
-            HashKeyRange { start: ra.start, end: rb.end }
+            HashKeyRange {
+                start: ra.start,
+                end: rb.end,
+            }
         } else if rb.is_followed_by(&ra) {
-            HashKeyRange { start: rb.start, end: ra.end }
+            HashKeyRange {
+                start: rb.start,
+                end: ra.end,
+            }
         } else {
-            return Err(KinesisError::invalid(format!("shards {id} and {adjacent} are not adjacent")));
+            return Err(KinesisError::invalid(format!(
+                "shards {id} and {adjacent} are not adjacent"
+            )));
         };
         let child = self.add_shard(range, Some(id.clone()), Some(adjacent.clone()), now);
         self.close(a, vec![child], now);
@@ -323,7 +398,11 @@ impl StreamState {
     /// UpdateShardCount with uniform scaling: splits at every target boundary inside an open
     /// shard, then merges the pieces of each target range pairwise, so every new shard has one
     /// parent (split) or two (merge) as on Kinesis.
-    pub(crate) fn update_shard_count(&mut self, target: u32, now: SystemTime) -> Result<(), KinesisError> {
+    pub(crate) fn update_shard_count(
+        &mut self,
+        target: u32,
+        now: SystemTime,
+    ) -> Result<(), KinesisError> {
         let open = self.open_shards().count() as u32;
         if target == 0 || target > open.saturating_mul(2) || target.saturating_mul(2) < open {
             return Err(KinesisError::invalid(format!(
@@ -334,7 +413,10 @@ impl StreamState {
         for t in &targets[1..] {
             let covering = self
                 .open_shards()
-                .find(|s| s.shard.hash_key_range.start < t.start && s.shard.hash_key_range.contains(t.start))
+                .find(|s| {
+                    s.shard.hash_key_range.start < t.start
+                        && s.shard.hash_key_range.contains(t.start)
+                })
                 .map(|s| s.shard.id.clone());
             if let Some(id) = covering {
                 self.split(&id, t.start, now)?;
@@ -362,7 +444,9 @@ impl StreamState {
     }
 
     pub(crate) fn child_shards(&self, index: u64) -> Vec<ChildShard> {
-        let Some(s) = self.shards.get(&index) else { return Vec::new() };
+        let Some(s) = self.shards.get(&index) else {
+            return Vec::new();
+        };
         s.children
             .iter()
             .filter_map(|c| self.shards.get(c))
@@ -377,24 +461,34 @@ impl StreamState {
     /// Drops records older than the retention period, and closed shards whose records have all
     /// expired (they then vanish from ListShards, as on Kinesis).
     pub(crate) fn trim(&mut self, now: SystemTime) {
-        let Some(horizon) = now.checked_sub(self.retention) else { return };
+        let Some(horizon) = now.checked_sub(self.retention) else {
+            return;
+        };
         for s in self.shards.values_mut() {
             s.trim(horizon);
         }
-        self.shards.retain(|_, s| s.closed_at.is_none_or(|closed| closed >= horizon));
+        self.shards
+            .retain(|_, s| s.closed_at.is_none_or(|closed| closed >= horizon));
     }
 
     /// The shards `filter` selects, in index order.
     pub(crate) fn list(&self, filter: Option<&ShardFilter>, now: SystemTime) -> Vec<Shard> {
-        let horizon = now.checked_sub(self.retention).unwrap_or(SystemTime::UNIX_EPOCH).max(self.created_at);
-        let open_at = |s: &ShardState, t: SystemTime| s.created_at <= t && s.closed_at.is_none_or(|c| c > t);
+        let horizon = now
+            .checked_sub(self.retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+            .max(self.created_at);
+        let open_at =
+            |s: &ShardState, t: SystemTime| s.created_at <= t && s.closed_at.is_none_or(|c| c > t);
         self.shards
             .iter()
             .filter(|(index, s)| match filter {
                 None | Some(ShardFilter::FromTrimHorizon) => true,
                 Some(ShardFilter::AtLatest) => s.is_open(),
                 Some(ShardFilter::AfterShardId(id)) => {
-                    let after = id.as_str().strip_prefix("shardId-").and_then(|n| n.parse::<u64>().ok());
+                    let after = id
+                        .as_str()
+                        .strip_prefix("shardId-")
+                        .and_then(|n| n.parse::<u64>().ok());
                     after.is_none_or(|a| **index > a)
                 }
                 Some(ShardFilter::AtTrimHorizon) => open_at(s, horizon),

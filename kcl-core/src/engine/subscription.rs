@@ -98,24 +98,43 @@ impl InMemoryKinesis {
         } else {
             ConsumerStatus::Creating
         };
-        Consumer { name: e.name.clone(), arn: arn.to_string(), status, created_at: e.created_at }
+        Consumer {
+            name: e.name.clone(),
+            arn: arn.to_string(),
+            status,
+            created_at: e.created_at,
+        }
     }
 
     /// RegisterStreamConsumer. A name already registered on the stream is `ResourceInUse`.
-    pub async fn register_stream_consumer(&self, stream: &str, name: &str) -> Result<Consumer, KinesisError> {
+    pub async fn register_stream_consumer(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Result<Consumer, KinesisError> {
         self.inner.faults.apply(KinesisOperation::Consumers).await?;
         if name.is_empty() || name.len() > 128 {
-            return Err(KinesisError::invalid(format!("invalid consumer name {name:?}")));
+            return Err(KinesisError::invalid(format!(
+                "invalid consumer name {name:?}"
+            )));
         }
         let now = self.now();
         let mut state = self.lock();
         let s = state.stream_mut(stream)?;
         let (nonce, stream_arn) = (s.nonce, s.identity.arn.clone().unwrap_or_default());
         let reg = &mut state.consumers;
-        if reg.consumers.values().any(|c| c.stream_nonce == nonce && c.name == name) {
-            return Err(KinesisError::in_use(format!("consumer {name} is already registered on {stream}")));
+        if reg
+            .consumers
+            .values()
+            .any(|c| c.stream_nonce == nonce && c.name == name)
+        {
+            return Err(KinesisError::in_use(format!(
+                "consumer {name} is already registered on {stream}"
+            )));
         }
-        let epoch = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let arn: Arc<str> = Arc::from(format!("{stream_arn}/consumer/{name}:{epoch}"));
         let entry = ConsumerEntry {
             name: name.to_string(),
@@ -129,7 +148,10 @@ impl InMemoryKinesis {
     }
 
     /// DescribeStreamConsumer by ARN.
-    pub async fn describe_stream_consumer(&self, consumer_arn: &str) -> Result<Consumer, KinesisError> {
+    pub async fn describe_stream_consumer(
+        &self,
+        consumer_arn: &str,
+    ) -> Result<Consumer, KinesisError> {
         self.inner.faults.apply(KinesisOperation::Consumers).await?;
         let state = self.lock();
         let (arn, e) = state
@@ -174,7 +196,10 @@ impl InMemoryKinesis {
         shard: &ShardId,
         position: &StartingPosition,
     ) -> Result<ShardSubscription, KinesisError> {
-        self.inner.faults.apply(KinesisOperation::SubscribeToShard).await?;
+        self.inner
+            .faults
+            .apply(KinesisOperation::SubscribeToShard)
+            .await?;
         let now = self.now();
         let elapsed = self.inner.clock.elapsed();
         let mut state = self.lock();
@@ -183,11 +208,15 @@ impl InMemoryKinesis {
                 .consumers
                 .consumers
                 .get_key_value(consumer_arn)
-                .ok_or_else(|| KinesisError::not_found(format!("consumer {consumer_arn} not found")))?;
+                .ok_or_else(|| {
+                    KinesisError::not_found(format!("consumer {consumer_arn} not found"))
+                })?;
             (arn.clone(), e.stream_nonce, e.active_after)
         };
         if elapsed < active_after {
-            return Err(KinesisError::in_use(format!("consumer {consumer_arn} is not ACTIVE yet")));
+            return Err(KinesisError::in_use(format!(
+                "consumer {consumer_arn} is not ACTIVE yet"
+            )));
         }
         let s = state.stream_by_nonce(nonce)?;
         s.trim(now);
@@ -225,7 +254,13 @@ impl ShardSubscription {
         if self.finished {
             return None;
         }
-        if let Err(e) = self.engine.inner.faults.apply(KinesisOperation::SubscriptionEvent).await {
+        if let Err(e) = self
+            .engine
+            .inner
+            .faults
+            .apply(KinesisOperation::SubscriptionEvent)
+            .await
+        {
             return self.fail(e);
         }
         loop {
@@ -255,19 +290,29 @@ impl ShardSubscription {
         let now = engine.now();
         let mut state = engine.lock();
         if state.consumers.slots.get(&self.slot) != Some(&self.id) {
-            return Err(KinesisError::not_found("the consumer of this subscription was deregistered"));
+            return Err(KinesisError::not_found(
+                "the consumer of this subscription was deregistered",
+            ));
         }
         let s = state.stream_by_nonce(self.slot.1)?;
         s.trim(now);
         let shard = s.shard(self.slot.2)?;
-        let (records, next) = shard.read(self.offset, MAX_GET_RECORDS_LIMIT as usize, MAX_GET_RECORDS_BYTES);
+        let (records, next) = shard.read(
+            self.offset,
+            MAX_GET_RECORDS_LIMIT as usize,
+            MAX_GET_RECORDS_BYTES,
+        );
         let drained = !shard.is_open() && next >= shard.end_offset();
         if records.is_empty() && !drained && Instant::now() < self.next_heartbeat {
             return Ok(None);
         }
         let millis_behind_latest = shard.millis_behind(next, now);
         let continuation = (!drained).then(|| shard.sequence_before(next));
-        let child_shards = if drained { s.child_shards(self.slot.2) } else { Vec::new() };
+        let child_shards = if drained {
+            s.child_shards(self.slot.2)
+        } else {
+            Vec::new()
+        };
         self.offset = next;
         self.next_heartbeat = Instant::now() + engine.inner.config.subscription_heartbeat;
         drop(state);

@@ -78,7 +78,10 @@ pub enum KinesisError {
 impl KinesisError {
     /// Whether the same call may succeed if retried after a backoff.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Throttled { .. } | Self::ResourceInUse { .. } | Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::Throttled { .. } | Self::ResourceInUse { .. } | Self::Unavailable { .. }
+        )
     }
 
     /// Whether this is a throttle of any kind.
@@ -87,19 +90,28 @@ impl KinesisError {
     }
 
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
-        Self::ResourceNotFound { message: message.into() }
+        Self::ResourceNotFound {
+            message: message.into(),
+        }
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::InvalidArgument { message: message.into() }
+        Self::InvalidArgument {
+            message: message.into(),
+        }
     }
 
     pub(crate) fn in_use(message: impl Into<String>) -> Self {
-        Self::ResourceInUse { message: message.into() }
+        Self::ResourceInUse {
+            message: message.into(),
+        }
     }
 
     /// A `ProvisionedThroughputExceeded` throttle.
     pub fn throughput_exceeded(message: impl Into<String>) -> Self {
-        Self::Throttled { kind: ThrottleKind::ProvisionedThroughputExceeded, message: message.into() }
+        Self::Throttled {
+            kind: ThrottleKind::ProvisionedThroughputExceeded,
+            message: message.into(),
+        }
     }
 }

@@ -113,7 +113,8 @@ pub struct GetRecordsOutput {
 #[async_trait]
 pub trait KinesisDataPlane: Send + Sync + fmt::Debug + 'static {
     /// One ListShards call.
-    async fn list_shards(&self, request: ListShardsRequest) -> Result<ListShardsPage, KinesisError>;
+    async fn list_shards(&self, request: ListShardsRequest)
+    -> Result<ListShardsPage, KinesisError>;
 
     /// GetShardIterator.
     async fn get_shard_iterator(
@@ -145,7 +146,12 @@ pub trait KinesisDataPlane: Send + Sync + fmt::Debug + 'static {
             .await?;
         let mut shards = std::mem::take(&mut page.shards);
         while let Some(token) = page.next_token.take() {
-            page = self.list_shards(ListShardsRequest::Next { token, max_results: None }).await?;
+            page = self
+                .list_shards(ListShardsRequest::Next {
+                    token,
+                    max_results: None,
+                })
+                .await?;
             shards.append(&mut page.shards);
         }
         Ok(shards)

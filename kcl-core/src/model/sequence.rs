@@ -38,7 +38,9 @@ impl SequenceNumber {
             return Err(ParseSequenceNumberError::Empty);
         }
         if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ParseSequenceNumberError::NotDigits(digits.chars().take(140).collect()));
+            return Err(ParseSequenceNumberError::NotDigits(
+                digits.chars().take(140).collect(),
+            ));
         }
         let trimmed = digits.trim_start_matches('0');
         let trimmed = if trimmed.is_empty() { "0" } else { trimmed };
@@ -62,7 +64,10 @@ impl SequenceNumber {
 impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
         // Canonical form has no leading zeros, so more digits means a larger number.
-        self.0.len().cmp(&other.0.len()).then_with(|| self.0.as_bytes().cmp(other.0.as_bytes()))
+        self.0
+            .len()
+            .cmp(&other.0.len())
+            .then_with(|| self.0.as_bytes().cmp(other.0.as_bytes()))
     }
 }
 
@@ -119,7 +124,9 @@ pub enum ExtendedSequenceNumber {
 
 /// Why a string is not a valid checkpoint value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid checkpoint {value:?}: expected digits, TRIM_HORIZON, LATEST, AT_TIMESTAMP or SHARD_END")]
+#[error(
+    "invalid checkpoint {value:?}: expected digits, TRIM_HORIZON, LATEST, AT_TIMESTAMP or SHARD_END"
+)]
 pub struct ParseCheckpointError {
     /// The rejected value (truncated).
     pub value: String,
@@ -147,7 +154,10 @@ impl ExtendedSequenceNumber {
 
     /// A position at a record that was not aggregated (sub-sequence 0).
     pub fn at(sequence: SequenceNumber) -> Self {
-        Self::Sequence { sequence, sub_sequence: 0 }
+        Self::Sequence {
+            sequence,
+            sub_sequence: 0,
+        }
     }
 
     /// The sequence number, if this is not a sentinel.
@@ -184,7 +194,10 @@ impl ExtendedSequenceNumber {
 impl fmt::Display for ExtendedSequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Sequence { sequence, sub_sequence } => write!(f, "{sequence}/{sub_sequence}"),
+            Self::Sequence {
+                sequence,
+                sub_sequence,
+            } => write!(f, "{sequence}/{sub_sequence}"),
             other => f.write_str(other.checkpoint_str()),
         }
     }
@@ -209,9 +222,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(SequenceNumber::new(""), Err(ParseSequenceNumberError::Empty));
-        assert!(matches!(SequenceNumber::new("12a"), Err(ParseSequenceNumberError::NotDigits(_))));
-        assert!(matches!(SequenceNumber::new("-1"), Err(ParseSequenceNumberError::NotDigits(_))));
+        assert_eq!(
+            SequenceNumber::new(""),
+            Err(ParseSequenceNumberError::Empty)
+        );
+        assert!(matches!(
+            SequenceNumber::new("12a"),
+            Err(ParseSequenceNumberError::NotDigits(_))
+        ));
+        assert!(matches!(
+            SequenceNumber::new("-1"),
+            Err(ParseSequenceNumberError::NotDigits(_))
+        ));
         assert!(SequenceNumber::new(&"9".repeat(129)).is_ok());
         assert_eq!(
             SequenceNumber::new(&"9".repeat(130)),
@@ -227,16 +249,30 @@ mod tests {
         for w in order.windows(2) {
             assert!(w[0] < w[1], "{} < {}", w[0], w[1]);
         }
-        let a = E::Sequence { sequence: seq("5"), sub_sequence: 3 };
-        let b = E::Sequence { sequence: seq("5"), sub_sequence: 4 };
-        let c = E::Sequence { sequence: seq("6"), sub_sequence: 0 };
+        let a = E::Sequence {
+            sequence: seq("5"),
+            sub_sequence: 3,
+        };
+        let b = E::Sequence {
+            sequence: seq("5"),
+            sub_sequence: 4,
+        };
+        let c = E::Sequence {
+            sequence: seq("6"),
+            sub_sequence: 0,
+        };
         assert!(a < b && b < c);
     }
 
     #[test]
     fn checkpoint_strings_round_trip() {
         for s in ["AT_TIMESTAMP", "TRIM_HORIZON", "LATEST", "SHARD_END", "123"] {
-            assert_eq!(ExtendedSequenceNumber::parse(s, 0).unwrap().checkpoint_str(), s);
+            assert_eq!(
+                ExtendedSequenceNumber::parse(s, 0)
+                    .unwrap()
+                    .checkpoint_str(),
+                s
+            );
         }
         assert!(ExtendedSequenceNumber::parse("garbage", 0).is_err());
     }

@@ -57,19 +57,28 @@ pub struct StreamIdentity {
 impl StreamIdentity {
     /// A stream known by name only.
     pub fn from_name(name: impl AsRef<str>) -> Self {
-        Self { name: Arc::from(name.as_ref()), arn: None }
+        Self {
+            name: Arc::from(name.as_ref()),
+            arn: None,
+        }
     }
 
     /// A stream known by ARN; the name is taken from the ARN's resource part.
     pub fn from_arn(arn: impl AsRef<str>) -> Self {
         let arn = arn.as_ref();
         let name = arn.rsplit_once("stream/").map_or(arn, |(_, n)| n);
-        Self { name: Arc::from(name), arn: Some(Arc::from(arn)) }
+        Self {
+            name: Arc::from(name),
+            arn: Some(Arc::from(arn)),
+        }
     }
 
     /// The account id embedded in the ARN, if any.
     pub fn account_id(&self) -> Option<&str> {
-        self.arn.as_deref().and_then(|a| a.split(':').nth(4)).filter(|a| !a.is_empty())
+        self.arn
+            .as_deref()
+            .and_then(|a| a.split(':').nth(4))
+            .filter(|a| !a.is_empty())
     }
 }
 
@@ -90,7 +99,10 @@ pub struct HashKeyRange {
 
 impl HashKeyRange {
     /// The whole hash-key space.
-    pub const FULL: Self = Self { start: 0, end: u128::MAX };
+    pub const FULL: Self = Self {
+        start: 0,
+        end: u128::MAX,
+    };
 
     /// Whether `key` lies in the range.
     pub fn contains(&self, key: u128) -> bool {
@@ -188,7 +200,13 @@ mod tests {
     #[test]
     fn two_shards_split_like_kinesis() {
         let r = HashKeyRange::split_evenly(2);
-        assert_eq!(r[0], HashKeyRange { start: 0, end: 170141183460469231731687303715884105727 });
+        assert_eq!(
+            r[0],
+            HashKeyRange {
+                start: 0,
+                end: 170141183460469231731687303715884105727
+            }
+        );
         assert_eq!(r[1].start, 170141183460469231731687303715884105728);
         assert_eq!(r[1].end, u128::MAX);
         assert_eq!(HashKeyRange::split_evenly(1), vec![HashKeyRange::FULL]);

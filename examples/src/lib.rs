@@ -1,0 +1,1 @@
+//! Runnable examples of kcl-rs; see `src/bin/`.
