@@ -32,3 +32,6 @@ pub use deaggregate::{DeaggregationReport, Deaggregator, HashRangePolicy, NotAgg
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 /// Length of the MD5 trailer.
 pub const DIGEST_LEN: usize = 16;
+
+#[cfg(test)]
+mod tests;
