@@ -76,7 +76,7 @@ fn every_python_vector_deaggregates_identically() {
                 "{ctx} data"
             );
             assert_eq!(
-                got.sequence_number.as_str(),
+                got.sequence_number.to_string(),
                 want["sequence_number"].as_str().unwrap(),
                 "{ctx} sequence"
             );

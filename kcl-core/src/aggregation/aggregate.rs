@@ -220,8 +220,8 @@ impl Aggregator {
             .explicit_hash_key_index
             .map(|i| self.hash_keys[i as usize].clone());
         let message = proto::AggregatedRecord {
-            partition_key_table: std::mem::take(&mut self.partition_keys),
-            explicit_hash_key_table: std::mem::take(&mut self.hash_keys),
+            partition_key_table: self.partition_keys.drain(..).map(Bytes::from).collect(),
+            explicit_hash_key_table: self.hash_keys.drain(..).map(Bytes::from).collect(),
             records: std::mem::take(&mut self.records),
         };
         self.partition_key_index.clear();
@@ -236,7 +236,8 @@ impl Aggregator {
         let digest = Md5::digest(&buf[MAGIC.len()..]);
         buf.put_slice(&digest);
         Some(AggregatedRecord {
-            partition_key: message.partition_key_table[0].clone(),
+            partition_key: String::from_utf8(message.partition_key_table[0].to_vec())
+                .expect("keys were added as strings"),
             explicit_hash_key,
             data: buf.freeze(),
             user_records: message.records.len(),

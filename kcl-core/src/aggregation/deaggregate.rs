@@ -1,7 +1,6 @@
 //! Unpacking KPL aggregates into user records.
 
-use std::sync::Arc;
-
+use bytestring::ByteString;
 use md5::{Digest, Md5};
 use prost::Message;
 use tracing::warn;
@@ -63,7 +62,9 @@ impl NotAggregate {
 /// and arrival time, sub-sequence numbers `0..n`, their own partition key and explicit hash key,
 /// and `aggregated = true`. Data is sliced from the parent's buffer, never copied.
 pub fn unpack(record: &Record) -> Result<Vec<Record>, NotAggregate> {
-    unpack_checked(record, None).map(|(users, _)| users)
+    let mut users = Vec::new();
+    unpack_checked(record, None, &mut users)?;
+    Ok(users)
 }
 
 /// [`unpack`], also telling for each user record whether its hash key lies in `range`
@@ -71,7 +72,8 @@ pub fn unpack(record: &Record) -> Result<Vec<Record>, NotAggregate> {
 fn unpack_checked(
     record: &Record,
     range: Option<HashKeyRange>,
-) -> Result<(Vec<Record>, Vec<bool>), NotAggregate> {
+    out: &mut Vec<Record>,
+) -> Result<Vec<bool>, NotAggregate> {
     let data = &record.data;
     if !data.starts_with(&MAGIC) {
         return Err(NotAggregate::NoMagic);
@@ -93,12 +95,14 @@ fn unpack_checked(
         explicit_hash_key_table,
         records,
     } = message;
+    let partition_keys = utf8_table(partition_key_table, "partition key")?;
+    let hash_keys = utf8_table(explicit_hash_key_table, "explicit hash key")?;
     let inside = match range {
         None => Vec::new(),
         Some(range) => {
             let check = |hash: Option<u128>| hash.is_some_and(|h| range.contains(h));
-            let mut pk_inside: Vec<Option<bool>> = vec![None; partition_key_table.len()];
-            let ehk_inside: Vec<bool> = explicit_hash_key_table
+            let mut pk_inside: Vec<Option<bool>> = vec![None; partition_keys.len()];
+            let ehk_inside: Vec<bool> = hash_keys
                 .iter()
                 .map(|k| check(routing::parse_explicit_hash_key(k)))
                 .collect();
@@ -109,32 +113,70 @@ fn unpack_checked(
                     None => {
                         let p = sub.partition_key_index.expect("validated") as usize;
                         *pk_inside[p].get_or_insert_with(|| {
-                            check(Some(routing::partition_key_hash(&partition_key_table[p])))
+                            check(Some(routing::partition_key_hash(&partition_keys[p])))
                         })
                     }
                 })
                 .collect()
         }
     };
-    let partition_keys: Vec<Arc<str>> = partition_key_table.into_iter().map(Arc::from).collect();
-    let hash_keys: Vec<Arc<str>> = explicit_hash_key_table.into_iter().map(Arc::from).collect();
-    let users = records
+    let mut partition_keys = KeyTable::new(
+        partition_keys,
+        records.iter().map(|r| r.partition_key_index),
+    );
+    let mut hash_keys = KeyTable::new(hash_keys, records.iter().map(|r| r.explicit_hash_key_index));
+    out.reserve(records.len());
+    out.extend(records.into_iter().enumerate().map(|(i, sub)| Record {
+        data: sub.data.expect("validated"),
+        partition_key: partition_keys.take(sub.partition_key_index.expect("validated")),
+        sequence_number: record.sequence_number.clone(),
+        sub_sequence_number: i as u64,
+        explicit_hash_key: sub.explicit_hash_key_index.map(|x| hash_keys.take(x)),
+        approximate_arrival_timestamp: record.approximate_arrival_timestamp,
+        aggregated: true,
+    }));
+    Ok(inside)
+}
+
+/// A key table handing out its entries: the last user of an entry gets it moved, the others a
+/// clone. With distinct keys (common) that halves the reference-count traffic per user record,
+/// which is most of what unpacking costs besides the MD5.
+struct KeyTable {
+    keys: Vec<ByteString>,
+    uses_left: Vec<u32>,
+}
+
+impl KeyTable {
+    fn new(keys: Vec<ByteString>, indexes: impl Iterator<Item = Option<u64>>) -> Self {
+        let mut uses_left = vec![0u32; keys.len()];
+        for i in indexes.flatten() {
+            uses_left[i as usize] += 1;
+        }
+        Self { keys, uses_left }
+    }
+
+    /// The entry at `index` (validated to be in the table).
+    fn take(&mut self, index: u64) -> ByteString {
+        let i = index as usize;
+        self.uses_left[i] -= 1;
+        if self.uses_left[i] == 0 {
+            std::mem::take(&mut self.keys[i])
+        } else {
+            self.keys[i].clone()
+        }
+    }
+}
+
+/// Converts a key table to shared strings, rejecting invalid UTF-8 as the KPL's `string` type does.
+fn utf8_table(table: Vec<bytes::Bytes>, what: &str) -> Result<Vec<ByteString>, NotAggregate> {
+    table
         .into_iter()
         .enumerate()
-        .map(|(i, sub)| Record {
-            data: sub.data.expect("validated"),
-            partition_key: partition_keys[sub.partition_key_index.expect("validated") as usize]
-                .clone(),
-            sequence_number: record.sequence_number.clone(),
-            sub_sequence_number: i as u64,
-            explicit_hash_key: sub
-                .explicit_hash_key_index
-                .map(|x| hash_keys[x as usize].clone()),
-            approximate_arrival_timestamp: record.approximate_arrival_timestamp,
-            aggregated: true,
+        .map(|(i, b)| {
+            ByteString::try_from(b)
+                .map_err(|_| NotAggregate::Decode(format!("{what} table entry {i} is not UTF-8")))
         })
-        .collect();
-    Ok((users, inside))
+        .collect()
 }
 
 /// Checks every sub-record before any is delivered, so an aggregate is either unpacked whole or
@@ -274,14 +316,14 @@ impl Deaggregator {
         let mut report = DeaggregationReport::default();
         for record in records {
             report.kinesis_records += 1;
-            match unpack_checked(&record, self.hash_range.map(|(r, _)| r)) {
-                Ok((users, inside)) => {
+            let before = out.len();
+            match unpack_checked(&record, self.hash_range.map(|(r, _)| r), out) {
+                Ok(inside) => {
                     report.aggregates += 1;
-                    if users.is_empty() {
+                    if out.len() == before {
                         report.empty_aggregates += 1;
                     }
-                    let before = out.len();
-                    self.push_checked(&record, users, &inside, out, &mut report);
+                    self.apply_hash_range_policy(&record, before, &inside, out, &mut report);
                     report.user_records += (out.len() - before) as u64;
                 }
                 Err(reason) => {
@@ -314,31 +356,28 @@ impl Deaggregator {
         (out, report)
     }
 
-    fn push_checked(
+    /// Applies the hash-range policy to the user records `out[first..]` just unpacked.
+    fn apply_hash_range_policy(
         &self,
         parent: &Record,
-        users: Vec<Record>,
+        first: usize,
         inside: &[bool],
         out: &mut Vec<Record>,
         report: &mut DeaggregationReport,
     ) {
         let Some((_, policy)) = self.hash_range else {
-            out.extend(users);
             return;
         };
         let outside = inside.iter().filter(|x| !**x).count() as u64;
         if outside == 0 {
-            out.extend(users);
             return;
         }
         report.hash_range_outside += outside;
         let action = match policy {
-            HashRangePolicy::DeliverAndWarn => {
-                out.extend(users);
-                "delivered"
-            }
+            HashRangePolicy::DeliverAndWarn => "delivered",
             HashRangePolicy::DropOutside => {
                 report.hash_range_dropped += outside;
+                let users = out.split_off(first);
                 out.extend(
                     users
                         .into_iter()
@@ -350,6 +389,7 @@ impl Deaggregator {
             }
             HashRangePolicy::DropAggregate => {
                 report.hash_range_dropped += inside.len() as u64;
+                out.truncate(first);
                 "dropped with the whole aggregate"
             }
         };

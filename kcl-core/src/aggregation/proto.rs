@@ -6,10 +6,12 @@ use bytes::Bytes;
 /// `AggregatedRecord`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct AggregatedRecord {
-    #[prost(string, repeated, tag = "1")]
-    pub(crate) partition_key_table: Vec<String>,
-    #[prost(string, repeated, tag = "2")]
-    pub(crate) explicit_hash_key_table: Vec<String>,
+    // Strings on the wire; decoded as zero-copy slices and checked for UTF-8 once, when
+    // converted to `ByteString`s that share the aggregate's buffer: no allocation per key.
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    pub(crate) partition_key_table: Vec<Bytes>,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    pub(crate) explicit_hash_key_table: Vec<Bytes>,
     #[prost(message, repeated, tag = "3")]
     pub(crate) records: Vec<SubRecord>,
 }

@@ -41,6 +41,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -126,9 +127,9 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutRecordEntry {
     /// Partition key: 1 to 256 Unicode characters.
-    pub partition_key: Arc<str>,
+    pub partition_key: ByteString,
     /// Decimal 128-bit hash key that overrides the partition key's hash.
-    pub explicit_hash_key: Option<Arc<str>>,
+    pub explicit_hash_key: Option<ByteString>,
     /// The payload.
     pub data: Bytes,
 }
@@ -137,7 +138,7 @@ impl PutRecordEntry {
     /// A record routed by its partition key.
     pub fn new(partition_key: impl AsRef<str>, data: impl Into<Bytes>) -> Self {
         Self {
-            partition_key: Arc::from(partition_key.as_ref()),
+            partition_key: ByteString::from(partition_key.as_ref()),
             explicit_hash_key: None,
             data: data.into(),
         }
@@ -145,7 +146,7 @@ impl PutRecordEntry {
 
     /// Routes the record by an explicit hash key instead.
     pub fn with_explicit_hash_key(mut self, key: impl AsRef<str>) -> Self {
-        self.explicit_hash_key = Some(Arc::from(key.as_ref()));
+        self.explicit_hash_key = Some(ByteString::from(key.as_ref()));
         self
     }
 }

@@ -2,10 +2,10 @@
 //! holds its lock around these calls and never across an await.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -21,8 +21,8 @@ pub(crate) const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// A record to append, already validated and routed by hash key.
 pub(crate) struct NewRecord {
-    pub(crate) partition_key: Arc<str>,
-    pub(crate) explicit_hash_key: Option<Arc<str>>,
+    pub(crate) partition_key: ByteString,
+    pub(crate) explicit_hash_key: Option<ByteString>,
     pub(crate) hash_key: u128,
     pub(crate) data: Bytes,
 }

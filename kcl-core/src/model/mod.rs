@@ -5,6 +5,7 @@ mod record;
 mod sequence;
 mod shard;
 
+pub use bytestring::ByteString;
 pub use position::{InitialPosition, StartingPosition};
 pub use record::Record;
 pub use sequence::{

@@ -1,9 +1,9 @@
 //! Records as delivered to record processors.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 use super::{ExtendedSequenceNumber, SequenceNumber};
 
@@ -13,19 +13,20 @@ use super::{ExtendedSequenceNumber, SequenceNumber};
 /// sub-sequence 0) or user records unpacked from a KPL aggregate, which share their Kinesis
 /// record's sequence number and arrival time and are told apart by `sub_sequence_number`.
 /// `data` is a reference-counted slice of the bytes read from Kinesis: records are never copied
-/// on the way to the processor.
+/// on the way to the processor, and keys are UTF-8 views of the same buffers (`ByteString`
+/// dereferences to `str`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The payload.
     pub data: Bytes,
     /// The partition key the producer chose.
-    pub partition_key: Arc<str>,
+    pub partition_key: ByteString,
     /// Sequence number of the Kinesis record (shared by all user records of one aggregate).
     pub sequence_number: SequenceNumber,
     /// Index inside the KPL aggregate, 0 for records that were not aggregated.
     pub sub_sequence_number: u64,
     /// Decimal 128-bit hash key the producer set instead of hashing the partition key.
-    pub explicit_hash_key: Option<Arc<str>>,
+    pub explicit_hash_key: Option<ByteString>,
     /// When Kinesis accepted the record.
     pub approximate_arrival_timestamp: SystemTime,
     /// Whether this user record came out of a KPL aggregate.

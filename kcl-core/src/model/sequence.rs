@@ -1,5 +1,6 @@
 //! Sequence numbers and the KCL's extended sequence numbers (sequence + sub-sequence, sentinels).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
@@ -8,13 +9,28 @@ use std::sync::Arc;
 /// Longest sequence number accepted, in decimal digits (Kinesis documents `0|([1-9]\d{0,128})`).
 pub const MAX_SEQUENCE_DIGITS: usize = 129;
 
+/// Digits kept inline (two per byte) instead of on the heap; AWS numbers have 56.
+const INLINE_DIGITS: usize = 62;
+
 /// A Kinesis sequence number: a non-negative decimal integer, ordered numerically.
 ///
 /// AWS emits 56-digit numbers, emulators emit `"1"`, `"6"`: both order right because comparison
 /// is by numeric value, never by string. Leading zeros are removed on parse so that equality,
-/// hashing and ordering agree. Cloning is cheap (a reference count).
+/// hashing and ordering agree. Numbers of up to 62 digits are stored inline as packed decimal,
+/// so cloning one (once per user record) is a 40-byte copy with no reference count.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SequenceNumber(Arc<str>);
+pub struct SequenceNumber(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Repr {
+    /// `len` digits, two per byte, high nibble first; unused nibbles are zero.
+    Packed {
+        len: u8,
+        bcd: [u8; INLINE_DIGITS / 2],
+    },
+    /// More digits than fit inline.
+    Long(Arc<str>),
+}
 
 /// Why a string is not a sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,27 +63,64 @@ impl SequenceNumber {
         if trimmed.len() > MAX_SEQUENCE_DIGITS {
             return Err(ParseSequenceNumberError::TooLong(trimmed.len()));
         }
-        Ok(Self(Arc::from(trimmed)))
+        if trimmed.len() > INLINE_DIGITS {
+            return Ok(Self(Repr::Long(Arc::from(trimmed))));
+        }
+        let mut bcd = [0u8; INLINE_DIGITS / 2];
+        for (i, d) in trimmed.bytes().enumerate() {
+            bcd[i / 2] |= (d - b'0') << if i % 2 == 0 { 4 } else { 0 };
+        }
+        Ok(Self(Repr::Packed {
+            len: trimmed.len() as u8,
+            bcd,
+        }))
     }
 
     /// Builds a sequence number from an integer.
     pub fn from_u128(value: u128) -> Self {
-        Self(Arc::from(value.to_string()))
+        Self::new(&value.to_string()).expect("an integer's digits")
     }
 
-    /// The canonical decimal digits (no leading zeros).
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// Number of decimal digits.
+    pub fn digit_count(&self) -> usize {
+        match &self.0 {
+            Repr::Packed { len, .. } => usize::from(*len),
+            Repr::Long(s) => s.len(),
+        }
+    }
+
+    /// Writes the digits into `buf` and returns them as a string slice of it.
+    fn digits<'a>(&'a self, buf: &'a mut [u8; INLINE_DIGITS]) -> &'a str {
+        match &self.0 {
+            Repr::Long(s) => s,
+            Repr::Packed { len, bcd } => {
+                let len = usize::from(*len);
+                for (i, out) in buf.iter_mut().enumerate().take(len) {
+                    let nibble = if i % 2 == 0 {
+                        bcd[i / 2] >> 4
+                    } else {
+                        bcd[i / 2] & 0x0F
+                    };
+                    *out = b'0' + nibble;
+                }
+                std::str::from_utf8(&buf[..len]).expect("ASCII digits")
+            }
+        }
     }
 }
 
 impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
-        // Canonical form has no leading zeros, so more digits means a larger number.
-        self.0
-            .len()
-            .cmp(&other.0.len())
-            .then_with(|| self.0.as_bytes().cmp(other.0.as_bytes()))
+        // Canonical form has no leading zeros, so more digits means a larger number; equal
+        // lengths compare digit by digit, which packed decimal preserves bytewise.
+        self.digit_count()
+            .cmp(&other.digit_count())
+            .then_with(|| match (&self.0, &other.0) {
+                (Repr::Packed { bcd: a, .. }, Repr::Packed { bcd: b, .. }) => a.cmp(b),
+                (Repr::Long(a), Repr::Long(b)) => a.as_bytes().cmp(b.as_bytes()),
+                // Equal digit counts always share a representation.
+                _ => unreachable!("equal digit counts share a representation"),
+            })
     }
 }
 
@@ -86,13 +139,13 @@ impl FromStr for SequenceNumber {
 
 impl fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.digits(&mut [0; INLINE_DIGITS]))
     }
 }
 
 impl fmt::Debug for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SequenceNumber({})", self.0)
+        write!(f, "SequenceNumber({self})")
     }
 }
 
@@ -133,15 +186,16 @@ pub struct ParseCheckpointError {
 }
 
 impl ExtendedSequenceNumber {
-    /// The KCL's string for the sentinel, or the digits of the sequence number.
-    pub fn checkpoint_str(&self) -> &str {
-        match self {
+    /// The value of the lease table's `checkpoint` attribute: the KCL's name of the sentinel,
+    /// or the digits of the sequence number.
+    pub fn checkpoint_value(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             Self::AtTimestamp => "AT_TIMESTAMP",
             Self::TrimHorizon => "TRIM_HORIZON",
             Self::Latest => "LATEST",
             Self::ShardEnd => "SHARD_END",
-            Self::Sequence { sequence, .. } => sequence.as_str(),
-        }
+            Self::Sequence { sequence, .. } => return Cow::Owned(sequence.to_string()),
+        })
     }
 
     /// The sub-sequence number (0 for sentinels).
@@ -198,7 +252,7 @@ impl fmt::Display for ExtendedSequenceNumber {
                 sequence,
                 sub_sequence,
             } => write!(f, "{sequence}/{sub_sequence}"),
-            other => f.write_str(other.checkpoint_str()),
+            other => f.write_str(&other.checkpoint_value()),
         }
     }
 }
@@ -217,7 +271,10 @@ mod tests {
         assert!(seq("6") < seq("10"));
         assert!(seq("1") < seq("49590338271490256608559692538361571095921575989136588898"));
         assert_eq!(seq("007"), seq("7"));
-        assert_eq!(seq("000").as_str(), "0");
+        assert_eq!(seq("000").to_string(), "0");
+        let long = "1".repeat(100);
+        assert_eq!(seq(&long).to_string(), long);
+        assert!(seq(&"9".repeat(62)) < seq(&"1".repeat(63)));
     }
 
     #[test]
@@ -270,7 +327,7 @@ mod tests {
             assert_eq!(
                 ExtendedSequenceNumber::parse(s, 0)
                     .unwrap()
-                    .checkpoint_str(),
+                    .checkpoint_value(),
                 s
             );
         }
