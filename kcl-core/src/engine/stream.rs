@@ -104,10 +104,8 @@ impl ShardState {
 
     /// The sequence number just before `offset`: the continuation point of a subscription.
     pub(crate) fn sequence_before(&self, offset: u64) -> SequenceNumber {
-        if offset > self.first_offset {
-            if let Some(r) = self.record_at(offset - 1) {
-                return r.sequence_number.clone();
-            }
+        if let Some(r) = offset.checked_sub(1).and_then(|o| self.record_at(o)) {
+            return r.sequence_number.clone();
         }
         self.last_trimmed
             .clone()

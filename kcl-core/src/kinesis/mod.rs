@@ -4,6 +4,7 @@
 //! `aws-sdk-kinesis` implementation is a thin mapping, while exposing none of the SDK's types.
 //! kcl-core ships the in-memory implementation ([`crate::engine::InMemoryKinesis`]).
 
+mod drain;
 mod error;
 
 use std::fmt;
@@ -11,6 +12,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+pub use drain::drain_stream;
 pub use error::{KinesisError, ThrottleKind};
 
 use crate::model::{ChildShard, Record, Shard, ShardId, StartingPosition, StreamIdentity};

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the external tools kcl-rs's tests and benchmarks use into .tools/ (git-ignored),
+# at pinned versions, from the package registries only. Idempotent: a tool already installed
+# at the right version is left alone.
+#
+#   scripts/tools.sh python-agg   Python venv with aws-kinesis-agg (vector generation, benchmark)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="$PWD/.tools"
+mkdir -p "$TOOLS"
+
+python_agg() {
+  local marker="$TOOLS/venv/.aws-kinesis-agg-1.2.3"
+  [ -f "$marker" ] && return 0
+  python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check \
+    aws-kinesis-agg==1.2.3 six==1.17.0 protobuf==7.36.2
+  touch "$marker"
+}
+
+for tool in "$@"; do
+  case "$tool" in
+    python-agg) python_agg ;;
+    *) echo "unknown tool: $tool" >&2; exit 2 ;;
+  esac
+done
