@@ -19,6 +19,23 @@ pub enum FaultAction<E> {
     Fail(E),
     /// The call waits this long, then runs normally.
     Delay(Duration),
+    /// The call takes effect, then reports this error: a timeout after the write landed.
+    FailAfterApplying(E),
+}
+
+/// What is left of a fault once the call has run: an error to report instead of its result.
+#[must_use = "call `finish` with the call's result so an after-effect fault is reported"]
+#[derive(Debug)]
+pub struct AfterEffect<E>(Option<E>);
+
+impl<E> AfterEffect<E> {
+    /// The call's result, or the scheduled error if the fault fails the call after it ran.
+    pub fn finish<T>(self, result: T) -> Result<T, E> {
+        match self.0 {
+            Some(e) => Err(e),
+            None => Ok(result),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -125,15 +142,17 @@ impl<Op: Eq + Hash + Copy, E: Clone> FaultInjector<Op, E> {
         Some(action)
     }
 
-    /// Runs the scheduled fault for one call of `op`, if any: sleeps for a delay, or returns the
-    /// error the call must fail with.
-    pub async fn apply(&self, op: Op) -> Result<(), E> {
+    /// Runs the scheduled fault for one call of `op`, if any, before the call: sleeps for a
+    /// delay, or returns the error the call must fail with without running. The returned
+    /// [`AfterEffect`] carries an error to report after the call has run.
+    pub async fn apply(&self, op: Op) -> Result<AfterEffect<E>, E> {
         match self.decide(op) {
-            None => Ok(()),
+            None => Ok(AfterEffect(None)),
             Some(FaultAction::Fail(e)) => Err(e),
+            Some(FaultAction::FailAfterApplying(e)) => Ok(AfterEffect(Some(e))),
             Some(FaultAction::Delay(d)) => {
                 tokio::time::sleep(d).await;
-                Ok(())
+                Ok(AfterEffect(None))
             }
         }
     }
@@ -147,11 +166,13 @@ mod tests {
     async fn next_calls_then_clean() {
         let f = FaultInjector::<u8, &str>::new(1);
         f.next_calls(1, 2, FaultAction::Fail("boom"));
-        assert_eq!(f.apply(1).await, Err("boom"));
-        assert_eq!(f.apply(2).await, Ok(()));
-        assert_eq!(f.apply(1).await, Err("boom"));
-        assert_eq!(f.apply(1).await, Ok(()));
-        assert_eq!(f.injected(), 2);
+        assert_eq!(f.apply(1).await.unwrap_err(), "boom");
+        assert_eq!(f.apply(2).await.unwrap().finish(5), Ok(5));
+        assert_eq!(f.apply(1).await.unwrap_err(), "boom");
+        assert_eq!(f.apply(1).await.unwrap().finish(()), Ok(()));
+        f.next_calls(1, 1, FaultAction::FailAfterApplying("late"));
+        assert_eq!(f.apply(1).await.unwrap().finish(7), Err("late"));
+        assert_eq!(f.injected(), 3);
     }
 
     #[tokio::test(start_paused = true)]
@@ -159,7 +180,7 @@ mod tests {
         let f = FaultInjector::<u8, ()>::new(1);
         f.next_calls(0, 1, FaultAction::Delay(Duration::from_secs(30)));
         let start = tokio::time::Instant::now();
-        f.apply(0).await.unwrap();
+        f.apply(0).await.unwrap().finish(()).unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(30));
     }
 

@@ -9,11 +9,14 @@
 //! - [`engine`]: an in-memory Kinesis engine (streams, resharding, quotas, faults, push
 //!   subscriptions) for running and testing a fleet with no AWS account;
 //! - [`aggregation`]: the KPL aggregate format, unpacked and produced;
+//! - [`lease`]: leases, the lease-store trait, the in-memory store, the conformance suite and
+//!   the lease coordinator;
 //! - [`fault`]: the fault injector the in-memory backends share.
 
 pub mod aggregation;
 pub mod engine;
 pub mod fault;
 pub mod kinesis;
+pub mod lease;
 pub mod model;
 pub mod routing;

@@ -436,7 +436,7 @@ impl InMemoryKinesis {
         stream: &str,
         entry: PutRecordEntry,
     ) -> Result<PutRecordOutput, KinesisError> {
-        self.inner.faults.apply(KinesisOperation::Put).await?;
+        let after = self.inner.faults.apply(KinesisOperation::Put).await?;
         let rec = Self::validate(&entry)?;
         let (arrival, now) = (self.now(), Instant::now());
         let mut state = self.inner.state.lock();
@@ -444,7 +444,7 @@ impl InMemoryKinesis {
         let (shard_id, sequence_number) =
             s.append(rec, arrival, self.inner.config.quotas.as_ref(), now)?;
         s.notify();
-        Ok(PutRecordOutput {
+        after.finish(PutRecordOutput {
             shard_id,
             sequence_number,
         })
@@ -457,7 +457,7 @@ impl InMemoryKinesis {
         stream: &str,
         entries: &[PutRecordEntry],
     ) -> Result<Vec<Result<PutRecordOutput, KinesisError>>, KinesisError> {
-        self.inner.faults.apply(KinesisOperation::Put).await?;
+        let after = self.inner.faults.apply(KinesisOperation::Put).await?;
         if entries.is_empty() || entries.len() > MAX_PUT_RECORDS_ENTRIES {
             return Err(KinesisError::invalid(format!(
                 "{} entries, not 1 to 500",
@@ -492,7 +492,7 @@ impl InMemoryKinesis {
             })
             .collect();
         s.notify();
-        Ok(out)
+        after.finish(out)
     }
 
     /// SplitShard at `new_starting_hash_key`; returns the two children.
@@ -593,10 +593,7 @@ impl KinesisDataPlane for InMemoryKinesis {
         &self,
         request: ListShardsRequest,
     ) -> Result<ListShardsPage, KinesisError> {
-        self.inner
-            .faults
-            .apply(KinesisOperation::ListShards)
-            .await?;
+        let after = self.inner.faults.apply(KinesisOperation::ListShards).await?;
         let now = self.now();
         let elapsed = self.inner.clock.elapsed();
         let mut state = self.lock();
@@ -648,7 +645,7 @@ impl KinesisDataPlane for InMemoryKinesis {
             state.list_cursors.insert(token.clone(), cursor);
             token
         });
-        Ok(ListShardsPage { shards, next_token })
+        after.finish(ListShardsPage { shards, next_token })
     }
 
     async fn get_shard_iterator(
@@ -657,17 +654,14 @@ impl KinesisDataPlane for InMemoryKinesis {
         shard: &ShardId,
         position: &StartingPosition,
     ) -> Result<ShardIterator, KinesisError> {
-        self.inner
-            .faults
-            .apply(KinesisOperation::GetShardIterator)
-            .await?;
+        let after = self.inner.faults.apply(KinesisOperation::GetShardIterator).await?;
         let now = self.now();
         let mut state = self.lock();
         let s = state.stream_by_identity(stream)?;
         s.trim(now);
         let index = s.index_of(shard)?;
         let offset = Self::offset_for(s, index, position)?;
-        Ok(IteratorToken {
+        after.finish(IteratorToken {
             engine: self.inner.id,
             stream_nonce: s.nonce,
             shard: index,
@@ -682,10 +676,7 @@ impl KinesisDataPlane for InMemoryKinesis {
         iterator: &ShardIterator,
         limit: u32,
     ) -> Result<GetRecordsOutput, KinesisError> {
-        self.inner
-            .faults
-            .apply(KinesisOperation::GetRecords)
-            .await?;
+        let after = self.inner.faults.apply(KinesisOperation::GetRecords).await?;
         if !(1..=MAX_GET_RECORDS_LIMIT).contains(&limit) {
             return Err(KinesisError::invalid(format!(
                 "limit {limit} must be in 1..=10000"
@@ -739,7 +730,7 @@ impl KinesisDataPlane for InMemoryKinesis {
                 Vec::new(),
             )
         };
-        Ok(GetRecordsOutput {
+        after.finish(GetRecordsOutput {
             records,
             next_iterator,
             millis_behind_latest,

@@ -112,7 +112,7 @@ impl InMemoryKinesis {
         stream: &str,
         name: &str,
     ) -> Result<Consumer, KinesisError> {
-        self.inner.faults.apply(KinesisOperation::Consumers).await?;
+        let after = self.inner.faults.apply(KinesisOperation::Consumers).await?;
         if name.is_empty() || name.len() > 128 {
             return Err(KinesisError::invalid(format!(
                 "invalid consumer name {name:?}"
@@ -144,7 +144,7 @@ impl InMemoryKinesis {
         };
         let view = self.consumer_view(&arn, &entry);
         reg.consumers.insert(arn, entry);
-        Ok(view)
+        after.finish(view)
     }
 
     /// DescribeStreamConsumer by ARN.
@@ -152,14 +152,14 @@ impl InMemoryKinesis {
         &self,
         consumer_arn: &str,
     ) -> Result<Consumer, KinesisError> {
-        self.inner.faults.apply(KinesisOperation::Consumers).await?;
+        let after = self.inner.faults.apply(KinesisOperation::Consumers).await?;
         let state = self.lock();
         let (arn, e) = state
             .consumers
             .consumers
             .get_key_value(consumer_arn)
             .ok_or_else(|| KinesisError::not_found(format!("consumer {consumer_arn} not found")))?;
-        Ok(self.consumer_view(arn, e))
+        after.finish(self.consumer_view(arn, e))
     }
 
     /// ListStreamConsumers.
@@ -196,10 +196,7 @@ impl InMemoryKinesis {
         shard: &ShardId,
         position: &StartingPosition,
     ) -> Result<ShardSubscription, KinesisError> {
-        self.inner
-            .faults
-            .apply(KinesisOperation::SubscribeToShard)
-            .await?;
+        let after = self.inner.faults.apply(KinesisOperation::SubscribeToShard).await?;
         let now = self.now();
         let elapsed = self.inner.clock.elapsed();
         let mut state = self.lock();
@@ -234,7 +231,7 @@ impl InMemoryKinesis {
         let id = reg.next_subscription;
         reg.slots.insert(slot.clone(), id);
         let start = Instant::now();
-        Ok(ShardSubscription {
+        after.finish(ShardSubscription {
             engine: self.clone(),
             slot,
             id,
@@ -254,15 +251,10 @@ impl ShardSubscription {
         if self.finished {
             return None;
         }
-        if let Err(e) = self
-            .engine
-            .inner
-            .faults
-            .apply(KinesisOperation::SubscriptionEvent)
-            .await
-        {
-            return self.fail(e);
-        }
+        let after = match self.engine.inner.faults.apply(KinesisOperation::SubscriptionEvent).await {
+            Ok(after) => after,
+            Err(e) => return self.fail(e),
+        };
         loop {
             if Instant::now() >= self.expires {
                 self.finish();
@@ -271,11 +263,18 @@ impl ShardSubscription {
             self.changes.borrow_and_update();
             match self.poll_state() {
                 Err(e) => return self.fail(e),
-                Ok(Some(event)) => return Some(Ok(event)),
+                // An after-effect fault loses the delivered event, as a broken connection would.
+                Ok(Some(event)) => {
+                    return match after.finish(event) {
+                        Ok(event) => Some(Ok(event)),
+                        Err(e) => self.fail(e),
+                    };
+                }
                 Ok(None) => {}
             }
             let wake = self.next_heartbeat.min(self.expires);
             tokio::select! {
+                biased;
                 // A closed channel means the stream was deleted: the next pass reports it.
                 _ = self.changes.changed() => {}
                 _ = tokio::time::sleep_until(wake) => {}

@@ -1,0 +1,149 @@
+//! Coordinator settings, named after the KCL's, validated when the coordinator starts.
+
+use std::time::Duration;
+
+/// Settings of a [`super::LeaseCoordinator`]. Defaults follow the KCL where its users rely on
+/// them, and depart from it where its defaults make failover and rebalancing slow (each such
+/// field says so).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoordinatorConfig {
+    /// This worker's id, written as `leaseOwner`. Unique in the fleet.
+    pub worker_id: String,
+    /// `failoverTimeMillis`: a lease whose counter has not changed for this long, on the
+    /// observer's own clock, is expired and may be taken. KCL default: 10 s.
+    pub failover_time: Duration,
+    /// How often held leases are renewed. KCL: failover / 3 − 25 ms (3,308 ms by default).
+    pub renew_interval: Duration,
+    /// How often the taker lists the table to take and balance leases. KCL 2.x:
+    /// (failover + 25 ms) × 2 ≈ 20 s; here the failover time (10 s), so a crashed worker's
+    /// leases move within failover + one taker interval instead of up to twice that.
+    pub taker_interval: Duration,
+    /// `maxLeasesForWorker`: most leases this worker holds. KCL default: unlimited.
+    pub max_leases_for_worker: usize,
+    /// `maxLeasesToStealAtOneTime`: most leases stolen per taker cycle. KCL default: 1, which
+    /// makes a fleet converge one lease per 20 s; here unlimited — the balancing plan bounds
+    /// steals to this worker's deficit. Set 1 for the KCL's pace.
+    pub max_leases_to_steal_at_one_time: usize,
+    /// Steal with a graceful hand-off (the victim checkpoints before the thief starts) instead
+    /// of an abrupt take. The KCL 2.x steals abruptly.
+    pub steal_gracefully: bool,
+    /// How long a thief waits for the victim of a graceful steal to finish before starting
+    /// anyway. Must be at least the failover time, so the victim's belief in the lease has
+    /// expired by then. KCL 3.x: 30 s.
+    pub graceful_handoff_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    /// The defaults for a worker.
+    pub fn new(worker_id: impl Into<String>) -> Self {
+        let failover = Duration::from_secs(10);
+        Self {
+            worker_id: worker_id.into(),
+            failover_time: failover,
+            renew_interval: failover / 3 - Duration::from_millis(25),
+            taker_interval: failover,
+            max_leases_for_worker: usize::MAX,
+            max_leases_to_steal_at_one_time: usize::MAX,
+            steal_gracefully: true,
+            graceful_handoff_timeout: failover,
+        }
+    }
+
+    /// Sets the failover time and derives the renew interval (failover / 3 − 25 ms, at least
+    /// 1 ms), the taker interval and the hand-off timeout (both = failover) from it.
+    pub fn with_failover_time(mut self, failover: Duration) -> Self {
+        self.failover_time = failover;
+        self.renew_interval = (failover / 3).saturating_sub(Duration::from_millis(25)).max(Duration::from_millis(1));
+        self.taker_interval = failover;
+        self.graceful_handoff_timeout = failover;
+        self
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), CoordinatorConfigError> {
+        use CoordinatorConfigError as E;
+        if self.worker_id.trim().is_empty() {
+            return Err(E::EmptyWorkerId);
+        }
+        if self.failover_time < Duration::from_millis(100) {
+            return Err(E::FailoverTooShort(self.failover_time));
+        }
+        if self.renew_interval.is_zero() || self.renew_interval >= self.failover_time {
+            return Err(E::RenewInterval { renew: self.renew_interval, failover: self.failover_time });
+        }
+        if self.taker_interval.is_zero() {
+            return Err(E::ZeroTakerInterval);
+        }
+        if self.max_leases_for_worker == 0 {
+            return Err(E::Zero("max_leases_for_worker"));
+        }
+        if self.max_leases_to_steal_at_one_time == 0 {
+            return Err(E::Zero("max_leases_to_steal_at_one_time"));
+        }
+        if self.graceful_handoff_timeout < self.failover_time {
+            return Err(E::HandoffTimeout { timeout: self.graceful_handoff_timeout, failover: self.failover_time });
+        }
+        Ok(())
+    }
+}
+
+/// An invalid coordinator setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoordinatorConfigError {
+    /// The worker id is empty.
+    #[error("worker_id must not be empty")]
+    EmptyWorkerId,
+    /// The failover time is too short to be meaningful.
+    #[error("failover_time {0:?} is below the minimum of 100 ms")]
+    FailoverTooShort(Duration),
+    /// Renewals must happen several times per failover time.
+    #[error("renew_interval {renew:?} must be positive and below failover_time {failover:?}")]
+    RenewInterval {
+        /// The renew interval.
+        renew: Duration,
+        /// The failover time.
+        failover: Duration,
+    },
+    /// The taker interval is zero.
+    #[error("taker_interval must be positive")]
+    ZeroTakerInterval,
+    /// A count that must be at least 1 is 0.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// A thief could start before the victim's belief in the lease expired.
+    #[error("graceful_handoff_timeout {timeout:?} must be at least failover_time {failover:?}")]
+    HandoffTimeout {
+        /// The hand-off timeout.
+        timeout: Duration,
+        /// The failover time.
+        failover: Duration,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_kcl_where_users_rely_on_them() {
+        let c = CoordinatorConfig::new("w");
+        assert_eq!(c.failover_time, Duration::from_secs(10));
+        assert_eq!(c.renew_interval, Duration::from_millis(3308));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let base = CoordinatorConfig::new("w");
+        assert_eq!(CoordinatorConfig::new(" ").validate(), Err(CoordinatorConfigError::EmptyWorkerId));
+        let bad = CoordinatorConfig { renew_interval: Duration::from_secs(10), ..base.clone() };
+        assert!(matches!(bad.validate(), Err(CoordinatorConfigError::RenewInterval { .. })));
+        let bad = CoordinatorConfig { max_leases_for_worker: 0, ..base.clone() };
+        assert_eq!(bad.validate(), Err(CoordinatorConfigError::Zero("max_leases_for_worker")));
+        let bad = CoordinatorConfig { graceful_handoff_timeout: Duration::from_secs(1), ..base.clone() };
+        assert!(bad.validate().unwrap_err().to_string().contains("graceful_handoff_timeout"));
+        let bad = base.with_failover_time(Duration::from_millis(10));
+        assert!(matches!(bad.validate(), Err(CoordinatorConfigError::FailoverTooShort(_))));
+    }
+}

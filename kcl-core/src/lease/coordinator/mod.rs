@@ -1,0 +1,335 @@
+//! The lease coordinator: one per worker. It renews the leases it holds, takes free and expired
+//! ones, balances the fleet, hands leases off gracefully, and reports every change as a
+//! [`LeaseEvent`].
+//!
+//! # Safety
+//! A worker believes it holds a lease until `failover_time` after it *sent* its last successful
+//! renewal. Another worker takes a lease only after seeing its counter unchanged for
+//! `failover_time` on its own clock, counted from a listing made after that renewal was applied,
+//! so the two beliefs never overlap — with no clock agreement between workers. A graceful steal
+//! moves the lease with `checkpointOwner` set: the thief does not process it until the victim
+//! has finished (or `graceful_handoff_timeout` ≥ `failover_time` has passed).
+
+mod config;
+mod plan;
+mod renewer;
+mod taker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::{CoordinatorConfig, CoordinatorConfigError};
+
+use super::{CheckpointUpdate, Lease, LeaseError, LeaseStore};
+use crate::model::ExtendedSequenceNumber;
+
+/// A change in what this worker holds.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LeaseEvent {
+    /// The lease is this worker's: process the shard from `lease.checkpoint`.
+    Gained(Lease),
+    /// The lease is gone: stop processing the shard now, without checkpointing.
+    Lost {
+        /// The lease key.
+        key: String,
+        /// Why.
+        reason: LostReason,
+    },
+    /// Another worker took the lease gracefully: stop processing, checkpoint what was processed
+    /// through [`LeaseCoordinator::finish_hand_off`], and the new owner starts from there.
+    HandingOff {
+        /// The lease as stored (new owner in `owner`, this worker in `checkpoint_owner`).
+        lease: Lease,
+    },
+}
+
+/// Why a lease was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// Another worker took it.
+    Taken,
+    /// It was deleted from the table.
+    Deleted,
+    /// Renewals failed for the whole failover time; others may have taken it.
+    RenewalsFailed,
+    /// This worker released it.
+    Released,
+}
+
+/// Errors of operations on a lease this worker holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeldLeaseError {
+    /// This worker does not hold the lease (never did, lost it, or it is handing off): nothing
+    /// was written. The fence that keeps a former owner from checkpointing.
+    #[error("lease {key} is not held by this worker")]
+    NotHeld {
+        /// The lease key.
+        key: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] LeaseError),
+}
+
+impl HeldLeaseError {
+    /// Whether retrying after a backoff may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_retryable())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Held and ready to process.
+    Ready,
+    /// Owned after a graceful steal; the previous owner may still be finishing.
+    Incoming { from: String, deadline: Instant },
+}
+
+#[derive(Debug)]
+struct Held {
+    lease: Lease,
+    /// Send time of the last successful write that proved ownership, plus the failover time.
+    valid_until: Instant,
+    phase: Phase,
+    gone: bool,
+}
+
+type Entry = Arc<tokio::sync::Mutex<Held>>;
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn LeaseStore>,
+    config: CoordinatorConfig,
+    held: Mutex<HashMap<String, Entry>>,
+    events: mpsc::UnboundedSender<LeaseEvent>,
+}
+
+impl Shared {
+    fn me(&self) -> &str {
+        &self.config.worker_id
+    }
+
+    fn emit(&self, event: LeaseEvent) {
+        // A closed receiver means nobody listens any more (shutting down); events are advisory.
+        let _ = self.events.send(event);
+    }
+
+    fn entries(&self) -> Vec<(String, Entry)> {
+        self.held.lock().iter().map(|(k, e)| (k.clone(), e.clone())).collect()
+    }
+
+    fn entry(&self, key: &str) -> Option<Entry> {
+        self.held.lock().get(key).cloned()
+    }
+
+    /// Starts holding `lease`, written at `sent`.
+    fn insert(&self, lease: Lease, sent: Instant, phase: Phase) {
+        let key = lease.key.clone();
+        let ready = phase == Phase::Ready;
+        let held = Held { lease: lease.clone(), valid_until: sent + self.config.failover_time, phase, gone: false };
+        self.held.lock().insert(key.clone(), Arc::new(tokio::sync::Mutex::new(held)));
+        if ready {
+            info!(worker_id = %self.me(), lease_key = %key, "lease gained");
+            self.emit(LeaseEvent::Gained(lease));
+        } else {
+            info!(worker_id = %self.me(), lease_key = %key, "lease stolen gracefully, waiting for the previous owner");
+        }
+    }
+
+    fn forget(&self, key: &str, held: &mut Held) {
+        held.gone = true;
+        self.held.lock().remove(key);
+    }
+
+    fn lose(&self, key: &str, held: &mut Held, reason: LostReason) {
+        self.forget(key, held);
+        warn!(worker_id = %self.me(), lease_key = %key, ?reason, "lease lost");
+        self.emit(LeaseEvent::Lost { key: key.to_string(), reason });
+    }
+
+    /// A conditional write failed: the stored lease moved on. Adopt it if this worker still owns
+    /// it (our view was stale, e.g. a write that timed out after landing), report a hand-off if
+    /// another worker stole it gracefully, else report it lost. Returns whether it was adopted.
+    async fn reconcile(&self, key: &str, held: &mut Held) -> bool {
+        match self.store.get(key).await {
+            Ok(Some(stored)) if stored.is_owned_by(self.me()) && stored.checkpoint_owner.is_none() => {
+                held.lease = stored;
+                true
+            }
+            Ok(Some(stored)) if stored.checkpoint_owner.as_deref() == Some(self.me()) => {
+                self.forget(key, held);
+                info!(worker_id = %self.me(), lease_key = %key, new_owner = ?stored.owner, "lease handing off");
+                self.emit(LeaseEvent::HandingOff { lease: stored });
+                false
+            }
+            Ok(Some(_)) => {
+                self.lose(key, held, LostReason::Taken);
+                false
+            }
+            Ok(None) => {
+                self.lose(key, held, LostReason::Deleted);
+                false
+            }
+            Err(e) => {
+                warn!(worker_id = %self.me(), lease_key = %key, error = %e, "could not re-read a lease after a failed condition");
+                self.lose(key, held, LostReason::Taken);
+                false
+            }
+        }
+    }
+}
+
+/// One worker's lease coordinator. Dropping it stops its tasks without releasing anything, as a
+/// crash would; call [`LeaseCoordinator::shutdown`] to hand leases off.
+#[derive(Debug)]
+pub struct LeaseCoordinator {
+    shared: Arc<Shared>,
+    taker_cancel: CancellationToken,
+    renewer_cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl LeaseCoordinator {
+    /// Validates `config` and starts renewing and taking on the current tokio runtime. Events
+    /// arrive on the returned receiver.
+    pub fn start(
+        store: Arc<dyn LeaseStore>,
+        config: CoordinatorConfig,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<LeaseEvent>), CoordinatorConfigError> {
+        config.validate()?;
+        let (events, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared { store, config, held: Mutex::new(HashMap::new()), events });
+        let (taker_cancel, renewer_cancel) = (CancellationToken::new(), CancellationToken::new());
+        let tasks = vec![
+            tokio::spawn(renewer::run(shared.clone(), renewer_cancel.clone())),
+            tokio::spawn(taker::run(shared.clone(), taker_cancel.clone())),
+        ];
+        Ok((Self { shared, taker_cancel, renewer_cancel, tasks }, receiver))
+    }
+
+    /// This worker's id.
+    pub fn worker_id(&self) -> &str {
+        self.shared.me()
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.shared.config
+    }
+
+    /// Leases this worker holds and may process now.
+    pub async fn held_leases(&self) -> Vec<Lease> {
+        let mut out = Vec::new();
+        for (_, entry) in self.shared.entries() {
+            let h = entry.lock().await;
+            if !h.gone && h.phase == Phase::Ready && Instant::now() < h.valid_until {
+                out.push(h.lease.clone());
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Whether this worker holds `key` and may process it right now.
+    pub async fn is_held(&self, key: &str) -> bool {
+        match self.shared.entry(key) {
+            Some(entry) => {
+                let h = entry.lock().await;
+                !h.gone && h.phase == Phase::Ready && Instant::now() < h.valid_until
+            }
+            None => false,
+        }
+    }
+
+    /// Writes a checkpoint of a held lease, fenced: a worker that does not hold the lease gets
+    /// [`HeldLeaseError::NotHeld`] and writes nothing.
+    pub async fn checkpoint(&self, key: &str, update: CheckpointUpdate) -> Result<Lease, HeldLeaseError> {
+        let not_held = || HeldLeaseError::NotHeld { key: key.to_string() };
+        let entry = self.shared.entry(key).ok_or_else(not_held)?;
+        let mut h = entry.lock().await;
+        for _attempt in 0..2 {
+            if h.gone || h.phase != Phase::Ready || Instant::now() >= h.valid_until {
+                return Err(not_held());
+            }
+            match self.shared.store.checkpoint(&h.lease, update.clone()).await {
+                Ok(lease) => {
+                    h.lease = lease.clone();
+                    return Ok(lease);
+                }
+                Err(e) if e.is_lost() => {
+                    if !self.shared.reconcile(key, &mut h).await {
+                        return Err(not_held());
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(not_held())
+    }
+
+    /// Ends a hand-off this worker is the previous owner of, with its last checkpoint.
+    pub async fn finish_hand_off(&self, key: &str, checkpoint: Option<ExtendedSequenceNumber>) -> Result<Lease, LeaseError> {
+        self.shared.store.finish_hand_off(key, self.shared.me(), checkpoint).await
+    }
+
+    /// Releases a held lease so another worker takes it at its next taker cycle.
+    pub async fn release(&self, key: &str) -> Result<(), HeldLeaseError> {
+        let entry = self.shared.entry(key).ok_or_else(|| HeldLeaseError::NotHeld { key: key.to_string() })?;
+        let mut h = entry.lock().await;
+        if h.gone {
+            return Err(HeldLeaseError::NotHeld { key: key.to_string() });
+        }
+        // Stop believing first: from here on this worker must not process the shard.
+        self.shared.forget(key, &mut h);
+        let result = self.shared.store.evict(&h.lease).await;
+        info!(worker_id = %self.shared.me(), lease_key = %key, ok = result.is_ok(), "lease released");
+        self.shared.emit(LeaseEvent::Lost { key: key.to_string(), reason: LostReason::Released });
+        match result {
+            Ok(_) => Ok(()),
+            // Someone else moved it already: it is released as far as this worker is concerned.
+            Err(e) if e.is_lost() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Graceful shutdown: stops taking, releases every lease (so others take them within one
+    /// taker cycle instead of after expiry), then stops renewing. Checkpoint before calling.
+    pub async fn shutdown(mut self) {
+        self.taker_cancel.cancel();
+        let keys: Vec<String> = self.shared.entries().into_iter().map(|(k, _)| k).collect();
+        let releases = keys.iter().map(|k| self.release(k));
+        for (key, result) in keys.iter().zip(futures::future::join_all(releases).await) {
+            if let Err(e) = result {
+                warn!(worker_id = %self.shared.me(), lease_key = %key, error = %e, "lease not released; it will expire");
+            }
+        }
+        self.renewer_cancel.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for LeaseCoordinator {
+    fn drop(&mut self) {
+        self.taker_cancel.cancel();
+        self.renewer_cancel.cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

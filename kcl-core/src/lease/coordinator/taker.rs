@@ -1,0 +1,126 @@
+//! The taker: lists the table, tracks how long each lease's counter has stood still, and takes
+//! and steals per the balancing plan.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::plan::{Availability, PlanInput, plan};
+use super::{Phase, Shared};
+use crate::lease::Lease;
+
+/// When this worker last saw each lease's counter change.
+type Observed = HashMap<String, (u64, Instant)>;
+
+pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut observed = Observed::new();
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let periodic = Instant::now() + shared.config.taker_interval;
+        next = match cycle(&shared, &mut observed).await {
+            Some(deadline) => deadline.min(periodic),
+            None => periodic,
+        };
+    }
+}
+
+/// One taker cycle. Returns the earliest time a lease seen now could expire, so the next cycle
+/// can run right then instead of up to a taker interval later.
+async fn cycle(shared: &Shared, observed: &mut Observed) -> Option<Instant> {
+    let listing = match shared.store.list().await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(worker_id = %shared.me(), error = %e, "listing leases failed; retrying next cycle");
+            return None;
+        }
+    };
+    for bad in &listing.malformed {
+        warn!(worker_id = %shared.me(), error = %bad, "skipping a malformed lease");
+    }
+    let now = Instant::now();
+    let failover = shared.config.failover_time;
+    observed.retain(|k, _| listing.leases.iter().any(|l| &l.key == k));
+    for lease in &listing.leases {
+        let seen = observed.entry(lease.key.clone()).or_insert((lease.counter, now));
+        if seen.0 != lease.counter {
+            *seen = (lease.counter, now);
+        }
+    }
+    let held: HashSet<String> = shared.entries().into_iter().map(|(k, _)| k).collect();
+    let me = shared.me();
+    let mut next_expiry: Option<Instant> = None;
+    let leases: Vec<(&Lease, Availability)> = listing
+        .leases
+        .iter()
+        .map(|lease| {
+            let since = observed[&lease.key].1;
+            let availability = match lease.owner.as_deref() {
+                None => Availability::Free { order: 0 },
+                Some(owner) if owner == me => {
+                    if held.contains(&lease.key) { Availability::Live } else { Availability::Free { order: 0 } }
+                }
+                Some(_) if now.duration_since(since) >= failover => {
+                    // Longest-expired first: order by when the counter last moved.
+                    Availability::Free { order: since.duration_since(observed_epoch(observed)).as_nanos() }
+                }
+                Some(_) => {
+                    let expiry = since + failover;
+                    next_expiry = Some(next_expiry.map_or(expiry, |e| e.min(expiry)));
+                    Availability::Live
+                }
+            };
+            (lease, availability)
+        })
+        .collect();
+    let input = PlanInput {
+        me,
+        leases,
+        max_leases_for_worker: shared.config.max_leases_for_worker,
+        max_steal: shared.config.max_leases_to_steal_at_one_time,
+    };
+    let plan = plan(&input);
+    if !plan.take.is_empty() || !plan.steal.is_empty() {
+        debug!(worker_id = %me, target = plan.target, take = plan.take.len(), steal = plan.steal.len(), "taker plan");
+    }
+    let takes = plan.take.iter().map(|l| take(shared, l));
+    let steals = plan.steal.iter().map(|l| steal(shared, l));
+    futures::future::join_all(takes).await;
+    futures::future::join_all(steals).await;
+    next_expiry
+}
+
+/// The earliest observation, as a base for ordering expired leases.
+fn observed_epoch(observed: &Observed) -> Instant {
+    observed.values().map(|(_, t)| *t).min().unwrap_or_else(Instant::now)
+}
+
+async fn take(shared: &Shared, lease: &Lease) {
+    let sent = Instant::now();
+    match shared.store.take(lease, shared.me()).await {
+        Ok(taken) => shared.insert(taken, sent, Phase::Ready),
+        Err(e) => debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "take failed"),
+    }
+}
+
+async fn steal(shared: &Shared, lease: &Lease) {
+    if !shared.config.steal_gracefully {
+        return take(shared, lease).await;
+    }
+    let sent = Instant::now();
+    let from = lease.owner.clone().unwrap_or_default();
+    match shared.store.hand_off(lease, shared.me()).await {
+        Ok(stolen) => {
+            let deadline = sent + shared.config.graceful_handoff_timeout;
+            shared.insert(stolen, sent, Phase::Incoming { from, deadline });
+        }
+        Err(e) => debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "graceful steal failed"),
+    }
+}

@@ -1,0 +1,330 @@
+//! An in-memory lease store: linearizable, with fault injection and per-operation counts.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
+use crate::fault::{FaultAction, FaultInjector};
+use crate::model::{ExtendedSequenceNumber, ShardId};
+
+/// The operations of a lease store, for fault injection and counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum LeaseOperation {
+    /// `create_if_absent`.
+    Create,
+    /// `get`.
+    Get,
+    /// `list` (one full read of the table).
+    List,
+    /// `renew`.
+    Renew,
+    /// `take`.
+    Take,
+    /// `hand_off`.
+    HandOff,
+    /// `finish_hand_off`.
+    FinishHandOff,
+    /// `evict`.
+    Evict,
+    /// `checkpoint`.
+    Checkpoint,
+    /// `set_child_shards`.
+    SetChildShards,
+    /// `delete`.
+    Delete,
+}
+
+impl LeaseOperation {
+    /// Every operation, in order.
+    pub const ALL: [LeaseOperation; 11] = [
+        Self::Create,
+        Self::Get,
+        Self::List,
+        Self::Renew,
+        Self::Take,
+        Self::HandOff,
+        Self::FinishHandOff,
+        Self::Evict,
+        Self::Checkpoint,
+        Self::SetChildShards,
+        Self::Delete,
+    ];
+}
+
+/// Operation counts of an [`InMemoryLeaseStore`], including failed calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseStoreStats {
+    /// Calls per operation.
+    pub calls: BTreeMap<LeaseOperation, u64>,
+}
+
+impl LeaseStoreStats {
+    /// Calls of one operation.
+    pub fn get(&self, op: LeaseOperation) -> u64 {
+        self.calls.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Calls of every operation.
+    pub fn total(&self) -> u64 {
+        self.calls.values().sum()
+    }
+
+    /// Writes (everything but `get` and `list`).
+    pub fn writes(&self) -> u64 {
+        self.total() - self.get(LeaseOperation::Get) - self.get(LeaseOperation::List)
+    }
+}
+
+/// A lease table in memory, for tests and single-process fleets.
+///
+/// Every call takes one lock, so the store is linearizable however many workers share it.
+/// Faults (fail, throttle, delay, fail after applying; next N calls or seeded probability) are
+/// scheduled per [`LeaseOperation`] through [`InMemoryLeaseStore::faults`].
+#[derive(Debug)]
+pub struct InMemoryLeaseStore {
+    leases: Mutex<BTreeMap<String, Lease>>,
+    faults: FaultInjector<LeaseOperation, LeaseError>,
+    calls: [AtomicU64; LeaseOperation::ALL.len()],
+}
+
+impl Default for InMemoryLeaseStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn not_found(key: &str) -> LeaseError {
+    LeaseError::NotFound { key: key.to_string() }
+}
+
+fn condition_failed(key: &str) -> LeaseError {
+    LeaseError::ConditionFailed { key: key.to_string() }
+}
+
+impl InMemoryLeaseStore {
+    /// An empty store whose random faults follow seed 0.
+    pub fn new() -> Self {
+        Self::with_seed(0)
+    }
+
+    /// An empty store whose random faults follow `seed`.
+    pub fn with_seed(seed: u64) -> Self {
+        Self {
+            leases: Mutex::new(BTreeMap::new()),
+            faults: FaultInjector::new(seed),
+            calls: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// The fault injector.
+    pub fn faults(&self) -> &FaultInjector<LeaseOperation, LeaseError> {
+        &self.faults
+    }
+
+    /// Throttles the next `n` calls of `op`.
+    pub fn throttle_next(&self, op: LeaseOperation, n: u64) {
+        self.faults.next_calls(op, n, FaultAction::Fail(LeaseError::Throttled { message: "injected throttle".into() }));
+    }
+
+    /// Operation counts so far.
+    pub fn stats(&self) -> LeaseStoreStats {
+        LeaseStoreStats {
+            calls: LeaseOperation::ALL
+                .iter()
+                .map(|op| (*op, self.calls[*op as usize].load(Ordering::Relaxed)))
+                .collect(),
+        }
+    }
+
+    /// Resets the operation counts.
+    pub fn reset_stats(&self) {
+        self.calls.iter().for_each(|c| c.store(0, Ordering::Relaxed));
+    }
+
+    /// A copy of every lease, for assertions.
+    pub fn snapshot(&self) -> Vec<Lease> {
+        self.leases.lock().values().cloned().collect()
+    }
+
+    /// Overwrites or inserts a lease unconditionally, for setting up tests.
+    pub fn put_unconditionally(&self, lease: Lease) {
+        self.leases.lock().insert(lease.key.clone(), lease);
+    }
+
+    /// Counts the call, applies scheduled faults, then runs `f` on the table under the lock.
+    async fn run<T>(
+        &self,
+        op: LeaseOperation,
+        f: impl FnOnce(&mut BTreeMap<String, Lease>) -> Result<T, LeaseError>,
+    ) -> Result<T, LeaseError> {
+        self.calls[op as usize].fetch_add(1, Ordering::Relaxed);
+        let after = self.faults.apply(op).await?;
+        let result = f(&mut self.leases.lock())?;
+        after.finish(result)
+    }
+
+    /// Runs a conditional update of one lease: `check` decides on the stored lease, `update`
+    /// changes a copy that replaces it.
+    async fn update(
+        &self,
+        op: LeaseOperation,
+        key: &str,
+        check: impl FnOnce(&Lease) -> bool,
+        update: impl FnOnce(&mut Lease),
+    ) -> Result<Lease, LeaseError> {
+        self.run(op, |leases| {
+            let stored = leases.get_mut(key).ok_or_else(|| not_found(key))?;
+            if !check(stored) {
+                return Err(condition_failed(key));
+            }
+            update(stored);
+            Ok(stored.clone())
+        })
+        .await
+    }
+}
+
+/// Whether the stored lease still has the caller's counter and owner.
+fn held_as_expected(stored: &Lease, expected: &Lease) -> bool {
+    stored.counter == expected.counter && stored.owner == expected.owner
+}
+
+fn commit(lease: &mut Lease, checkpoint: ExtendedSequenceNumber) {
+    lease.checkpoint = checkpoint;
+    lease.pending_checkpoint = None;
+    lease.pending_checkpoint_state = None;
+    lease.owner_switches_since_checkpoint = 0;
+}
+
+#[async_trait]
+impl LeaseStore for InMemoryLeaseStore {
+    async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
+        self.run(LeaseOperation::Create, |leases| {
+            if leases.contains_key(&lease.key) {
+                return Err(condition_failed(&lease.key));
+            }
+            leases.insert(lease.key.clone(), lease.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        self.run(LeaseOperation::Get, |leases| Ok(leases.get(key).cloned())).await
+    }
+
+    async fn list(&self) -> Result<LeaseListing, LeaseError> {
+        self.run(LeaseOperation::List, |leases| {
+            Ok(LeaseListing { leases: leases.values().cloned().collect(), malformed: Vec::new() })
+        })
+        .await
+    }
+
+    async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {
+        self.update(LeaseOperation::Renew, &expected.key, |s| held_as_expected(s, expected), |l| l.counter += 1).await
+    }
+
+    async fn take(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        self.update(
+            LeaseOperation::Take,
+            &expected.key,
+            |s| s.counter == expected.counter,
+            |l| {
+                if l.owner.as_deref() != Some(new_owner) {
+                    l.owner_switches_since_checkpoint += 1;
+                }
+                l.owner = Some(new_owner.to_string());
+                l.checkpoint_owner = None;
+                l.counter += 1;
+            },
+        )
+        .await
+    }
+
+    async fn hand_off(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        self.update(
+            LeaseOperation::HandOff,
+            &expected.key,
+            |s| held_as_expected(s, expected) && s.owner.is_some() && s.checkpoint_owner.is_none(),
+            |l| {
+                l.checkpoint_owner = l.owner.replace(new_owner.to_string());
+                l.owner_switches_since_checkpoint += 1;
+                l.counter += 1;
+            },
+        )
+        .await
+    }
+
+    async fn finish_hand_off(
+        &self,
+        key: &str,
+        previous_owner: &str,
+        checkpoint: Option<ExtendedSequenceNumber>,
+    ) -> Result<Lease, LeaseError> {
+        self.update(
+            LeaseOperation::FinishHandOff,
+            key,
+            |s| s.checkpoint_owner.as_deref() == Some(previous_owner),
+            |l| {
+                if let Some(c) = checkpoint {
+                    commit(l, c);
+                }
+                l.checkpoint_owner = None;
+            },
+        )
+        .await
+    }
+
+    async fn evict(&self, expected: &Lease) -> Result<Lease, LeaseError> {
+        self.update(
+            LeaseOperation::Evict,
+            &expected.key,
+            |s| held_as_expected(s, expected),
+            |l| {
+                l.owner = None;
+                l.checkpoint_owner = None;
+                l.counter += 1;
+            },
+        )
+        .await
+    }
+
+    async fn checkpoint(&self, expected: &Lease, update: CheckpointUpdate) -> Result<Lease, LeaseError> {
+        self.update(
+            LeaseOperation::Checkpoint,
+            &expected.key,
+            |s| held_as_expected(s, expected),
+            |l| {
+                match update {
+                    CheckpointUpdate::Commit(c) => commit(l, c),
+                    CheckpointUpdate::Prepare { pending, state } => {
+                        l.pending_checkpoint = Some(pending);
+                        l.pending_checkpoint_state = state;
+                    }
+                }
+                l.counter += 1;
+            },
+        )
+        .await
+    }
+
+    async fn set_child_shards(&self, key: &str, children: &[ShardId]) -> Result<Lease, LeaseError> {
+        self.update(LeaseOperation::SetChildShards, key, |_| true, |l| l.child_shard_ids = children.to_vec()).await
+    }
+
+    async fn delete(&self, expected: &Lease) -> Result<(), LeaseError> {
+        self.run(LeaseOperation::Delete, |leases| {
+            let stored = leases.get(&expected.key).ok_or_else(|| not_found(&expected.key))?;
+            if stored.counter != expected.counter {
+                return Err(condition_failed(&expected.key));
+            }
+            leases.remove(&expected.key);
+            Ok(())
+        })
+        .await
+    }
+}

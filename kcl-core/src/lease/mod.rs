@@ -1,0 +1,28 @@
+//! Leases: how a fleet of workers shares a stream with no other coordinator.
+//!
+//! - [`Lease`]: every field of the KCL lease table;
+//! - [`LeaseStore`]: the table, as an async backend trait with conditional writes (its docs
+//!   carry the contract);
+//! - [`InMemoryLeaseStore`]: a linearizable in-memory table with fault injection and operation
+//!   counts;
+//! - [`conformance`] (feature `conformance`): the suite every store runs, through
+//!   [`crate::lease_store_conformance`];
+//! - [`LeaseCoordinator`]: one per worker; renews, detects expiry, takes and balances leases,
+//!   hands them off on shutdown, and reports what it gained and lost.
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod coordinator;
+mod error;
+mod memory;
+mod model;
+mod store;
+
+pub use coordinator::{
+    CoordinatorConfig, CoordinatorConfigError, HeldLeaseError, LeaseCoordinator, LeaseEvent,
+    LostReason,
+};
+pub use error::LeaseError;
+pub use memory::{InMemoryLeaseStore, LeaseOperation, LeaseStoreStats};
+pub use model::{CheckpointUpdate, Lease, MultiStreamKey, MultiStreamShard, ParseLeaseKeyError};
+pub use store::{LeaseListing, LeaseStore};

@@ -1,0 +1,88 @@
+//! The lease store: the shared table every worker of an application coordinates through.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use super::{CheckpointUpdate, Lease, LeaseError};
+use crate::model::{ExtendedSequenceNumber, ShardId};
+
+/// What [`LeaseStore::list`] read: the valid leases, and the items that could not be read as
+/// leases (reported, skipped, never fatal).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeaseListing {
+    /// Valid leases, in key order.
+    pub leases: Vec<Lease>,
+    /// Items that are not valid leases, as [`LeaseError::Malformed`].
+    pub malformed: Vec<LeaseError>,
+}
+
+/// The shared lease table.
+///
+/// Every write that can race is conditional, so a fleet of workers needs no other coordination.
+/// Each write takes the caller's last view of the lease (`expected`) and applies only if the
+/// stored lease still matches it. The returned lease is the caller's new view.
+///
+/// # Contract
+/// Enforced by the conformance suite ([`crate::lease_store_conformance`]):
+/// - `create_if_absent` writes the lease only if no lease has its key, else `ConditionFailed`.
+/// - `get` reads the latest value (strongly consistent); `None` if absent.
+/// - `list` returns every lease, paging internally; malformed items are reported, not fatal.
+/// - `renew`: if `leaseCounter` = expected and `leaseOwner` = expected owner → counter + 1.
+/// - `take`: if `leaseCounter` = expected → `leaseOwner` = new owner, counter + 1,
+///   `ownerSwitchesSinceCheckpoint` + 1 when the owner changes, `checkpointOwner` removed.
+/// - `hand_off`: if `leaseCounter` = expected, `leaseOwner` = expected owner and no
+///   `checkpointOwner` → `leaseOwner` = new owner, `checkpointOwner` = previous owner,
+///   counter + 1, `ownerSwitchesSinceCheckpoint` + 1. The previous owner's next renew fails.
+/// - `finish_hand_off`: if `checkpointOwner` = the given previous owner → optionally commits a
+///   checkpoint (as `checkpoint` does), removes `checkpointOwner`; the counter is unchanged, so
+///   the new owner's renewals keep working.
+/// - `evict`: if `leaseCounter` = expected and `leaseOwner` = expected owner → `leaseOwner` and
+///   `checkpointOwner` removed, counter + 1.
+/// - `checkpoint`: if `leaseCounter` = expected and `leaseOwner` = expected owner → counter + 1
+///   and the update applied (commit: checkpoint set, pending cleared, owner switches reset;
+///   prepare: pending checkpoint and state set).
+/// - `set_child_shards`: if the lease exists → `childShardIds` set; counter unchanged.
+/// - `delete`: if `leaseCounter` = expected → the lease is removed.
+/// - A conditional write on a missing lease is `NotFound`; a failed condition is
+///   `ConditionFailed`; in both cases nothing is written. Counters never decrease.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
+    /// Creates the lease if its key is free.
+    async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError>;
+
+    /// Reads one lease.
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError>;
+
+    /// Reads every lease.
+    async fn list(&self) -> Result<LeaseListing, LeaseError>;
+
+    /// Renews a lease the caller holds.
+    async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError>;
+
+    /// Takes an unowned or expired lease, or steals one abruptly.
+    async fn take(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError>;
+
+    /// Moves a lease to `new_owner` while its current owner finishes (graceful steal or hand-off).
+    async fn hand_off(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError>;
+
+    /// Ends a hand-off: the previous owner's last checkpoint, or the new owner giving up waiting.
+    async fn finish_hand_off(
+        &self,
+        key: &str,
+        previous_owner: &str,
+        checkpoint: Option<ExtendedSequenceNumber>,
+    ) -> Result<Lease, LeaseError>;
+
+    /// Releases a lease the caller holds.
+    async fn evict(&self, expected: &Lease) -> Result<Lease, LeaseError>;
+
+    /// Writes a checkpoint of a lease the caller holds.
+    async fn checkpoint(&self, expected: &Lease, update: CheckpointUpdate) -> Result<Lease, LeaseError>;
+
+    /// Records the children of an ended shard.
+    async fn set_child_shards(&self, key: &str, children: &[ShardId]) -> Result<Lease, LeaseError>;
+
+    /// Deletes a lease.
+    async fn delete(&self, expected: &Lease) -> Result<(), LeaseError>;
+}
