@@ -4,4 +4,6 @@ use std::sync::Arc;
 
 use kcl_core::lease::{InMemoryLeaseStore, LeaseStore};
 
-kcl_core::lease_store_conformance!(|| async { Arc::new(InMemoryLeaseStore::new()) as Arc<dyn LeaseStore> });
+kcl_core::lease_store_conformance!(|| async {
+    Arc::new(InMemoryLeaseStore::new()) as Arc<dyn LeaseStore>
+});

@@ -593,7 +593,11 @@ impl KinesisDataPlane for InMemoryKinesis {
         &self,
         request: ListShardsRequest,
     ) -> Result<ListShardsPage, KinesisError> {
-        let after = self.inner.faults.apply(KinesisOperation::ListShards).await?;
+        let after = self
+            .inner
+            .faults
+            .apply(KinesisOperation::ListShards)
+            .await?;
         let now = self.now();
         let elapsed = self.inner.clock.elapsed();
         let mut state = self.lock();
@@ -654,21 +658,27 @@ impl KinesisDataPlane for InMemoryKinesis {
         shard: &ShardId,
         position: &StartingPosition,
     ) -> Result<ShardIterator, KinesisError> {
-        let after = self.inner.faults.apply(KinesisOperation::GetShardIterator).await?;
+        let after = self
+            .inner
+            .faults
+            .apply(KinesisOperation::GetShardIterator)
+            .await?;
         let now = self.now();
         let mut state = self.lock();
         let s = state.stream_by_identity(stream)?;
         s.trim(now);
         let index = s.index_of(shard)?;
         let offset = Self::offset_for(s, index, position)?;
-        after.finish(IteratorToken {
-            engine: self.inner.id,
-            stream_nonce: s.nonce,
-            shard: index,
-            offset,
-            issued: self.inner.clock.elapsed(),
-        }
-        .encode())
+        after.finish(
+            IteratorToken {
+                engine: self.inner.id,
+                stream_nonce: s.nonce,
+                shard: index,
+                offset,
+                issued: self.inner.clock.elapsed(),
+            }
+            .encode(),
+        )
     }
 
     async fn get_records(
@@ -676,7 +686,11 @@ impl KinesisDataPlane for InMemoryKinesis {
         iterator: &ShardIterator,
         limit: u32,
     ) -> Result<GetRecordsOutput, KinesisError> {
-        let after = self.inner.faults.apply(KinesisOperation::GetRecords).await?;
+        let after = self
+            .inner
+            .faults
+            .apply(KinesisOperation::GetRecords)
+            .await?;
         if !(1..=MAX_GET_RECORDS_LIMIT).contains(&limit) {
             return Err(KinesisError::invalid(format!(
                 "limit {limit} must be in 1..=10000"

@@ -196,7 +196,11 @@ impl InMemoryKinesis {
         shard: &ShardId,
         position: &StartingPosition,
     ) -> Result<ShardSubscription, KinesisError> {
-        let after = self.inner.faults.apply(KinesisOperation::SubscribeToShard).await?;
+        let after = self
+            .inner
+            .faults
+            .apply(KinesisOperation::SubscribeToShard)
+            .await?;
         let now = self.now();
         let elapsed = self.inner.clock.elapsed();
         let mut state = self.lock();
@@ -251,7 +255,13 @@ impl ShardSubscription {
         if self.finished {
             return None;
         }
-        let after = match self.engine.inner.faults.apply(KinesisOperation::SubscriptionEvent).await {
+        let after = match self
+            .engine
+            .inner
+            .faults
+            .apply(KinesisOperation::SubscriptionEvent)
+            .await
+        {
             Ok(after) => after,
             Err(e) => return self.fail(e),
         };

@@ -1,7 +1,7 @@
 //! The conformance suite every [`LeaseStore`] must pass: one async function per clause of the
 //! trait's contract, plus races. Run it against a store with [`crate::lease_store_conformance`]:
 //!
-//! ```ignore
+//! ```no_run
 //! kcl_core::lease_store_conformance!(|| async {
 //!     std::sync::Arc::new(kcl_core::lease::InMemoryLeaseStore::new()) as std::sync::Arc<dyn kcl_core::lease::LeaseStore>
 //! });
@@ -66,7 +66,11 @@ async fn created(store: &Store, key: &str) -> Lease {
     let mut lease = Lease::new(&ShardId::new(key), ExtendedSequenceNumber::TrimHorizon);
     lease.key = key.to_string();
     store.create_if_absent(&lease).await.expect("create");
-    store.get(key).await.expect("get").expect("created lease exists")
+    store
+        .get(key)
+        .await
+        .expect("get")
+        .expect("created lease exists")
 }
 
 async fn owned(store: &Store, key: &str, owner: &str) -> Lease {
@@ -75,7 +79,10 @@ async fn owned(store: &Store, key: &str, owner: &str) -> Lease {
 }
 
 fn assert_condition_failed<T: std::fmt::Debug>(r: Result<T, LeaseError>, what: &str) {
-    assert!(matches!(r, Err(LeaseError::ConditionFailed { .. })), "{what}: expected ConditionFailed, got {r:?}");
+    assert!(
+        matches!(r, Err(LeaseError::ConditionFailed { .. })),
+        "{what}: expected ConditionFailed, got {r:?}"
+    );
 }
 
 /// `create_if_absent` writes once; a second create of the key fails and changes nothing.
@@ -106,7 +113,9 @@ pub async fn list_returns_every_lease(store: Store) {
 
 /// Every attribute of the KCL schema survives a write and a read.
 pub async fn every_field_round_trips(store: Store) {
-    let key: MultiStreamKey = "123456789012:orders:1700000000:shardId-000000000007".parse().unwrap();
+    let key: MultiStreamKey = "123456789012:orders:1700000000:shardId-000000000007"
+        .parse()
+        .unwrap();
     let mut lease = Lease::new_multi_stream(key, seq(7, 3));
     lease.owner = Some("worker-a".into());
     lease.counter = 41;
@@ -115,7 +124,10 @@ pub async fn every_field_round_trips(store: Store) {
     lease.owner_switches_since_checkpoint = 2;
     lease.parent_shard_ids = vec![ShardId::from_index(1), ShardId::from_index(2)];
     lease.child_shard_ids = vec![ShardId::from_index(8)];
-    lease.hash_key_range = Some(HashKeyRange { start: 0, end: u128::MAX });
+    lease.hash_key_range = Some(HashKeyRange {
+        start: 0,
+        end: u128::MAX,
+    });
     lease.checkpoint_owner = Some("worker-b".into());
     lease.throughput_kbps = Some(12.5);
     store.create_if_absent(&lease).await.unwrap();
@@ -125,7 +137,10 @@ pub async fn every_field_round_trips(store: Store) {
         ExtendedSequenceNumber::Latest,
         ExtendedSequenceNumber::ShardEnd,
     ] {
-        let mut l = Lease::new(&ShardId::new(format!("shardId-{}", checkpoint.checkpoint_value())), checkpoint);
+        let mut l = Lease::new(
+            &ShardId::new(format!("shardId-{}", checkpoint.checkpoint_value())),
+            checkpoint,
+        );
         l.key = format!("sentinel-{}", l.key);
         store.create_if_absent(&l).await.unwrap();
         assert_eq!(store.get(&l.key).await.unwrap().unwrap(), l);
@@ -149,14 +164,30 @@ pub async fn renew_requires_counter_and_owner(store: Store) {
 pub async fn take_sets_owner_and_counts_switches(store: Store) {
     let lease = created(&store, "shardId-t").await;
     let taken = store.take(&lease, "w1").await.unwrap();
-    assert_eq!((taken.owner.as_deref(), taken.counter, taken.owner_switches_since_checkpoint), (Some("w1"), lease.counter + 1, 1));
+    assert_eq!(
+        (
+            taken.owner.as_deref(),
+            taken.counter,
+            taken.owner_switches_since_checkpoint
+        ),
+        (Some("w1"), lease.counter + 1, 1)
+    );
     let stolen = store.take(&taken, "w2").await.unwrap();
-    assert_eq!((stolen.owner.as_deref(), stolen.owner_switches_since_checkpoint), (Some("w2"), 2));
+    assert_eq!(
+        (
+            stolen.owner.as_deref(),
+            stolen.owner_switches_since_checkpoint
+        ),
+        (Some("w2"), 2)
+    );
     let handed = store.hand_off(&stolen, "w3").await.unwrap();
     assert_eq!(handed.checkpoint_owner.as_deref(), Some("w2"));
     let retaken = store.take(&handed, "w3").await.unwrap();
     assert_eq!(retaken.checkpoint_owner, None);
-    assert_eq!(retaken.owner_switches_since_checkpoint, 3, "taking a lease one owns is no switch");
+    assert_eq!(
+        retaken.owner_switches_since_checkpoint, 3,
+        "taking a lease one owns is no switch"
+    );
 }
 
 /// `take` with a stale counter fails and changes nothing.
@@ -174,7 +205,10 @@ pub async fn evict_releases_and_requires_owner(store: Store) {
     wrong.owner = Some("w2".into());
     assert_condition_failed(store.evict(&wrong).await, "evict by another owner");
     let evicted = store.evict(&lease).await.unwrap();
-    assert_eq!((evicted.owner.clone(), evicted.counter), (None, lease.counter + 1));
+    assert_eq!(
+        (evicted.owner.clone(), evicted.counter),
+        (None, lease.counter + 1)
+    );
     assert_condition_failed(store.evict(&lease).await, "evict with a stale counter");
     assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), evicted);
 }
@@ -185,17 +219,47 @@ pub async fn checkpoint_commits_and_prepares(store: Store) {
     let lease = owned(&store, "shardId-c", "w1").await;
     let state = Bytes::from_static(b"two-phase");
     let prepared = store
-        .checkpoint(&lease, CheckpointUpdate::Prepare { pending: seq(5, 1), state: Some(state.clone()) })
+        .checkpoint(
+            &lease,
+            CheckpointUpdate::Prepare {
+                pending: seq(5, 1),
+                state: Some(state.clone()),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(prepared.checkpoint, ExtendedSequenceNumber::TrimHorizon);
-    assert_eq!((prepared.pending_checkpoint.clone(), prepared.pending_checkpoint_state.clone()), (Some(seq(5, 1)), Some(state)));
+    assert_eq!(
+        (
+            prepared.pending_checkpoint.clone(),
+            prepared.pending_checkpoint_state.clone()
+        ),
+        (Some(seq(5, 1)), Some(state))
+    );
     assert_eq!(prepared.counter, lease.counter + 1);
-    let committed = store.checkpoint(&prepared, CheckpointUpdate::Commit(seq(5, 1))).await.unwrap();
+    let committed = store
+        .checkpoint(&prepared, CheckpointUpdate::Commit(seq(5, 1)))
+        .await
+        .unwrap();
     assert_eq!(committed.checkpoint, seq(5, 1));
-    assert_eq!((committed.pending_checkpoint.clone(), committed.pending_checkpoint_state.clone()), (None, None));
-    assert_eq!((committed.owner_switches_since_checkpoint, committed.counter), (0, prepared.counter + 1));
-    let end = store.checkpoint(&committed, CheckpointUpdate::Commit(ExtendedSequenceNumber::ShardEnd)).await.unwrap();
+    assert_eq!(
+        (
+            committed.pending_checkpoint.clone(),
+            committed.pending_checkpoint_state.clone()
+        ),
+        (None, None)
+    );
+    assert_eq!(
+        (committed.owner_switches_since_checkpoint, committed.counter),
+        (0, prepared.counter + 1)
+    );
+    let end = store
+        .checkpoint(
+            &committed,
+            CheckpointUpdate::Commit(ExtendedSequenceNumber::ShardEnd),
+        )
+        .await
+        .unwrap();
     assert!(end.is_shard_end());
     assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), end);
 }
@@ -204,10 +268,20 @@ pub async fn checkpoint_commits_and_prepares(store: Store) {
 pub async fn checkpoint_by_former_owner_fails(store: Store) {
     let lease = owned(&store, "shardId-f", "w1").await;
     let stolen = store.take(&lease, "w2").await.unwrap();
-    assert_condition_failed(store.checkpoint(&lease, CheckpointUpdate::Commit(seq(1, 0))).await, "former owner checkpoint");
+    assert_condition_failed(
+        store
+            .checkpoint(&lease, CheckpointUpdate::Commit(seq(1, 0)))
+            .await,
+        "former owner checkpoint",
+    );
     let mut pretend = stolen.clone();
     pretend.owner = Some("w1".into());
-    assert_condition_failed(store.checkpoint(&pretend, CheckpointUpdate::Commit(seq(1, 0))).await, "checkpoint with another's counter");
+    assert_condition_failed(
+        store
+            .checkpoint(&pretend, CheckpointUpdate::Commit(seq(1, 0)))
+            .await,
+        "checkpoint with another's counter",
+    );
     assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), stolen);
 }
 
@@ -216,18 +290,45 @@ pub async fn checkpoint_by_former_owner_fails(store: Store) {
 pub async fn hand_off_lets_previous_owner_finish(store: Store) {
     let lease = owned(&store, "shardId-h", "old").await;
     let handed = store.hand_off(&lease, "new").await.unwrap();
-    assert_eq!((handed.owner.as_deref(), handed.checkpoint_owner.as_deref()), (Some("new"), Some("old")));
+    assert_eq!(
+        (handed.owner.as_deref(), handed.checkpoint_owner.as_deref()),
+        (Some("new"), Some("old"))
+    );
     assert_eq!(handed.counter, lease.counter + 1);
     assert_condition_failed(store.renew(&lease).await, "previous owner renew");
-    assert_condition_failed(store.hand_off(&handed, "third").await, "second hand-off while one is in progress");
+    assert_condition_failed(
+        store.hand_off(&handed, "third").await,
+        "second hand-off while one is in progress",
+    );
     let renewed = store.renew(&handed).await.unwrap();
-    assert_condition_failed(store.finish_hand_off(&lease.key, "someone", None).await, "finish by a stranger");
-    let finished = store.finish_hand_off(&lease.key, "old", Some(seq(3, 0))).await.unwrap();
-    assert_eq!((finished.checkpoint.clone(), finished.checkpoint_owner.clone()), (seq(3, 0), None));
-    assert_eq!(finished.counter, renewed.counter, "finishing leaves the counter to the new owner");
+    assert_condition_failed(
+        store.finish_hand_off(&lease.key, "someone", None).await,
+        "finish by a stranger",
+    );
+    let finished = store
+        .finish_hand_off(&lease.key, "old", Some(seq(3, 0)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            finished.checkpoint.clone(),
+            finished.checkpoint_owner.clone()
+        ),
+        (seq(3, 0), None)
+    );
+    assert_eq!(
+        finished.counter, renewed.counter,
+        "finishing leaves the counter to the new owner"
+    );
     assert_eq!(finished.owner_switches_since_checkpoint, 0);
-    store.renew(&finished).await.expect("new owner keeps renewing");
-    assert_condition_failed(store.finish_hand_off(&lease.key, "old", None).await, "finish twice");
+    store
+        .renew(&finished)
+        .await
+        .expect("new owner keeps renewing");
+    assert_condition_failed(
+        store.finish_hand_off(&lease.key, "old", None).await,
+        "finish twice",
+    );
 }
 
 /// `set_child_shards` records children without touching the counter.
@@ -237,7 +338,10 @@ pub async fn set_child_shards_keeps_counter(store: Store) {
     let updated = store.set_child_shards(&lease.key, &children).await.unwrap();
     assert_eq!(updated.child_shard_ids, children.to_vec());
     assert_eq!(updated.counter, lease.counter);
-    store.renew(&lease).await.expect("owner's view is still current");
+    store
+        .renew(&lease)
+        .await
+        .expect("owner's view is still current");
 }
 
 /// `delete` needs the current counter.
@@ -251,19 +355,41 @@ pub async fn delete_is_conditional(store: Store) {
 
 /// Conditional writes on a missing lease are `NotFound` and create nothing.
 pub async fn missing_lease_is_not_found(store: Store) {
-    let mut ghost = Lease::new(&ShardId::new("shardId-ghost"), ExtendedSequenceNumber::TrimHorizon);
+    let mut ghost = Lease::new(
+        &ShardId::new("shardId-ghost"),
+        ExtendedSequenceNumber::TrimHorizon,
+    );
     ghost.owner = Some("w1".into());
     let nf = |r: Result<Lease, LeaseError>, what: &str| {
-        assert!(matches!(r, Err(LeaseError::NotFound { .. })), "{what}: expected NotFound, got {r:?}")
+        assert!(
+            matches!(r, Err(LeaseError::NotFound { .. })),
+            "{what}: expected NotFound, got {r:?}"
+        )
     };
     nf(store.renew(&ghost).await, "renew");
     nf(store.take(&ghost, "w2").await, "take");
     nf(store.hand_off(&ghost, "w2").await, "hand_off");
-    nf(store.finish_hand_off(&ghost.key, "w1", None).await, "finish_hand_off");
+    nf(
+        store.finish_hand_off(&ghost.key, "w1", None).await,
+        "finish_hand_off",
+    );
     nf(store.evict(&ghost).await, "evict");
-    nf(store.checkpoint(&ghost, CheckpointUpdate::Commit(seq(1, 0))).await, "checkpoint");
-    nf(store.set_child_shards(&ghost.key, &[ShardId::from_index(1)]).await, "set_child_shards");
-    assert!(matches!(store.delete(&ghost).await, Err(LeaseError::NotFound { .. })), "delete");
+    nf(
+        store
+            .checkpoint(&ghost, CheckpointUpdate::Commit(seq(1, 0)))
+            .await,
+        "checkpoint",
+    );
+    nf(
+        store
+            .set_child_shards(&ghost.key, &[ShardId::from_index(1)])
+            .await,
+        "set_child_shards",
+    );
+    assert!(
+        matches!(store.delete(&ghost).await, Err(LeaseError::NotFound { .. })),
+        "delete"
+    );
     assert_eq!(store.get(&ghost.key).await.unwrap(), None);
     assert!(store.list().await.unwrap().leases.is_empty());
 }
@@ -278,10 +404,18 @@ pub async fn sixteen_concurrent_takers_one_wins(store: Store) {
                 tokio::spawn(async move { store.take(&lease, &format!("w{w}")).await })
             })
             .collect();
-        let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(|r| r.expect("task")).collect();
+        let results: Vec<_> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
         let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(winners.len(), 1, "round {round}: {results:?}");
-        assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(LeaseError::ConditionFailed { .. }))));
+        assert!(
+            results
+                .iter()
+                .all(|r| r.is_ok() || matches!(r, Err(LeaseError::ConditionFailed { .. })))
+        );
         let stored = store.get(&lease.key).await.unwrap().unwrap();
         assert_eq!(&stored, winners[0]);
     }
@@ -295,7 +429,10 @@ pub async fn renew_racing_steal_one_wins(store: Store) {
         let renew = tokio::spawn(async move { s1.renew(&l1).await });
         let steal = tokio::spawn(async move { s2.take(&l2, "thief").await });
         let (renew, steal) = (renew.await.unwrap(), steal.await.unwrap());
-        assert!(renew.is_ok() != steal.is_ok(), "round {round}: renew {renew:?}, steal {steal:?}");
+        assert!(
+            renew.is_ok() != steal.is_ok(),
+            "round {round}: renew {renew:?}, steal {steal:?}"
+        );
         let stored = store.get(&lease.key).await.unwrap().unwrap();
         let winner = renew.or(steal).unwrap();
         assert_eq!(stored, winner);
@@ -316,11 +453,17 @@ pub async fn counters_never_go_backwards(store: Store) {
             tokio::spawn(async move {
                 for i in 0..40 {
                     let key = &keys[(w + i) % keys.len()];
-                    let Some(lease) = store.get(key).await.unwrap() else { continue };
+                    let Some(lease) = store.get(key).await.unwrap() else {
+                        continue;
+                    };
                     let _ = match i % 3 {
                         0 => store.renew(&lease).await,
                         1 => store.take(&lease, &format!("w{w}")).await,
-                        _ => store.checkpoint(&lease, CheckpointUpdate::Commit(seq(i as u64, 0))).await,
+                        _ => {
+                            store
+                                .checkpoint(&lease, CheckpointUpdate::Commit(seq(i as u64, 0)))
+                                .await
+                        }
                     };
                 }
             })
@@ -333,7 +476,13 @@ pub async fn counters_never_go_backwards(store: Store) {
             for _ in 0..60 {
                 for l in store.list().await.unwrap().leases {
                     let i = keys.iter().position(|k| *k == l.key).unwrap();
-                    assert!(l.counter >= last[i], "{} went from {} to {}", l.key, last[i], l.counter);
+                    assert!(
+                        l.counter >= last[i],
+                        "{} went from {} to {}",
+                        l.key,
+                        last[i],
+                        l.counter
+                    );
                     last[i] = l.counter;
                 }
                 tokio::task::yield_now().await;

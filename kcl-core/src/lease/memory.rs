@@ -98,11 +98,15 @@ impl Default for InMemoryLeaseStore {
 }
 
 fn not_found(key: &str) -> LeaseError {
-    LeaseError::NotFound { key: key.to_string() }
+    LeaseError::NotFound {
+        key: key.to_string(),
+    }
 }
 
 fn condition_failed(key: &str) -> LeaseError {
-    LeaseError::ConditionFailed { key: key.to_string() }
+    LeaseError::ConditionFailed {
+        key: key.to_string(),
+    }
 }
 
 impl InMemoryLeaseStore {
@@ -127,7 +131,13 @@ impl InMemoryLeaseStore {
 
     /// Throttles the next `n` calls of `op`.
     pub fn throttle_next(&self, op: LeaseOperation, n: u64) {
-        self.faults.next_calls(op, n, FaultAction::Fail(LeaseError::Throttled { message: "injected throttle".into() }));
+        self.faults.next_calls(
+            op,
+            n,
+            FaultAction::Fail(LeaseError::Throttled {
+                message: "injected throttle".into(),
+            }),
+        );
     }
 
     /// Operation counts so far.
@@ -142,7 +152,9 @@ impl InMemoryLeaseStore {
 
     /// Resets the operation counts.
     pub fn reset_stats(&self) {
-        self.calls.iter().for_each(|c| c.store(0, Ordering::Relaxed));
+        self.calls
+            .iter()
+            .for_each(|c| c.store(0, Ordering::Relaxed));
     }
 
     /// A copy of every lease, for assertions.
@@ -214,18 +226,28 @@ impl LeaseStore for InMemoryLeaseStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
-        self.run(LeaseOperation::Get, |leases| Ok(leases.get(key).cloned())).await
+        self.run(LeaseOperation::Get, |leases| Ok(leases.get(key).cloned()))
+            .await
     }
 
     async fn list(&self) -> Result<LeaseListing, LeaseError> {
         self.run(LeaseOperation::List, |leases| {
-            Ok(LeaseListing { leases: leases.values().cloned().collect(), malformed: Vec::new() })
+            Ok(LeaseListing {
+                leases: leases.values().cloned().collect(),
+                malformed: Vec::new(),
+            })
         })
         .await
     }
 
     async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {
-        self.update(LeaseOperation::Renew, &expected.key, |s| held_as_expected(s, expected), |l| l.counter += 1).await
+        self.update(
+            LeaseOperation::Renew,
+            &expected.key,
+            |s| held_as_expected(s, expected),
+            |l| l.counter += 1,
+        )
+        .await
     }
 
     async fn take(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
@@ -293,7 +315,11 @@ impl LeaseStore for InMemoryLeaseStore {
         .await
     }
 
-    async fn checkpoint(&self, expected: &Lease, update: CheckpointUpdate) -> Result<Lease, LeaseError> {
+    async fn checkpoint(
+        &self,
+        expected: &Lease,
+        update: CheckpointUpdate,
+    ) -> Result<Lease, LeaseError> {
         self.update(
             LeaseOperation::Checkpoint,
             &expected.key,
@@ -313,12 +339,20 @@ impl LeaseStore for InMemoryLeaseStore {
     }
 
     async fn set_child_shards(&self, key: &str, children: &[ShardId]) -> Result<Lease, LeaseError> {
-        self.update(LeaseOperation::SetChildShards, key, |_| true, |l| l.child_shard_ids = children.to_vec()).await
+        self.update(
+            LeaseOperation::SetChildShards,
+            key,
+            |_| true,
+            |l| l.child_shard_ids = children.to_vec(),
+        )
+        .await
     }
 
     async fn delete(&self, expected: &Lease) -> Result<(), LeaseError> {
         self.run(LeaseOperation::Delete, |leases| {
-            let stored = leases.get(&expected.key).ok_or_else(|| not_found(&expected.key))?;
+            let stored = leases
+                .get(&expected.key)
+                .ok_or_else(|| not_found(&expected.key))?;
             if stored.counter != expected.counter {
                 return Err(condition_failed(&expected.key));
             }

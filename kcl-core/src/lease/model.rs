@@ -119,7 +119,10 @@ pub struct MultiStreamKey {
 impl MultiStreamKey {
     /// The stream part, `account:stream:creationEpoch`, as the KCL stores in `streamName`.
     pub fn stream_identifier(&self) -> String {
-        format!("{}:{}:{}", self.account_id, self.stream_name, self.creation_epoch)
+        format!(
+            "{}:{}:{}",
+            self.account_id, self.stream_name, self.creation_epoch
+        )
     }
 }
 
@@ -143,19 +146,25 @@ impl FromStr for MultiStreamKey {
     type Err = ParseLeaseKeyError;
 
     fn from_str(key: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ParseLeaseKeyError { key: key.to_string(), reason };
-        let mut parts = key.splitn(4, ':');
-        let (account, stream, epoch, shard) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(a), Some(s), Some(e), Some(sh)) => (a, s, e, sh),
-            _ => return Err(err("expected four ':'-separated parts")),
+        let err = |reason| ParseLeaseKeyError {
+            key: key.to_string(),
+            reason,
         };
+        let mut parts = key.splitn(4, ':');
+        let (account, stream, epoch, shard) =
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(a), Some(s), Some(e), Some(sh)) => (a, s, e, sh),
+                _ => return Err(err("expected four ':'-separated parts")),
+            };
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err("account id must be 12 digits"));
         }
         if stream.is_empty() {
             return Err(err("stream name is empty"));
         }
-        let creation_epoch = epoch.parse().map_err(|_| err("creation epoch must be an integer"))?;
+        let creation_epoch = epoch
+            .parse()
+            .map_err(|_| err("creation epoch must be an integer"))?;
         if shard.is_empty() || shard.contains(':') {
             return Err(err("shard id is empty or contains ':'"));
         }
@@ -190,15 +199,26 @@ mod tests {
 
     #[test]
     fn multi_stream_keys_round_trip() {
-        let key: MultiStreamKey = "123456789012:orders:1700000000:shardId-000000000001".parse().unwrap();
+        let key: MultiStreamKey = "123456789012:orders:1700000000:shardId-000000000001"
+            .parse()
+            .unwrap();
         assert_eq!(key.stream_name, "orders");
         assert_eq!(key.creation_epoch, 1_700_000_000);
         assert_eq!(key.shard_id, ShardId::from_index(1));
-        assert_eq!(key.to_string(), "123456789012:orders:1700000000:shardId-000000000001");
+        assert_eq!(
+            key.to_string(),
+            "123456789012:orders:1700000000:shardId-000000000001"
+        );
         assert_eq!(key.stream_identifier(), "123456789012:orders:1700000000");
         let lease = Lease::new_multi_stream(key, ExtendedSequenceNumber::TrimHorizon);
         assert_eq!(lease.shard_id(), ShardId::from_index(1));
-        for bad in ["shardId-1", "1:orders:1:shardId-1", "123456789012::1:s", "123456789012:o:x:s", "123456789012:o:1:"] {
+        for bad in [
+            "shardId-1",
+            "1:orders:1:shardId-1",
+            "123456789012::1:s",
+            "123456789012:o:x:s",
+            "123456789012:o:1:",
+        ] {
             assert!(bad.parse::<MultiStreamKey>().is_err(), "{bad}");
         }
     }

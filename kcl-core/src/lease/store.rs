@@ -78,7 +78,11 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     async fn evict(&self, expected: &Lease) -> Result<Lease, LeaseError>;
 
     /// Writes a checkpoint of a lease the caller holds.
-    async fn checkpoint(&self, expected: &Lease, update: CheckpointUpdate) -> Result<Lease, LeaseError>;
+    async fn checkpoint(
+        &self,
+        expected: &Lease,
+        update: CheckpointUpdate,
+    ) -> Result<Lease, LeaseError>;
 
     /// Records the children of an ended shard.
     async fn set_child_shards(&self, key: &str, children: &[ShardId]) -> Result<Lease, LeaseError>;

@@ -40,7 +40,7 @@ impl CoordinatorConfig {
         Self {
             worker_id: worker_id.into(),
             failover_time: failover,
-            renew_interval: failover / 3 - Duration::from_millis(25),
+            renew_interval: kcl_renew_interval(failover),
             taker_interval: failover,
             max_leases_for_worker: usize::MAX,
             max_leases_to_steal_at_one_time: usize::MAX,
@@ -53,7 +53,7 @@ impl CoordinatorConfig {
     /// 1 ms), the taker interval and the hand-off timeout (both = failover) from it.
     pub fn with_failover_time(mut self, failover: Duration) -> Self {
         self.failover_time = failover;
-        self.renew_interval = (failover / 3).saturating_sub(Duration::from_millis(25)).max(Duration::from_millis(1));
+        self.renew_interval = kcl_renew_interval(failover);
         self.taker_interval = failover;
         self.graceful_handoff_timeout = failover;
         self
@@ -69,7 +69,10 @@ impl CoordinatorConfig {
             return Err(E::FailoverTooShort(self.failover_time));
         }
         if self.renew_interval.is_zero() || self.renew_interval >= self.failover_time {
-            return Err(E::RenewInterval { renew: self.renew_interval, failover: self.failover_time });
+            return Err(E::RenewInterval {
+                renew: self.renew_interval,
+                failover: self.failover_time,
+            });
         }
         if self.taker_interval.is_zero() {
             return Err(E::ZeroTakerInterval);
@@ -81,10 +84,19 @@ impl CoordinatorConfig {
             return Err(E::Zero("max_leases_to_steal_at_one_time"));
         }
         if self.graceful_handoff_timeout < self.failover_time {
-            return Err(E::HandoffTimeout { timeout: self.graceful_handoff_timeout, failover: self.failover_time });
+            return Err(E::HandoffTimeout {
+                timeout: self.graceful_handoff_timeout,
+                failover: self.failover_time,
+            });
         }
         Ok(())
     }
+}
+
+/// The KCL's renew interval: failover / 3 − 25 ms in whole milliseconds (at least 1 ms).
+fn kcl_renew_interval(failover: Duration) -> Duration {
+    let millis = u64::try_from(failover.as_millis() / 3).unwrap_or(u64::MAX);
+    Duration::from_millis(millis.saturating_sub(25).max(1))
 }
 
 /// An invalid coordinator setting.
@@ -136,14 +148,40 @@ mod tests {
     #[test]
     fn invalid_settings_are_named() {
         let base = CoordinatorConfig::new("w");
-        assert_eq!(CoordinatorConfig::new(" ").validate(), Err(CoordinatorConfigError::EmptyWorkerId));
-        let bad = CoordinatorConfig { renew_interval: Duration::from_secs(10), ..base.clone() };
-        assert!(matches!(bad.validate(), Err(CoordinatorConfigError::RenewInterval { .. })));
-        let bad = CoordinatorConfig { max_leases_for_worker: 0, ..base.clone() };
-        assert_eq!(bad.validate(), Err(CoordinatorConfigError::Zero("max_leases_for_worker")));
-        let bad = CoordinatorConfig { graceful_handoff_timeout: Duration::from_secs(1), ..base.clone() };
-        assert!(bad.validate().unwrap_err().to_string().contains("graceful_handoff_timeout"));
+        assert_eq!(
+            CoordinatorConfig::new(" ").validate(),
+            Err(CoordinatorConfigError::EmptyWorkerId)
+        );
+        let bad = CoordinatorConfig {
+            renew_interval: Duration::from_secs(10),
+            ..base.clone()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(CoordinatorConfigError::RenewInterval { .. })
+        ));
+        let bad = CoordinatorConfig {
+            max_leases_for_worker: 0,
+            ..base.clone()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(CoordinatorConfigError::Zero("max_leases_for_worker"))
+        );
+        let bad = CoordinatorConfig {
+            graceful_handoff_timeout: Duration::from_secs(1),
+            ..base.clone()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("graceful_handoff_timeout")
+        );
         let bad = base.with_failover_time(Duration::from_millis(10));
-        assert!(matches!(bad.validate(), Err(CoordinatorConfigError::FailoverTooShort(_))));
+        assert!(matches!(
+            bad.validate(),
+            Err(CoordinatorConfigError::FailoverTooShort(_))
+        ));
     }
 }

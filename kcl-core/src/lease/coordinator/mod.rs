@@ -15,7 +15,7 @@ mod plan;
 mod renewer;
 mod taker;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -103,15 +103,32 @@ struct Held {
     valid_until: Instant,
     phase: Phase,
     gone: bool,
+    /// `valid_until` while ready and not gone, readable without waiting for a write in flight.
+    belief: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Held {
+    /// Publishes whether (and until when) this worker may process the lease.
+    fn publish(&self) {
+        *self.belief.lock() =
+            (!self.gone && self.phase == Phase::Ready).then_some(self.valid_until);
+    }
 }
 
 type Entry = Arc<tokio::sync::Mutex<Held>>;
+
+/// What the map holds per lease: the state (locked around store writes) and its published belief.
+#[derive(Debug, Clone)]
+struct Slot {
+    held: Entry,
+    belief: Arc<Mutex<Option<Instant>>>,
+}
 
 #[derive(Debug)]
 struct Shared {
     store: Arc<dyn LeaseStore>,
     config: CoordinatorConfig,
-    held: Mutex<HashMap<String, Entry>>,
+    held: Mutex<BTreeMap<String, Slot>>,
     events: mpsc::UnboundedSender<LeaseEvent>,
 }
 
@@ -126,19 +143,41 @@ impl Shared {
     }
 
     fn entries(&self) -> Vec<(String, Entry)> {
-        self.held.lock().iter().map(|(k, e)| (k.clone(), e.clone())).collect()
+        self.held
+            .lock()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.held.clone()))
+            .collect()
     }
 
     fn entry(&self, key: &str) -> Option<Entry> {
-        self.held.lock().get(key).cloned()
+        self.held.lock().get(key).map(|s| s.held.clone())
+    }
+
+    /// Whether this worker may process `key` now, without waiting for writes in flight.
+    fn believes(&self, key: &str) -> bool {
+        let belief = self.held.lock().get(key).and_then(|s| *s.belief.lock());
+        belief.is_some_and(|until| Instant::now() < until)
     }
 
     /// Starts holding `lease`, written at `sent`.
     fn insert(&self, lease: Lease, sent: Instant, phase: Phase) {
         let key = lease.key.clone();
         let ready = phase == Phase::Ready;
-        let held = Held { lease: lease.clone(), valid_until: sent + self.config.failover_time, phase, gone: false };
-        self.held.lock().insert(key.clone(), Arc::new(tokio::sync::Mutex::new(held)));
+        let belief = Arc::new(Mutex::new(None));
+        let held = Held {
+            lease: lease.clone(),
+            valid_until: sent + self.config.failover_time,
+            phase,
+            gone: false,
+            belief: belief.clone(),
+        };
+        held.publish();
+        let slot = Slot {
+            held: Arc::new(tokio::sync::Mutex::new(held)),
+            belief,
+        };
+        self.held.lock().insert(key.clone(), slot);
         if ready {
             info!(worker_id = %self.me(), lease_key = %key, "lease gained");
             self.emit(LeaseEvent::Gained(lease));
@@ -149,13 +188,17 @@ impl Shared {
 
     fn forget(&self, key: &str, held: &mut Held) {
         held.gone = true;
+        held.publish();
         self.held.lock().remove(key);
     }
 
     fn lose(&self, key: &str, held: &mut Held, reason: LostReason) {
         self.forget(key, held);
         warn!(worker_id = %self.me(), lease_key = %key, ?reason, "lease lost");
-        self.emit(LeaseEvent::Lost { key: key.to_string(), reason });
+        self.emit(LeaseEvent::Lost {
+            key: key.to_string(),
+            reason,
+        });
     }
 
     /// A conditional write failed: the stored lease moved on. Adopt it if this worker still owns
@@ -163,7 +206,9 @@ impl Shared {
     /// another worker stole it gracefully, else report it lost. Returns whether it was adopted.
     async fn reconcile(&self, key: &str, held: &mut Held) -> bool {
         match self.store.get(key).await {
-            Ok(Some(stored)) if stored.is_owned_by(self.me()) && stored.checkpoint_owner.is_none() => {
+            Ok(Some(stored))
+                if stored.is_owned_by(self.me()) && stored.checkpoint_owner.is_none() =>
+            {
                 held.lease = stored;
                 true
             }
@@ -197,7 +242,7 @@ pub struct LeaseCoordinator {
     shared: Arc<Shared>,
     taker_cancel: CancellationToken,
     renewer_cancel: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl LeaseCoordinator {
@@ -209,13 +254,26 @@ impl LeaseCoordinator {
     ) -> Result<(Self, mpsc::UnboundedReceiver<LeaseEvent>), CoordinatorConfigError> {
         config.validate()?;
         let (events, receiver) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared { store, config, held: Mutex::new(HashMap::new()), events });
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            held: Mutex::new(BTreeMap::new()),
+            events,
+        });
         let (taker_cancel, renewer_cancel) = (CancellationToken::new(), CancellationToken::new());
         let tasks = vec![
             tokio::spawn(renewer::run(shared.clone(), renewer_cancel.clone())),
             tokio::spawn(taker::run(shared.clone(), taker_cancel.clone())),
         ];
-        Ok((Self { shared, taker_cancel, renewer_cancel, tasks }, receiver))
+        Ok((
+            Self {
+                shared,
+                taker_cancel,
+                renewer_cancel,
+                tasks: Mutex::new(tasks),
+            },
+            receiver,
+        ))
     }
 
     /// This worker's id.
@@ -241,21 +299,29 @@ impl LeaseCoordinator {
         out
     }
 
-    /// Whether this worker holds `key` and may process it right now.
-    pub async fn is_held(&self, key: &str) -> bool {
+    /// Whether this worker holds `key` and may process it right now. Never waits.
+    pub fn is_held(&self, key: &str) -> bool {
+        self.shared.believes(key)
+    }
+
+    #[cfg(test)]
+    async fn debug_state(&self, key: &str) -> String {
         match self.shared.entry(key) {
-            Some(entry) => {
-                let h = entry.lock().await;
-                !h.gone && h.phase == Phase::Ready && Instant::now() < h.valid_until
-            }
-            None => false,
+            Some(e) => format!("{:?} now={:?}", *e.lock().await, Instant::now()),
+            None => "none".into(),
         }
     }
 
     /// Writes a checkpoint of a held lease, fenced: a worker that does not hold the lease gets
     /// [`HeldLeaseError::NotHeld`] and writes nothing.
-    pub async fn checkpoint(&self, key: &str, update: CheckpointUpdate) -> Result<Lease, HeldLeaseError> {
-        let not_held = || HeldLeaseError::NotHeld { key: key.to_string() };
+    pub async fn checkpoint(
+        &self,
+        key: &str,
+        update: CheckpointUpdate,
+    ) -> Result<Lease, HeldLeaseError> {
+        let not_held = || HeldLeaseError::NotHeld {
+            key: key.to_string(),
+        };
         let entry = self.shared.entry(key).ok_or_else(not_held)?;
         let mut h = entry.lock().await;
         for _attempt in 0..2 {
@@ -279,22 +345,45 @@ impl LeaseCoordinator {
     }
 
     /// Ends a hand-off this worker is the previous owner of, with its last checkpoint.
-    pub async fn finish_hand_off(&self, key: &str, checkpoint: Option<ExtendedSequenceNumber>) -> Result<Lease, LeaseError> {
-        self.shared.store.finish_hand_off(key, self.shared.me(), checkpoint).await
+    pub async fn finish_hand_off(
+        &self,
+        key: &str,
+        checkpoint: Option<ExtendedSequenceNumber>,
+    ) -> Result<Lease, LeaseError> {
+        self.shared
+            .store
+            .finish_hand_off(key, self.shared.me(), checkpoint)
+            .await
     }
 
     /// Releases a held lease so another worker takes it at its next taker cycle.
     pub async fn release(&self, key: &str) -> Result<(), HeldLeaseError> {
-        let entry = self.shared.entry(key).ok_or_else(|| HeldLeaseError::NotHeld { key: key.to_string() })?;
+        let entry = self
+            .shared
+            .entry(key)
+            .ok_or_else(|| HeldLeaseError::NotHeld {
+                key: key.to_string(),
+            })?;
         let mut h = entry.lock().await;
         if h.gone {
-            return Err(HeldLeaseError::NotHeld { key: key.to_string() });
+            return Err(HeldLeaseError::NotHeld {
+                key: key.to_string(),
+            });
         }
         // Stop believing first: from here on this worker must not process the shard.
         self.shared.forget(key, &mut h);
+        if let Phase::Incoming { from, .. } = &h.phase {
+            // Evicting would clear `checkpointOwner` while the previous owner may still be
+            // processing; another worker could then take the lease at once. Leave it to expire.
+            info!(worker_id = %self.shared.me(), lease_key = %key, previous_owner = %from, "incoming lease left to expire");
+            return Ok(());
+        }
         let result = self.shared.store.evict(&h.lease).await;
         info!(worker_id = %self.shared.me(), lease_key = %key, ok = result.is_ok(), "lease released");
-        self.shared.emit(LeaseEvent::Lost { key: key.to_string(), reason: LostReason::Released });
+        self.shared.emit(LeaseEvent::Lost {
+            key: key.to_string(),
+            reason: LostReason::Released,
+        });
         match result {
             Ok(_) => Ok(()),
             // Someone else moved it already: it is released as far as this worker is concerned.
@@ -305,7 +394,7 @@ impl LeaseCoordinator {
 
     /// Graceful shutdown: stops taking, releases every lease (so others take them within one
     /// taker cycle instead of after expiry), then stops renewing. Checkpoint before calling.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(&self) {
         self.taker_cancel.cancel();
         let keys: Vec<String> = self.shared.entries().into_iter().map(|(k, _)| k).collect();
         let releases = keys.iter().map(|k| self.release(k));
@@ -315,7 +404,8 @@ impl LeaseCoordinator {
             }
         }
         self.renewer_cancel.cancel();
-        for task in self.tasks.drain(..) {
+        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
+        for task in tasks {
             let _ = task.await;
         }
     }
@@ -325,7 +415,7 @@ impl Drop for LeaseCoordinator {
     fn drop(&mut self) {
         self.taker_cancel.cancel();
         self.renewer_cancel.cancel();
-        for task in &self.tasks {
+        for task in self.tasks.lock().iter() {
             task.abort();
         }
     }

@@ -62,19 +62,30 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
     let targets: BTreeMap<&str, usize> = order
         .iter()
         .enumerate()
-        .map(|(i, (w, _))| (*w, (base + usize::from(i < extra)).min(input.max_leases_for_worker)))
+        .map(|(i, (w, _))| {
+            (
+                *w,
+                (base + usize::from(i < extra)).min(input.max_leases_for_worker),
+            )
+        })
         .collect();
 
     // Surplus of over-target workers: their highest keys, never a lease already handing off.
     let mut surplus: Vec<&Lease> = Vec::new();
     for (worker, leases) in &held {
         let over = leases.len().saturating_sub(targets[worker]);
-        let movable: Vec<&&Lease> = leases.iter().filter(|l| l.checkpoint_owner.is_none()).collect();
+        let movable: Vec<&&Lease> = leases
+            .iter()
+            .filter(|l| l.checkpoint_owner.is_none())
+            .collect();
         surplus.extend(movable.iter().rev().take(over).map(|l| **l));
     }
 
     // Hand free leases, then surplus, to the workers below target, in id order.
-    let mut my_plan = Plan { target: targets[input.me], ..Plan::default() };
+    let mut my_plan = Plan {
+        target: targets[input.me],
+        ..Plan::default()
+    };
     let (mut free_iter, mut surplus_iter) = (free.into_iter().map(|(_, l)| l), surplus.into_iter());
     let invisible = held[input.me].is_empty();
     for (worker, leases) in &held {
@@ -89,10 +100,16 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
         }
         // A worker holding nothing is invisible to the others, who may be planning without it:
         // it steals one lease to announce itself and balances from the next cycle on.
-        let steal_cap = if mine && invisible { 1 } else { input.max_steal };
+        let steal_cap = if mine && invisible {
+            1
+        } else {
+            input.max_steal
+        };
         let mut stolen = 0;
         while deficit > 0 && stolen < steal_cap {
-            let Some(lease) = surplus_iter.next() else { break };
+            let Some(lease) = surplus_iter.next() else {
+                break;
+            };
             if mine {
                 my_plan.steal.push(lease.clone());
             }
@@ -113,7 +130,10 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, o)| {
-                let mut l = Lease::new(&ShardId::from_index(i as u64), ExtendedSequenceNumber::TrimHorizon);
+                let mut l = Lease::new(
+                    &ShardId::from_index(i as u64),
+                    ExtendedSequenceNumber::TrimHorizon,
+                );
                 l.owner = o.map(str::to_string);
                 l
             })
@@ -123,7 +143,19 @@ mod tests {
     fn run(me: &str, all: &[Lease]) -> Plan {
         let input = PlanInput {
             me,
-            leases: all.iter().map(|l| (l, if l.owner.is_some() { Availability::Live } else { Availability::Free { order: 0 } })).collect(),
+            leases: all
+                .iter()
+                .map(|l| {
+                    (
+                        l,
+                        if l.owner.is_some() {
+                            Availability::Live
+                        } else {
+                            Availability::Free { order: 0 }
+                        },
+                    )
+                })
+                .collect(),
             max_leases_for_worker: usize::MAX,
             max_steal: usize::MAX,
         };
@@ -132,7 +164,10 @@ mod tests {
 
     /// Applies every worker's plan to one snapshot, as if all ran at once.
     fn round(workers: &[&str], all: &mut [Lease]) {
-        let plans: Vec<(String, Plan)> = workers.iter().map(|w| (w.to_string(), run(w, all))).collect();
+        let plans: Vec<(String, Plan)> = workers
+            .iter()
+            .map(|w| (w.to_string(), run(w, all)))
+            .collect();
         for (w, p) in plans {
             for l in p.take.iter().chain(&p.steal) {
                 let stored = all.iter_mut().find(|x| x.key == l.key).unwrap();
@@ -143,7 +178,14 @@ mod tests {
     }
 
     fn spread(all: &[Lease], workers: &[&str]) -> (usize, usize) {
-        let counts: Vec<usize> = workers.iter().map(|w| all.iter().filter(|l| l.owner.as_deref() == Some(*w)).count()).collect();
+        let counts: Vec<usize> = workers
+            .iter()
+            .map(|w| {
+                all.iter()
+                    .filter(|l| l.owner.as_deref() == Some(*w))
+                    .count()
+            })
+            .collect();
         (*counts.iter().min().unwrap(), *counts.iter().max().unwrap())
     }
 
@@ -180,7 +222,15 @@ mod tests {
 
     #[test]
     fn released_leases_go_to_the_survivors_evenly() {
-        let owners: Vec<Option<&str>> = (0..100).map(|i| if i % 10 < 3 { Some(["a", "b", "c"][i % 10]) } else { None }).collect();
+        let owners: Vec<Option<&str>> = (0..100)
+            .map(|i| {
+                if i % 10 < 3 {
+                    Some(["a", "b", "c"][i % 10])
+                } else {
+                    None
+                }
+            })
+            .collect();
         let mut all = leases(&owners);
         round(&["a", "b", "c"], &mut all);
         assert_eq!(spread(&all, &["a", "b", "c"]), (33, 34));
@@ -196,10 +246,19 @@ mod tests {
             max_steal: 2,
         };
         let p = plan(&input);
-        assert_eq!((p.target, p.steal.len()), (3, 1), "an invisible worker steals one");
+        assert_eq!(
+            (p.target, p.steal.len()),
+            (3, 1),
+            "an invisible worker steals one"
+        );
         let mut all = all;
         all[0].owner = Some("y".into());
-        let input = PlanInput { me: "y", leases: all.iter().map(|l| (l, Availability::Live)).collect(), max_leases_for_worker: 3, max_steal: 1 };
+        let input = PlanInput {
+            me: "y",
+            leases: all.iter().map(|l| (l, Availability::Live)).collect(),
+            max_leases_for_worker: 3,
+            max_steal: 1,
+        };
         assert_eq!(plan(&input).steal.len(), 1);
     }
 }

@@ -36,6 +36,7 @@ async fn renew_one(shared: &Shared, key: String, entry: Entry) {
         Ok(lease) => {
             h.lease = lease;
             h.valid_until = sent + shared.config.failover_time;
+            h.publish();
             complete_hand_off(shared, &key, &mut h).await;
         }
         Err(e) if e.is_lost() => {
@@ -50,7 +51,9 @@ async fn renew_one(shared: &Shared, key: String, entry: Entry) {
 /// An incoming lease becomes ready once the previous owner cleared `checkpointOwner`, or when
 /// the hand-off timeout passes (then this worker clears it).
 async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
-    let Phase::Incoming { from, deadline } = &h.phase else { return };
+    let Phase::Incoming { from, deadline } = &h.phase else {
+        return;
+    };
     if h.lease.checkpoint_owner.is_some() {
         if Instant::now() < *deadline {
             return;
@@ -70,6 +73,7 @@ async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
         }
     }
     h.phase = Phase::Ready;
+    h.publish();
     tracing::info!(worker_id = %shared.me(), lease_key = %key, "lease gained after hand-off");
     shared.emit(LeaseEvent::Gained(h.lease.clone()));
 }

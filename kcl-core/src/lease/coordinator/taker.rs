@@ -1,7 +1,7 @@
 //! The taker: lists the table, tracks how long each lease's counter has stood still, and takes
 //! and steals per the balancing plan.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -13,7 +13,7 @@ use super::{Phase, Shared};
 use crate::lease::Lease;
 
 /// When this worker last saw each lease's counter change.
-type Observed = HashMap<String, (u64, Instant)>;
+type Observed = BTreeMap<String, (u64, Instant)>;
 
 pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut observed = Observed::new();
@@ -49,12 +49,14 @@ async fn cycle(shared: &Shared, observed: &mut Observed) -> Option<Instant> {
     let failover = shared.config.failover_time;
     observed.retain(|k, _| listing.leases.iter().any(|l| &l.key == k));
     for lease in &listing.leases {
-        let seen = observed.entry(lease.key.clone()).or_insert((lease.counter, now));
+        let seen = observed
+            .entry(lease.key.clone())
+            .or_insert((lease.counter, now));
         if seen.0 != lease.counter {
             *seen = (lease.counter, now);
         }
     }
-    let held: HashSet<String> = shared.entries().into_iter().map(|(k, _)| k).collect();
+    let held: BTreeSet<String> = shared.entries().into_iter().map(|(k, _)| k).collect();
     let me = shared.me();
     let mut next_expiry: Option<Instant> = None;
     let leases: Vec<(&Lease, Availability)> = listing
@@ -65,11 +67,30 @@ async fn cycle(shared: &Shared, observed: &mut Observed) -> Option<Instant> {
             let availability = match lease.owner.as_deref() {
                 None => Availability::Free { order: 0 },
                 Some(owner) if owner == me => {
-                    if held.contains(&lease.key) { Availability::Live } else { Availability::Free { order: 0 } }
+                    if held.contains(&lease.key) {
+                        Availability::Live
+                    } else if let Some(from) = &lease.checkpoint_owner {
+                        // A graceful steal of ours that landed although it reported failure: the
+                        // previous owner may still be finishing, so wait for it like any steal.
+                        let deadline = now + shared.config.graceful_handoff_timeout;
+                        shared.insert(
+                            lease.clone(),
+                            now,
+                            Phase::Incoming {
+                                from: from.clone(),
+                                deadline,
+                            },
+                        );
+                        Availability::Live
+                    } else {
+                        Availability::Free { order: 0 }
+                    }
                 }
                 Some(_) if now.duration_since(since) >= failover => {
                     // Longest-expired first: order by when the counter last moved.
-                    Availability::Free { order: since.duration_since(observed_epoch(observed)).as_nanos() }
+                    Availability::Free {
+                        order: since.duration_since(observed_epoch(observed)).as_nanos(),
+                    }
                 }
                 Some(_) => {
                     let expiry = since + failover;
@@ -99,14 +120,20 @@ async fn cycle(shared: &Shared, observed: &mut Observed) -> Option<Instant> {
 
 /// The earliest observation, as a base for ordering expired leases.
 fn observed_epoch(observed: &Observed) -> Instant {
-    observed.values().map(|(_, t)| *t).min().unwrap_or_else(Instant::now)
+    observed
+        .values()
+        .map(|(_, t)| *t)
+        .min()
+        .unwrap_or_else(Instant::now)
 }
 
 async fn take(shared: &Shared, lease: &Lease) {
     let sent = Instant::now();
     match shared.store.take(lease, shared.me()).await {
         Ok(taken) => shared.insert(taken, sent, Phase::Ready),
-        Err(e) => debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "take failed"),
+        Err(e) => {
+            debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "take failed")
+        }
     }
 }
 
@@ -121,6 +148,8 @@ async fn steal(shared: &Shared, lease: &Lease) {
             let deadline = sent + shared.config.graceful_handoff_timeout;
             shared.insert(stolen, sent, Phase::Incoming { from, deadline });
         }
-        Err(e) => debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "graceful steal failed"),
+        Err(e) => {
+            debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "graceful steal failed")
+        }
     }
 }

@@ -1,0 +1,376 @@
+//! Many coordinators on one in-memory store under paused tokio time: failover, balance,
+//! hand-off, and safety under injected store faults.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::{Instant, sleep};
+
+use super::*;
+use crate::fault::FaultAction;
+use crate::lease::{InMemoryLeaseStore, LeaseOperation};
+use crate::model::ShardId;
+
+const F: Duration = Duration::from_secs(10);
+
+struct Fleet {
+    store: Arc<InMemoryLeaseStore>,
+    workers: BTreeMap<String, Arc<LeaseCoordinator>>,
+}
+
+impl Fleet {
+    async fn new(leases: usize, seed: u64) -> Self {
+        let store = Arc::new(InMemoryLeaseStore::with_seed(seed));
+        for i in 0..leases {
+            store
+                .create_if_absent(&Lease::new(
+                    &ShardId::from_index(i as u64),
+                    ExtendedSequenceNumber::TrimHorizon,
+                ))
+                .await
+                .unwrap();
+        }
+        Self {
+            store,
+            workers: BTreeMap::new(),
+        }
+    }
+
+    /// Starts a worker whose "scheduler" answers hand-offs by checkpointing where the lease was.
+    fn start(&mut self, id: &str) {
+        let (c, mut events) =
+            LeaseCoordinator::start(self.store.clone(), CoordinatorConfig::new(id)).unwrap();
+        let c = Arc::new(c);
+        let weak = Arc::downgrade(&c);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let (LeaseEvent::HandingOff { lease }, Some(c)) = (event, weak.upgrade()) {
+                    let _ = c
+                        .finish_hand_off(&lease.key, Some(lease.checkpoint.clone()))
+                        .await;
+                }
+            }
+        });
+        self.workers.insert(id.to_string(), c);
+    }
+
+    /// Stops a worker as a crash would: no release, no more renewals.
+    fn crash(&mut self, id: &str) {
+        self.workers.remove(id);
+    }
+
+    async fn stop(&mut self, id: &str) {
+        if let Some(c) = self.workers.remove(id) {
+            c.shutdown().await;
+        }
+    }
+
+    /// Leases per live worker, as the store says.
+    fn owner_counts(&self) -> BTreeMap<String, usize> {
+        let mut counts: BTreeMap<String, usize> =
+            self.workers.keys().map(|w| (w.clone(), 0)).collect();
+        for l in self.store.snapshot() {
+            if let Some(o) = l.owner {
+                *counts.entry(o).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    fn spread(&self) -> usize {
+        let counts = self.owner_counts();
+        counts.values().max().unwrap() - counts.values().min().unwrap()
+    }
+
+    /// Keys every live worker holds and may process.
+    async fn held_by_live_workers(&self) -> HashSet<String> {
+        let mut out = HashSet::new();
+        for c in self.workers.values() {
+            out.extend(c.held_leases().await.into_iter().map(|l| l.key));
+        }
+        out
+    }
+
+    fn owners(&self) -> BTreeMap<String, Option<String>> {
+        self.store
+            .snapshot()
+            .into_iter()
+            .map(|l| (l.key, l.owner))
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_worker_takes_every_lease_at_once() {
+    let mut fleet = Fleet::new(20, 0).await;
+    fleet.start("w0");
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(fleet.held_by_live_workers().await.len(), 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_within_failover_plus_renew_plus_taker_interval() {
+    let mut fleet = Fleet::new(30, 0).await;
+    for w in ["w0", "w1", "w2"] {
+        fleet.start(w);
+    }
+    sleep(3 * F).await;
+    assert!(fleet.spread() <= 1, "{:?}", fleet.owner_counts());
+    let crashed: Vec<String> = fleet
+        .owners()
+        .into_iter()
+        .filter(|(_, o)| o.as_deref() == Some("w0"))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!crashed.is_empty());
+    fleet.crash("w0");
+    let crash_time = Instant::now();
+    let config = CoordinatorConfig::new("x");
+    let bound = config.failover_time + config.renew_interval + config.taker_interval;
+    let mut took = None;
+    while Instant::now() - crash_time <= bound + Duration::from_secs(1) {
+        sleep(Duration::from_millis(100)).await;
+        if fleet.held_by_live_workers().await.len() == 30 {
+            took = Some(Instant::now() - crash_time);
+            break;
+        }
+    }
+    let took = took.expect("all leases re-held");
+    assert!(took <= bound, "failover took {took:?}, bound {bound:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn balance_one_to_ten_then_ten_to_three_without_ping_pong() {
+    let config = CoordinatorConfig::new("x");
+    let cycle = config.taker_interval;
+    let mut fleet = Fleet::new(100, 0).await;
+    fleet.start("w00");
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(fleet.owner_counts()["w00"], 100);
+    for i in 1..10 {
+        fleet.start(&format!("w{i:02}"));
+    }
+    sleep(2 * cycle).await;
+    assert!(
+        fleet.spread() <= 1,
+        "1 -> 10 after two cycles: {:?}",
+        fleet.owner_counts()
+    );
+    // Every lease becomes processable once hand-offs finish.
+    sleep(F).await;
+    assert_eq!(fleet.held_by_live_workers().await.len(), 100);
+    assert_steady(&fleet, 5 * cycle).await;
+
+    for i in 3..10 {
+        fleet.stop(&format!("w{i:02}")).await;
+    }
+    sleep(2 * cycle).await;
+    assert!(
+        fleet.spread() <= 1,
+        "10 -> 3 after two cycles: {:?}",
+        fleet.owner_counts()
+    );
+    assert_eq!(fleet.owner_counts().values().sum::<usize>(), 100);
+    assert_steady(&fleet, 5 * cycle).await;
+}
+
+/// In a steady fleet no lease changes owner at all (so none changes twice).
+async fn assert_steady(fleet: &Fleet, duration: Duration) {
+    let before = fleet.owners();
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        sleep(Duration::from_secs(1)).await;
+        assert_eq!(fleet.owners(), before, "a lease moved in a steady fleet");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn graceful_stop_hands_leases_over_within_one_taker_cycle() {
+    let mut fleet = Fleet::new(40, 0).await;
+    for w in ["a", "b", "c", "d"] {
+        fleet.start(w);
+    }
+    sleep(4 * F).await;
+    assert!(fleet.spread() <= 1);
+    fleet.stop("a").await;
+    let stopped = Instant::now();
+    let cycle = CoordinatorConfig::new("x").taker_interval;
+    loop {
+        sleep(Duration::from_millis(100)).await;
+        if fleet.held_by_live_workers().await.len() == 40 {
+            break;
+        }
+        assert!(
+            Instant::now() - stopped <= cycle,
+            "leases not re-held within one taker cycle"
+        );
+    }
+    assert!(fleet.spread() <= 1, "{:?}", fleet.owner_counts());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_former_owner_cannot_checkpoint() {
+    let mut fleet = Fleet::new(1, 0).await;
+    fleet.start("a");
+    sleep(Duration::from_millis(1)).await;
+    let a = fleet.workers["a"].clone();
+    let key = ShardId::from_index(0).to_string();
+    let seq = ExtendedSequenceNumber::at(crate::model::SequenceNumber::new("7").unwrap());
+    a.checkpoint(&key, CheckpointUpdate::Commit(seq.clone()))
+        .await
+        .unwrap();
+    // Another worker takes the lease behind a's back.
+    let stored = fleet.store.get(&key).await.unwrap().unwrap();
+    fleet.store.take(&stored, "b").await.unwrap();
+    let err = a
+        .checkpoint(&key, CheckpointUpdate::Commit(seq))
+        .await
+        .unwrap_err();
+    assert_eq!(err, HeldLeaseError::NotHeld { key: key.clone() });
+    assert!(!a.is_held(&key));
+    assert_eq!(
+        fleet
+            .store
+            .get(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .owner
+            .as_deref(),
+        Some("b")
+    );
+}
+
+/// Log timestamps in virtual time, so a failing seed's log reads in the order things happened.
+struct VirtualTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        thread_local!(static BASE: Instant = Instant::now());
+        let t = BASE.with(|b| Instant::now().saturating_duration_since(*b));
+        write!(w, "{:>9.3}s", t.as_secs_f64())
+    }
+}
+
+/// Random throttles, failures (before and after the write lands) and delays on every store
+/// operation, random crashes and restarts: at no sampled instant do two workers both hold a
+/// lease. Twenty seeds; `KCL_SAFETY_SEEDS=<n>` runs more.
+#[test]
+fn safety_under_random_store_faults() {
+    let seeds: u64 = std::env::var("KCL_SAFETY_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("KCL_TEST_LOG"))
+        .with_test_writer()
+        .with_timer(VirtualTime)
+        .try_init();
+    let only: Option<u64> = std::env::var("KCL_SAFETY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    for seed in (0..seeds).filter(|s| only.is_none_or(|o| o == *s)) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(safety_run(seed));
+    }
+}
+
+async fn safety_run(seed: u64) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut fleet = Fleet::new(24, seed).await;
+    let store = fleet.store.clone();
+    let faults = store.faults();
+    for op in LeaseOperation::ALL {
+        faults.with_probability(
+            op,
+            0.05,
+            FaultAction::Fail(LeaseError::Throttled {
+                message: "injected".into(),
+            }),
+        );
+        faults.with_probability(
+            op,
+            0.03,
+            FaultAction::Fail(LeaseError::Unavailable {
+                message: "injected".into(),
+            }),
+        );
+        faults.with_probability(
+            op,
+            0.03,
+            FaultAction::FailAfterApplying(LeaseError::Unavailable {
+                message: "timeout".into(),
+            }),
+        );
+        faults.with_probability(
+            op,
+            0.05,
+            FaultAction::Delay(Duration::from_millis(rng.random_range(10..6000))),
+        );
+    }
+    let names: Vec<String> = (0..5).map(|i| format!("w{i}")).collect();
+    for n in &names {
+        fleet.start(n);
+    }
+    let keys: Vec<String> = (0..24)
+        .map(|i| ShardId::from_index(i).to_string())
+        .collect();
+    let end = Instant::now() + Duration::from_secs(600);
+    let mut samples = 0;
+    while Instant::now() < end {
+        sleep(Duration::from_millis(250)).await;
+        samples += 1;
+        if samples % 40 == 0 {
+            // Every 10 s: crash, stop or restart someone.
+            let n = &names[rng.random_range(0..names.len())];
+            match (fleet.workers.contains_key(n), rng.random_range(0..3)) {
+                (true, 0) => fleet.crash(n),
+                (true, 1) => fleet.stop(n).await,
+                (false, _) => fleet.start(n),
+                _ => {}
+            }
+        }
+        for key in &keys {
+            let mut holders = Vec::new();
+            for (name, c) in &fleet.workers {
+                if c.is_held(key) {
+                    holders.push(name.clone());
+                }
+            }
+            if holders.len() > 1 {
+                for h in &holders {
+                    tracing::error!(%key, holder = %h, state = %fleet.workers[h].debug_state(key).await, "two holders");
+                }
+            }
+            assert!(
+                holders.len() <= 1,
+                "seed {seed}: {key} held by {holders:?} at sample {samples}"
+            );
+        }
+    }
+    assert!(
+        faults.injected() > 100,
+        "seed {seed}: only {} faults fired",
+        faults.injected()
+    );
+    // With faults off, the fleet recovers every lease.
+    faults.clear();
+    for n in &names {
+        if !fleet.workers.contains_key(n) {
+            fleet.start(n);
+        }
+    }
+    sleep(4 * F).await;
+    assert_eq!(
+        fleet.held_by_live_workers().await.len(),
+        24,
+        "seed {seed}: leases left unheld"
+    );
+}
