@@ -129,6 +129,7 @@ struct Shared {
     store: Arc<dyn LeaseStore>,
     config: CoordinatorConfig,
     held: Mutex<BTreeMap<String, Slot>>,
+    observed: tokio::sync::Mutex<taker::Observed>,
     events: mpsc::UnboundedSender<LeaseEvent>,
 }
 
@@ -258,6 +259,7 @@ impl LeaseCoordinator {
             store,
             config,
             held: Mutex::new(BTreeMap::new()),
+            observed: tokio::sync::Mutex::new(taker::Observed::new()),
             events,
         });
         let (taker_cancel, renewer_cancel) = (CancellationToken::new(), CancellationToken::new());
@@ -310,6 +312,12 @@ impl LeaseCoordinator {
             Some(e) => format!("{:?} now={:?}", *e.lock().await, Instant::now()),
             None => "none".into(),
         }
+    }
+
+    /// Runs one taker cycle now, besides the periodic ones: lists the table, takes and steals per
+    /// the balancing plan. For tests and tools that step a fleet deterministically.
+    pub async fn take_now(&self) {
+        taker::cycle(&self.shared).await;
     }
 
     /// Writes a checkpoint of a held lease, fenced: a worker that does not hold the lease gets

@@ -1,10 +1,18 @@
 //! The balancing plan: from one listing of the table, which leases this worker takes and steals.
 //!
-//! Every worker computes the same plan from the same listing and executes only its own part, so
-//! workers acting on one snapshot pick disjoint leases instead of colliding. Targets are
-//! `ceil(leases / live workers)` for the first `leases mod workers` workers in the order
-//! (leases held descending, id) and the floor for the rest; a fleet already within one lease of
-//! even therefore has every worker at its target and moves nothing (no ping-pong).
+//! Free leases (unowned or expired) are taken at once by whoever sees them, up to its target
+//! (counting itself first for the +1 among workers holding as many), and beyond it up to the
+//! ceiling when the other workers could not absorb the rest: a crashed or stopped worker's leases
+//! must not wait for a particular worker's next cycle. Workers start picking at different offsets
+//! of the free list, so those acting on one snapshot rarely collide (and a collision only costs a
+//! failed conditional write).
+//!
+//! Steals happen only when nothing is free. Every worker computes the same steal assignment from
+//! the same listing and executes only its own part, so thieves acting on one snapshot pick
+//! disjoint leases. Targets are `ceil(leases / live workers)` for the first `leases mod workers`
+//! workers in the order (leases held descending, id) and the floor for the rest; a fleet already
+//! within one lease of even therefore has every worker at its target and moves nothing (no
+//! ping-pong).
 
 use std::collections::BTreeMap;
 
@@ -27,6 +35,7 @@ pub(crate) struct Plan {
     pub(crate) take: Vec<Lease>,
     /// Leases of over-target workers to steal.
     pub(crate) steal: Vec<Lease>,
+
     /// This worker's target.
     pub(crate) target: usize,
 }
@@ -81,40 +90,67 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
         surplus.extend(movable.iter().rev().take(over).map(|l| **l));
     }
 
-    // Hand free leases, then surplus, to the workers below target, in id order.
     let mut my_plan = Plan {
         target: targets[input.me],
         ..Plan::default()
     };
-    let (mut free_iter, mut surplus_iter) = (free.into_iter().map(|(_, l)| l), surplus.into_iter());
-    let invisible = held[input.me].is_empty();
+    let mine = held[input.me].len();
+    if !free.is_empty() {
+        // Take free leases up to this worker's target, counting itself first for the +1 among
+        // workers holding as many; and take more (up to the ceiling) when the others, filled to
+        // the floor, could not absorb the rest: a free lease must not wait for another worker's
+        // next cycle. Start at this worker's offset in the list to avoid colliding.
+        let mut ties_me_first = order.clone();
+        ties_me_first.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| (a.0 != input.me).cmp(&(b.0 != input.me)))
+                .then_with(|| a.0.cmp(b.0))
+        });
+        let position = ties_me_first
+            .iter()
+            .position(|(w, _)| *w == input.me)
+            .expect("this worker is listed");
+        let target = base + usize::from(position < extra);
+        let others_room: usize = held
+            .iter()
+            .filter(|(w, _)| **w != input.me)
+            .map(|(_, l)| base.saturating_sub(l.len()))
+            .sum();
+        let ceiling = n.div_ceil(workers).min(input.max_leases_for_worker);
+        let wanted = target
+            .saturating_sub(mine)
+            .max(free.len().saturating_sub(others_room));
+        let quota = wanted.min(ceiling.saturating_sub(mine));
+        let rank = held
+            .keys()
+            .position(|w| *w == input.me)
+            .expect("this worker is listed");
+        let offset = rank * free.len() / workers;
+        my_plan.take = free
+            .iter()
+            .cycle()
+            .skip(offset)
+            .take(quota.min(free.len()))
+            .map(|(_, l)| (*l).clone())
+            .collect();
+        return my_plan;
+    }
+    // Hand the surplus to the workers below target, in id order; a worker holding nothing is
+    // invisible to the others, who may be planning without it, so it steals one lease to
+    // announce itself and balances from the next cycle on.
+    let mut surplus_iter = surplus.into_iter();
     for (worker, leases) in &held {
-        let mine = *worker == input.me;
-        let mut deficit = targets[worker].saturating_sub(leases.len());
-        while deficit > 0 {
-            let Some(lease) = free_iter.next() else { break };
-            if mine {
-                my_plan.take.push(lease.clone());
-            }
-            deficit -= 1;
-        }
-        // A worker holding nothing is invisible to the others, who may be planning without it:
-        // it steals one lease to announce itself and balances from the next cycle on.
-        let steal_cap = if mine && invisible {
+        let is_me = *worker == input.me;
+        let deficit = targets[worker].saturating_sub(leases.len());
+        let cap = if is_me && mine == 0 {
             1
         } else {
             input.max_steal
         };
-        let mut stolen = 0;
-        while deficit > 0 && stolen < steal_cap {
-            let Some(lease) = surplus_iter.next() else {
-                break;
-            };
-            if mine {
+        for lease in surplus_iter.by_ref().take(deficit.min(cap)) {
+            if is_me {
                 my_plan.steal.push(lease.clone());
             }
-            deficit -= 1;
-            stolen += 1;
         }
     }
     my_plan
@@ -169,10 +205,17 @@ mod tests {
             .map(|w| (w.to_string(), run(w, all)))
             .collect();
         for (w, p) in plans {
-            for l in p.take.iter().chain(&p.steal) {
+            for l in &p.steal {
                 let stored = all.iter_mut().find(|x| x.key == l.key).unwrap();
-                assert_eq!(stored.owner, l.owner, "two plans picked {}", l.key);
+                assert_eq!(stored.owner, l.owner, "two plans stole {}", l.key);
                 stored.owner = Some(w.clone());
+            }
+            for l in &p.take {
+                // Free leases may collide: the first conditional write wins.
+                let stored = all.iter_mut().find(|x| x.key == l.key).unwrap();
+                if stored.owner == l.owner {
+                    stored.owner = Some(w.clone());
+                }
             }
         }
     }
@@ -232,6 +275,11 @@ mod tests {
             })
             .collect();
         let mut all = leases(&owners);
+        round(&["a", "b", "c"], &mut all);
+        assert!(
+            all.iter().all(|l| l.owner.is_some()),
+            "every free lease taken in one round"
+        );
         round(&["a", "b", "c"], &mut all);
         assert_eq!(spread(&all, &["a", "b", "c"]), (33, 34));
     }

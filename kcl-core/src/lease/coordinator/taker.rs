@@ -13,10 +13,9 @@ use super::{Phase, Shared};
 use crate::lease::Lease;
 
 /// When this worker last saw each lease's counter change.
-type Observed = BTreeMap<String, (u64, Instant)>;
+pub(super) type Observed = BTreeMap<String, (u64, Instant)>;
 
 pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut observed = Observed::new();
     let mut next = Instant::now();
     loop {
         tokio::select! {
@@ -25,7 +24,7 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = tokio::time::sleep_until(next) => {}
         }
         let periodic = Instant::now() + shared.config.taker_interval;
-        next = match cycle(&shared, &mut observed).await {
+        next = match cycle(&shared).await {
             Some(deadline) => deadline.min(periodic),
             None => periodic,
         };
@@ -34,7 +33,10 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 
 /// One taker cycle. Returns the earliest time a lease seen now could expire, so the next cycle
 /// can run right then instead of up to a taker interval later.
-async fn cycle(shared: &Shared, observed: &mut Observed) -> Option<Instant> {
+pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
+    // One cycle at a time: the periodic one and `take_now` share the observations.
+    let mut observed = shared.observed.lock().await;
+    let observed = &mut *observed;
     let listing = match shared.store.list().await {
         Ok(l) => l,
         Err(e) => {
@@ -108,6 +110,20 @@ async fn cycle(shared: &Shared, observed: &mut Observed) -> Option<Instant> {
         max_steal: shared.config.max_leases_to_steal_at_one_time,
     };
     let plan = plan(&input);
+    if tracing::enabled!(tracing::Level::TRACE) {
+        let free = input
+            .leases
+            .iter()
+            .filter(|(_, a)| matches!(a, Availability::Free { .. }))
+            .count();
+        let mut live: BTreeMap<&str, usize> = BTreeMap::new();
+        for (l, a) in &input.leases {
+            if let (Availability::Live, Some(o)) = (a, l.owner.as_deref()) {
+                *live.entry(o).or_default() += 1;
+            }
+        }
+        tracing::trace!(worker_id = %me, free, ?live, "taker view");
+    }
     if !plan.take.is_empty() || !plan.steal.is_empty() {
         debug!(worker_id = %me, target = plan.target, take = plan.take.len(), steal = plan.steal.len(), "taker plan");
     }

@@ -111,70 +111,113 @@ async fn a_single_worker_takes_every_lease_at_once() {
     assert_eq!(fleet.held_by_live_workers().await.len(), 20);
 }
 
-#[tokio::test(start_paused = true)]
-async fn failover_within_failover_plus_renew_plus_taker_interval() {
-    let mut fleet = Fleet::new(30, 0).await;
-    for w in ["w0", "w1", "w2"] {
-        fleet.start(w);
+/// Runs `f` once per seed (20 by default, `KCL_SEEDS=<n>` for more), each on a fresh runtime
+/// with paused time, so a failure names its seed and reproduces exactly.
+fn for_each_seed<Fut: std::future::Future<Output = ()>>(f: impl Fn(u64) -> Fut) {
+    init_logging();
+    let seeds: u64 = std::env::var("KCL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let only: Option<u64> = std::env::var("KCL_SEED").ok().and_then(|s| s.parse().ok());
+    for seed in (0..seeds).filter(|s| only.is_none_or(|o| o == *s)) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(f(seed));
     }
-    sleep(3 * F).await;
-    assert!(fleet.spread() <= 1, "{:?}", fleet.owner_counts());
-    let crashed: Vec<String> = fleet
-        .owners()
-        .into_iter()
-        .filter(|(_, o)| o.as_deref() == Some("w0"))
-        .map(|(k, _)| k)
-        .collect();
-    assert!(!crashed.is_empty());
-    fleet.crash("w0");
-    let crash_time = Instant::now();
-    let config = CoordinatorConfig::new("x");
-    let bound = config.failover_time + config.renew_interval + config.taker_interval;
-    let mut took = None;
-    while Instant::now() - crash_time <= bound + Duration::from_secs(1) {
-        sleep(Duration::from_millis(100)).await;
-        if fleet.held_by_live_workers().await.len() == 30 {
-            took = Some(Instant::now() - crash_time);
-            break;
-        }
-    }
-    let took = took.expect("all leases re-held");
-    assert!(took <= bound, "failover took {took:?}, bound {bound:?}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn balance_one_to_ten_then_ten_to_three_without_ping_pong() {
-    let config = CoordinatorConfig::new("x");
-    let cycle = config.taker_interval;
-    let mut fleet = Fleet::new(100, 0).await;
-    fleet.start("w00");
-    sleep(Duration::from_secs(1)).await;
-    assert_eq!(fleet.owner_counts()["w00"], 100);
-    for i in 1..10 {
-        fleet.start(&format!("w{i:02}"));
+/// Starts workers one after another with random gaps of up to a second.
+async fn start_jittered(fleet: &mut Fleet, rng: &mut SmallRng, names: &[String]) {
+    for n in names {
+        sleep(Duration::from_millis(rng.random_range(0..1000))).await;
+        fleet.start(n);
     }
-    sleep(2 * cycle).await;
-    assert!(
-        fleet.spread() <= 1,
-        "1 -> 10 after two cycles: {:?}",
-        fleet.owner_counts()
-    );
-    // Every lease becomes processable once hand-offs finish.
-    sleep(F).await;
-    assert_eq!(fleet.held_by_live_workers().await.len(), 100);
-    assert_steady(&fleet, 5 * cycle).await;
+}
 
-    for i in 3..10 {
-        fleet.stop(&format!("w{i:02}")).await;
-    }
-    sleep(2 * cycle).await;
-    assert!(
-        fleet.spread() <= 1,
-        "10 -> 3 after two cycles: {:?}",
-        fleet.owner_counts()
-    );
-    assert_eq!(fleet.owner_counts().values().sum::<usize>(), 100);
-    assert_steady(&fleet, 5 * cycle).await;
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:02}")).collect()
+}
+
+#[test]
+fn failover_within_failover_plus_renew_plus_taker_interval() {
+    for_each_seed(|seed| async move {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let leases = 30 + rng.random_range(0..30);
+        let mut fleet = Fleet::new(leases, seed).await;
+        let workers = names("w", 3 + rng.random_range(0..3));
+        start_jittered(&mut fleet, &mut rng, &workers).await;
+        sleep(3 * F + Duration::from_millis(rng.random_range(0..10_000))).await;
+        assert!(
+            fleet.spread() <= 1,
+            "seed {seed}: {:?}",
+            fleet.owner_counts()
+        );
+        let victim = &workers[rng.random_range(0..workers.len())];
+        fleet.crash(victim);
+        tracing::info!(%victim, "crashed");
+        let crash_time = Instant::now();
+        let config = CoordinatorConfig::new("x");
+        let bound = config.failover_time + config.renew_interval + config.taker_interval;
+        let took = loop {
+            sleep(Duration::from_millis(100)).await;
+            if fleet.held_by_live_workers().await.len() == leases {
+                break Instant::now() - crash_time;
+            }
+            assert!(
+                Instant::now() - crash_time <= bound,
+                "seed {seed}: failover slower than {bound:?}"
+            );
+        };
+        assert!(
+            took <= bound,
+            "seed {seed}: failover took {took:?}, bound {bound:?}"
+        );
+    });
+}
+
+#[test]
+fn balance_one_to_ten_then_ten_to_three_without_ping_pong() {
+    for_each_seed(|seed| async move {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let cycle = CoordinatorConfig::new("x").taker_interval;
+        let mut fleet = Fleet::new(100, seed).await;
+        let workers = names("w", 10);
+        fleet.start(&workers[0]);
+        sleep(Duration::from_secs(1) + Duration::from_millis(rng.random_range(0..20_000))).await;
+        assert_eq!(fleet.owner_counts()[&workers[0]], 100);
+        start_jittered(&mut fleet, &mut rng, &workers[1..]).await;
+        sleep(2 * cycle).await;
+        assert!(
+            fleet.spread() <= 1,
+            "seed {seed}: 1 -> 10 after two cycles: {:?}",
+            fleet.owner_counts()
+        );
+        // Every lease becomes processable once the graceful hand-offs finish.
+        sleep(F).await;
+        assert_eq!(fleet.held_by_live_workers().await.len(), 100, "seed {seed}");
+        assert_steady(&fleet, 5 * cycle).await;
+
+        let mut leaving = workers.clone();
+        while leaving.len() > 7 {
+            leaving.remove(rng.random_range(0..leaving.len()));
+        }
+        for w in &leaving {
+            fleet.stop(w).await;
+        }
+        tracing::info!(?leaving, "stopped");
+        sleep(2 * cycle).await;
+        assert!(
+            fleet.spread() <= 1,
+            "seed {seed}: 10 -> 3 after two cycles: {:?}",
+            fleet.owner_counts()
+        );
+        assert_eq!(fleet.owner_counts().values().sum::<usize>(), 100);
+        assert_steady(&fleet, 5 * cycle).await;
+    });
 }
 
 /// In a steady fleet no lease changes owner at all (so none changes twice).
@@ -187,28 +230,42 @@ async fn assert_steady(fleet: &Fleet, duration: Duration) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn graceful_stop_hands_leases_over_within_one_taker_cycle() {
-    let mut fleet = Fleet::new(40, 0).await;
-    for w in ["a", "b", "c", "d"] {
-        fleet.start(w);
-    }
-    sleep(4 * F).await;
-    assert!(fleet.spread() <= 1);
-    fleet.stop("a").await;
-    let stopped = Instant::now();
-    let cycle = CoordinatorConfig::new("x").taker_interval;
-    loop {
-        sleep(Duration::from_millis(100)).await;
-        if fleet.held_by_live_workers().await.len() == 40 {
-            break;
-        }
+#[test]
+fn graceful_stop_hands_leases_over_within_one_taker_cycle() {
+    for_each_seed(|seed| async move {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let leases = 20 + rng.random_range(0..40);
+        let mut fleet = Fleet::new(leases, seed).await;
+        let workers = names("w", 2 + rng.random_range(0..5));
+        start_jittered(&mut fleet, &mut rng, &workers).await;
+        sleep(4 * F + Duration::from_millis(rng.random_range(0..10_000))).await;
         assert!(
-            Instant::now() - stopped <= cycle,
-            "leases not re-held within one taker cycle"
+            fleet.spread() <= 1,
+            "seed {seed}: {:?}",
+            fleet.owner_counts()
         );
-    }
-    assert!(fleet.spread() <= 1, "{:?}", fleet.owner_counts());
+        let leaving = &workers[rng.random_range(0..workers.len())];
+        fleet.stop(leaving).await;
+        tracing::info!(%leaving, "stopped");
+        let stopped = Instant::now();
+        let cycle = CoordinatorConfig::new("x").taker_interval;
+        loop {
+            sleep(Duration::from_millis(100)).await;
+            if fleet.held_by_live_workers().await.len() == leases {
+                break;
+            }
+            assert!(
+                Instant::now() - stopped <= cycle,
+                "seed {seed}: leases not re-held within one taker cycle"
+            );
+        }
+        sleep(cycle).await;
+        assert!(
+            fleet.spread() <= 1,
+            "seed {seed}: {:?}",
+            fleet.owner_counts()
+        );
+    });
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,6 +301,15 @@ async fn a_former_owner_cannot_checkpoint() {
     );
 }
 
+/// `KCL_TEST_LOG=debug` shows the coordinators' logs, stamped with virtual time.
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("KCL_TEST_LOG"))
+        .with_test_writer()
+        .with_timer(VirtualTime)
+        .try_init();
+}
+
 /// Log timestamps in virtual time, so a failing seed's log reads in the order things happened.
 struct VirtualTime;
 
@@ -257,10 +323,10 @@ impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
 
 /// Random throttles, failures (before and after the write lands) and delays on every store
 /// operation, random crashes and restarts: at no sampled instant do two workers both hold a
-/// lease. Twenty seeds; `KCL_SAFETY_SEEDS=<n>` runs more.
+/// lease. Twenty seeds; `KCL_SEEDS=<n>` runs more.
 #[test]
 fn safety_under_random_store_faults() {
-    let seeds: u64 = std::env::var("KCL_SAFETY_SEEDS")
+    let seeds: u64 = std::env::var("KCL_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
