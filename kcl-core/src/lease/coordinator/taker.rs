@@ -49,7 +49,8 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     }
     let now = Instant::now();
     let failover = shared.config.failover_time;
-    observed.retain(|k, _| listing.leases.iter().any(|l| &l.key == k));
+    let listed: BTreeSet<&str> = listing.leases.iter().map(|l| l.key.as_str()).collect();
+    observed.retain(|k, _| listed.contains(k.as_str()));
     for lease in &listing.leases {
         let seen = observed
             .entry(lease.key.clone())
@@ -60,6 +61,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     }
     let held: BTreeSet<String> = shared.entries().into_iter().map(|(k, _)| k).collect();
     let me = shared.me();
+    let epoch = observed.values().map(|(_, t)| *t).min().unwrap_or(now);
     let mut next_expiry: Option<Instant> = None;
     let leases: Vec<(&Lease, Availability)> = listing
         .leases
@@ -91,7 +93,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
                 Some(_) if now.duration_since(since) >= failover => {
                     // Longest-expired first: order by when the counter last moved.
                     Availability::Free {
-                        order: since.duration_since(observed_epoch(observed)).as_nanos(),
+                        order: since.duration_since(epoch).as_nanos(),
                     }
                 }
                 Some(_) => {
@@ -132,15 +134,6 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     futures::future::join_all(takes).await;
     futures::future::join_all(steals).await;
     next_expiry
-}
-
-/// The earliest observation, as a base for ordering expired leases.
-fn observed_epoch(observed: &Observed) -> Instant {
-    observed
-        .values()
-        .map(|(_, t)| *t)
-        .min()
-        .unwrap_or_else(Instant::now)
 }
 
 async fn take(shared: &Shared, lease: &Lease) {
