@@ -11,12 +11,21 @@
 //! - [`aggregation`]: the KPL aggregate format, unpacked and produced;
 //! - [`lease`]: leases, the lease-store trait, the in-memory store, the conformance suite and
 //!   the lease coordinator;
+//! - [`processor`], [`checkpoint`]: what an application implements and checkpoints with;
+//! - [`scheduler`]: runs a worker: shard sync, leases, one consumer task per held lease;
+//! - [`retrieval`], [`shard`]: polling, the shard consumer state machine, failure policy,
+//!   lineage;
 //! - [`fault`]: the fault injector the in-memory backends share.
 
 pub mod aggregation;
+pub mod checkpoint;
 pub mod engine;
 pub mod fault;
 pub mod kinesis;
 pub mod lease;
 pub mod model;
+pub mod processor;
+pub mod retrieval;
 pub mod routing;
+pub mod scheduler;
+pub mod shard;

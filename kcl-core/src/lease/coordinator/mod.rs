@@ -400,6 +400,11 @@ impl LeaseCoordinator {
         }
     }
 
+    /// Stops taking and stealing leases; held leases keep being renewed.
+    pub fn stop_taking(&self) {
+        self.taker_cancel.cancel();
+    }
+
     /// Graceful shutdown: stops taking, releases every lease (so others take them within one
     /// taker cycle instead of after expiry), then stops renewing. Checkpoint before calling.
     pub async fn shutdown(&self) {

@@ -1,0 +1,132 @@
+//! What an application implements: a record processor per shard, and a factory for them.
+//!
+//! ```
+//! use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
+//!
+//! struct Printer;
+//!
+//! #[async_trait::async_trait]
+//! impl ShardRecordProcessor for Printer {
+//!     async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> Result<(), ProcessorError> {
+//!         for record in input.records {
+//!             println!("{}: {} bytes", record.partition_key, record.data.len());
+//!         }
+//!         input.checkpointer.checkpoint().await?;
+//!         Ok(())
+//!     }
+//! }
+//! ```
+//!
+//! The other methods have defaults that lose nothing: `shard_ended` and `shutdown_requested`
+//! checkpoint everything delivered (every delivered batch was processed successfully).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::checkpoint::Checkpointer;
+use crate::model::{ChildShard, ExtendedSequenceNumber, Record, ShardId, StreamIdentity};
+
+/// An application error from a processor callback. Any error type converts into it.
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which shard a processor is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// The stream.
+    pub stream: StreamIdentity,
+    /// The shard.
+    pub shard_id: ShardId,
+    /// The lease key (the shard id, or a multi-stream key).
+    pub lease_key: String,
+    /// The shard's parents, as recorded in its lease.
+    pub parent_shard_ids: Vec<ShardId>,
+}
+
+/// What `initialize` learns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitializationInput {
+    /// The shard.
+    pub shard: ShardInfo,
+    /// Where processing resumes: records after this position are delivered.
+    pub checkpoint: ExtendedSequenceNumber,
+    /// A prepared (two-phase) checkpoint that was not committed, if any.
+    pub pending_checkpoint: Option<ExtendedSequenceNumber>,
+    /// Application state stored with the pending checkpoint.
+    pub pending_checkpoint_state: Option<Bytes>,
+}
+
+/// One batch to process.
+#[derive(Debug)]
+pub struct ProcessRecordsInput<'a> {
+    /// The user records, in order (KPL aggregates already unpacked).
+    pub records: &'a [Record],
+    /// Checkpoints this shard.
+    pub checkpointer: &'a mut Checkpointer,
+    /// How far behind the tip of the shard this batch was read.
+    pub millis_behind_latest: u64,
+    /// The shard's children, in the last batch of a closed shard.
+    pub child_shards: Option<&'a [ChildShard]>,
+    /// Whether this is the last batch of a closed shard.
+    pub is_at_shard_end: bool,
+}
+
+/// Why a processor is being told its lease is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseLostInput {
+    /// The shard.
+    pub shard: ShardInfo,
+}
+
+/// Processes the records of one shard. One instance per shard lease, so `&mut self` state is
+/// natural; it never sees two shards or two concurrent calls.
+#[async_trait]
+pub trait ShardRecordProcessor: Send + 'static {
+    /// Called once before the first batch.
+    async fn initialize(&mut self, _input: InitializationInput) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+
+    /// Processes one batch. Returning an error (or panicking) hands the batch to the failure
+    /// policy: by default it is retried with backoff and never skipped.
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError>;
+
+    /// The lease was lost (taken by another worker, or expired): stop; checkpointing is no longer
+    /// possible. Called at most once, instead of `shard_ended` / `shutdown_requested`.
+    async fn lease_lost(&mut self, _input: LeaseLostInput) {}
+
+    /// Every record of the closed shard was processed. The shard must be checkpointed at its end;
+    /// the default does that, and if an override does not, kcl-rs writes SHARD_END itself (every
+    /// record was processed successfully), so a shard never gets stuck at its end.
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+
+    /// The worker is shutting down or handing the shard to another worker: last chance to
+    /// checkpoint. The default checkpoints everything delivered.
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+/// Creates a processor for each shard lease this worker gains.
+pub trait ShardRecordProcessorFactory: Send + Sync + 'static {
+    /// A new processor for `shard`.
+    fn create(&self, shard: &ShardInfo) -> Box<dyn ShardRecordProcessor>;
+}
+
+impl<F> ShardRecordProcessorFactory for F
+where
+    F: Fn(&ShardInfo) -> Box<dyn ShardRecordProcessor> + Send + Sync + 'static,
+{
+    fn create(&self, shard: &ShardInfo) -> Box<dyn ShardRecordProcessor> {
+        self(shard)
+    }
+}

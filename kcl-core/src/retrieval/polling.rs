@@ -1,0 +1,285 @@
+//! Polling retrieval: GetRecords in a prefetching task per shard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::pacing::Pacer;
+use super::{
+    MAX_BACKOFF, RecordsBatch, RecordsPublisher, Retrieval, RetrievalError, ShardRead, skip_through,
+};
+use crate::kinesis::{KinesisDataPlane, KinesisError, MAX_GET_RECORDS_LIMIT, ShardIterator};
+use crate::model::{SequenceNumber, StartingPosition};
+
+/// Settings of polling retrieval, named after the KCL's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollingConfig {
+    /// `maxRecords` per GetRecords call (1..=10,000). KCL default: 10,000.
+    pub max_records: u32,
+    /// `idleTimeBetweenReadsInMillis`: wait after a call that found the shard caught up. KCL
+    /// default 1,500 ms, minimum 200 ms (the per-shard budget is 5 calls/s for all readers).
+    pub idle_time_between_reads: Duration,
+    /// Batches read ahead of the processor. KCL: 3.
+    pub max_prefetched_batches: usize,
+    /// Records read ahead of the processor (the batch in progress may exceed it). KCL: 30,000.
+    pub max_prefetched_records: usize,
+    /// Bytes read ahead of the processor. KCL: 8 MiB.
+    pub max_prefetched_bytes: usize,
+    /// Smallest gap between two GetRecords calls of one shard when nothing is throttled.
+    /// Default 0: read as fast as the processor consumes; throttles widen the gap adaptively.
+    pub min_interval_between_calls: Duration,
+}
+
+impl Default for PollingConfig {
+    fn default() -> Self {
+        Self {
+            max_records: MAX_GET_RECORDS_LIMIT,
+            idle_time_between_reads: Duration::from_millis(1500),
+            max_prefetched_batches: 3,
+            max_prefetched_records: 30_000,
+            max_prefetched_bytes: 8 * 1024 * 1024,
+            min_interval_between_calls: Duration::ZERO,
+        }
+    }
+}
+
+impl PollingConfig {
+    /// Checks the settings; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_GET_RECORDS_LIMIT).contains(&self.max_records) {
+            return Err(format!(
+                "max_records {} must be in 1..=10000",
+                self.max_records
+            ));
+        }
+        if self.idle_time_between_reads < Duration::from_millis(200) {
+            return Err(format!(
+                "idle_time_between_reads {:?} is below the 200 ms minimum (5 GetRecords/s/shard for all readers)",
+                self.idle_time_between_reads
+            ));
+        }
+        if self.max_prefetched_batches == 0
+            || self.max_prefetched_records == 0
+            || self.max_prefetched_bytes == 0
+        {
+            return Err("max_prefetched_batches, max_prefetched_records and max_prefetched_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Polling over any [`KinesisDataPlane`].
+#[derive(Debug)]
+pub struct PollingRetrieval {
+    kinesis: Arc<dyn KinesisDataPlane>,
+    config: PollingConfig,
+}
+
+impl PollingRetrieval {
+    /// Polling with `config` (validate it first).
+    pub fn new(kinesis: Arc<dyn KinesisDataPlane>, config: PollingConfig) -> Self {
+        Self { kinesis, config }
+    }
+}
+
+impl Retrieval for PollingRetrieval {
+    fn start(&self, read: ShardRead) -> Box<dyn RecordsPublisher> {
+        let (tx, rx) = mpsc::channel(self.config.max_prefetched_batches);
+        let cancel = CancellationToken::new();
+        let fetcher = Fetcher {
+            kinesis: self.kinesis.clone(),
+            config: self.config.clone(),
+            records: Arc::new(Semaphore::new(self.config.max_prefetched_records)),
+            bytes: Arc::new(Semaphore::new(
+                self.config.max_prefetched_bytes.min(Semaphore::MAX_PERMITS),
+            )),
+            pacer: Pacer::new(
+                self.config.min_interval_between_calls,
+                MAX_BACKOFF,
+                read.seed,
+            ),
+            read,
+            tx,
+        };
+        tokio::spawn(fetcher.run(cancel.clone()));
+        Box::new(PollingPublisher { rx, cancel })
+    }
+}
+
+struct PollingPublisher {
+    rx: mpsc::Receiver<Result<RecordsBatch, RetrievalError>>,
+    cancel: CancellationToken,
+}
+
+#[async_trait]
+impl RecordsPublisher for PollingPublisher {
+    async fn next_batch(&mut self) -> Result<RecordsBatch, RetrievalError> {
+        self.rx.recv().await.unwrap_or(Err(RetrievalError::Stopped))
+    }
+}
+
+impl Drop for PollingPublisher {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+struct Fetcher {
+    kinesis: Arc<dyn KinesisDataPlane>,
+    config: PollingConfig,
+    records: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    pacer: Pacer,
+    read: ShardRead,
+    tx: mpsc::Sender<Result<RecordsBatch, RetrievalError>>,
+}
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+impl Fetcher {
+    async fn run(mut self, cancel: CancellationToken) {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {}
+            _ = self.fetch() => {}
+        }
+    }
+
+    async fn fetch(&mut self) {
+        let Some((start, mut resume)) = self.read.start.starting_position() else {
+            // Already at SHARD_END: the consumer handles it without reading.
+            let _ = self
+                .tx
+                .send(Ok(RecordsBatch {
+                    shard_end: Some(Vec::new()),
+                    ..Default::default()
+                }))
+                .await;
+            return;
+        };
+        let mut last_fetched: Option<SequenceNumber> = None;
+        let mut iterator: Option<ShardIterator> = None;
+        loop {
+            let it = match iterator.take() {
+                Some(it) => it,
+                None => {
+                    let position = match &last_fetched {
+                        Some(seq) => StartingPosition::AfterSequenceNumber(seq.clone()),
+                        None => start.clone(),
+                    };
+                    self.pacer.wait().await;
+                    match self
+                        .kinesis
+                        .get_shard_iterator(&self.read.stream, &self.read.shard.id, &position)
+                        .await
+                    {
+                        Ok(it) => it,
+                        Err(e) => match self.on_error(e).await {
+                            Step::Continue => continue,
+                            Step::Stop => return,
+                        },
+                    }
+                }
+            };
+            self.pacer.wait().await;
+            let out = match self.kinesis.get_records(&it, self.config.max_records).await {
+                Ok(out) => out,
+                Err(KinesisError::ExpiredIterator { .. }) => {
+                    debug!(shard_id = %self.read.shard.id, "shard iterator expired; getting a new one after the last record read");
+                    continue;
+                }
+                Err(e) => {
+                    iterator = Some(it);
+                    match self.on_error(e).await {
+                        Step::Continue => continue,
+                        Step::Stop => return,
+                    }
+                }
+            };
+            self.pacer.success();
+            if let Some(last) = out.records.last() {
+                last_fetched = Some(last.sequence_number.clone());
+            }
+            let caught_up = out.millis_behind_latest == Some(0);
+            let fetched_any = !out.records.is_empty();
+            let mut records = Vec::with_capacity(out.records.len());
+            let report = self
+                .read
+                .deaggregator
+                .deaggregate_into(out.records, &mut records);
+            if let Some(r) = &resume
+                && skip_through(&mut records, r)
+            {
+                resume = None;
+            }
+            let shard_end = out.next_iterator.is_none().then_some(out.child_shards);
+            let ended = shard_end.is_some();
+            if !records.is_empty() || ended {
+                let batch = RecordsBatch {
+                    records,
+                    millis_behind_latest: out.millis_behind_latest.unwrap_or(0),
+                    shard_end,
+                    deaggregation: report,
+                    _permits: Vec::new(),
+                };
+                if !self.send(batch).await || ended {
+                    return;
+                }
+            }
+            iterator = out.next_iterator;
+            if !fetched_any && caught_up {
+                tokio::time::sleep(self.config.idle_time_between_reads).await;
+            }
+        }
+    }
+
+    /// Queues a batch once prefetch capacity allows; false when the consumer is gone.
+    async fn send(&self, mut batch: RecordsBatch) -> bool {
+        let records = (batch.records.len().min(self.config.max_prefetched_records)) as u32;
+        let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
+        let bytes = bytes
+            .min(self.config.max_prefetched_bytes)
+            .min(Semaphore::MAX_PERMITS) as u32;
+        let (Ok(r), Ok(b)) = (
+            self.records.clone().acquire_many_owned(records).await,
+            self.bytes.clone().acquire_many_owned(bytes).await,
+        ) else {
+            return false;
+        };
+        batch._permits = vec![r, b];
+        self.tx.send(Ok(batch)).await.is_ok()
+    }
+
+    async fn on_error(&mut self, e: KinesisError) -> Step {
+        let shard_id = &self.read.shard.id;
+        match e {
+            KinesisError::ResourceNotFound { .. } => {
+                warn!(%shard_id, error = %e, "shard no longer exists");
+                let _ = self.tx.send(Err(RetrievalError::ShardGone(e))).await;
+                Step::Stop
+            }
+            KinesisError::Throttled { .. } => {
+                debug!(%shard_id, error = %e, "GetRecords throttled; widening the gap between calls");
+                self.pacer.throttled();
+                Step::Continue
+            }
+            e if e.is_retryable() => {
+                warn!(%shard_id, error = %e, "GetRecords failed; retrying after a backoff");
+                self.pacer.failed();
+                Step::Continue
+            }
+            e => {
+                warn!(%shard_id, error = %e, "GetRecords failed for good");
+                let _ = self.tx.send(Err(RetrievalError::Fatal(e))).await;
+                Step::Stop
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Scheduler configuration: a builder validated at build time, with the KCL's names and defaults.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::aggregation::HashRangePolicy;
+use crate::kinesis::KinesisDataPlane;
+use crate::lease::{CoordinatorConfig, CoordinatorConfigError, LeaseStore};
+use crate::model::{InitialPosition, StreamIdentity};
+use crate::processor::ShardRecordProcessorFactory;
+use crate::retrieval::{PollingConfig, PollingRetrieval, SharedRetrieval};
+use crate::shard::{CheckpointPolicy, FailurePolicy};
+
+use super::Scheduler;
+
+/// An invalid or missing scheduler setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchedulerConfigError {
+    /// A required setting was not given.
+    #[error("missing setting: {0}")]
+    Missing(&'static str),
+    /// A setting has an invalid value.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A lease-coordinator setting is invalid.
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorConfigError),
+}
+
+/// How records reach the shard consumers.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum RetrievalMode {
+    /// GetRecords polling through the scheduler's data plane.
+    Polling(PollingConfig),
+    /// A custom retrieval, e.g. enhanced fan-out from `kcl-efo`.
+    Custom(SharedRetrieval),
+}
+
+/// The settings a built scheduler runs with.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// The stream.
+    pub stream: StreamIdentity,
+    /// `applicationName`: names the lease table and the enhanced fan-out consumer.
+    pub application_name: String,
+    /// Lease coordination, including `worker_id` and `failover_time`.
+    pub coordinator: CoordinatorConfig,
+    /// `initialPositionInStream` for shards with no lease.
+    pub initial_position: InitialPosition,
+    /// What happens when a processor fails a batch.
+    pub failure_policy: FailurePolicy,
+    /// Automatic checkpointing.
+    pub checkpoint_policy: CheckpointPolicy,
+    /// `shardSyncIntervalMillis`: how often shards are listed to create leases for new shards
+    /// and delete finished ones. KCL default 60 s.
+    pub shard_sync_interval: Duration,
+    /// `parentShardPollIntervalMillis`: how often a child shard checks whether its parents
+    /// ended. KCL default 10 s; here 2 s, so children start sooner after a reshard.
+    pub parent_shard_poll_interval: Duration,
+    /// Longest a graceful shutdown waits for processors to checkpoint before stopping anyway.
+    pub shutdown_timeout: Duration,
+    /// Opt-in check of unpacked user records against the shard's hash range.
+    pub hash_range_check: Option<HashRangePolicy>,
+    /// Seed for retry jitter, so simulated runs reproduce.
+    pub seed: u64,
+}
+
+/// Builds a [`Scheduler`].
+pub struct SchedulerBuilder {
+    stream: StreamIdentity,
+    application_name: String,
+    worker_id: Option<String>,
+    lease_store: Option<Arc<dyn LeaseStore>>,
+    kinesis: Option<Arc<dyn KinesisDataPlane>>,
+    factory: Option<Arc<dyn ShardRecordProcessorFactory>>,
+    retrieval: RetrievalMode,
+    initial_position: InitialPosition,
+    failover_time: Option<Duration>,
+    coordinator: Option<CoordinatorConfig>,
+    failure_policy: FailurePolicy,
+    checkpoint_policy: CheckpointPolicy,
+    shard_sync_interval: Duration,
+    parent_shard_poll_interval: Duration,
+    shutdown_timeout: Duration,
+    hash_range_check: Option<HashRangePolicy>,
+    seed: u64,
+}
+
+impl std::fmt::Debug for SchedulerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerBuilder")
+            .field("stream", &self.stream)
+            .field("application_name", &self.application_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SchedulerBuilder {
+    /// A builder for an application consuming `stream`.
+    pub fn new(stream: StreamIdentity, application_name: impl Into<String>) -> Self {
+        Self {
+            stream,
+            application_name: application_name.into(),
+            worker_id: None,
+            lease_store: None,
+            kinesis: None,
+            factory: None,
+            retrieval: RetrievalMode::Polling(PollingConfig::default()),
+            initial_position: InitialPosition::Latest,
+            failover_time: None,
+            coordinator: None,
+            failure_policy: FailurePolicy::default(),
+            checkpoint_policy: CheckpointPolicy::Manual,
+            shard_sync_interval: Duration::from_secs(60),
+            parent_shard_poll_interval: Duration::from_secs(2),
+            shutdown_timeout: Duration::from_secs(30),
+            hash_range_check: None,
+            seed: 0,
+        }
+    }
+
+    /// This worker's id (default: the application name, the process id and the start time).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// The lease table (required).
+    pub fn lease_store(mut self, store: Arc<dyn LeaseStore>) -> Self {
+        self.lease_store = Some(store);
+        self
+    }
+
+    /// The Kinesis data plane (required).
+    pub fn kinesis(mut self, kinesis: Arc<dyn KinesisDataPlane>) -> Self {
+        self.kinesis = Some(kinesis);
+        self
+    }
+
+    /// The processor factory (required).
+    pub fn processor_factory(mut self, factory: impl ShardRecordProcessorFactory) -> Self {
+        self.factory = Some(Arc::new(factory));
+        self
+    }
+
+    /// Polling (default) or a custom retrieval.
+    pub fn retrieval(mut self, mode: RetrievalMode) -> Self {
+        self.retrieval = mode;
+        self
+    }
+
+    /// Where shards with no lease start (default `Latest`).
+    pub fn initial_position(mut self, position: InitialPosition) -> Self {
+        self.initial_position = position;
+        self
+    }
+
+    /// `failoverTimeMillis`, with the renew and taker intervals derived from it.
+    pub fn failover_time(mut self, failover: Duration) -> Self {
+        self.failover_time = Some(failover);
+        self
+    }
+
+    /// Full lease-coordinator settings (its `worker_id` is replaced by the scheduler's).
+    pub fn coordinator_config(mut self, config: CoordinatorConfig) -> Self {
+        self.coordinator = Some(config);
+        self
+    }
+
+    /// The processor failure policy (default: retry with backoff, never skip).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failure_policy = policy;
+        self
+    }
+
+    /// Automatic checkpointing (default: manual).
+    pub fn checkpoint_policy(mut self, policy: CheckpointPolicy) -> Self {
+        self.checkpoint_policy = policy;
+        self
+    }
+
+    /// `shardSyncIntervalMillis` (default 60 s).
+    pub fn shard_sync_interval(mut self, interval: Duration) -> Self {
+        self.shard_sync_interval = interval;
+        self
+    }
+
+    /// `parentShardPollIntervalMillis` (default 2 s).
+    pub fn parent_shard_poll_interval(mut self, interval: Duration) -> Self {
+        self.parent_shard_poll_interval = interval;
+        self
+    }
+
+    /// Graceful shutdown deadline (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Checks unpacked user records against the shard's hash range with this policy.
+    pub fn hash_range_check(mut self, policy: HashRangePolicy) -> Self {
+        self.hash_range_check = Some(policy);
+        self
+    }
+
+    /// Seed for retry jitter (simulations).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Validates the settings and builds the scheduler.
+    pub fn build(self) -> Result<Scheduler, SchedulerConfigError> {
+        use SchedulerConfigError as E;
+        let invalid = |field, reason: String| E::Invalid { field, reason };
+        if self.application_name.trim().is_empty() {
+            return Err(invalid("application_name", "must not be empty".into()));
+        }
+        if self.stream.name.is_empty() {
+            return Err(invalid("stream", "stream name must not be empty".into()));
+        }
+        let store = self.lease_store.ok_or(E::Missing("lease_store"))?;
+        let kinesis = self.kinesis.ok_or(E::Missing("kinesis"))?;
+        let factory = self.factory.ok_or(E::Missing("processor_factory"))?;
+        let worker_id = self.worker_id.unwrap_or_else(|| {
+            let nanos = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            format!(
+                "{}-{}-{nanos:08x}",
+                self.application_name,
+                std::process::id()
+            )
+        });
+        let mut coordinator = match (self.coordinator, self.failover_time) {
+            (Some(c), _) => c,
+            (None, Some(f)) => CoordinatorConfig::new(worker_id.clone()).with_failover_time(f),
+            (None, None) => CoordinatorConfig::new(worker_id.clone()),
+        };
+        coordinator.worker_id = worker_id;
+        coordinator.validate()?;
+        let retrieval: SharedRetrieval = match self.retrieval {
+            RetrievalMode::Polling(polling) => {
+                polling
+                    .validate()
+                    .map_err(|reason| invalid("polling", reason))?;
+                Arc::new(PollingRetrieval::new(kinesis.clone(), polling))
+            }
+            RetrievalMode::Custom(r) => r,
+        };
+        for (field, d) in [
+            ("shard_sync_interval", self.shard_sync_interval),
+            (
+                "parent_shard_poll_interval",
+                self.parent_shard_poll_interval,
+            ),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(field, "must be positive".into()));
+            }
+        }
+        if let FailurePolicy::Retry {
+            min_backoff,
+            max_backoff,
+        } = &self.failure_policy
+            && (min_backoff.is_zero() || min_backoff > max_backoff)
+        {
+            return Err(invalid(
+                "failure_policy",
+                format!(
+                    "retry backoff {min_backoff:?}..{max_backoff:?} must be positive and ordered"
+                ),
+            ));
+        }
+        if let CheckpointPolicy::Auto { records, interval } = self.checkpoint_policy
+            && (records == 0 || interval.is_zero())
+        {
+            return Err(invalid(
+                "checkpoint_policy",
+                "automatic checkpoints need a positive record count and interval".into(),
+            ));
+        }
+        let config = SchedulerConfig {
+            stream: self.stream,
+            application_name: self.application_name,
+            coordinator,
+            initial_position: self.initial_position,
+            failure_policy: self.failure_policy,
+            checkpoint_policy: self.checkpoint_policy,
+            shard_sync_interval: self.shard_sync_interval,
+            parent_shard_poll_interval: self.parent_shard_poll_interval,
+            shutdown_timeout: self.shutdown_timeout,
+            hash_range_check: self.hash_range_check,
+            seed: self.seed,
+        };
+        Ok(Scheduler {
+            config,
+            store,
+            kinesis,
+            retrieval,
+            factory,
+        })
+    }
+}

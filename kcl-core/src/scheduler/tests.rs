@@ -1,0 +1,444 @@
+//! Scheduler tests on the in-memory engine and lease store, under paused time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::*;
+use crate::aggregation::Aggregator;
+use crate::checkpoint::Checkpointer;
+use crate::engine::{InMemoryKinesis, PutRecordEntry};
+use crate::lease::InMemoryLeaseStore;
+use crate::model::{ExtendedSequenceNumber, InitialPosition, StreamIdentity};
+use crate::processor::{ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
+use crate::shard::{DeadLetterHandler, FailurePolicy, ProcessorFailure};
+
+/// Every record a processor handled, in order, per shard: (partition key, data).
+#[derive(Debug, Default)]
+struct Ledger {
+    processed: BTreeMap<String, Vec<(String, String)>>,
+    calls: u64,
+    lost: Vec<String>,
+    shutdowns: Vec<String>,
+    ended: Vec<String>,
+}
+
+type SharedLedger = Arc<Mutex<Ledger>>;
+
+struct Recorder {
+    shard: String,
+    ledger: SharedLedger,
+    fail_every: Option<u64>,
+    calls: Arc<AtomicU64>,
+    checkpoint: bool,
+}
+
+#[async_trait]
+impl ShardRecordProcessor for Recorder {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.fail_every.is_some_and(|k| n % k == 0) {
+            if n % 2 == 0 {
+                panic!("injected panic on call {n}");
+            }
+            return Err(format!("injected failure on call {n}").into());
+        }
+        {
+            let mut l = self.ledger.lock();
+            l.calls += 1;
+            let entry = l.processed.entry(self.shard.clone()).or_default();
+            for r in input.records {
+                entry.push((
+                    r.partition_key.to_string(),
+                    String::from_utf8_lossy(&r.data).into_owned(),
+                ));
+            }
+        }
+        if self.checkpoint {
+            input.checkpointer.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    async fn lease_lost(&mut self, _input: crate::processor::LeaseLostInput) {
+        self.ledger.lock().lost.push(self.shard.clone());
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        self.ledger.lock().ended.push(self.shard.clone());
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        self.ledger.lock().shutdowns.push(self.shard.clone());
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+struct Setup {
+    kinesis: InMemoryKinesis,
+    store: Arc<InMemoryLeaseStore>,
+    stream: StreamIdentity,
+    ledger: SharedLedger,
+}
+
+impl Setup {
+    fn new(shards: u32) -> Self {
+        let kinesis = InMemoryKinesis::new();
+        let stream = kinesis.create_stream("s", shards).unwrap();
+        Self {
+            kinesis,
+            store: Arc::new(InMemoryLeaseStore::new()),
+            stream,
+            ledger: Arc::default(),
+        }
+    }
+
+    fn builder(&self, worker: &str, fail_every: Option<u64>) -> SchedulerBuilder {
+        let ledger = self.ledger.clone();
+        let calls = Arc::new(AtomicU64::new(0));
+        SchedulerBuilder::new(self.stream.clone(), "app")
+            .worker_id(worker)
+            .lease_store(self.store.clone())
+            .kinesis(Arc::new(self.kinesis.clone()))
+            .initial_position(InitialPosition::TrimHorizon)
+            .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+                Box::new(Recorder {
+                    shard: info.shard_id.to_string(),
+                    ledger: ledger.clone(),
+                    fail_every,
+                    calls: calls.clone(),
+                    checkpoint: true,
+                })
+            })
+    }
+
+    async fn put(
+        &self,
+        keys: usize,
+        per_key: usize,
+        offset: usize,
+    ) -> BTreeMap<String, Vec<String>> {
+        let mut sent: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for i in 0..per_key {
+            for k in 0..keys {
+                let key = format!("k{k}");
+                let value = format!("{}", offset + i);
+                self.kinesis
+                    .put_record("s", PutRecordEntry::new(&key, Bytes::from(value.clone())))
+                    .await
+                    .unwrap();
+                sent.entry(key).or_default().push(value);
+            }
+        }
+        sent
+    }
+
+    /// Records processed per partition key, across shards in lineage order (shard ids increase
+    /// along lineage in the in-memory engine).
+    fn by_key(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for records in self.ledger.lock().processed.values() {
+            for (k, v) in records {
+                out.entry(k.clone()).or_default().push(v.clone());
+            }
+        }
+        out
+    }
+}
+
+fn merge(
+    mut a: BTreeMap<String, Vec<String>>,
+    b: BTreeMap<String, Vec<String>>,
+) -> BTreeMap<String, Vec<String>> {
+    for (k, v) in b {
+        a.entry(k).or_default().extend(v);
+    }
+    a
+}
+
+#[tokio::test(start_paused = true)]
+async fn processes_every_record_in_order_across_a_split() {
+    let s = Setup::new(2);
+    let sent = s.put(10, 20, 0).await;
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(s.builder("w1", None).build().unwrap().run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.kinesis
+        .split_shard_evenly("s", &crate::model::ShardId::from_index(0))
+        .unwrap();
+    let sent = merge(sent, s.put(10, 20, 100).await);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    shutdown.cancel();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.end, RunEnd::ShutdownRequested);
+    assert_eq!(report.shards_ended, 1);
+    assert_eq!(s.by_key(), sent);
+    let leases = s.store.snapshot();
+    let parent = leases
+        .iter()
+        .find(|l| l.key == "shardId-000000000000")
+        .unwrap();
+    assert!(parent.is_shard_end());
+    assert_eq!(parent.child_shard_ids.len(), 2);
+    assert!(
+        leases.iter().all(|l| l.owner.is_none()),
+        "leases released at shutdown: {leases:?}"
+    );
+    assert!(
+        leases
+            .iter()
+            .filter(|l| l.key != parent.key)
+            .all(|l| l.checkpoint.sequence().is_some())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_processor_failing_every_third_call_loses_nothing() {
+    let s = Setup::new(4);
+    let mut sent = BTreeMap::new();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        s.builder("w1", Some(3))
+            .build()
+            .unwrap()
+            .run(shutdown.clone()),
+    );
+    for round in 0..20 {
+        sent = merge(sent, s.put(8, 5, round * 10).await);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        s.by_key(),
+        sent,
+        "every record processed exactly once, in order"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn skip_policy_skips_and_stop_policy_releases() {
+    let s = Setup::new(1);
+    let sent = s.put(1, 3, 0).await;
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        s.builder("w1", Some(1))
+            .failure_policy(FailurePolicy::Skip)
+            .build()
+            .unwrap()
+            .run(shutdown.clone()),
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert!(s.by_key().is_empty(), "every batch failed and was skipped");
+    let lease = &s.store.snapshot()[0];
+    assert!(
+        lease.checkpoint.sequence().is_some(),
+        "skipped batches are checkpointed past at shutdown"
+    );
+    drop(sent);
+
+    let s = Setup::new(1);
+    s.put(1, 3, 0).await;
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        s.builder("w1", Some(1))
+            .failure_policy(FailurePolicy::StopShard)
+            .build()
+            .unwrap()
+            .run(shutdown.clone()),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lease = &s.store.snapshot()[0];
+    assert_eq!(
+        lease.checkpoint,
+        ExtendedSequenceNumber::TrimHorizon,
+        "nothing checkpointed"
+    );
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}
+
+#[derive(Debug, Default)]
+struct Dlq(Mutex<Vec<(usize, ProcessorFailure)>>);
+
+#[async_trait]
+impl DeadLetterHandler for Dlq {
+    async fn handle(
+        &self,
+        _shard: &ShardInfo,
+        records: &[crate::model::Record],
+        failure: &ProcessorFailure,
+    ) -> Result<(), ProcessorError> {
+        self.0.lock().push((records.len(), failure.clone()));
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_letter_policy_hands_failed_batches_over() {
+    let s = Setup::new(1);
+    s.put(1, 4, 0).await;
+    let dlq = Arc::new(Dlq::default());
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        s.builder("w1", Some(1))
+            .failure_policy(FailurePolicy::DeadLetter(dlq.clone()))
+            .build()
+            .unwrap()
+            .run(shutdown.clone()),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    let got = dlq.0.lock().clone();
+    assert_eq!(got.iter().map(|(n, _)| n).sum::<usize>(), 4);
+    assert!(matches!(
+        got[0].1,
+        ProcessorFailure::Error(_) | ProcessorFailure::Panic(_)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn resumes_inside_an_aggregate_from_a_sub_sequence_checkpoint() {
+    let s = Setup::new(1);
+    let mut agg = Aggregator::new();
+    for i in 0..10 {
+        agg.add("key", None, Bytes::from(format!("{i}"))).unwrap();
+    }
+    let a = agg.flush().unwrap();
+    let put = s
+        .kinesis
+        .put_record("s", PutRecordEntry::new(&a.partition_key, a.data))
+        .await
+        .unwrap();
+    // A previous worker processed sub-records 0..=3 and checkpointed there.
+    let mut lease = crate::lease::Lease::new(
+        &put.shard_id,
+        ExtendedSequenceNumber::Sequence {
+            sequence: put.sequence_number.clone(),
+            sub_sequence: 3,
+        },
+    );
+    lease.hash_key_range = Some(crate::model::HashKeyRange::FULL);
+    s.store.put_unconditionally(lease);
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(s.builder("w1", None).build().unwrap().run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    let got: Vec<String> = s.by_key()["key"].clone();
+    assert_eq!(got, (4..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    let stored = &s.store.snapshot()[0];
+    assert_eq!(
+        stored.checkpoint,
+        ExtendedSequenceNumber::Sequence {
+            sequence: put.sequence_number,
+            sub_sequence: 9
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_workers_share_and_hand_over_on_shutdown() {
+    let s = Setup::new(8);
+    let sent = s.put(16, 10, 0).await;
+    let (t1, t2) = (CancellationToken::new(), CancellationToken::new());
+    let r1 = tokio::spawn(s.builder("w1", None).build().unwrap().run(t1.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r2 = tokio::spawn(s.builder("w2", None).build().unwrap().run(t2.clone()));
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let owners: Vec<_> = s
+        .store
+        .snapshot()
+        .into_iter()
+        .filter_map(|l| l.owner)
+        .collect();
+    assert_eq!(owners.iter().filter(|o| *o == "w1").count(), 4);
+    assert_eq!(owners.iter().filter(|o| *o == "w2").count(), 4);
+    t1.cancel();
+    r1.await.unwrap().unwrap();
+    let sent = merge(sent, s.put(16, 10, 100).await);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        s.store
+            .snapshot()
+            .iter()
+            .all(|l| l.owner.as_deref() == Some("w2"))
+    );
+    t2.cancel();
+    r2.await.unwrap().unwrap();
+    // Graceful hand-offs: at-least-once, and here exactly once since every batch was checkpointed.
+    assert_eq!(s.by_key(), sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_stream_ends_the_run_cleanly() {
+    let s = Setup::new(2);
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(
+        s.builder("w1", None)
+            .shard_sync_interval(Duration::from_secs(5))
+            .build()
+            .unwrap()
+            .run(shutdown),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.kinesis.delete_stream("s").unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.end, RunEnd::StreamDeleted);
+}
+
+#[test]
+fn invalid_configuration_is_named() {
+    let s = Setup::new(1);
+    let err = SchedulerBuilder::new(s.stream.clone(), "app")
+        .build()
+        .unwrap_err();
+    assert_eq!(err, SchedulerConfigError::Missing("lease_store"));
+    let err = s
+        .builder("w", None)
+        .failover_time(Duration::from_millis(1))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, SchedulerConfigError::Coordinator(_)), "{err}");
+    let polling = crate::retrieval::PollingConfig {
+        idle_time_between_reads: Duration::from_millis(10),
+        ..Default::default()
+    };
+    let err = s
+        .builder("w", None)
+        .retrieval(RetrievalMode::Polling(polling))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("idle_time_between_reads"), "{err}");
+    let err = s
+        .builder("w", None)
+        .checkpoint_policy(crate::shard::CheckpointPolicy::Auto {
+            records: 0,
+            interval: Duration::from_secs(1),
+        })
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("checkpoint_policy"));
+}

@@ -1,0 +1,554 @@
+//! The shard consumer: one tokio task per held lease, driving the processor through
+//! waiting-on-parents → initializing → processing → (shutdown requested) → shutting down → done.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use futures::FutureExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::failure::{FailurePolicy, ProcessorFailure};
+use super::lineage::{create_child_leases, parents_done};
+use crate::aggregation::{Deaggregator, HashRangePolicy};
+use crate::checkpoint::Checkpointer;
+use crate::lease::{Lease, LeaseCoordinator, LeaseStore};
+use crate::model::{
+    ExtendedSequenceNumber, HashKeyRange, InitialPosition, SequenceNumberRange, Shard,
+    StreamIdentity,
+};
+use crate::processor::{
+    InitializationInput, LeaseLostInput, ProcessRecordsInput, ShardInfo, ShardRecordProcessor,
+};
+use crate::retrieval::{RecordsBatch, RetrievalError, ShardRead, SharedRetrieval, StartFrom};
+
+/// Why a shard consumer stops, ranked: a higher reason overrides a lower one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ShutdownReason {
+    /// Keep going.
+    None,
+    /// The worker is shutting down gracefully.
+    Requested,
+    /// Another worker took the lease gracefully: finish and checkpoint for it.
+    HandingOff,
+    /// The lease is gone: stop at once.
+    LeaseLost,
+}
+
+/// Automatic checkpointing, for applications that do not checkpoint themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckpointPolicy {
+    /// The processor checkpoints (and `shard_ended` / `shutdown_requested` checkpoint by default).
+    #[default]
+    Manual,
+    /// After a batch is processed, checkpoint when at least `records` user records or
+    /// `interval` have passed since the last checkpoint.
+    Auto {
+        /// Records between checkpoints.
+        records: u64,
+        /// Time between checkpoints.
+        interval: Duration,
+    },
+}
+
+/// Settings shared by a scheduler's shard consumers.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerSettings {
+    pub(crate) stream: StreamIdentity,
+    pub(crate) initial_position: InitialPosition,
+    pub(crate) failure_policy: FailurePolicy,
+    pub(crate) checkpoint_policy: CheckpointPolicy,
+    pub(crate) parent_shard_poll_interval: Duration,
+    pub(crate) hash_range_check: Option<HashRangePolicy>,
+    pub(crate) seed: u64,
+}
+
+/// What happened to a shard consumer, for the scheduler's bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The shard was processed to its end.
+    ShardEnded,
+    /// Stopped by a shutdown, hand-off or lease loss.
+    Stopped(ShutdownReason),
+    /// The failure policy stopped the shard, or retrieval failed for good; lease released.
+    Failed,
+}
+
+pub(crate) struct ShardConsumer {
+    pub(crate) info: ShardInfo,
+    pub(crate) lease: Lease,
+    pub(crate) coordinator: Arc<LeaseCoordinator>,
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) retrieval: SharedRetrieval,
+    pub(crate) processor: Box<dyn ShardRecordProcessor>,
+    pub(crate) settings: Arc<ConsumerSettings>,
+    pub(crate) signal: watch::Receiver<ShutdownReason>,
+}
+
+fn seed_for(base: u64, key: &str) -> u64 {
+    key.bytes().fold(base ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
+    })
+}
+
+impl ShardConsumer {
+    fn reason(&self) -> ShutdownReason {
+        *self.signal.borrow()
+    }
+
+    /// Waits `d`, or less if a shutdown reason arrives.
+    async fn pause(&mut self, d: Duration) -> ShutdownReason {
+        let deadline = Instant::now() + d;
+        loop {
+            let reason = self.reason();
+            if reason != ShutdownReason::None {
+                return reason;
+            }
+            tokio::select! {
+                biased;
+                changed = self.signal.changed() => if changed.is_err() { return ShutdownReason::LeaseLost },
+                _ = tokio::time::sleep_until(deadline) => return ShutdownReason::None,
+            }
+        }
+    }
+
+    pub(crate) async fn run(mut self) -> Outcome {
+        let key = self.lease.key.clone();
+        let seed = seed_for(self.settings.seed, &key);
+        let mut checkpointer = Checkpointer::new(
+            key.clone(),
+            self.coordinator.clone(),
+            self.lease.checkpoint.clone(),
+            seed,
+        );
+
+        // Waiting on parents.
+        loop {
+            match parents_done(self.store.as_ref(), &self.lease).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    debug!(shard_id = %self.info.shard_id, "waiting for parent shards to end")
+                }
+                Err(e) => {
+                    warn!(shard_id = %self.info.shard_id, error = %e, "could not read parent leases")
+                }
+            }
+            let reason = self.pause(self.settings.parent_shard_poll_interval).await;
+            if reason != ShutdownReason::None {
+                return self
+                    .stop_without_processing(reason, &mut checkpointer)
+                    .await;
+            }
+        }
+
+        // Initializing.
+        let init = InitializationInput {
+            shard: self.info.clone(),
+            checkpoint: self.lease.checkpoint.clone(),
+            pending_checkpoint: self.lease.pending_checkpoint.clone(),
+            pending_checkpoint_state: self.lease.pending_checkpoint_state.clone(),
+        };
+        let mut backoff = self.backoff(seed);
+        loop {
+            match AssertUnwindSafe(self.processor.initialize(init.clone()))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    warn!(shard_id = %self.info.shard_id, error = %e, "initialize failed; retrying")
+                }
+                Err(p) => {
+                    warn!(shard_id = %self.info.shard_id, panic = %panic_message(&p), "initialize panicked; retrying")
+                }
+            }
+            let reason = self
+                .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
+                .await;
+            if reason != ShutdownReason::None {
+                return self
+                    .stop_without_processing(reason, &mut checkpointer)
+                    .await;
+            }
+        }
+        info!(shard_id = %self.info.shard_id, worker_id = %self.coordinator.worker_id(), checkpoint = %self.lease.checkpoint, "shard consumer processing");
+
+        // Processing.
+        let range = self.lease.hash_key_range.unwrap_or(HashKeyRange::FULL);
+        let mut deaggregator = Deaggregator::new().for_shard(self.info.shard_id.clone());
+        if let Some(policy) = self.settings.hash_range_check {
+            deaggregator = deaggregator.with_hash_range_check(range, policy);
+        }
+        let read = ShardRead {
+            stream: self.settings.stream.clone(),
+            shard: Shard {
+                id: self.info.shard_id.clone(),
+                parent: self.lease.parent_shard_ids.first().cloned(),
+                adjacent_parent: self.lease.parent_shard_ids.get(1).cloned(),
+                hash_key_range: range,
+                sequence_number_range: SequenceNumberRange {
+                    start: crate::model::SequenceNumber::from_u128(0),
+                    end: None,
+                },
+            },
+            start: StartFrom {
+                checkpoint: self.lease.checkpoint.clone(),
+                initial_position: self.settings.initial_position,
+            },
+            deaggregator,
+            seed,
+        };
+        let mut publisher = self.retrieval.start(read);
+        let mut auto = AutoCheckpoint::new(self.settings.checkpoint_policy);
+        loop {
+            let batch = tokio::select! {
+                biased;
+                changed = self.signal.changed() => {
+                    if changed.is_err() || self.reason() != ShutdownReason::None {
+                        let reason = if changed.is_err() { ShutdownReason::LeaseLost } else { self.reason() };
+                        return self.shut_down(reason, &mut checkpointer).await;
+                    }
+                    continue;
+                }
+                batch = publisher.next_batch() => batch,
+            };
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => return self.retrieval_failed(e, &mut checkpointer).await,
+            };
+            let shard_end = batch.shard_end.is_some();
+            if !batch.records.is_empty() || shard_end {
+                if let Some(reason) = self.process(&batch, &mut checkpointer).await {
+                    return match reason {
+                        Stop::Shutdown(reason) => self.shut_down(reason, &mut checkpointer).await,
+                        Stop::Failed => self.stop_failed(&mut checkpointer).await,
+                    };
+                }
+                auto.after_batch(batch.records.len() as u64, &mut checkpointer, &self.info)
+                    .await;
+            }
+            if let Some(children) = batch.shard_end {
+                drop(publisher);
+                return self.shard_ended(children, &mut checkpointer).await;
+            }
+        }
+    }
+
+    fn backoff(&self, seed: u64) -> backon::ExponentialBackoff {
+        let (min, max) = match &self.settings.failure_policy {
+            FailurePolicy::Retry {
+                min_backoff,
+                max_backoff,
+            } => (*min_backoff, *max_backoff),
+            _ => (Duration::from_millis(200), Duration::from_secs(30)),
+        };
+        backon::ExponentialBuilder::default()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .without_max_times()
+            .with_jitter()
+            .with_jitter_seed(seed)
+            .build()
+    }
+
+    /// Delivers one batch under the failure policy. Returns why processing must stop, if it must.
+    async fn process(
+        &mut self,
+        batch: &RecordsBatch,
+        checkpointer: &mut Checkpointer,
+    ) -> Option<Stop> {
+        let previous = checkpointer.largest_delivered().cloned();
+        if let Some(last) = batch.records.last() {
+            checkpointer.set_largest_delivered(Some(last.extended_sequence_number()));
+        }
+        if batch.shard_end.is_some() {
+            checkpointer.set_at_shard_end();
+        }
+        let mut backoff = self.backoff(seed_for(self.settings.seed, &self.lease.key) ^ 1);
+        loop {
+            if batch.records.is_empty() {
+                return None;
+            }
+            let input = ProcessRecordsInput {
+                records: &batch.records,
+                checkpointer,
+                millis_behind_latest: batch.millis_behind_latest,
+                child_shards: batch.shard_end.as_deref(),
+                is_at_shard_end: batch.shard_end.is_some(),
+            };
+            let failure = match AssertUnwindSafe(self.processor.process_records(input))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(())) => return None,
+                Ok(Err(e)) => ProcessorFailure::Error(e.to_string()),
+                Err(p) => ProcessorFailure::Panic(panic_message(&p)),
+            };
+            let (first, last) = (&batch.records[0], &batch.records[batch.records.len() - 1]);
+            warn!(
+                shard_id = %self.info.shard_id,
+                first = %first.extended_sequence_number(),
+                last = %last.extended_sequence_number(),
+                records = batch.records.len(),
+                %failure,
+                "process_records failed"
+            );
+            match &self.settings.failure_policy {
+                FailurePolicy::Retry { .. } => {
+                    let reason = self
+                        .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
+                        .await;
+                    if reason != ShutdownReason::None {
+                        // The batch was not processed: it must not count as delivered.
+                        checkpointer.set_largest_delivered(previous);
+                        return Some(Stop::Shutdown(reason));
+                    }
+                }
+                FailurePolicy::Skip => {
+                    error!(shard_id = %self.info.shard_id, records = batch.records.len(), first = %first.extended_sequence_number(), last = %last.extended_sequence_number(), "batch skipped by the failure policy");
+                    return None;
+                }
+                FailurePolicy::DeadLetter(handler) => {
+                    let handler = handler.clone();
+                    loop {
+                        match handler.handle(&self.info, &batch.records, &failure).await {
+                            Ok(()) => return None,
+                            Err(e) => {
+                                warn!(shard_id = %self.info.shard_id, error = %e, "dead-letter handler failed; retrying")
+                            }
+                        }
+                        let reason = self
+                            .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
+                            .await;
+                        if reason != ShutdownReason::None {
+                            checkpointer.set_largest_delivered(previous);
+                            return Some(Stop::Shutdown(reason));
+                        }
+                    }
+                }
+                FailurePolicy::StopShard => {
+                    checkpointer.set_largest_delivered(previous);
+                    return Some(Stop::Failed);
+                }
+            }
+        }
+    }
+
+    /// All records of a closed shard were processed: create the children's leases, let the
+    /// processor checkpoint, and make sure SHARD_END is written.
+    async fn shard_ended(
+        mut self,
+        children: Vec<crate::model::ChildShard>,
+        checkpointer: &mut Checkpointer,
+    ) -> Outcome {
+        checkpointer.set_at_shard_end();
+        let mut backoff = self.backoff(seed_for(self.settings.seed, &self.lease.key) ^ 2);
+        loop {
+            if let Err(e) =
+                create_child_leases(self.store.as_ref(), &self.lease.key, &children).await
+            {
+                warn!(shard_id = %self.info.shard_id, error = %e, "could not create child leases; retrying");
+            } else {
+                break;
+            }
+            let reason = self
+                .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
+                .await;
+            if reason != ShutdownReason::None {
+                return self.shut_down(reason, checkpointer).await;
+            }
+        }
+        loop {
+            let result = AssertUnwindSafe(self.processor.shard_ended(checkpointer))
+                .catch_unwind()
+                .await;
+            match result {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    warn!(shard_id = %self.info.shard_id, error = %e, "shard_ended failed; retrying")
+                }
+                Err(p) => {
+                    warn!(shard_id = %self.info.shard_id, panic = %panic_message(&p), "shard_ended panicked; retrying")
+                }
+            }
+            let reason = self
+                .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
+                .await;
+            if reason != ShutdownReason::None {
+                return self.shut_down(reason, checkpointer).await;
+            }
+        }
+        // Every record was processed successfully; a processor that did not checkpoint the end
+        // must not leave the children waiting forever (the KCL loops here).
+        while *checkpointer.last_checkpoint() != ExtendedSequenceNumber::ShardEnd {
+            match checkpointer.write(ExtendedSequenceNumber::ShardEnd).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    let reason = self
+                        .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
+                        .await;
+                    if reason != ShutdownReason::None {
+                        return self.shut_down(reason, checkpointer).await;
+                    }
+                }
+                Err(e) => {
+                    warn!(shard_id = %self.info.shard_id, error = %e, "could not checkpoint SHARD_END");
+                    return self
+                        .shut_down(ShutdownReason::LeaseLost, checkpointer)
+                        .await;
+                }
+            }
+        }
+        info!(shard_id = %self.info.shard_id, children = children.len(), "shard ended");
+        Outcome::ShardEnded
+    }
+
+    async fn shut_down(
+        mut self,
+        reason: ShutdownReason,
+        checkpointer: &mut Checkpointer,
+    ) -> Outcome {
+        let key = self.lease.key.clone();
+        match reason {
+            ShutdownReason::LeaseLost | ShutdownReason::None => {
+                checkpointer.close();
+                let input = LeaseLostInput {
+                    shard: self.info.clone(),
+                };
+                let _ = AssertUnwindSafe(self.processor.lease_lost(input))
+                    .catch_unwind()
+                    .await;
+                info!(shard_id = %self.info.shard_id, "shard consumer stopped: lease lost");
+            }
+            ShutdownReason::Requested | ShutdownReason::HandingOff => {
+                if reason == ShutdownReason::HandingOff {
+                    checkpointer.hand_off();
+                }
+                match AssertUnwindSafe(self.processor.shutdown_requested(checkpointer))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        warn!(shard_id = %self.info.shard_id, error = %e, "shutdown_requested failed")
+                    }
+                    Err(p) => {
+                        warn!(shard_id = %self.info.shard_id, panic = %panic_message(&p), "shutdown_requested panicked")
+                    }
+                }
+                if checkpointer.is_handing_off() {
+                    // The processor wrote nothing: end the hand-off so the new owner starts now.
+                    let _ = self.coordinator.finish_hand_off(&key, None).await;
+                } else if reason == ShutdownReason::Requested {
+                    let _ = self.coordinator.release(&key).await;
+                }
+                checkpointer.close();
+                info!(shard_id = %self.info.shard_id, ?reason, "shard consumer stopped");
+            }
+        }
+        Outcome::Stopped(reason)
+    }
+
+    async fn stop_without_processing(
+        self,
+        reason: ShutdownReason,
+        checkpointer: &mut Checkpointer,
+    ) -> Outcome {
+        match reason {
+            ShutdownReason::HandingOff => {
+                let _ = self
+                    .coordinator
+                    .finish_hand_off(&self.lease.key, None)
+                    .await;
+            }
+            ShutdownReason::Requested => {
+                let _ = self.coordinator.release(&self.lease.key).await;
+            }
+            _ => {}
+        }
+        checkpointer.close();
+        Outcome::Stopped(reason)
+    }
+
+    async fn stop_failed(self, checkpointer: &mut Checkpointer) -> Outcome {
+        checkpointer.close();
+        error!(shard_id = %self.info.shard_id, "failure policy stopped the shard; releasing its lease");
+        let _ = self.coordinator.release(&self.lease.key).await;
+        Outcome::Failed
+    }
+
+    async fn retrieval_failed(self, e: RetrievalError, checkpointer: &mut Checkpointer) -> Outcome {
+        match e {
+            RetrievalError::ShardGone(_) => {
+                // The shard vanished (stream deleted, or past retention): nothing left to read.
+                // Shard sync deletes its lease; stop without releasing so nobody retries it.
+                info!(shard_id = %self.info.shard_id, "shard gone; consumer ends");
+                checkpointer.close();
+                Outcome::Stopped(ShutdownReason::LeaseLost)
+            }
+            e => {
+                error!(shard_id = %self.info.shard_id, error = %e, "retrieval failed; releasing the lease");
+                self.stop_failed(checkpointer).await
+            }
+        }
+    }
+}
+
+enum Stop {
+    Shutdown(ShutdownReason),
+    Failed,
+}
+
+/// Checkpoints after batches per [`CheckpointPolicy::Auto`].
+struct AutoCheckpoint {
+    policy: CheckpointPolicy,
+    records: u64,
+    since: Instant,
+}
+
+impl AutoCheckpoint {
+    fn new(policy: CheckpointPolicy) -> Self {
+        Self {
+            policy,
+            records: 0,
+            since: Instant::now(),
+        }
+    }
+
+    async fn after_batch(
+        &mut self,
+        records: u64,
+        checkpointer: &mut Checkpointer,
+        info: &ShardInfo,
+    ) {
+        let CheckpointPolicy::Auto {
+            records: every,
+            interval,
+        } = self.policy
+        else {
+            return;
+        };
+        self.records += records;
+        if self.records >= every || self.since.elapsed() >= interval {
+            match checkpointer.checkpoint().await {
+                Ok(()) => {
+                    self.records = 0;
+                    self.since = Instant::now();
+                }
+                Err(e) => {
+                    warn!(shard_id = %info.shard_id, error = %e, "automatic checkpoint failed")
+                }
+            }
+        }
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
+}

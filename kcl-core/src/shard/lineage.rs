@@ -1,0 +1,236 @@
+//! Shard lineage: leases for new shards, parents before children, and cleanup of finished leases.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tracing::{debug, info, warn};
+
+use crate::kinesis::{KinesisDataPlane, KinesisError};
+use crate::lease::{Lease, LeaseError, LeaseStore};
+use crate::model::{
+    ChildShard, ExtendedSequenceNumber, InitialPosition, Shard, ShardId, StreamIdentity,
+};
+
+/// What one shard sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Leases created.
+    pub created: Vec<String>,
+    /// Finished or orphaned leases deleted.
+    pub deleted: Vec<String>,
+}
+
+/// A shard sync failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The stream does not exist (any more).
+    #[error("stream {stream} not found: {source}")]
+    StreamGone {
+        /// The stream.
+        stream: String,
+        /// What Kinesis said.
+        source: KinesisError,
+    },
+    /// Listing shards failed.
+    #[error("listing shards failed: {0}")]
+    Kinesis(KinesisError),
+    /// The lease store failed.
+    #[error("lease store failed: {0}")]
+    Store(LeaseError),
+}
+
+fn checkpoint_for(position: InitialPosition) -> ExtendedSequenceNumber {
+    match position {
+        InitialPosition::Latest => ExtendedSequenceNumber::Latest,
+        InitialPosition::TrimHorizon => ExtendedSequenceNumber::TrimHorizon,
+        InitialPosition::AtTimestamp(_) => ExtendedSequenceNumber::AtTimestamp,
+    }
+}
+
+/// The lease of a new shard.
+pub(crate) fn new_lease(
+    shard: &ShardId,
+    parents: Vec<ShardId>,
+    range: crate::model::HashKeyRange,
+    checkpoint: ExtendedSequenceNumber,
+) -> Lease {
+    let mut lease = Lease::new(shard, checkpoint);
+    lease.parent_shard_ids = parents;
+    lease.hash_key_range = Some(range);
+    lease
+}
+
+/// Lists the stream's shards and the lease table; creates leases for shards that lack one;
+/// deletes leases that are finished (SHARD_END, every child started, no parent left) or whose
+/// shard no longer exists.
+///
+/// A shard whose ancestor has a lease starts at TRIM_HORIZON (its records follow the
+/// ancestor's); any other shard starts at the application's initial position — for `Latest`
+/// only open shards get one, for the others every retained shard does, so children wait for
+/// their parents.
+pub async fn sync_shards(
+    kinesis: &dyn KinesisDataPlane,
+    store: &dyn LeaseStore,
+    stream: &StreamIdentity,
+    initial_position: InitialPosition,
+) -> Result<SyncReport, SyncError> {
+    let shards = kinesis
+        .list_all_shards(stream, None)
+        .await
+        .map_err(|e| match e {
+            KinesisError::ResourceNotFound { .. } => SyncError::StreamGone {
+                stream: stream.name.to_string(),
+                source: e,
+            },
+            e => SyncError::Kinesis(e),
+        })?;
+    let listing = store.list().await.map_err(SyncError::Store)?;
+    let leases: BTreeMap<String, Lease> = listing
+        .leases
+        .into_iter()
+        .map(|l| (l.key.clone(), l))
+        .collect();
+    let by_id: BTreeMap<&ShardId, &Shard> = shards.iter().map(|s| (&s.id, s)).collect();
+    let has_leased_ancestor = |shard: &Shard| {
+        let mut stack: Vec<&ShardId> = shard.parents().collect();
+        let mut seen = BTreeSet::new();
+        while let Some(p) = stack.pop() {
+            if !seen.insert(p) {
+                continue;
+            }
+            if leases.contains_key(p.as_str()) {
+                return true;
+            }
+            if let Some(parent) = by_id.get(p) {
+                stack.extend(parent.parents());
+            }
+        }
+        false
+    };
+    let mut report = SyncReport::default();
+    for shard in &shards {
+        if leases.contains_key(shard.id.as_str()) {
+            continue;
+        }
+        let checkpoint = if has_leased_ancestor(shard) {
+            ExtendedSequenceNumber::TrimHorizon
+        } else if matches!(initial_position, InitialPosition::Latest) && !shard.is_open() {
+            continue;
+        } else {
+            checkpoint_for(initial_position)
+        };
+        let lease = new_lease(
+            &shard.id,
+            shard.parents().cloned().collect(),
+            shard.hash_key_range,
+            checkpoint,
+        );
+        match store.create_if_absent(&lease).await {
+            Ok(()) => {
+                info!(shard_id = %shard.id, checkpoint = %lease.checkpoint, "lease created");
+                report.created.push(lease.key);
+            }
+            Err(LeaseError::ConditionFailed { .. }) => {}
+            Err(e) => return Err(SyncError::Store(e)),
+        }
+    }
+    for lease in leases.values() {
+        let shard = by_id.get(&lease.shard_id()).copied();
+        let delete = match shard {
+            None => {
+                if !lease.is_shard_end() {
+                    warn!(lease_key = %lease.key, checkpoint = %lease.checkpoint, "shard of lease no longer exists (past retention); deleting the lease");
+                }
+                true
+            }
+            Some(shard) if lease.is_shard_end() => finished(lease, shard, &shards, &leases),
+            Some(_) => false,
+        };
+        if delete {
+            match store.delete(lease).await {
+                Ok(()) => {
+                    debug!(lease_key = %lease.key, "finished lease deleted");
+                    report.deleted.push(lease.key.clone());
+                }
+                // Renewed or changed since the listing: try again at the next sync.
+                Err(e) if e.is_lost() => {}
+                Err(e) => return Err(SyncError::Store(e)),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// A SHARD_END lease can go once each child's lease exists and has started, and none of its own
+/// parents still has a lease (so the chain is cleaned oldest first).
+fn finished(
+    lease: &Lease,
+    shard: &Shard,
+    shards: &[Shard],
+    leases: &BTreeMap<String, Lease>,
+) -> bool {
+    let children: Vec<&Shard> = shards
+        .iter()
+        .filter(|s| s.parents().any(|p| *p == shard.id))
+        .collect();
+    let children_started = !children.is_empty()
+        && children.iter().all(|c| {
+            leases.get(c.id.as_str()).is_some_and(|l| {
+                !matches!(
+                    l.checkpoint,
+                    ExtendedSequenceNumber::TrimHorizon
+                        | ExtendedSequenceNumber::Latest
+                        | ExtendedSequenceNumber::AtTimestamp
+                )
+            })
+        });
+    let parents_gone = lease
+        .parent_shard_ids
+        .iter()
+        .all(|p| !leases.contains_key(p.as_str()));
+    children_started && parents_gone
+}
+
+/// Creates the leases of a closed shard's children (TRIM_HORIZON, parents recorded) and records
+/// them on the parent. Children that already have a lease (the other parent of a merge, or a
+/// shard sync) are left alone.
+pub(crate) async fn create_child_leases(
+    store: &dyn LeaseStore,
+    parent_key: &str,
+    children: &[ChildShard],
+) -> Result<(), LeaseError> {
+    for child in children {
+        let lease = new_lease(
+            &child.id,
+            child.parents.clone(),
+            child.hash_key_range,
+            ExtendedSequenceNumber::TrimHorizon,
+        );
+        match store.create_if_absent(&lease).await {
+            Ok(()) => info!(shard_id = %child.id, parent = %parent_key, "child lease created"),
+            Err(LeaseError::ConditionFailed { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if !children.is_empty() {
+        let ids: Vec<ShardId> = children.iter().map(|c| c.id.clone()).collect();
+        store.set_child_shards(parent_key, &ids).await?;
+    }
+    Ok(())
+}
+
+/// Whether every parent of a lease has finished: its lease is at SHARD_END, or gone (cleaned up
+/// after finishing, or never leased under `Latest`).
+pub(crate) async fn parents_done(
+    store: &dyn LeaseStore,
+    lease: &Lease,
+) -> Result<bool, LeaseError> {
+    for parent in &lease.parent_shard_ids {
+        if let Some(p) = store.get(parent.as_str()).await?
+            && !p.is_shard_end()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,8 @@
+//! Shards: the consumer task per held lease, the processor failure policy, and lineage.
+
+pub(crate) mod consumer;
+mod failure;
+pub mod lineage;
+
+pub use consumer::{CheckpointPolicy, ShutdownReason};
+pub use failure::{DeadLetterHandler, FailurePolicy, ProcessorFailure};
