@@ -45,8 +45,8 @@ impl ShardRecordProcessor for Recorder {
         input: ProcessRecordsInput<'_>,
     ) -> Result<(), ProcessorError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.fail_every.is_some_and(|k| n % k == 0) {
-            if n % 2 == 0 {
+        if self.fail_every.is_some_and(|k| n.is_multiple_of(k)) {
+            if n.is_multiple_of(2) {
                 panic!("injected panic on call {n}");
             }
             return Err(format!("injected failure on call {n}").into());
