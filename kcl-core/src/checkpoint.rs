@@ -149,6 +149,16 @@ impl Checkpointer {
         &mut self,
         position: ExtendedSequenceNumber,
     ) -> Result<(), CheckpointError> {
+        if self.last == ExtendedSequenceNumber::ShardEnd
+            && self.at_shard_end
+            && self
+                .largest_delivered
+                .as_ref()
+                .is_some_and(|l| position <= *l)
+        {
+            // The end of the shard is already recorded: any position within it is covered.
+            return Ok(());
+        }
         let position = self.validate(position)?;
         self.write(position).await
     }

@@ -1,126 +1,121 @@
-//! Quickstart on the embedded in-memory engine: no AWS account, no emulator.
+//! Quickstart: a real consumer fleet on the embedded in-memory engine and lease store — no AWS
+//! account, no emulator.
 //!
-//! A producer writes keyed records (some packed as KPL aggregates) into a 2-shard stream, one
-//! shard splits and two shards merge mid-run, then the stream is read back through its shard
-//! lineage — parents before children — and unpacked. The run checks that every record arrived
-//! once and in order per partition key, and prints a summary.
+//! A producer writes keyed records (some packed as KPL aggregates) into a 4-shard stream while
+//! three workers share it; one shard splits mid-run; when every record has been processed the
+//! workers shut down gracefully. The run checks that every record was processed exactly once and
+//! in order per partition key, and prints a summary.
 //!
 //! `cargo run -p kcl-examples --bin quickstart`
-//!
-//! Until the scheduler lands this reads the lineage with `drain_stream`; it will become a real
-//! consumer (leases, checkpoints, several workers) without changing how it is run.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use async_trait::async_trait;
 use bytes::Bytes;
-use kcl_core::aggregation::{Aggregator, Deaggregator};
+use kcl_core::aggregation::Aggregator;
 use kcl_core::engine::{InMemoryKinesis, PutRecordEntry};
-use kcl_core::kinesis::{KinesisDataPlane, ShardFilter, drain_stream};
+use kcl_core::lease::{InMemoryLeaseStore, LeaseStore};
+use kcl_core::model::{InitialPosition, ShardId};
+use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardRecordProcessor};
+use kcl_core::retrieval::PollingConfig;
+use kcl_core::scheduler::{RetrievalMode, SchedulerBuilder};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
-const KEYS: usize = 50;
-const ROUNDS_PER_PHASE: usize = 40;
+const KEYS: usize = 40;
+const ROUNDS: usize = 50;
+
+/// What every processor saw: per partition key, the values in the order processed, and which
+/// worker processed how many.
+#[derive(Default)]
+struct Seen {
+    by_key: BTreeMap<String, Vec<u64>>,
+    by_worker: BTreeMap<String, usize>,
+}
+
+/// The application: a dozen lines.
+struct Counter {
+    worker: String,
+    seen: Arc<Mutex<Seen>>,
+}
+
+#[async_trait]
+impl ShardRecordProcessor for Counter {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
+        {
+            let mut seen = self.seen.lock();
+            for r in input.records {
+                let value: u64 = std::str::from_utf8(&r.data)?.parse()?;
+                seen.by_key
+                    .entry(r.partition_key.to_string())
+                    .or_default()
+                    .push(value);
+            }
+            *seen.by_worker.entry(self.worker.clone()).or_default() += input.records.len();
+        }
+        input.checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    let started = Instant::now();
     let kinesis = InMemoryKinesis::new();
-    let stream = kinesis.create_stream("quickstart", 2)?;
+    let stream = kinesis.create_stream("quickstart", 4)?;
+    let store: Arc<dyn LeaseStore> = Arc::new(InMemoryLeaseStore::new());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+
+    let mut workers = Vec::new();
+    for w in ["worker-a", "worker-b", "worker-c"] {
+        let seen = seen.clone();
+        let scheduler = SchedulerBuilder::new(stream.clone(), "quickstart")
+            .worker_id(w)
+            .lease_store(store.clone())
+            .kinesis(Arc::new(kinesis.clone()))
+            .initial_position(InitialPosition::TrimHorizon)
+            .failover_time(Duration::from_secs(3))
+            .parent_shard_poll_interval(Duration::from_millis(200))
+            .retrieval(RetrievalMode::Polling(PollingConfig {
+                idle_time_between_reads: Duration::from_millis(200),
+                ..Default::default()
+            }))
+            .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+                Box::new(Counter {
+                    worker: w.to_string(),
+                    seen: seen.clone(),
+                })
+            })
+            .build()?;
+        let stop = CancellationToken::new();
+        workers.push((w, stop.clone(), tokio::spawn(scheduler.run(stop))));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Produce; split a shard half-way through.
     let mut sent: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut next = 0u64;
-
-    for phase in 0..3 {
-        produce(&kinesis, &mut sent, &mut next).await?;
-        let open = kinesis
-            .list_all_shards(&stream, Some(ShardFilter::AtLatest))
-            .await?;
-        match phase {
-            0 => {
-                let children = kinesis.split_shard_evenly("quickstart", &open[0].id)?;
-                println!(
-                    "split {} into {} and {}",
-                    open[0].id, children[0], children[1]
-                );
-            }
-            1 => {
-                // After the split the open shards are, in hash order: child, child, original.
-                let mut by_range = open.clone();
-                by_range.sort_by_key(|s| s.hash_key_range);
-                let child = kinesis.merge_shards("quickstart", &by_range[1].id, &by_range[2].id)?;
-                println!(
-                    "merged {} and {} into {child}",
-                    by_range[1].id, by_range[2].id
-                );
-            }
-            _ => {}
-        }
-    }
-
-    let (per_shard, order) = drain_stream(&kinesis, &stream).await?;
-    let shards = kinesis.list_all_shards(&stream, None).await?;
-    let deaggregator = Deaggregator::new();
-    let mut received: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    println!(
-        "\n{:<22} {:<44} {:>8} {:>8}",
-        "shard (read order)", "parents", "kinesis", "user"
-    );
-    for id in &order {
-        let shard = shards
-            .iter()
-            .find(|s| &s.id == id)
-            .context("listed shard")?;
-        let (users, report) = deaggregator.deaggregate(per_shard[id].iter().cloned());
-        let parents: Vec<String> = shard.parents().map(ToString::to_string).collect();
-        println!(
-            "{:<22} {:<44} {:>8} {:>8}",
-            id.to_string(),
-            parents.join(" + "),
-            report.kinesis_records,
-            report.user_records
-        );
-        for r in users {
-            let value: u64 = std::str::from_utf8(&r.data)?.parse()?;
-            received
-                .entry(r.partition_key.to_string())
-                .or_default()
-                .push(value);
-        }
-    }
-    let total: usize = received.values().map(Vec::len).sum();
-    ensure!(
-        received == sent,
-        "records lost, duplicated or out of order per key"
-    );
-    println!(
-        "\n{total} user records over {} partition keys: every one delivered once, in order per key",
-        sent.len()
-    );
-    Ok(())
-}
-
-/// Puts records round-robin over `KEYS` keys; every fourth round sends each key a KPL aggregate
-/// of `PER_AGGREGATE` consecutive records instead of one plain record. An aggregate holds one
-/// key, as the KPL's shard-aware aggregation guarantees: mixing keys of different shards in one
-/// aggregate would put some of them in the wrong shard.
-async fn produce(
-    kinesis: &InMemoryKinesis,
-    sent: &mut BTreeMap<String, Vec<u64>>,
-    next: &mut u64,
-) -> anyhow::Result<()> {
-    const PER_AGGREGATE: usize = 5;
     let mut aggregator = Aggregator::new();
-    for round in 0..ROUNDS_PER_PHASE {
+    for round in 0..ROUNDS {
         for k in 0..KEYS {
             let key = format!("device-{k}");
-            let count = if round % 4 == 3 { PER_AGGREGATE } else { 1 };
+            // Every fifth round, each key sends a KPL aggregate of three records.
+            let count = if round % 5 == 4 { 3 } else { 1 };
             for _ in 0..count {
-                sent.entry(key.clone()).or_default().push(*next);
+                sent.entry(key.clone()).or_default().push(next);
                 let data = Bytes::from(next.to_string());
-                *next += 1;
+                next += 1;
                 if count == 1 {
                     kinesis
                         .put_record("quickstart", PutRecordEntry::new(&key, data))
@@ -135,6 +130,57 @@ async fn produce(
                     .await?;
             }
         }
+        if round == ROUNDS / 2 {
+            let children = kinesis.split_shard_evenly("quickstart", &ShardId::from_index(1))?;
+            println!(
+                "split shardId-000000000001 into {} and {}",
+                children[0], children[1]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
     }
+    let total = next as usize;
+    println!("produced {total} records over {KEYS} partition keys");
+
+    // Wait until everything was processed, then shut down gracefully.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let processed: usize = seen.lock().by_key.values().map(Vec::len).sum();
+        if processed >= total {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "only {processed} of {total} records processed in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (_, stop, _) in &workers {
+        stop.cancel();
+    }
+    for (w, _, run) in workers {
+        let report = run.await.context("worker task")??;
+        println!(
+            "{w}: stopped ({:?}), shards processed to their end: {}",
+            report.end, report.shards_ended
+        );
+    }
+
+    let seen = seen.lock();
+    for (w, n) in &seen.by_worker {
+        println!("{w} processed {n} records");
+    }
+    let duplicates = seen.by_key.values().map(Vec::len).sum::<usize>() - total;
+    ensure!(
+        seen.by_key == sent,
+        "records lost, duplicated or out of order per key"
+    );
+    let leases = store.list().await?.leases;
+    println!(
+        "\n{total} records, {duplicates} duplicates, in order per key; {} leases, all released: {}; {:.1} s",
+        leases.len(),
+        leases.iter().all(|l| l.owner.is_none()),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
