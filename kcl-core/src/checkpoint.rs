@@ -6,7 +6,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use bytes::Bytes;
 
-use crate::lease::{CheckpointUpdate, HeldLeaseError, LeaseCoordinator, LeaseError};
+use crate::lease::{CheckpointUpdate, HeldLeaseError, LeaseCoordinator, LeaseError, LeaseToken};
 use crate::model::{ExtendedSequenceNumber, SequenceNumber};
 
 /// A checkpoint that was not written.
@@ -62,6 +62,7 @@ enum Mode {
 #[derive(Debug)]
 pub struct Checkpointer {
     key: String,
+    token: LeaseToken,
     coordinator: Arc<LeaseCoordinator>,
     mode: Mode,
     last: ExtendedSequenceNumber,
@@ -73,12 +74,14 @@ pub struct Checkpointer {
 impl Checkpointer {
     pub(crate) fn new(
         key: String,
+        token: LeaseToken,
         coordinator: Arc<LeaseCoordinator>,
         last: ExtendedSequenceNumber,
         seed: u64,
     ) -> Self {
         Self {
             key,
+            token,
             coordinator,
             mode: Mode::Holding,
             last,
@@ -103,8 +106,8 @@ impl Checkpointer {
         self.largest_delivered = position;
     }
 
-    pub(crate) fn set_at_shard_end(&mut self) {
-        self.at_shard_end = true;
+    pub(crate) fn set_at_shard_end(&mut self, at_end: bool) {
+        self.at_shard_end = at_end;
     }
 
     pub(crate) fn hand_off(&mut self) {
@@ -273,7 +276,11 @@ impl Checkpointer {
             .with_jitter_seed(self.seed)
             .build();
         loop {
-            match self.coordinator.checkpoint(&self.key, update.clone()).await {
+            match self
+                .coordinator
+                .checkpoint(&self.key, self.token, update.clone())
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(HeldLeaseError::NotHeld { .. }) => {
                     self.mode = Mode::Closed;

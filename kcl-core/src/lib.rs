@@ -29,3 +29,5 @@ pub mod retrieval;
 pub mod routing;
 pub mod scheduler;
 pub mod shard;
+#[cfg(feature = "simulation")]
+pub mod simulation;

@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    let seen = seen.lock();
+    let seen = std::mem::take(&mut *seen.lock());
     for (w, n) in &seen.by_worker {
         println!("{w} processed {n} records");
     }

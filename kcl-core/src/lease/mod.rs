@@ -20,7 +20,7 @@ mod store;
 
 pub use coordinator::{
     CoordinatorConfig, CoordinatorConfigError, HeldLeaseError, LeaseCoordinator, LeaseEvent,
-    LostReason,
+    LeaseToken, LostReason,
 };
 pub use error::LeaseError;
 pub use memory::{InMemoryLeaseStore, LeaseOperation, LeaseStoreStats};

@@ -34,7 +34,7 @@ use tracing::{error, info, warn};
 pub use config::{RetrievalMode, SchedulerBuilder, SchedulerConfig, SchedulerConfigError};
 
 use crate::kinesis::KinesisDataPlane;
-use crate::lease::{LeaseCoordinator, LeaseEvent, LeaseStore, LostReason};
+use crate::lease::{Lease, LeaseCoordinator, LeaseEvent, LeaseStore, LeaseToken, LostReason};
 use crate::processor::{ShardInfo, ShardRecordProcessorFactory};
 use crate::retrieval::SharedRetrieval;
 use crate::shard::ShutdownReason;
@@ -90,6 +90,7 @@ impl std::fmt::Debug for Scheduler {
 
 struct Running {
     signal: watch::Sender<ShutdownReason>,
+    token: LeaseToken,
 }
 
 impl Scheduler {
@@ -133,27 +134,31 @@ impl Scheduler {
         ));
         info!(worker_id = %worker_id, stream = %self.config.stream, "scheduler started");
 
-        let mut running: BTreeMap<String, Running> = BTreeMap::new();
-        let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
+        let ctx = Context {
+            coordinator: coordinator.clone(),
+            settings,
+        };
+        let mut consumers = Consumers::default();
         let mut shards_ended = 0;
         let end = loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break RunEnd::ShutdownRequested,
                 Some(()) = gone_rx.recv() => break RunEnd::StreamDeleted,
-                Some(event) = events.recv() => self.on_event(event, &coordinator, &settings, &mut running, &mut tasks),
-                Some(done) = tasks.join_next() => {
-                    if self.on_done(done, &coordinator, &mut running).await {
+                Some(event) = events.recv() => self.on_event(event, &ctx, &mut consumers),
+                Some(done) = consumers.tasks.join_next() => {
+                    if self.on_done(done, &ctx, &mut consumers, true).await {
                         shards_ended += 1;
                     }
                 }
             }
         };
-        info!(worker_id = %worker_id, ?end, consumers = running.len(), "scheduler shutting down");
+        info!(worker_id = %worker_id, ?end, consumers = consumers.running.len(), "scheduler shutting down");
         sync_stop.cancel();
         let _ = sync_task.await;
         coordinator.stop_taking();
-        for r in running.values() {
+        consumers.pending.clear();
+        for r in consumers.running.values() {
             r.signal
                 .send_if_modified(|s| raise(s, ShutdownReason::Requested));
         }
@@ -162,9 +167,9 @@ impl Scheduler {
         loop {
             tokio::select! {
                 biased;
-                done = tasks.join_next() => match done {
+                done = consumers.tasks.join_next() => match done {
                     Some(done) => {
-                        if self.on_done(done, &coordinator, &mut running).await {
+                        if self.on_done(done, &ctx, &mut consumers, false).await {
                             shards_ended += 1;
                         }
                     }
@@ -173,16 +178,16 @@ impl Scheduler {
                 Some(event) = events.recv() => {
                     // Losses during shutdown must still reach the consumers.
                     if let LeaseEvent::Lost { key, .. } = event
-                        && let Some(r) = running.get(&key)
+                        && let Some(r) = consumers.running.get(&key)
                     {
                         r.signal.send_if_modified(|s| raise(s, ShutdownReason::LeaseLost));
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    aborted = tasks.len();
+                    aborted = consumers.tasks.len();
                     warn!(worker_id = %worker_id, consumers = aborted, "shutdown timeout: aborting shard consumers");
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
+                    consumers.tasks.abort_all();
+                    while consumers.tasks.join_next().await.is_some() {}
                     break;
                 }
             }
@@ -196,94 +201,128 @@ impl Scheduler {
         })
     }
 
-    fn on_event(
-        &self,
-        event: LeaseEvent,
-        coordinator: &Arc<LeaseCoordinator>,
-        settings: &Arc<ConsumerSettings>,
-        running: &mut BTreeMap<String, Running>,
-        tasks: &mut JoinSet<(String, Outcome)>,
-    ) {
+    fn spawn(&self, consumers: &mut Consumers, lease: Lease, token: LeaseToken, ctx: &Context) {
+        let info = ShardInfo {
+            stream: self.config.stream.clone(),
+            shard_id: lease.shard_id(),
+            lease_key: lease.key.clone(),
+            parent_shard_ids: lease.parent_shard_ids.clone(),
+        };
+        let (signal, receiver) = watch::channel(ShutdownReason::None);
+        let consumer = ShardConsumer {
+            processor: self.factory.create(&info),
+            info,
+            lease: lease.clone(),
+            token,
+            coordinator: ctx.coordinator.clone(),
+            store: self.store.clone(),
+            kinesis: self.kinesis.clone(),
+            retrieval: self.retrieval.clone(),
+            settings: ctx.settings.clone(),
+            signal: receiver,
+        };
+        let key = lease.key.clone();
+        consumers
+            .tasks
+            .spawn(async move { (key, consumer.run().await) });
+        consumers
+            .running
+            .insert(lease.key, Running { signal, token });
+    }
+
+    fn on_event(&self, event: LeaseEvent, ctx: &Context, consumers: &mut Consumers) {
         match event {
-            LeaseEvent::Gained(lease) => {
-                if running.contains_key(&lease.key) {
-                    return;
+            LeaseEvent::Gained { lease, token } => match consumers.running.get(&lease.key) {
+                // A consumer of an earlier holding is still winding down: it must stop (its
+                // checkpoints are fenced by its token anyway); the new one starts after it.
+                Some(r) => {
+                    r.signal
+                        .send_if_modified(|s| raise(s, ShutdownReason::LeaseLost));
+                    consumers.pending.insert(lease.key.clone(), (lease, token));
                 }
-                let info = ShardInfo {
-                    stream: self.config.stream.clone(),
-                    shard_id: lease.shard_id(),
-                    lease_key: lease.key.clone(),
-                    parent_shard_ids: lease.parent_shard_ids.clone(),
-                };
-                let (signal, receiver) = watch::channel(ShutdownReason::None);
-                let consumer = ShardConsumer {
-                    processor: self.factory.create(&info),
-                    info,
-                    lease: lease.clone(),
-                    coordinator: coordinator.clone(),
-                    store: self.store.clone(),
-                    retrieval: self.retrieval.clone(),
-                    settings: settings.clone(),
-                    signal: receiver,
-                };
-                let key = lease.key.clone();
-                tasks.spawn(async move { (key, consumer.run().await) });
-                running.insert(lease.key, Running { signal });
-            }
+                None => self.spawn(consumers, lease, token, ctx),
+            },
             LeaseEvent::Lost { key, reason } => {
+                consumers.pending.remove(&key);
                 if reason == LostReason::Released {
                     return;
                 }
-                if let Some(r) = running.get(&key) {
+                if let Some(r) = consumers.running.get(&key) {
                     r.signal
                         .send_if_modified(|s| raise(s, ShutdownReason::LeaseLost));
                 }
             }
-            LeaseEvent::HandingOff { lease } => match running.get(&lease.key) {
-                Some(r) => {
-                    r.signal
-                        .send_if_modified(|s| raise(s, ShutdownReason::HandingOff));
+            LeaseEvent::HandingOff { lease } => {
+                consumers.pending.remove(&lease.key);
+                match consumers.running.get(&lease.key) {
+                    Some(r) => {
+                        r.signal
+                            .send_if_modified(|s| raise(s, ShutdownReason::HandingOff));
+                    }
+                    None => {
+                        // Nothing is processing it (e.g. the shard already ended): end the hand-off now.
+                        let coordinator = ctx.coordinator.clone();
+                        tokio::spawn(async move {
+                            let _ = coordinator.finish_hand_off(&lease.key, None).await;
+                        });
+                    }
                 }
-                None => {
-                    // Nothing is processing it (e.g. the shard already ended): end the hand-off now.
-                    let coordinator = coordinator.clone();
-                    tokio::spawn(async move {
-                        let _ = coordinator.finish_hand_off(&lease.key, None).await;
-                    });
-                }
-            },
+            }
         }
     }
 
-    /// Bookkeeping when a consumer task ends; true if it processed its shard to the end.
+    /// Bookkeeping when a consumer task ends; true if it processed its shard to the end. A
+    /// holding gained while it was winding down starts now, unless the worker is stopping.
     async fn on_done(
         &self,
         done: Result<(String, Outcome), tokio::task::JoinError>,
-        coordinator: &LeaseCoordinator,
-        running: &mut BTreeMap<String, Running>,
+        ctx: &Context,
+        consumers: &mut Consumers,
+        accepting: bool,
     ) -> bool {
         match done {
             Ok((key, outcome)) => {
-                running.remove(&key);
+                consumers.running.remove(&key);
+                if let Some((lease, token)) = consumers.pending.remove(&key)
+                    && accepting
+                {
+                    self.spawn(consumers, lease, token, ctx);
+                }
                 outcome == Outcome::ShardEnded
             }
             Err(e) => {
                 // Panics in processors are contained inside the consumer; this is a bug in
                 // kcl-rs itself. Release every lease whose consumer vanished so others retry.
                 error!(error = %e, "shard consumer task failed");
-                let orphans: Vec<String> = running
+                let orphans: Vec<(String, LeaseToken)> = consumers
+                    .running
                     .iter()
                     .filter(|(_, r)| r.signal.is_closed())
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, r)| (k.clone(), r.token))
                     .collect();
-                for key in orphans {
-                    running.remove(&key);
-                    let _ = coordinator.release(&key).await;
+                for (key, token) in orphans {
+                    consumers.running.remove(&key);
+                    let _ = ctx.coordinator.release(&key, Some(token)).await;
                 }
                 false
             }
         }
     }
+}
+
+/// What the event handlers share.
+struct Context {
+    coordinator: Arc<LeaseCoordinator>,
+    settings: Arc<ConsumerSettings>,
+}
+
+/// The shard consumers of a running scheduler.
+#[derive(Default)]
+struct Consumers {
+    running: BTreeMap<String, Running>,
+    /// Holdings gained while a consumer of an earlier holding was still stopping.
+    pending: BTreeMap<String, (Lease, LeaseToken)>,
+    tasks: JoinSet<(String, Outcome)>,
 }
 
 /// Raises the shutdown reason; never lowers it.

@@ -15,7 +15,8 @@ use super::failure::{FailurePolicy, ProcessorFailure};
 use super::lineage::{create_child_leases, parents_done};
 use crate::aggregation::{Deaggregator, HashRangePolicy};
 use crate::checkpoint::Checkpointer;
-use crate::lease::{Lease, LeaseCoordinator, LeaseStore};
+use crate::kinesis::KinesisDataPlane;
+use crate::lease::{Lease, LeaseCoordinator, LeaseStore, LeaseToken};
 use crate::model::{
     ExtendedSequenceNumber, HashKeyRange, InitialPosition, SequenceNumberRange, Shard,
     StreamIdentity,
@@ -80,8 +81,10 @@ pub(crate) enum Outcome {
 pub(crate) struct ShardConsumer {
     pub(crate) info: ShardInfo,
     pub(crate) lease: Lease,
+    pub(crate) token: LeaseToken,
     pub(crate) coordinator: Arc<LeaseCoordinator>,
     pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) kinesis: Arc<dyn KinesisDataPlane>,
     pub(crate) retrieval: SharedRetrieval,
     pub(crate) processor: Box<dyn ShardRecordProcessor>,
     pub(crate) settings: Arc<ConsumerSettings>,
@@ -120,6 +123,7 @@ impl ShardConsumer {
         let seed = seed_for(self.settings.seed, &key);
         let mut checkpointer = Checkpointer::new(
             key.clone(),
+            self.token,
             self.coordinator.clone(),
             self.lease.checkpoint.clone(),
             seed,
@@ -127,7 +131,14 @@ impl ShardConsumer {
 
         // Waiting on parents.
         loop {
-            match parents_done(self.store.as_ref(), &self.lease).await {
+            match parents_done(
+                self.store.as_ref(),
+                self.kinesis.as_ref(),
+                &self.settings.stream,
+                &self.lease,
+            )
+            .await
+            {
                 Ok(true) => break,
                 Ok(false) => {
                     debug!(shard_id = %self.info.shard_id, "waiting for parent shards to end")
@@ -265,7 +276,7 @@ impl ShardConsumer {
             checkpointer.set_largest_delivered(Some(last.extended_sequence_number()));
         }
         if batch.shard_end.is_some() {
-            checkpointer.set_at_shard_end();
+            checkpointer.set_at_shard_end(true);
         }
         let mut backoff = self.backoff(seed_for(self.settings.seed, &self.lease.key) ^ 1);
         loop {
@@ -302,8 +313,9 @@ impl ShardConsumer {
                         .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
                         .await;
                     if reason != ShutdownReason::None {
-                        // The batch was not processed: it must not count as delivered.
-                        checkpointer.set_largest_delivered(previous);
+                        // The batch was not processed: neither its records nor the shard end count as delivered.
+                        checkpointer.set_largest_delivered(previous.clone());
+                        checkpointer.set_at_shard_end(false);
                         return Some(Stop::Shutdown(reason));
                     }
                 }
@@ -324,13 +336,17 @@ impl ShardConsumer {
                             .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
                             .await;
                         if reason != ShutdownReason::None {
-                            checkpointer.set_largest_delivered(previous);
+                            // The batch was not processed: neither its records nor the shard end count as delivered.
+                            checkpointer.set_largest_delivered(previous.clone());
+                            checkpointer.set_at_shard_end(false);
                             return Some(Stop::Shutdown(reason));
                         }
                     }
                 }
                 FailurePolicy::StopShard => {
-                    checkpointer.set_largest_delivered(previous);
+                    // The batch was not processed: neither its records nor the shard end count as delivered.
+                    checkpointer.set_largest_delivered(previous.clone());
+                    checkpointer.set_at_shard_end(false);
                     return Some(Stop::Failed);
                 }
             }
@@ -344,7 +360,7 @@ impl ShardConsumer {
         children: Vec<crate::model::ChildShard>,
         checkpointer: &mut Checkpointer,
     ) -> Outcome {
-        checkpointer.set_at_shard_end();
+        checkpointer.set_at_shard_end(true);
         let mut backoff = self.backoff(seed_for(self.settings.seed, &self.lease.key) ^ 2);
         loop {
             if let Err(e) =
@@ -443,7 +459,7 @@ impl ShardConsumer {
                     // The processor wrote nothing: end the hand-off so the new owner starts now.
                     let _ = self.coordinator.finish_hand_off(&key, None).await;
                 } else if reason == ShutdownReason::Requested {
-                    let _ = self.coordinator.release(&key).await;
+                    let _ = self.coordinator.release(&key, Some(self.token)).await;
                 }
                 checkpointer.close();
                 info!(shard_id = %self.info.shard_id, ?reason, "shard consumer stopped");
@@ -465,7 +481,10 @@ impl ShardConsumer {
                     .await;
             }
             ShutdownReason::Requested => {
-                let _ = self.coordinator.release(&self.lease.key).await;
+                let _ = self
+                    .coordinator
+                    .release(&self.lease.key, Some(self.token))
+                    .await;
             }
             _ => {}
         }
@@ -476,7 +495,10 @@ impl ShardConsumer {
     async fn stop_failed(self, checkpointer: &mut Checkpointer) -> Outcome {
         checkpointer.close();
         error!(shard_id = %self.info.shard_id, "failure policy stopped the shard; releasing its lease");
-        let _ = self.coordinator.release(&self.lease.key).await;
+        let _ = self
+            .coordinator
+            .release(&self.lease.key, Some(self.token))
+            .await;
         Outcome::Failed
     }
 

@@ -65,9 +65,10 @@ pub(crate) fn new_lease(
 /// shard no longer exists.
 ///
 /// A shard whose ancestor has a lease starts at TRIM_HORIZON (its records follow the
-/// ancestor's); any other shard starts at the application's initial position — for `Latest`
-/// only open shards get one, for the others every retained shard does, so children wait for
-/// their parents.
+/// ancestor's). A closed shard with no leased ancestor but a leased descendant was processed and
+/// cleaned up, and gets none. Any other shard starts at the application's initial position — for
+/// `Latest` only open shards get one, for the others every retained shard does, so children wait
+/// for their parents.
 pub async fn sync_shards(
     kinesis: &dyn KinesisDataPlane,
     store: &dyn LeaseStore,
@@ -107,6 +108,28 @@ pub async fn sync_shards(
         }
         false
     };
+    let mut children: BTreeMap<&ShardId, Vec<&ShardId>> = BTreeMap::new();
+    for s in &shards {
+        for p in s.parents() {
+            children.entry(p).or_default().push(&s.id);
+        }
+    }
+    // A closed shard with a leased descendant was processed and its lease cleaned up: it must
+    // not be leased (and read) again.
+    let has_leased_descendant = |shard: &Shard| {
+        let mut stack: Vec<&ShardId> = children.get(&shard.id).cloned().unwrap_or_default();
+        let mut seen = BTreeSet::new();
+        while let Some(c) = stack.pop() {
+            if !seen.insert(c) {
+                continue;
+            }
+            if leases.contains_key(c.as_str()) {
+                return true;
+            }
+            stack.extend(children.get(c).cloned().unwrap_or_default());
+        }
+        false
+    };
     let mut report = SyncReport::default();
     for shard in &shards {
         if leases.contains_key(shard.id.as_str()) {
@@ -114,7 +137,10 @@ pub async fn sync_shards(
         }
         let checkpoint = if has_leased_ancestor(shard) {
             ExtendedSequenceNumber::TrimHorizon
-        } else if matches!(initial_position, InitialPosition::Latest) && !shard.is_open() {
+        } else if !shard.is_open()
+            && (has_leased_descendant(shard) || matches!(initial_position, InitialPosition::Latest))
+        {
+            // Finished and cleaned up (its children are leased), or before a `Latest` start.
             continue;
         } else {
             checkpoint_for(initial_position)
@@ -219,18 +245,63 @@ pub(crate) async fn create_child_leases(
     Ok(())
 }
 
-/// Whether every parent of a lease has finished: its lease is at SHARD_END, or gone (cleaned up
-/// after finishing, or never leased under `Latest`).
+/// Whether every parent of a lease has finished: its lease is at SHARD_END, or it has no lease
+/// and never will — it was cleaned up after finishing, never leased (started `Latest`), or is past
+/// retention. A parent without a lease that has a leased ancestor is not finished: its lease will
+/// be created when that ancestor ends (or at the next shard sync), so the child waits.
 pub(crate) async fn parents_done(
     store: &dyn LeaseStore,
+    kinesis: &dyn KinesisDataPlane,
+    stream: &StreamIdentity,
     lease: &Lease,
-) -> Result<bool, LeaseError> {
+) -> Result<bool, ParentCheckError> {
+    let mut shards: Option<Vec<Shard>> = None;
     for parent in &lease.parent_shard_ids {
-        if let Some(p) = store.get(parent.as_str()).await?
-            && !p.is_shard_end()
-        {
-            return Ok(false);
+        match store.get(parent.as_str()).await? {
+            Some(p) if p.is_shard_end() => {}
+            Some(_) => return Ok(false),
+            None => {
+                if shards.is_none() {
+                    shards = Some(kinesis.list_all_shards(stream, None).await?);
+                }
+                let shards = shards.as_deref().unwrap_or_default();
+                let Some(shard) = shards.iter().find(|s| &s.id == parent) else {
+                    continue;
+                };
+                let leases = store.list().await?.leases;
+                let leased: BTreeSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
+                if leased_ancestor(shard, shards, &leased) {
+                    return Ok(false);
+                }
+            }
         }
     }
     Ok(true)
+}
+
+/// Why the parents of a shard could not be checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ParentCheckError {
+    #[error(transparent)]
+    Store(#[from] LeaseError),
+    #[error(transparent)]
+    Kinesis(#[from] KinesisError),
+}
+
+fn leased_ancestor(shard: &Shard, shards: &[Shard], leased: &BTreeSet<&str>) -> bool {
+    let by_id: BTreeMap<&ShardId, &Shard> = shards.iter().map(|s| (&s.id, s)).collect();
+    let mut stack: Vec<&ShardId> = shard.parents().collect();
+    let mut seen = BTreeSet::new();
+    while let Some(p) = stack.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        if leased.contains(p.as_str()) {
+            return true;
+        }
+        if let Some(parent) = by_id.get(p) {
+            stack.extend(parent.parents());
+        }
+    }
+    false
 }

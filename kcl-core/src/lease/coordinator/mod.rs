@@ -34,8 +34,15 @@ use crate::model::ExtendedSequenceNumber;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum LeaseEvent {
-    /// The lease is this worker's: process the shard from `lease.checkpoint`.
-    Gained(Lease),
+    /// The lease is this worker's: process the shard from `lease.checkpoint`. Checkpoints and
+    /// releases for this holding must present `token`: a lease lost and gained again gets a new
+    /// token, so a consumer left over from the earlier holding cannot write.
+    Gained {
+        /// The lease as stored when gained.
+        lease: Lease,
+        /// Identifies this holding of the lease.
+        token: LeaseToken,
+    },
     /// The lease is gone: stop processing the shard now, without checkpointing.
     Lost {
         /// The lease key.
@@ -50,6 +57,10 @@ pub enum LeaseEvent {
         lease: Lease,
     },
 }
+
+/// Identifies one holding of a lease by this worker (the KCL's concurrency token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseToken(u64);
 
 /// Why a lease was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +114,7 @@ struct Held {
     valid_until: Instant,
     phase: Phase,
     gone: bool,
+    token: LeaseToken,
     /// `valid_until` while ready and not gone, readable without waiting for a write in flight.
     belief: Arc<Mutex<Option<Instant>>>,
 }
@@ -130,6 +142,7 @@ struct Shared {
     config: CoordinatorConfig,
     held: Mutex<BTreeMap<String, Slot>>,
     observed: tokio::sync::Mutex<taker::Observed>,
+    next_token: std::sync::atomic::AtomicU64,
     events: mpsc::UnboundedSender<LeaseEvent>,
 }
 
@@ -166,11 +179,16 @@ impl Shared {
         let key = lease.key.clone();
         let ready = phase == Phase::Ready;
         let belief = Arc::new(Mutex::new(None));
+        let token = LeaseToken(
+            self.next_token
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
         let held = Held {
             lease: lease.clone(),
             valid_until: sent + self.config.failover_time,
             phase,
             gone: false,
+            token,
             belief: belief.clone(),
         };
         held.publish();
@@ -181,7 +199,7 @@ impl Shared {
         self.held.lock().insert(key.clone(), slot);
         if ready {
             info!(worker_id = %self.me(), lease_key = %key, "lease gained");
-            self.emit(LeaseEvent::Gained(lease));
+            self.emit(LeaseEvent::Gained { lease, token });
         } else {
             info!(worker_id = %self.me(), lease_key = %key, "lease stolen gracefully, waiting for the previous owner");
         }
@@ -260,6 +278,7 @@ impl LeaseCoordinator {
             config,
             held: Mutex::new(BTreeMap::new()),
             observed: tokio::sync::Mutex::new(taker::Observed::new()),
+            next_token: std::sync::atomic::AtomicU64::new(1),
             events,
         });
         let (taker_cancel, renewer_cancel) = (CancellationToken::new(), CancellationToken::new());
@@ -320,11 +339,19 @@ impl LeaseCoordinator {
         taker::cycle(&self.shared).await;
     }
 
-    /// Writes a checkpoint of a held lease, fenced: a worker that does not hold the lease gets
-    /// [`HeldLeaseError::NotHeld`] and writes nothing.
+    /// The token of this worker's current holding of `key`, if it holds it.
+    pub async fn token(&self, key: &str) -> Option<LeaseToken> {
+        let entry = self.shared.entry(key)?;
+        let h = entry.lock().await;
+        (!h.gone).then_some(h.token)
+    }
+
+    /// Writes a checkpoint of a held lease, fenced: unless this worker holds the lease under
+    /// `token`, it gets [`HeldLeaseError::NotHeld`] and writes nothing.
     pub async fn checkpoint(
         &self,
         key: &str,
+        token: LeaseToken,
         update: CheckpointUpdate,
     ) -> Result<Lease, HeldLeaseError> {
         let not_held = || HeldLeaseError::NotHeld {
@@ -333,7 +360,11 @@ impl LeaseCoordinator {
         let entry = self.shared.entry(key).ok_or_else(not_held)?;
         let mut h = entry.lock().await;
         for _attempt in 0..2 {
-            if h.gone || h.phase != Phase::Ready || Instant::now() >= h.valid_until {
+            if h.gone
+                || h.token != token
+                || h.phase != Phase::Ready
+                || Instant::now() >= h.valid_until
+            {
                 return Err(not_held());
             }
             match self.shared.store.checkpoint(&h.lease, update.clone()).await {
@@ -364,8 +395,13 @@ impl LeaseCoordinator {
             .await
     }
 
-    /// Releases a held lease so another worker takes it at its next taker cycle.
-    pub async fn release(&self, key: &str) -> Result<(), HeldLeaseError> {
+    /// Releases a held lease so another worker takes it at its next taker cycle. With a
+    /// `token`, only that holding is released (a newer holding of the same lease is left alone).
+    pub async fn release(
+        &self,
+        key: &str,
+        token: Option<LeaseToken>,
+    ) -> Result<(), HeldLeaseError> {
         let entry = self
             .shared
             .entry(key)
@@ -373,7 +409,7 @@ impl LeaseCoordinator {
                 key: key.to_string(),
             })?;
         let mut h = entry.lock().await;
-        if h.gone {
+        if h.gone || token.is_some_and(|t| t != h.token) {
             return Err(HeldLeaseError::NotHeld {
                 key: key.to_string(),
             });
@@ -410,7 +446,7 @@ impl LeaseCoordinator {
     pub async fn shutdown(&self) {
         self.taker_cancel.cancel();
         let keys: Vec<String> = self.shared.entries().into_iter().map(|(k, _)| k).collect();
-        let releases = keys.iter().map(|k| self.release(k));
+        let releases = keys.iter().map(|k| self.release(k, None));
         for (key, result) in keys.iter().zip(futures::future::join_all(releases).await) {
             if let Err(e) = result {
                 warn!(worker_id = %self.shared.me(), lease_key = %key, error = %e, "lease not released; it will expire");

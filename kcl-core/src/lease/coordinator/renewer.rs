@@ -75,5 +75,8 @@ async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
     h.phase = Phase::Ready;
     h.publish();
     tracing::info!(worker_id = %shared.me(), lease_key = %key, "lease gained after hand-off");
-    shared.emit(LeaseEvent::Gained(h.lease.clone()));
+    shared.emit(LeaseEvent::Gained {
+        lease: h.lease.clone(),
+        token: h.token,
+    });
 }

@@ -276,14 +276,15 @@ async fn a_former_owner_cannot_checkpoint() {
     let a = fleet.workers["a"].clone();
     let key = ShardId::from_index(0).to_string();
     let seq = ExtendedSequenceNumber::at(crate::model::SequenceNumber::new("7").unwrap());
-    a.checkpoint(&key, CheckpointUpdate::Commit(seq.clone()))
+    let token = a.token(&key).await.unwrap();
+    a.checkpoint(&key, token, CheckpointUpdate::Commit(seq.clone()))
         .await
         .unwrap();
     // Another worker takes the lease behind a's back.
     let stored = fleet.store.get(&key).await.unwrap().unwrap();
     fleet.store.take(&stored, "b").await.unwrap();
     let err = a
-        .checkpoint(&key, CheckpointUpdate::Commit(seq))
+        .checkpoint(&key, token, CheckpointUpdate::Commit(seq))
         .await
         .unwrap_err();
     assert_eq!(err, HeldLeaseError::NotHeld { key: key.clone() });

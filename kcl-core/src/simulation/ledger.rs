@@ -1,0 +1,157 @@
+//! The ledger of a simulated run, and the invariants checked against it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::{ExtendedSequenceNumber, ShardId};
+
+/// One record the producer put: partition key and its index among that key's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Put {
+    pub(crate) key: String,
+    pub(crate) index: u64,
+    pub(crate) shard: ShardId,
+}
+
+/// One successful `process_records` call.
+#[derive(Debug, Clone)]
+pub(crate) struct Processed {
+    pub(crate) incarnation: u64,
+    pub(crate) shard: ShardId,
+    /// Where this processor instance started (its `initialize` checkpoint).
+    pub(crate) started_at: ExtendedSequenceNumber,
+    /// (key, index, position) of each record, in order.
+    pub(crate) records: Vec<(String, u64, ExtendedSequenceNumber)>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    pub(crate) puts: Vec<Put>,
+    pub(crate) processed: Vec<Processed>,
+    /// Incarnations that crashed or lost a lease, with the shards they held.
+    pub(crate) interrupted: BTreeSet<u64>,
+}
+
+/// What the invariant check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerSummary {
+    /// Records put.
+    pub records_put: u64,
+    /// Record deliveries in successful `process_records` calls (duplicates included).
+    pub deliveries: u64,
+    /// Deliveries of a record that had been processed before.
+    pub duplicates: u64,
+    /// Invariant violations, each described; empty on success.
+    pub violations: Vec<String>,
+}
+
+impl Ledger {
+    /// Checks every invariant of the run.
+    pub(crate) fn check(
+        &self,
+        lineage: &BTreeMap<ShardId, Vec<ShardId>>,
+        checkpoints: &[(String, ExtendedSequenceNumber)],
+    ) -> LedgerSummary {
+        let mut s = LedgerSummary {
+            records_put: self.puts.len() as u64,
+            ..Default::default()
+        };
+        let mut violation = |v: String| {
+            if s.violations.len() < 20 {
+                s.violations.push(v);
+            }
+        };
+        // First processing of each (key, index), as a position in the global processing order.
+        let mut first: BTreeMap<(String, u64), usize> = BTreeMap::new();
+        let mut next_expected: BTreeMap<String, u64> = BTreeMap::new();
+        let mut deliveries = 0u64;
+        let mut duplicates = 0u64;
+        let mut first_of_shard: BTreeMap<ShardId, usize> = BTreeMap::new();
+        for (i, call) in self.processed.iter().enumerate() {
+            first_of_shard.entry(call.shard.clone()).or_insert(i);
+            let mut last_in_call: BTreeMap<&str, u64> = BTreeMap::new();
+            for (key, index, position) in &call.records {
+                deliveries += 1;
+                // Nothing at or before the checkpoint a processor started from is delivered to it.
+                if *position <= call.started_at {
+                    violation(format!(
+                        "{key}#{index} at {position} delivered to a processor that started at {}",
+                        call.started_at
+                    ));
+                }
+                // Within one call, a key's records come in order.
+                if let Some(prev) = last_in_call.insert(key, *index)
+                    && *index <= prev
+                {
+                    violation(format!(
+                        "{key}#{index} after #{prev} in one batch of {}",
+                        call.shard
+                    ));
+                }
+                match first.get(&(key.clone(), *index)) {
+                    Some(_) => duplicates += 1,
+                    None => {
+                        // First processings of a key happen in put order, with no gap.
+                        let expected = next_expected.entry(key.clone()).or_insert(0);
+                        if *index != *expected {
+                            violation(format!(
+                                "{key}#{index} first processed while #{expected} was not yet"
+                            ));
+                        }
+                        *expected = (*expected).max(index + 1);
+                        first.insert((key.clone(), *index), i);
+                    }
+                }
+            }
+        }
+        s.deliveries = deliveries;
+        s.duplicates = duplicates;
+        // At least once.
+        let missing: Vec<&Put> = self
+            .puts
+            .iter()
+            .filter(|p| !first.contains_key(&(p.key.clone(), p.index)))
+            .collect();
+        if !missing.is_empty() {
+            violation(format!(
+                "{} records never processed, e.g. {}#{} in {}",
+                missing.len(),
+                missing[0].key,
+                missing[0].index,
+                missing[0].shard
+            ));
+        }
+        // Children after parents: no child record is processed before every record of its
+        // parents was first processed.
+        let mut last_first_of_shard: BTreeMap<&ShardId, usize> = BTreeMap::new();
+        for p in &self.puts {
+            if let Some(i) = first.get(&(p.key.clone(), p.index)) {
+                let e = last_first_of_shard.entry(&p.shard).or_insert(0);
+                *e = (*e).max(*i);
+            }
+        }
+        for (child, parents) in lineage {
+            let Some(child_first) = first_of_shard.get(child) else {
+                continue;
+            };
+            for parent in parents {
+                if let Some(parent_last) = last_first_of_shard.get(parent)
+                    && child_first < parent_last
+                {
+                    violation(format!(
+                        "{child} processed (call {child_first}) before its parent {parent} finished (call {parent_last})"
+                    ));
+                }
+            }
+        }
+        // Checkpoints never go backwards.
+        let mut last: BTreeMap<&str, &ExtendedSequenceNumber> = BTreeMap::new();
+        for (key, c) in checkpoints {
+            if let Some(prev) = last.insert(key, c)
+                && c < prev
+            {
+                violation(format!("checkpoint of {key} went back from {prev} to {c}"));
+            }
+        }
+        s
+    }
+}

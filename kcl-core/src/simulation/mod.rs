@@ -1,0 +1,452 @@
+//! A deterministic fleet simulation: N workers (full schedulers) on the in-memory engine and
+//! lease store under virtual time, driven by a seeded schedule of crashes, restarts, graceful
+//! stops, splits, merges, GetRecords throttles, lease-store faults and processor failures. A
+//! ledger of every put and every successful `process_records` call checks, after the run:
+//!
+//! - every record put was processed at least once;
+//! - per partition key, records were first processed in put order (within a shard and across
+//!   parent → child), with no gap;
+//! - no child shard record was processed before every record of its parents;
+//! - checkpoints never went backwards;
+//! - nothing at or before the checkpoint a processor started from was delivered to it, so
+//!   duplicates only occur after the last checkpoint of a worker that crashed or lost a lease
+//!   (and a run without crashes, losses or store faults has none).
+//!
+//! The same seed replays the same run exactly (the report carries a digest of the ledger).
+//! `kcl-core/tests/simulation.rs` runs 200 seeds in CI; see the README for longer runs.
+
+mod ledger;
+mod store;
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use ledger::LedgerSummary;
+
+use self::ledger::{Ledger, Processed, Put};
+use self::store::RecordingStore;
+use crate::checkpoint::Checkpointer;
+use crate::engine::{InMemoryKinesis, KinesisOperation, PutRecordEntry};
+use crate::fault::FaultAction;
+use crate::kinesis::{KinesisDataPlane, KinesisError, ShardFilter};
+use crate::lease::{InMemoryLeaseStore, LeaseError, LeaseOperation};
+use crate::model::{ExtendedSequenceNumber, InitialPosition, ShardId};
+use crate::processor::{
+    InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError, ShardInfo,
+    ShardRecordProcessor,
+};
+use crate::retrieval::PollingConfig;
+use crate::scheduler::{RetrievalMode, SchedulerBuilder};
+
+/// Shape of a simulated run. Probabilities apply per schedule step.
+#[derive(Debug, Clone)]
+pub struct SimulationConfig {
+    /// Seed of everything random in the run.
+    pub seed: u64,
+    /// Worker slots.
+    pub workers: usize,
+    /// Shards at the start.
+    pub shards: u32,
+    /// Partition keys the producer cycles through.
+    pub keys: usize,
+    /// Virtual time with faults and events, before the drain phase.
+    pub duration: Duration,
+    /// Time between schedule steps (each step puts a few records and may fire events).
+    pub step: Duration,
+    /// Per step: a running worker crashes (no hand-off).
+    pub crash: f64,
+    /// Per step: a running worker stops gracefully.
+    pub stop: f64,
+    /// Per step: a stopped worker starts again.
+    pub restart: f64,
+    /// Per step: an open shard splits, or two adjacent ones merge.
+    pub reshard: f64,
+    /// Per call: `process_records` fails (an error or a panic).
+    pub processor_failure: f64,
+    /// Per call: a lease-store operation throttles, fails, fails after landing, or is delayed.
+    pub store_fault: f64,
+    /// Per call: GetRecords is throttled.
+    pub throttle: f64,
+}
+
+impl SimulationConfig {
+    /// A small fleet with every kind of event, suitable for hundreds of seeds.
+    pub fn small(seed: u64) -> Self {
+        Self {
+            seed,
+            workers: 3,
+            shards: 3,
+            keys: 12,
+            duration: Duration::from_secs(120),
+            step: Duration::from_secs(1),
+            crash: 0.03,
+            stop: 0.03,
+            restart: 0.2,
+            reshard: 0.04,
+            processor_failure: 0.05,
+            store_fault: 0.02,
+            throttle: 0.05,
+        }
+    }
+}
+
+/// What a simulated run did and found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulationReport {
+    /// The seed.
+    pub seed: u64,
+    /// Ledger counts and invariant violations.
+    pub ledger: LedgerSummary,
+    /// Worker crashes.
+    pub crashes: u64,
+    /// Graceful stops.
+    pub stops: u64,
+    /// Restarts.
+    pub restarts: u64,
+    /// Splits and merges.
+    pub reshards: u64,
+    /// Shards in the final lineage.
+    pub shards: usize,
+    /// Digest of the processing ledger: equal for equal seeds.
+    pub digest: u64,
+}
+
+impl SimulationReport {
+    /// Whether every invariant held.
+    pub fn passed(&self) -> bool {
+        self.ledger.violations.is_empty()
+    }
+}
+
+struct Shared {
+    ledger: Mutex<Ledger>,
+    rng: Mutex<SmallRng>,
+    processor_failure: f64,
+}
+
+struct SimProcessor {
+    shared: Arc<Shared>,
+    incarnation: u64,
+    shard: ShardId,
+    started_at: ExtendedSequenceNumber,
+}
+
+#[async_trait]
+impl ShardRecordProcessor for SimProcessor {
+    async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
+        self.started_at = input.checkpoint;
+        Ok(())
+    }
+
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
+        let roll: f64 = self.shared.rng.lock().random();
+        if roll < self.shared.processor_failure / 2.0 {
+            return Err("simulated processor error".into());
+        }
+        if roll < self.shared.processor_failure {
+            panic!("simulated processor panic");
+        }
+        let records = input
+            .records
+            .iter()
+            .map(|r| {
+                let text = std::str::from_utf8(&r.data).expect("simulation data is text");
+                let (key, index) = text.rsplit_once('#').expect("key#index");
+                (
+                    key.to_string(),
+                    index.parse().expect("index"),
+                    r.extended_sequence_number(),
+                )
+            })
+            .collect();
+        self.shared.ledger.lock().processed.push(Processed {
+            incarnation: self.incarnation,
+            shard: self.shard.clone(),
+            started_at: self.started_at.clone(),
+            records,
+        });
+        // Checkpoint most batches; leaving some unchecked widens the windows for duplicates.
+        if self.shared.rng.lock().random_bool(0.8) {
+            let _ = input.checkpointer.checkpoint().await;
+        }
+        Ok(())
+    }
+
+    async fn lease_lost(&mut self, _input: LeaseLostInput) {
+        self.shared
+            .ledger
+            .lock()
+            .interrupted
+            .insert(self.incarnation);
+    }
+
+    async fn shutdown_requested(
+        &mut self,
+        checkpointer: &mut Checkpointer,
+    ) -> Result<(), ProcessorError> {
+        checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+struct Worker {
+    stop: CancellationToken,
+    run: JoinHandle<()>,
+    incarnation: u64,
+}
+
+/// Runs one simulated fleet on a fresh single-threaded runtime with paused time.
+pub fn simulate(config: &SimulationConfig) -> SimulationReport {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    rt.block_on(run(config.clone()))
+}
+
+async fn run(config: SimulationConfig) -> SimulationReport {
+    let mut rng = SmallRng::seed_from_u64(config.seed);
+    let kinesis = InMemoryKinesis::new();
+    let stream = kinesis.create_stream("sim", config.shards).expect("stream");
+    kinesis.faults().reseed(config.seed ^ 1);
+    let inner = Arc::new(InMemoryLeaseStore::with_seed(config.seed ^ 2));
+    let checkpoint_log = Arc::new(Mutex::new(Vec::new()));
+    let store = Arc::new(RecordingStore {
+        inner: inner.clone(),
+        log: checkpoint_log.clone(),
+    });
+    let shared = Arc::new(Shared {
+        ledger: Mutex::new(Ledger::default()),
+        rng: Mutex::new(SmallRng::seed_from_u64(config.seed ^ 3)),
+        processor_failure: config.processor_failure,
+    });
+    if config.throttle > 0.0 {
+        kinesis.faults().with_probability(
+            KinesisOperation::GetRecords,
+            config.throttle,
+            FaultAction::Fail(KinesisError::throughput_exceeded("simulated")),
+        );
+    }
+    if config.store_fault > 0.0 {
+        let p = config.store_fault / 4.0;
+        for op in LeaseOperation::ALL {
+            let f = inner.faults();
+            f.with_probability(
+                op,
+                p,
+                FaultAction::Fail(LeaseError::Throttled {
+                    message: "simulated".into(),
+                }),
+            );
+            f.with_probability(
+                op,
+                p,
+                FaultAction::Fail(LeaseError::Unavailable {
+                    message: "simulated".into(),
+                }),
+            );
+            f.with_probability(
+                op,
+                p,
+                FaultAction::FailAfterApplying(LeaseError::Unavailable {
+                    message: "simulated timeout".into(),
+                }),
+            );
+            f.with_probability(op, p, FaultAction::Delay(Duration::from_secs(2)));
+        }
+    }
+
+    let mut next_incarnation = 0u64;
+    let start_worker = |slot: usize, incarnation: u64| -> Worker {
+        let shared = shared.clone();
+        let scheduler = SchedulerBuilder::new(stream.clone(), "sim")
+            .worker_id(format!("worker-{slot}"))
+            .lease_store(store.clone())
+            .kinesis(Arc::new(kinesis.clone()))
+            .initial_position(InitialPosition::TrimHorizon)
+            .parent_shard_poll_interval(Duration::from_millis(500))
+            .shard_sync_interval(Duration::from_secs(10))
+            .retrieval(RetrievalMode::Polling(PollingConfig {
+                idle_time_between_reads: Duration::from_millis(200),
+                max_records: 50,
+                ..Default::default()
+            }))
+            .seed(incarnation)
+            .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+                Box::new(SimProcessor {
+                    shared: shared.clone(),
+                    incarnation,
+                    shard: info.shard_id.clone(),
+                    started_at: ExtendedSequenceNumber::TrimHorizon,
+                })
+            })
+            .build()
+            .expect("a valid simulation config");
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let run = tokio::spawn(async move {
+            let _ = scheduler.run(token).await;
+        });
+        Worker {
+            stop,
+            run,
+            incarnation,
+        }
+    };
+
+    let mut workers: Vec<Option<Worker>> = Vec::new();
+    for slot in 0..config.workers {
+        workers.push(Some(start_worker(slot, next_incarnation)));
+        next_incarnation += 1;
+    }
+    let (mut crashes, mut stops, mut restarts, mut reshards) = (0, 0, 0, 0);
+    let mut indices: BTreeMap<String, u64> = BTreeMap::new();
+    let steps = (config.duration.as_secs_f64() / config.step.as_secs_f64()) as u64;
+    for _ in 0..steps {
+        // A few records per step.
+        for _ in 0..rng.random_range(1..6) {
+            let key = format!("k{}", rng.random_range(0..config.keys));
+            let index = indices.entry(key.clone()).or_insert(0);
+            let data = Bytes::from(format!("{key}#{index}"));
+            // The producer retries until Kinesis takes the record, as a real one would.
+            loop {
+                match kinesis
+                    .put_record("sim", PutRecordEntry::new(&key, data.clone()))
+                    .await
+                {
+                    Ok(out) => {
+                        shared.ledger.lock().puts.push(Put {
+                            key: key.clone(),
+                            index: *index,
+                            shard: out.shard_id,
+                        });
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+            *index += 1;
+        }
+        let slot = rng.random_range(0..workers.len());
+        let roll: f64 = rng.random();
+        match workers[slot].take() {
+            Some(w) if roll < config.crash => {
+                w.run.abort();
+                let _ = w.run.await;
+                shared.ledger.lock().interrupted.insert(w.incarnation);
+                crashes += 1;
+            }
+            Some(w) if roll < config.crash + config.stop => {
+                w.stop.cancel();
+                let _ = w.run.await;
+                stops += 1;
+            }
+            Some(w) => workers[slot] = Some(w),
+            None if roll < config.restart => {
+                workers[slot] = Some(start_worker(slot, next_incarnation));
+                next_incarnation += 1;
+                restarts += 1;
+            }
+            None => {}
+        }
+        if rng.random_bool(config.reshard)
+            && let Ok(open) = kinesis
+                .list_all_shards(&stream, Some(ShardFilter::AtLatest))
+                .await
+        {
+            let mut open = open;
+            open.sort_by_key(|s| s.hash_key_range);
+            let i = rng.random_range(0..open.len());
+            let merged = rng.random_bool(0.5) && i + 1 < open.len() && open.len() > 2;
+            let done = if merged {
+                kinesis
+                    .merge_shards("sim", &open[i].id, &open[i + 1].id)
+                    .is_ok()
+            } else {
+                open.len() < 8 && kinesis.split_shard_evenly("sim", &open[i].id).is_ok()
+            };
+            reshards += u64::from(done);
+        }
+        tokio::time::sleep(config.step).await;
+    }
+
+    // Drain: faults off, every worker up, until everything was processed (or 10 minutes).
+    kinesis.faults().clear();
+    inner.faults().clear();
+    for (slot, w) in workers.iter_mut().enumerate() {
+        if w.is_none() {
+            *w = Some(start_worker(slot, next_incarnation));
+            next_incarnation += 1;
+        }
+    }
+    let total = shared.ledger.lock().puts.len();
+    for _ in 0..600 {
+        let done = {
+            let l = shared.ledger.lock();
+            let processed: std::collections::BTreeSet<(&str, u64)> = l
+                .processed
+                .iter()
+                .flat_map(|p| p.records.iter().map(|(k, i, _)| (k.as_str(), *i)))
+                .collect();
+            processed.len() >= total
+        };
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for w in workers.iter_mut().filter_map(Option::take) {
+        w.stop.cancel();
+        let _ = w.run.await;
+    }
+
+    let shards = kinesis
+        .list_all_shards(&stream, None)
+        .await
+        .unwrap_or_default();
+    let lineage: BTreeMap<ShardId, Vec<ShardId>> = shards
+        .iter()
+        .map(|s| (s.id.clone(), s.parents().cloned().collect()))
+        .collect();
+    let ledger = shared.ledger.lock();
+    let checkpoints = checkpoint_log.lock().clone();
+    let mut summary = ledger.check(&lineage, &checkpoints);
+    if crashes == 0
+        && config.store_fault == 0.0
+        && ledger.interrupted.is_empty()
+        && summary.duplicates > 0
+    {
+        summary.violations.push(format!(
+            "{} duplicates in a run with no crash, loss or store fault",
+            summary.duplicates
+        ));
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for p in &ledger.processed {
+        (p.incarnation, p.shard.as_str(), &p.records).hash(&mut hasher);
+    }
+    SimulationReport {
+        seed: config.seed,
+        ledger: summary,
+        crashes,
+        stops,
+        restarts,
+        reshards,
+        shards: shards.len(),
+        digest: hasher.finish(),
+    }
+}

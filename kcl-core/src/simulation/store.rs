@@ -1,0 +1,82 @@
+//! A lease store wrapper that records every committed checkpoint, for the ledger.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use crate::lease::{
+    CheckpointUpdate, InMemoryLeaseStore, Lease, LeaseError, LeaseListing, LeaseStore,
+};
+use crate::model::{ExtendedSequenceNumber, ShardId};
+
+/// Checkpoints as they were committed, in order: (lease key, position).
+pub(crate) type CheckpointLog = Arc<Mutex<Vec<(String, ExtendedSequenceNumber)>>>;
+
+#[derive(Debug)]
+pub(crate) struct RecordingStore {
+    pub(crate) inner: Arc<InMemoryLeaseStore>,
+    pub(crate) log: CheckpointLog,
+}
+
+#[async_trait]
+impl LeaseStore for RecordingStore {
+    async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
+        self.inner.create_if_absent(lease).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self) -> Result<LeaseListing, LeaseError> {
+        self.inner.list().await
+    }
+    async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {
+        self.inner.renew(expected).await
+    }
+    async fn take(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        self.inner.take(expected, new_owner).await
+    }
+    async fn hand_off(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        self.inner.hand_off(expected, new_owner).await
+    }
+    async fn finish_hand_off(
+        &self,
+        key: &str,
+        previous_owner: &str,
+        checkpoint: Option<ExtendedSequenceNumber>,
+    ) -> Result<Lease, LeaseError> {
+        // Recorded before the write: a write that lands but reports failure must be logged too.
+        let result = self
+            .inner
+            .finish_hand_off(key, previous_owner, checkpoint.clone())
+            .await;
+        if let (Ok(stored), Some(c)) = (&result, checkpoint)
+            && stored.checkpoint == c
+        {
+            tracing::debug!(lease_key = %key, previous_owner, checkpoint = %c, "hand-off checkpoint committed");
+            self.log.lock().push((key.to_string(), c));
+        }
+        result
+    }
+    async fn evict(&self, expected: &Lease) -> Result<Lease, LeaseError> {
+        self.inner.evict(expected).await
+    }
+    async fn checkpoint(
+        &self,
+        expected: &Lease,
+        update: CheckpointUpdate,
+    ) -> Result<Lease, LeaseError> {
+        let result = self.inner.checkpoint(expected, update.clone()).await;
+        if let (Ok(_), CheckpointUpdate::Commit(c)) = (&result, update) {
+            tracing::debug!(lease_key = %expected.key, owner = ?expected.owner, checkpoint = %c, "checkpoint committed");
+            self.log.lock().push((expected.key.clone(), c));
+        }
+        result
+    }
+    async fn set_child_shards(&self, key: &str, children: &[ShardId]) -> Result<Lease, LeaseError> {
+        self.inner.set_child_shards(key, children).await
+    }
+    async fn delete(&self, expected: &Lease) -> Result<(), LeaseError> {
+        self.inner.delete(expected).await
+    }
+}
