@@ -25,8 +25,12 @@ struct NoOp(Arc<AtomicU64>);
 
 #[async_trait]
 impl ShardRecordProcessor for NoOp {
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> Result<(), ProcessorError> {
-        self.0.fetch_add(input.records.len() as u64, Ordering::Relaxed);
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
+        self.0
+            .fetch_add(input.records.len() as u64, Ordering::Relaxed);
         input.checkpointer.checkpoint().await?;
         Ok(())
     }
@@ -35,7 +39,11 @@ impl ShardRecordProcessor for NoOp {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -53,7 +61,9 @@ fn scheduler(
         .kinesis(Arc::new(kinesis.clone()))
         .initial_position(InitialPosition::TrimHorizon)
         .retrieval(RetrievalMode::Polling(polling))
-        .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> { Box::new(NoOp(counter.clone())) })
+        .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+            Box::new(NoOp(counter.clone()))
+        })
         .build()
         .expect("valid config")
 }
@@ -62,7 +72,10 @@ fn scheduler(
 fn preassigned(shards: u32, workers: usize) -> Arc<InMemoryLeaseStore> {
     let store = Arc::new(InMemoryLeaseStore::new());
     for (i, range) in HashKeyRange::split_evenly(shards).into_iter().enumerate() {
-        let mut lease = Lease::new(&ShardId::from_index(i as u64), ExtendedSequenceNumber::TrimHorizon);
+        let mut lease = Lease::new(
+            &ShardId::from_index(i as u64),
+            ExtendedSequenceNumber::TrimHorizon,
+        );
         lease.owner = Some(format!("w{}", i % workers));
         lease.hash_key_range = Some(range);
         store.put_unconditionally(lease);
@@ -79,17 +92,36 @@ async fn throughput(workers: usize) {
     let keys: Vec<String> = (0..4096).map(|k| format!("key-{k}")).collect();
     for batch in 0..total / 500 {
         let entries: Vec<PutRecordEntry> = (0..500)
-            .map(|i| PutRecordEntry::new(&keys[(batch * 500 + i) % keys.len()], buffer.slice(i * 100..(i + 1) * 100)))
+            .map(|i| {
+                PutRecordEntry::new(
+                    &keys[(batch * 500 + i) % keys.len()],
+                    buffer.slice(i * 100..(i + 1) * 100),
+                )
+            })
             .collect();
         kinesis.put_records("bench", &entries).await.unwrap();
     }
     let store = preassigned(SHARDS, workers);
     let counter = Arc::new(AtomicU64::new(0));
-    let polling = PollingConfig { max_records: 10_000, ..Default::default() };
+    let polling = PollingConfig {
+        max_records: 10_000,
+        ..Default::default()
+    };
     let stop = CancellationToken::new();
     let start = Instant::now();
     let runs: Vec<_> = (0..workers)
-        .map(|w| tokio::spawn(scheduler(&kinesis, store.clone(), format!("w{w}"), counter.clone(), polling.clone()).run(stop.clone())))
+        .map(|w| {
+            tokio::spawn(
+                scheduler(
+                    &kinesis,
+                    store.clone(),
+                    format!("w{w}"),
+                    counter.clone(),
+                    polling.clone(),
+                )
+                .run(stop.clone()),
+            )
+        })
         .collect();
     let mut first = None;
     while counter.load(Ordering::Relaxed) < total as u64 {
@@ -120,9 +152,22 @@ async fn idle_rss() {
     let before = rss_kib();
     let counter = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
-    let run = tokio::spawn(scheduler(&kinesis, store.clone(), "w0".into(), counter, PollingConfig::default()).run(stop.clone()));
+    let run = tokio::spawn(
+        scheduler(
+            &kinesis,
+            store.clone(),
+            "w0".into(),
+            counter,
+            PollingConfig::default(),
+        )
+        .run(stop.clone()),
+    );
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let held = store.snapshot().iter().filter(|l| l.owner.as_deref() == Some("w0")).count();
+    let held = store
+        .snapshot()
+        .iter()
+        .filter(|l| l.owner.as_deref() == Some("w0"))
+        .count();
     let after = rss_kib();
     println!(
         "1 worker holding {held} idle shard leases: RSS {:.1} MiB (engine and store of this process before the worker: {:.1} MiB; worker's share {:.1} MiB)",
@@ -136,7 +181,11 @@ async fn idle_rss() {
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     match mode.as_str() {
         "throughput-1" => rt.block_on(throughput(1)),
         "throughput-4" => rt.block_on(throughput(4)),
