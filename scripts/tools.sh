@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Installs the external tools kcl-rs's tests and benchmarks use into .tools/ (git-ignored),
-# at pinned versions, from the package registries only. Idempotent: a tool already installed
-# at the right version is left alone.
+# Installs the external tools kcl-rs's tests and benchmarks use into .tools/ (git-ignored), at
+# pinned versions, from the package registries only. Idempotent: a tool already installed at the
+# right version is left alone.
 #
+#   scripts/tools.sh emulators    kinesis-local (npm) and moto server (PyPI venv)
 #   scripts/tools.sh python-agg   Python venv with aws-kinesis-agg (vector generation, benchmark)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="$PWD/.tools"
 mkdir -p "$TOOLS"
+
+KINESIS_LOCAL_VERSION=0.6.2
+MOTO_VERSION=5.2.5
 
 python_agg() {
   local marker="$TOOLS/venv/.aws-kinesis-agg-1.2.3"
@@ -18,9 +22,27 @@ python_agg() {
   touch "$marker"
 }
 
+kinesis_local() {
+  local marker="$TOOLS/node/.kinesis-local-$KINESIS_LOCAL_VERSION"
+  [ -f "$marker" ] && return 0
+  mkdir -p "$TOOLS/node"
+  (cd "$TOOLS/node" && npm install --silent --no-audit --no-fund "kinesis-local@$KINESIS_LOCAL_VERSION")
+  touch "$marker"
+}
+
+moto() {
+  local marker="$TOOLS/moto-venv/.moto-$MOTO_VERSION"
+  [ -f "$marker" ] && return 0
+  python3 -m venv "$TOOLS/moto-venv"
+  "$TOOLS/moto-venv/bin/pip" install --quiet --disable-pip-version-check \
+    "moto[dynamodb,kinesis,cloudwatch]==$MOTO_VERSION" flask flask-cors
+  touch "$marker"
+}
+
 for tool in "$@"; do
   case "$tool" in
     python-agg) python_agg ;;
+    emulators) kinesis_local; moto ;;
     *) echo "unknown tool: $tool" >&2; exit 2 ;;
   esac
 done

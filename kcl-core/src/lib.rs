@@ -15,9 +15,12 @@
 //! - [`scheduler`]: runs a worker: shard sync, leases, one consumer task per held lease;
 //! - [`retrieval`], [`shard`]: polling, the shard consumer state machine, failure policy,
 //!   lineage;
+//! - `aws` (feature `aws`, default): the data plane over `aws-sdk-kinesis`;
 //! - [`fault`]: the fault injector the in-memory backends share.
 
 pub mod aggregation;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod checkpoint;
 pub mod engine;
 pub mod fault;

@@ -1,11 +1,14 @@
 //! Cross-crate and end-to-end tests of kcl-rs.
 //!
-//! The tests live in `tests/tests/`. They drive the public APIs the way an application does: the
-//! in-memory engine through the data-plane trait today, the scheduler and the AWS backends on
-//! emulators as those land. Shared helpers for checking what a run delivered live here.
+//! The tests live in `tests/tests/`. Those that need an emulator read its endpoint from the
+//! environment (`KCL_KINESIS_ENDPOINT`, `KCL_DYNAMODB_ENDPOINT`), which `./scripts/test` sets after
+//! starting kinesis-local and moto. Without it they fail when `CI=true`, and locally skip with a
+//! loud message.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use aws_config::{BehaviorVersion, Region};
 use kcl_core::model::Record;
 
 /// Groups user records by partition key, keeping their order, with each record's data as text.
@@ -17,4 +20,58 @@ pub fn by_partition_key(records: &[Record]) -> BTreeMap<String, Vec<String>> {
             .push(String::from_utf8_lossy(&r.data).into_owned());
     }
     out
+}
+
+/// The endpoint in `var`, or `None` (with a loud message) when it is not set locally. In CI
+/// (`CI=true`) a missing endpoint is a failure: CI must start the emulators.
+pub fn emulator(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{var} is not set: CI must start the emulators (run ./scripts/test)")
+        }
+        _ => {
+            eprintln!(
+                "\n*** SKIPPED: {var} is not set. Run ./scripts/test to start the emulators and run this test. ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// An SDK configuration for an emulator endpoint (any credentials: requests must be signed).
+pub async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "kcl-tests",
+        ))
+        .load()
+        .await
+}
+
+/// A name no other test of this run uses.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Logs for a test run: `KCL_TEST_LOG=debug`.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("KCL_TEST_LOG"))
+        .with_test_writer()
+        .try_init();
 }

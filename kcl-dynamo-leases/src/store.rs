@@ -1,0 +1,501 @@
+//! `DynamoLeaseStore`: the `LeaseStore` contract as DynamoDB conditional writes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TableStatus,
+};
+use kcl_core::lease::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
+use kcl_core::model::{ExtendedSequenceNumber, ShardId};
+use tracing::{info, warn};
+
+use crate::item::{Item, attr, checkpoint_attrs, from_item, n, s, string_set, to_item};
+
+/// Name of the optional index from owner to lease keys (the KCL 3.x name).
+pub const LEASE_OWNER_INDEX: &str = "LeaseOwnerToLeaseKeyIndex";
+
+/// How to create a missing lease table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableOptions {
+    /// Also create the `LeaseOwnerToLeaseKeyIndex` GSI (hash `leaseOwner`, range `leaseKey`).
+    pub lease_owner_index: bool,
+}
+
+/// A lease table in DynamoDB, in the Java KCL's item schema.
+#[derive(Debug, Clone)]
+pub struct DynamoLeaseStore {
+    client: Client,
+    table: String,
+}
+
+/// An update expression being built: `SET`/`REMOVE` clauses, a condition, and placeholders.
+#[derive(Default)]
+struct Update {
+    set: Vec<String>,
+    remove: Vec<String>,
+    conditions: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Update {
+    fn name(&mut self, attr: &str) -> String {
+        let placeholder = format!("#{attr}");
+        self.names.insert(placeholder.clone(), attr.to_string());
+        placeholder
+    }
+
+    fn value(&mut self, v: AttributeValue) -> String {
+        let placeholder = format!(":v{}", self.values.len());
+        self.values.insert(placeholder.clone(), v);
+        placeholder
+    }
+
+    fn set(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
+        let (n, v) = (self.name(attr), self.value(v));
+        self.set.push(format!("{n} = {v}"));
+        self
+    }
+
+    fn remove(&mut self, attr: &str) -> &mut Self {
+        let n = self.name(attr);
+        self.remove.push(n);
+        self
+    }
+
+    fn require_eq(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
+        let (n, v) = (self.name(attr), self.value(v));
+        self.conditions.push(format!("{n} = {v}"));
+        self
+    }
+
+    fn require_absent(&mut self, attr: &str) -> &mut Self {
+        let n = self.name(attr);
+        self.conditions.push(format!("attribute_not_exists({n})"));
+        self
+    }
+
+    /// The caller's view: same counter and same owner (or still unowned).
+    fn require_held(&mut self, expected: &Lease) -> &mut Self {
+        self.require_eq(attr::LEASE_COUNTER, n(expected.counter));
+        match &expected.owner {
+            Some(o) => self.require_eq(attr::LEASE_OWNER, s(o)),
+            None => self.require_absent(attr::LEASE_OWNER),
+        }
+    }
+
+    fn expression(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.set.is_empty() {
+            parts.push(format!("SET {}", self.set.join(", ")));
+        }
+        if !self.remove.is_empty() {
+            parts.push(format!("REMOVE {}", self.remove.join(", ")));
+        }
+        parts.join(" ")
+    }
+
+    fn condition(&mut self) -> String {
+        // Every conditional write needs the item: UpdateItem would otherwise create it.
+        let key = self.name(attr::LEASE_KEY);
+        let mut all = vec![format!("attribute_exists({key})")];
+        all.append(&mut self.conditions);
+        all.join(" AND ")
+    }
+}
+
+fn commit(u: &mut Update, c: &ExtendedSequenceNumber) {
+    let (value, sub) = checkpoint_attrs(c);
+    u.set(attr::CHECKPOINT, value)
+        .set(attr::CHECKPOINT_SUB, sub)
+        .set(attr::OWNER_SWITCHES, n(0));
+    u.remove(attr::PENDING)
+        .remove(attr::PENDING_SUB)
+        .remove(attr::PENDING_STATE);
+}
+
+impl DynamoLeaseStore {
+    /// A store on `table` using `client`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// A store on `table` with a client for `config` (region, endpoint, credentials).
+    pub fn from_config(config: &aws_types::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(config), table)
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table (on-demand billing) unless it exists, and waits until it is ACTIVE.
+    pub async fn create_table_if_missing(&self, options: &TableOptions) -> Result<(), LeaseError> {
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+        };
+        let def = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let mut create = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key(attr::LEASE_KEY, KeyType::Hash).map_err(backend)?)
+            .attribute_definitions(def(attr::LEASE_KEY).map_err(backend)?);
+        if options.lease_owner_index {
+            create = create
+                .attribute_definitions(def(attr::LEASE_OWNER).map_err(backend)?)
+                .global_secondary_indexes(
+                    GlobalSecondaryIndex::builder()
+                        .index_name(LEASE_OWNER_INDEX)
+                        .key_schema(key(attr::LEASE_OWNER, KeyType::Hash).map_err(backend)?)
+                        .key_schema(key(attr::LEASE_KEY, KeyType::Range).map_err(backend)?)
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::KeysOnly)
+                                .build(),
+                        )
+                        .build()
+                        .map_err(backend)?,
+                );
+        }
+        match create.send().await {
+            Ok(_) => info!(table = %self.table, "lease table created"),
+            Err(e) if e.code() == Some("ResourceInUseException") => {}
+            Err(e) => return Err(map_sdk(&self.table, e)),
+        }
+        for _ in 0..600 {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| map_sdk(&self.table, e))?;
+            if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(LeaseError::Unavailable {
+            message: format!(
+                "table {} did not become ACTIVE within 5 minutes",
+                self.table
+            ),
+        })
+    }
+
+    /// Runs a conditional update and returns the stored lease after it.
+    async fn update(&self, key: &str, mut u: Update) -> Result<Lease, LeaseError> {
+        let condition = u.condition();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::LEASE_KEY, s(key))
+            .update_expression(u.expression())
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(u.names))
+            .set_expression_attribute_values((!u.values.is_empty()).then_some(u.values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => from_item(
+                out.attributes()
+                    .ok_or_else(|| backend_msg(key, "UpdateItem returned no attributes"))?,
+            ),
+            Err(e) => {
+                let old = match &e {
+                    SdkError::ServiceError(se) => match se.err() {
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                            Some(c.item().is_some_and(|i| !i.is_empty()))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                Err(match old {
+                    Some(true) => LeaseError::ConditionFailed {
+                        key: key.to_string(),
+                    },
+                    Some(false) => LeaseError::NotFound {
+                        key: key.to_string(),
+                    },
+                    None => map_sdk(key, e),
+                })
+            }
+        }
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> LeaseError {
+    LeaseError::Backend {
+        message: e.to_string(),
+    }
+}
+
+fn backend_msg(key: &str, msg: &str) -> LeaseError {
+    LeaseError::Backend {
+        message: format!("{key}: {msg}"),
+    }
+}
+
+/// Maps an SDK error: throttling and 5xx are retryable, the rest typed.
+fn map_sdk<E, R>(context: &str, e: SdkError<E, R>) -> LeaseError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            LeaseError::Unavailable {
+                message: format!("{context}: {}", kcl_error_chain(&e)),
+            }
+        }
+        _ => {
+            let code = e.code().unwrap_or("Unknown");
+            let message = format!("{context}: {code}: {}", e.message().unwrap_or_default());
+            match code {
+                "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "ThrottlingException"
+                | "Throttling"
+                | "LimitExceededException" => LeaseError::Throttled { message },
+                "InternalServerError" | "ServiceUnavailable" | "InternalFailure" => {
+                    LeaseError::Unavailable { message }
+                }
+                _ => LeaseError::Backend { message },
+            }
+        }
+    }
+}
+
+fn kcl_error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn is_conditional_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+#[async_trait]
+impl LeaseStore for DynamoLeaseStore {
+    async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(lease)))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", attr::LEASE_KEY)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Err(LeaseError::ConditionFailed {
+                key: lease.key.clone(),
+            }),
+            Err(e) => Err(map_sdk(&lease.key, e)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::LEASE_KEY, s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_sdk(key, e))?;
+        out.item().map(from_item).transpose()
+    }
+
+    async fn list(&self) -> Result<LeaseListing, LeaseError> {
+        let mut listing = LeaseListing::default();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| map_sdk(&self.table, e))?;
+            for item in out.items() {
+                match from_item(item) {
+                    Ok(lease) => listing.leases.push(lease),
+                    Err(e) => {
+                        warn!(table = %self.table, error = %e, "skipping a lease item that does not parse");
+                        listing.malformed.push(e);
+                    }
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        listing.leases.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listing)
+    }
+
+    async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {
+        let mut u = Update::default();
+        u.require_held(expected)
+            .set(attr::LEASE_COUNTER, n(expected.counter + 1));
+        self.update(&expected.key, u).await
+    }
+
+    async fn take(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        let switch = u64::from(expected.owner.as_deref() != Some(new_owner));
+        let mut u = Update::default();
+        u.require_eq(attr::LEASE_COUNTER, n(expected.counter))
+            .set(attr::LEASE_OWNER, s(new_owner))
+            .set(attr::LEASE_COUNTER, n(expected.counter + 1))
+            .set(
+                attr::OWNER_SWITCHES,
+                n(expected.owner_switches_since_checkpoint + switch),
+            )
+            .remove(attr::CHECKPOINT_OWNER);
+        self.update(&expected.key, u).await
+    }
+
+    async fn hand_off(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        let Some(current) = &expected.owner else {
+            return Err(LeaseError::ConditionFailed {
+                key: expected.key.clone(),
+            });
+        };
+        let mut u = Update::default();
+        u.require_held(expected)
+            .require_absent(attr::CHECKPOINT_OWNER)
+            .set(attr::LEASE_OWNER, s(new_owner))
+            .set(attr::CHECKPOINT_OWNER, s(current))
+            .set(attr::LEASE_COUNTER, n(expected.counter + 1))
+            .set(
+                attr::OWNER_SWITCHES,
+                n(expected.owner_switches_since_checkpoint + 1),
+            );
+        self.update(&expected.key, u).await
+    }
+
+    async fn finish_hand_off(
+        &self,
+        key: &str,
+        previous_owner: &str,
+        checkpoint: Option<ExtendedSequenceNumber>,
+    ) -> Result<Lease, LeaseError> {
+        let mut u = Update::default();
+        u.require_eq(attr::CHECKPOINT_OWNER, s(previous_owner))
+            .remove(attr::CHECKPOINT_OWNER);
+        if let Some(c) = &checkpoint {
+            commit(&mut u, c);
+        }
+        self.update(key, u).await
+    }
+
+    async fn evict(&self, expected: &Lease) -> Result<Lease, LeaseError> {
+        let mut u = Update::default();
+        u.require_held(expected)
+            .set(attr::LEASE_COUNTER, n(expected.counter + 1))
+            .remove(attr::LEASE_OWNER)
+            .remove(attr::CHECKPOINT_OWNER);
+        self.update(&expected.key, u).await
+    }
+
+    async fn checkpoint(
+        &self,
+        expected: &Lease,
+        update: CheckpointUpdate,
+    ) -> Result<Lease, LeaseError> {
+        let mut u = Update::default();
+        u.require_held(expected)
+            .set(attr::LEASE_COUNTER, n(expected.counter + 1));
+        match &update {
+            CheckpointUpdate::Commit(c) => commit(&mut u, c),
+            CheckpointUpdate::Prepare { pending, state } => {
+                let (value, sub) = checkpoint_attrs(pending);
+                u.set(attr::PENDING, value).set(attr::PENDING_SUB, sub);
+                match state {
+                    Some(st) => u.set(
+                        attr::PENDING_STATE,
+                        AttributeValue::B(Blob::new(st.to_vec())),
+                    ),
+                    None => u.remove(attr::PENDING_STATE),
+                };
+            }
+        }
+        self.update(&expected.key, u).await
+    }
+
+    async fn set_child_shards(&self, key: &str, children: &[ShardId]) -> Result<Lease, LeaseError> {
+        let mut u = Update::default();
+        if children.is_empty() {
+            u.remove(attr::CHILDREN);
+        } else {
+            u.set(attr::CHILDREN, string_set(children));
+        }
+        self.update(key, u).await
+    }
+
+    async fn delete(&self, expected: &Lease) -> Result<(), LeaseError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(attr::LEASE_KEY, s(&expected.key))
+            .condition_expression("attribute_exists(#k) AND #c = :c")
+            .expression_attribute_names("#k", attr::LEASE_KEY)
+            .expression_attribute_names("#c", attr::LEASE_COUNTER)
+            .expression_attribute_values(":c", n(expected.counter))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se)) => match se.err() {
+                aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(c) => {
+                    if c.item().is_some_and(|i| !i.is_empty()) {
+                        Err(LeaseError::ConditionFailed { key: expected.key.clone() })
+                    } else {
+                        Err(LeaseError::NotFound { key: expected.key.clone() })
+                    }
+                }
+                _ => Err(map_sdk(&expected.key, SdkError::ServiceError(se))),
+            },
+            Err(e) => Err(map_sdk(&expected.key, e)),
+        }
+    }
+}

@@ -1,0 +1,57 @@
+# Sourced by scripts/test: starts the emulators on free loopback ports, exports their endpoints,
+# and stops them on exit (even when tests fail).
+#   KCL_KINESIS_ENDPOINT   kinesis-local, plain HTTP
+#   KCL_DYNAMODB_ENDPOINT  moto server (DynamoDB, CloudWatch)
+TOOLS="$PWD/.tools"
+EMULATOR_LOGS="${EMULATOR_LOGS:-$TOOLS/logs}"
+EMULATOR_PIDS=()
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for_port() {
+  local name=$1 port=$2
+  for _ in $(seq 1 150); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  echo "$name did not open port $port; its log:" >&2
+  tail -n 50 "$EMULATOR_LOGS/$name.log" >&2 || true
+  return 1
+}
+
+stop_emulators() {
+  for pid in "${EMULATOR_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${EMULATOR_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  EMULATOR_PIDS=()
+}
+
+start_emulators() {
+  mkdir -p "$EMULATOR_LOGS"
+  local kinesis_port kinesis_tls_port moto_port
+  kinesis_port=$(free_port)
+  kinesis_tls_port=$(free_port)
+  moto_port=$(free_port)
+  KINESIS_MOCK_CERT_PATH="$TOOLS/node/node_modules/kinesis-local/server.json" \
+  KINESIS_MOCK_PLAIN_PORT="$kinesis_port" KINESIS_MOCK_TLS_PORT="$kinesis_tls_port" LOG_LEVEL=WARN \
+  CREATE_STREAM_DURATION=0ms DELETE_STREAM_DURATION=0ms SPLIT_SHARD_DURATION=0ms MERGE_SHARDS_DURATION=0ms \
+  UPDATE_SHARD_COUNT_DURATION=0ms REGISTER_STREAM_CONSUMER_DURATION=0ms DEREGISTER_STREAM_CONSUMER_DURATION=0ms \
+    node "$TOOLS/node/node_modules/kinesis-local/main.js" >"$EMULATOR_LOGS/kinesis-local.log" 2>&1 &
+  EMULATOR_PIDS+=($!)
+  # One request at a time: moto's threaded server does not apply conditional writes atomically.
+  "$TOOLS/moto-venv/bin/python" scripts/moto_serial.py 127.0.0.1 "$moto_port" >"$EMULATOR_LOGS/moto.log" 2>&1 &
+  EMULATOR_PIDS+=($!)
+  wait_for_port kinesis-local "$kinesis_port"
+  wait_for_port moto "$moto_port"
+  export KCL_KINESIS_ENDPOINT="http://127.0.0.1:$kinesis_port"
+  export KCL_DYNAMODB_ENDPOINT="http://127.0.0.1:$moto_port"
+  # Requests must be signed; the emulators accept any credentials.
+  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+  export AWS_REGION="${AWS_REGION:-us-east-1}"
+  echo "emulators: kinesis-local $KCL_KINESIS_ENDPOINT, moto $KCL_DYNAMODB_ENDPOINT (logs in $EMULATOR_LOGS)"
+}
