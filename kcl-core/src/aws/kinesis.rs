@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{self as sdk, ShardIteratorType};
@@ -111,10 +112,9 @@ fn filter(f: &ShardFilter) -> sdk::ShardFilter {
 
 /// Maps an SDK error by its code: expired iterators, throttles, missing resources, invalid
 /// requests, access errors; transport failures and 5xx are `Unavailable`.
-fn map_err<E, R>(e: SdkError<E, R>) -> KinesisError
+fn map_err<E>(e: SdkError<E, HttpResponse>) -> KinesisError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let message = match e.message() {
         Some(m) => format!("{}: {m}", e.code().unwrap_or("Unknown")),
@@ -155,7 +155,11 @@ where
         | "KMSOptInRequired"
         | "UnrecognizedClientException"
         | "InvalidSignatureException" => KinesisError::AccessDenied { message },
-        _ => KinesisError::Unavailable { message },
+        // An error without a known code: the HTTP status tells a bad request from an outage.
+        _ => match e.raw_response().map(|r| r.status().as_u16()) {
+            Some(400..=499) => KinesisError::InvalidArgument { message },
+            _ => KinesisError::Unavailable { message },
+        },
     }
 }
 
