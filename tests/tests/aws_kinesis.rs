@@ -20,7 +20,7 @@ async fn setup(shards: i32) -> Option<(aws_sdk_kinesis::Client, AwsKinesis, Stre
     Some((client, AwsKinesis::new(&config), StreamIdentity::from_name(&name)))
 }
 
-pub(crate) async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
+async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
     for _ in 0..100 {
         let d = client.describe_stream_summary().stream_name(name).send().await.unwrap();
         if d.stream_description_summary().map(|s| s.stream_status().as_str()) == Some("ACTIVE") {

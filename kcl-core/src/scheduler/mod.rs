@@ -124,7 +124,10 @@ impl Scheduler {
         });
         let (gone_tx, mut gone_rx) = mpsc::channel::<()>(1);
         let sync_stop = CancellationToken::new();
-        let sync_task = tokio::spawn(shard_sync_loop(
+        // In a JoinSet so that dropping `run` (a crash, an aborted task) stops shard sync too;
+        // a detached task would keep the coordinator alive, renewing leases nobody processes.
+        let mut background = JoinSet::new();
+        background.spawn(shard_sync_loop(
             coordinator.clone(),
             self.kinesis.clone(),
             self.store.clone(),
@@ -155,7 +158,7 @@ impl Scheduler {
         };
         info!(worker_id = %worker_id, ?end, consumers = consumers.running.len(), "scheduler shutting down");
         sync_stop.cancel();
-        let _ = sync_task.await;
+        while background.join_next().await.is_some() {}
         coordinator.stop_taking();
         consumers.pending.clear();
         for r in consumers.running.values() {
