@@ -255,6 +255,7 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
         }
     }
     println!("{} records, {} calls, {} shards: all processed, in order, lineage respected", producer.sent, ledger.len(), shards.len());
+    client.delete_stream().stream_name(&stream_name).send().await?;
     Ok(())
 }
 
