@@ -35,14 +35,21 @@ struct Recorder {
 
 #[async_trait]
 impl ShardRecordProcessor for Recorder {
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> Result<(), ProcessorError> {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
         let records = input
             .records
             .iter()
             .map(|r| {
                 let text = String::from_utf8_lossy(&r.data).into_owned();
                 let (key, value) = text.split_once('#').expect("key#value");
-                (key.to_string(), value.parse().expect("value"), r.extended_sequence_number())
+                (
+                    key.to_string(),
+                    value.parse().expect("value"),
+                    r.extended_sequence_number(),
+                )
             })
             .collect();
         self.ledger.lock().push((self.shard.clone(), records));
@@ -86,7 +93,14 @@ impl Producer {
                     Some(d) => (d, 1),
                     None => (agg.flush().unwrap().data.to_vec(), count),
                 };
-                entries.push((PutRecordsRequestEntry::builder().partition_key(&key).data(Blob::new(data)).build().unwrap(), subs));
+                entries.push((
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(&key)
+                        .data(Blob::new(data))
+                        .build()
+                        .unwrap(),
+                    subs,
+                ));
             }
             let out = self
                 .client
@@ -99,7 +113,8 @@ impl Producer {
             assert_eq!(out.failed_record_count(), Some(0));
             for (r, (_, subs)) in out.records().iter().zip(&entries) {
                 let position = ExtendedSequenceNumber::Sequence {
-                    sequence: kcl_core::model::SequenceNumber::new(r.sequence_number().unwrap()).unwrap(),
+                    sequence: kcl_core::model::SequenceNumber::new(r.sequence_number().unwrap())
+                        .unwrap(),
                     sub_sequence: (*subs - 1) as u64,
                 };
                 let shard = r.shard_id().unwrap().to_string();
@@ -119,18 +134,31 @@ struct Fleet {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()> {
     init_logging();
-    let (Some(kinesis_endpoint), Some(dynamo_endpoint)) = (emulator("KCL_KINESIS_ENDPOINT"), emulator("KCL_DYNAMODB_ENDPOINT")) else {
+    let (Some(kinesis_endpoint), Some(dynamo_endpoint)) = (
+        emulator("KCL_KINESIS_ENDPOINT"),
+        emulator("KCL_DYNAMODB_ENDPOINT"),
+    ) else {
         return Ok(());
     };
     let kinesis_config = emulator_config(&kinesis_endpoint).await;
     let client = aws_sdk_kinesis::Client::new(&kinesis_config);
     let stream_name = unique("e2e");
-    client.create_stream().stream_name(&stream_name).shard_count(4).send().await?;
+    client
+        .create_stream()
+        .stream_name(&stream_name)
+        .shard_count(4)
+        .send()
+        .await?;
     wait_active(&client, &stream_name).await;
     let stream = StreamIdentity::from_name(&stream_name);
     let data_plane: Arc<dyn KinesisDataPlane> = Arc::new(AwsKinesis::new(&kinesis_config));
-    let store = DynamoLeaseStore::from_config(&emulator_config(&dynamo_endpoint).await, unique("e2e-leases"));
-    store.create_table_if_missing(&TableOptions::default()).await?;
+    let store = DynamoLeaseStore::from_config(
+        &emulator_config(&dynamo_endpoint).await,
+        unique("e2e-leases"),
+    );
+    store
+        .create_table_if_missing(&TableOptions::default())
+        .await?;
     let store: Arc<dyn LeaseStore> = Arc::new(store);
     let ledger: Ledger = Arc::default();
 
@@ -144,9 +172,15 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
             .failover_time(Duration::from_secs(2))
             .parent_shard_poll_interval(Duration::from_millis(300))
             .shard_sync_interval(Duration::from_secs(2))
-            .retrieval(RetrievalMode::Polling(PollingConfig { idle_time_between_reads: Duration::from_millis(200), ..Default::default() }))
+            .retrieval(RetrievalMode::Polling(PollingConfig {
+                idle_time_between_reads: Duration::from_millis(200),
+                ..Default::default()
+            }))
             .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
-                Box::new(Recorder { shard: info.shard_id.clone(), ledger: ledger.clone() })
+                Box::new(Recorder {
+                    shard: info.shard_id.clone(),
+                    ledger: ledger.clone(),
+                })
             })
             .build()
             .expect("valid config");
@@ -157,11 +191,19 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
         });
         (stop, run)
     };
-    let mut fleet = Fleet { workers: BTreeMap::new() };
+    let mut fleet = Fleet {
+        workers: BTreeMap::new(),
+    };
     for w in ["w0", "w1", "w2"] {
         fleet.workers.insert(w.to_string(), start(w));
     }
-    let mut producer = Producer { client: client.clone(), stream: stream_name.clone(), next: BTreeMap::new(), last: BTreeMap::new(), sent: 0 };
+    let mut producer = Producer {
+        client: client.clone(),
+        stream: stream_name.clone(),
+        next: BTreeMap::new(),
+        last: BTreeMap::new(),
+        sent: 0,
+    };
     producer.put(8).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -197,12 +239,20 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
     // Wait until every record was processed.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let processed: BTreeSet<(String, u64)> =
-            ledger.lock().iter().flat_map(|(_, rs)| rs.iter().map(|(k, v, _)| (k.clone(), *v))).collect();
+        let processed: BTreeSet<(String, u64)> = ledger
+            .lock()
+            .iter()
+            .flat_map(|(_, rs)| rs.iter().map(|(k, v, _)| (k.clone(), *v)))
+            .collect();
         if processed.len() >= producer.sent {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "only {} of {} records processed", processed.len(), producer.sent);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {} records processed",
+            processed.len(),
+            producer.sent
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (stop, run) = fleet.workers.remove("w0").unwrap();
@@ -223,18 +273,32 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
                 continue;
             }
             let expected = next_expected.entry(key.clone()).or_insert(0);
-            anyhow::ensure!(*value == *expected, "{key}#{value} first processed before #{expected}");
+            anyhow::ensure!(
+                *value == *expected,
+                "{key}#{value} first processed before #{expected}"
+            );
             *expected += 1;
             first.insert((key.clone(), *value), i);
             last_first_of_shard.insert(shard.clone(), i);
         }
     }
-    anyhow::ensure!(first.len() == producer.sent, "{} of {} records processed", first.len(), producer.sent);
+    anyhow::ensure!(
+        first.len() == producer.sent,
+        "{} of {} records processed",
+        first.len(),
+        producer.sent
+    );
     for s in &shards {
-        let Some(child_first) = first_call_of_shard.get(&s.id) else { continue };
+        let Some(child_first) = first_call_of_shard.get(&s.id) else {
+            continue;
+        };
         for parent in s.parents() {
             if let Some(parent_last) = last_first_of_shard.get(parent) {
-                anyhow::ensure!(child_first > parent_last, "{} started before its parent {parent} ended", s.id);
+                anyhow::ensure!(
+                    child_first > parent_last,
+                    "{} started before its parent {parent} ended",
+                    s.id
+                );
             }
         }
     }
@@ -245,24 +309,61 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
         let lease = leases.iter().find(|l| l.key == s.id.as_str());
         match (s.is_open(), lease) {
             (false, None) => {}
-            (false, Some(l)) => anyhow::ensure!(l.is_shard_end(), "closed {} checkpointed at {}", s.id, l.checkpoint),
+            (false, Some(l)) => anyhow::ensure!(
+                l.is_shard_end(),
+                "closed {} checkpointed at {}",
+                s.id,
+                l.checkpoint
+            ),
             (true, Some(l)) => {
-                let want = producer.last.get(s.id.as_str()).cloned().unwrap_or(ExtendedSequenceNumber::TrimHorizon);
-                anyhow::ensure!(l.checkpoint == want, "open {} checkpointed at {}, last record {}", s.id, l.checkpoint, want);
-                anyhow::ensure!(l.owner.is_none(), "lease of {} still owned by {:?} after graceful stops", s.id, l.owner);
+                let want = producer
+                    .last
+                    .get(s.id.as_str())
+                    .cloned()
+                    .unwrap_or(ExtendedSequenceNumber::TrimHorizon);
+                anyhow::ensure!(
+                    l.checkpoint == want,
+                    "open {} checkpointed at {}, last record {}",
+                    s.id,
+                    l.checkpoint,
+                    want
+                );
+                anyhow::ensure!(
+                    l.owner.is_none(),
+                    "lease of {} still owned by {:?} after graceful stops",
+                    s.id,
+                    l.owner
+                );
             }
             (true, None) => anyhow::bail!("open shard {} has no lease", s.id),
         }
     }
-    println!("{} records, {} calls, {} shards: all processed, in order, lineage respected", producer.sent, ledger.len(), shards.len());
-    client.delete_stream().stream_name(&stream_name).send().await?;
+    println!(
+        "{} records, {} calls, {} shards: all processed, in order, lineage respected",
+        producer.sent,
+        ledger.len(),
+        shards.len()
+    );
+    client
+        .delete_stream()
+        .stream_name(&stream_name)
+        .send()
+        .await?;
     Ok(())
 }
 
 async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
     for _ in 0..100 {
-        let d = client.describe_stream_summary().stream_name(name).send().await.unwrap();
-        if d.stream_description_summary().map(|s| s.stream_status().as_str()) == Some("ACTIVE") {
+        let d = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary()
+            .map(|s| s.stream_status().as_str())
+            == Some("ACTIVE")
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
