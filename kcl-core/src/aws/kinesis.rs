@@ -88,7 +88,8 @@ fn shard(s: &sdk::Shard) -> Result<Shard, KinesisError> {
     })
 }
 
-fn child(c: &sdk::ChildShard) -> Result<ChildShard, KinesisError> {
+/// A child shard as the SDK describes it.
+pub fn child(c: &sdk::ChildShard) -> Result<ChildShard, KinesisError> {
     Ok(ChildShard {
         id: ShardId::new(c.shard_id()),
         parents: c.parent_shards().iter().map(ShardId::new).collect(),
@@ -112,7 +113,7 @@ fn filter(f: &ShardFilter) -> sdk::ShardFilter {
 
 /// Maps an SDK error by its code: expired iterators, throttles, missing resources, invalid
 /// requests, access errors; transport failures and 5xx are `Unavailable`.
-fn map_err<E>(e: SdkError<E, HttpResponse>) -> KinesisError
+pub fn map_err<E>(e: SdkError<E, HttpResponse>) -> KinesisError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -172,6 +173,41 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// A Kinesis record as the SDK returns it; the data buffer is moved, not copied.
+pub fn record(r: sdk::Record) -> Result<Record, KinesisError> {
+    Ok(Record {
+        sequence_number: sequence(&r.sequence_number)?,
+        approximate_arrival_timestamp: r
+            .approximate_arrival_timestamp
+            .as_ref()
+            .map_or(SystemTime::UNIX_EPOCH, to_system_time),
+        data: Bytes::from(r.data.into_inner()),
+        partition_key: r.partition_key.into(),
+        sub_sequence_number: 0,
+        explicit_hash_key: None,
+        aggregated: false,
+    })
+}
+
+/// The SDK's starting position for SubscribeToShard.
+pub fn starting_position(p: &StartingPosition) -> sdk::StartingPosition {
+    let b = sdk::StartingPosition::builder();
+    let b = match p {
+        StartingPosition::AtSequenceNumber(s) => b
+            .r#type(ShardIteratorType::AtSequenceNumber)
+            .sequence_number(s.to_string()),
+        StartingPosition::AfterSequenceNumber(s) => b
+            .r#type(ShardIteratorType::AfterSequenceNumber)
+            .sequence_number(s.to_string()),
+        StartingPosition::AtTimestamp(t) => b
+            .r#type(ShardIteratorType::AtTimestamp)
+            .timestamp(DateTime::from(*t)),
+        StartingPosition::TrimHorizon => b.r#type(ShardIteratorType::TrimHorizon),
+        StartingPosition::Latest => b.r#type(ShardIteratorType::Latest),
+    };
+    b.build().expect("the position type is always set")
 }
 
 #[async_trait]
@@ -265,21 +301,7 @@ impl KinesisDataPlane for AwsKinesis {
         let records = out
             .records
             .into_iter()
-            .map(|r| {
-                Ok(Record {
-                    sequence_number: sequence(&r.sequence_number)?,
-                    approximate_arrival_timestamp: r
-                        .approximate_arrival_timestamp
-                        .as_ref()
-                        .map_or(SystemTime::UNIX_EPOCH, to_system_time),
-                    // The blob's buffer becomes the record's: no copy.
-                    data: Bytes::from(r.data.into_inner()),
-                    partition_key: r.partition_key.into(),
-                    sub_sequence_number: 0,
-                    explicit_hash_key: None,
-                    aggregated: false,
-                })
-            })
+            .map(record)
             .collect::<Result<_, KinesisError>>()?;
         Ok(GetRecordsOutput {
             records,

@@ -7,4 +7,4 @@
 
 mod kinesis;
 
-pub use kinesis::AwsKinesis;
+pub use kinesis::{AwsKinesis, child, map_err, record, starting_position};

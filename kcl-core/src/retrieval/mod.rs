@@ -114,12 +114,12 @@ pub trait Retrieval: Send + Sync + std::fmt::Debug + 'static {
 pub type SharedRetrieval = Arc<dyn Retrieval>;
 
 /// The longest a caught-up or backing-off reader waits between calls.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Drops user records at or before `resume` (a checkpoint, possibly inside an aggregate).
 /// Returns whether a record beyond it was seen: records come in order, so nothing later needs
 /// skipping.
-pub(crate) fn skip_through(records: &mut Vec<Record>, resume: &ExtendedSequenceNumber) -> bool {
+pub fn skip_through(records: &mut Vec<Record>, resume: &ExtendedSequenceNumber) -> bool {
     records.retain(|r| r.extended_sequence_number() > *resume);
     !records.is_empty()
 }

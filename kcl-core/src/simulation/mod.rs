@@ -40,12 +40,12 @@ use crate::engine::{InMemoryKinesis, KinesisOperation, PutRecordEntry};
 use crate::fault::FaultAction;
 use crate::kinesis::{KinesisDataPlane, KinesisError, ShardFilter};
 use crate::lease::{InMemoryLeaseStore, LeaseError, LeaseOperation};
-use crate::model::{ExtendedSequenceNumber, InitialPosition, ShardId};
+use crate::model::{ExtendedSequenceNumber, InitialPosition, ShardId, StreamIdentity};
 use crate::processor::{
     InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError, ShardInfo,
     ShardRecordProcessor,
 };
-use crate::retrieval::PollingConfig;
+use crate::retrieval::{PollingConfig, SharedRetrieval};
 use crate::scheduler::{RetrievalMode, SchedulerBuilder};
 
 /// Shape of a simulated run. Probabilities apply per schedule step.
@@ -77,6 +77,21 @@ pub struct SimulationConfig {
     pub store_fault: f64,
     /// Per call: GetRecords is throttled.
     pub throttle: f64,
+    /// The retrieval the workers use; `None` for polling.
+    pub retrieval: Option<RetrievalFactory>,
+}
+
+/// Builds the retrieval of a simulated fleet from its engine and stream (e.g. enhanced fan-out
+/// over the engine's push subscriptions).
+#[derive(Clone)]
+pub struct RetrievalFactory(
+    pub Arc<dyn Fn(&InMemoryKinesis, &StreamIdentity) -> SharedRetrieval + Send + Sync>,
+);
+
+impl std::fmt::Debug for RetrievalFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RetrievalFactory")
+    }
 }
 
 impl SimulationConfig {
@@ -96,6 +111,7 @@ impl SimulationConfig {
             processor_failure: 0.05,
             store_fault: 0.02,
             throttle: 0.05,
+            retrieval: None,
         }
     }
 }
@@ -241,6 +257,23 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             FaultAction::Fail(KinesisError::throughput_exceeded("simulated")),
         );
     }
+    if config.throttle > 0.0 {
+        // Fan-out: subscriptions break mid-stream, and resubscribing meets a draining one.
+        kinesis.faults().with_probability(
+            KinesisOperation::SubscriptionEvent,
+            config.throttle,
+            FaultAction::Fail(KinesisError::Unavailable {
+                message: "simulated read timeout".into(),
+            }),
+        );
+        kinesis.faults().with_probability(
+            KinesisOperation::SubscribeToShard,
+            config.throttle,
+            FaultAction::Fail(KinesisError::ResourceInUse {
+                message: "simulated draining subscription".into(),
+            }),
+        );
+    }
     if config.store_fault > 0.0 {
         let p = config.store_fault / 4.0;
         for op in LeaseOperation::ALL {
@@ -270,6 +303,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         }
     }
 
+    let retrieval = config.retrieval.as_ref().map(|f| (f.0)(&kinesis, &stream));
     let mut next_incarnation = 0u64;
     let start_worker = |slot: usize, incarnation: u64| -> Worker {
         let shared = shared.clone();
@@ -280,11 +314,14 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             .initial_position(InitialPosition::TrimHorizon)
             .parent_shard_poll_interval(Duration::from_millis(500))
             .shard_sync_interval(Duration::from_secs(10))
-            .retrieval(RetrievalMode::Polling(PollingConfig {
-                idle_time_between_reads: Duration::from_millis(200),
-                max_records: 50,
-                ..Default::default()
-            }))
+            .retrieval(match &retrieval {
+                Some(r) => RetrievalMode::Custom(r.clone()),
+                None => RetrievalMode::Polling(PollingConfig {
+                    idle_time_between_reads: Duration::from_millis(200),
+                    max_records: 50,
+                    ..Default::default()
+                }),
+            })
             .seed(incarnation)
             .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
                 Box::new(SimProcessor {

@@ -1,0 +1,258 @@
+//! Fan-out retrieval: one SubscribeToShard subscription per held shard, resubscribed as each
+//! ends, feeding the same records publisher the shard consumer reads from with polling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backon::BackoffBuilder;
+use kcl_core::kinesis::KinesisError;
+use kcl_core::model::{StartingPosition, StreamIdentity};
+use kcl_core::retrieval::{
+    RecordsBatch, RecordsPublisher, Retrieval, RetrievalError, ShardRead, skip_through,
+};
+use tokio::sync::{OnceCell, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::client::{ConsumerState, FanOutClient};
+
+/// Settings of fan-out retrieval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FanOutConfig {
+    /// Events buffered ahead of the processor per shard; a slow processor stops the
+    /// subscription from being read (backpressure) instead of growing a buffer.
+    pub max_buffered_events: usize,
+    /// First delay before resubscribing after an error.
+    pub min_backoff: Duration,
+    /// Largest delay before resubscribing.
+    pub max_backoff: Duration,
+}
+
+impl Default for FanOutConfig {
+    fn default() -> Self {
+        Self {
+            max_buffered_events: 2,
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Arc<dyn FanOutClient>,
+    stream: StreamIdentity,
+    consumer_name: String,
+    consumer_arn: OnceCell<String>,
+    config: FanOutConfig,
+}
+
+/// Enhanced fan-out retrieval for the scheduler: `RetrievalMode::Custom(Arc::new(fan_out))`.
+#[derive(Debug, Clone)]
+pub struct FanOutRetrieval {
+    inner: Arc<Inner>,
+}
+
+impl FanOutRetrieval {
+    /// Fan-out for `stream` as the consumer `consumer_name` (usually the application name). The
+    /// consumer is registered (or reused) on first use; call [`FanOutRetrieval::register`] to
+    /// do it up front.
+    pub fn new(
+        client: Arc<dyn FanOutClient>,
+        stream: StreamIdentity,
+        consumer_name: impl Into<String>,
+        config: FanOutConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                stream,
+                consumer_name: consumer_name.into(),
+                consumer_arn: OnceCell::new(),
+                config,
+            }),
+        }
+    }
+
+    /// Registers the stream consumer, or reuses it if another worker did, and waits until it is
+    /// ACTIVE. Returns its ARN.
+    pub async fn register(&self) -> Result<String, KinesisError> {
+        self.inner.consumer_arn().await.cloned()
+    }
+
+    /// Deregisters the stream consumer (optional at shutdown: other workers may still use it).
+    pub async fn deregister(&self) -> Result<(), KinesisError> {
+        let arn = self.register().await?;
+        self.inner.client.deregister_consumer(&arn).await
+    }
+}
+
+impl Inner {
+    fn backoff(&self, seed: u64) -> backon::ExponentialBackoff {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.config.min_backoff)
+            .with_max_delay(self.config.max_backoff)
+            .without_max_times()
+            .with_jitter()
+            .with_jitter_seed(seed)
+            .build()
+    }
+
+    async fn consumer_arn(&self) -> Result<&String, KinesisError> {
+        self.consumer_arn
+            .get_or_try_init(|| self.register_and_wait())
+            .await
+    }
+
+    async fn register_and_wait(&self) -> Result<String, KinesisError> {
+        let mut backoff = self.backoff(1);
+        let mut description = match self
+            .client
+            .register_consumer(&self.stream, &self.consumer_name)
+            .await
+        {
+            Ok(d) => {
+                info!(consumer = %d.name, arn = %d.arn, "stream consumer registered");
+                d
+            }
+            // Another worker registered it first: reuse it.
+            Err(KinesisError::ResourceInUse { .. }) => {
+                self.client
+                    .describe_consumer(&self.stream, &self.consumer_name)
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+        while description.state != ConsumerState::Active {
+            tokio::time::sleep(backoff.next().unwrap_or(self.config.max_backoff)).await;
+            description = self
+                .client
+                .describe_consumer(&self.stream, &self.consumer_name)
+                .await?;
+        }
+        Ok(description.arn)
+    }
+}
+
+impl Retrieval for FanOutRetrieval {
+    fn start(&self, read: ShardRead) -> Box<dyn RecordsPublisher> {
+        let (tx, rx) = mpsc::channel(self.inner.config.max_buffered_events.max(1));
+        let cancel = CancellationToken::new();
+        let inner = self.inner.clone();
+        let token = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => {}
+                _ = subscribe_loop(inner, read, tx) => {}
+            }
+        });
+        Box::new(FanOutPublisher { rx, cancel })
+    }
+}
+
+struct FanOutPublisher {
+    rx: mpsc::Receiver<Result<RecordsBatch, RetrievalError>>,
+    cancel: CancellationToken,
+}
+
+#[async_trait]
+impl RecordsPublisher for FanOutPublisher {
+    async fn next_batch(&mut self) -> Result<RecordsBatch, RetrievalError> {
+        self.rx.recv().await.unwrap_or(Err(RetrievalError::Stopped))
+    }
+}
+
+impl Drop for FanOutPublisher {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+type Sender = mpsc::Sender<Result<RecordsBatch, RetrievalError>>;
+
+async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
+    let shard = read.shard.id.clone();
+    let Some((start, mut resume)) = read.start.starting_position() else {
+        let mut end = RecordsBatch::default();
+        end.shard_end = Some(Vec::new());
+        let _ = tx.send(Ok(end)).await;
+        return;
+    };
+    let mut position: StartingPosition = start;
+    let mut backoff = inner.backoff(read.seed);
+    let arn = loop {
+        match inner.consumer_arn().await {
+            Ok(arn) => break arn.clone(),
+            Err(e) if e.is_retryable() => {
+                warn!(shard_id = %shard, error = %e, "registering the stream consumer failed; retrying");
+                tokio::time::sleep(backoff.next().unwrap_or(inner.config.max_backoff)).await;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(RetrievalError::Fatal(e))).await;
+                return;
+            }
+        }
+    };
+    loop {
+        let mut subscription = match inner.client.subscribe(&arn, &shard, &position).await {
+            Ok(s) => s,
+            Err(e) => {
+                match &e {
+                    // Expected while the previous subscription drains, or when resubscribing
+                    // faster than once a second: not worth a warning.
+                    KinesisError::ResourceInUse { .. } | KinesisError::Throttled { .. } => {
+                        debug!(shard_id = %shard, error = %e, "subscription not ready; retrying")
+                    }
+                    KinesisError::ResourceNotFound { .. } => {
+                        let _ = tx.send(Err(RetrievalError::ShardGone(e))).await;
+                        return;
+                    }
+                    e if e.is_retryable() => {
+                        warn!(shard_id = %shard, error = %e, "SubscribeToShard failed; retrying")
+                    }
+                    _ => {
+                        let _ = tx.send(Err(RetrievalError::Fatal(e))).await;
+                        return;
+                    }
+                }
+                tokio::time::sleep(backoff.next().unwrap_or(inner.config.max_backoff)).await;
+                continue;
+            }
+        };
+        backoff = inner.backoff(read.seed);
+        while let Some(event) = subscription.next_event().await {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    // Read timeouts and resets end a subscription; resume where it stopped.
+                    debug!(shard_id = %shard, error = %e, "subscription ended with an error; resubscribing");
+                    tokio::time::sleep(backoff.next().unwrap_or(inner.config.max_backoff)).await;
+                    break;
+                }
+            };
+            let mut batch = RecordsBatch::default();
+            batch.millis_behind_latest = event.millis_behind_latest;
+            batch.deaggregation = read
+                .deaggregator
+                .deaggregate_into(event.records, &mut batch.records);
+            if let Some(r) = &resume
+                && skip_through(&mut batch.records, r)
+            {
+                resume = None;
+            }
+            match event.continuation_sequence_number {
+                Some(c) => position = StartingPosition::AfterSequenceNumber(c),
+                None => batch.shard_end = Some(event.child_shards),
+            }
+            let ended = batch.shard_end.is_some();
+            if (!batch.records.is_empty() || ended) && tx.send(Ok(batch)).await.is_err() {
+                return;
+            }
+            if ended {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Fan-out retrieval on the in-memory engine, under paused time: the scheduler runs unchanged
+//! with fan-out (the fleet simulation over many seeds), subscriptions renew with no gap or
+//! duplicate, a subscription racing a draining one gets through, and shard end follows splits
+//! and merges.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kcl_core::engine::{EngineConfig, InMemoryKinesis, PutRecordEntry};
+use kcl_core::kinesis::KinesisError;
+use kcl_core::lease::InMemoryLeaseStore;
+use kcl_core::model::{InitialPosition, ShardId, StartingPosition, StreamIdentity};
+use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardRecordProcessor};
+use kcl_core::scheduler::{RetrievalMode, SchedulerBuilder};
+use kcl_core::simulation::{RetrievalFactory, SimulationConfig, simulate};
+use kcl_efo::{FanOutClient, FanOutConfig, FanOutRetrieval, InMemoryFanOut, Subscription};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+fn fan_out_factory() -> RetrievalFactory {
+    RetrievalFactory(Arc::new(
+        |kinesis: &InMemoryKinesis, stream: &StreamIdentity| {
+            Arc::new(FanOutRetrieval::new(
+                Arc::new(InMemoryFanOut(kinesis.clone())),
+                stream.clone(),
+                "sim",
+                FanOutConfig::default(),
+            )) as kcl_core::retrieval::SharedRetrieval
+        },
+    ))
+}
+
+#[test]
+fn the_fleet_simulation_passes_with_fan_out() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info
+            .payload()
+            .downcast_ref::<&str>()
+            .is_some_and(|m| m.starts_with("simulated"))
+        {
+            default(info);
+        }
+    }));
+    let seeds: u64 = std::env::var("KCL_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let mut crashes = 0;
+    for seed in 0..seeds {
+        let config = SimulationConfig {
+            retrieval: Some(fan_out_factory()),
+            ..SimulationConfig::small(seed)
+        };
+        let report = simulate(&config);
+        assert!(
+            report.passed(),
+            "seed {seed}: {:#?}",
+            report.ledger.violations
+        );
+        crashes += report.crashes;
+    }
+    assert!(crashes > 0);
+}
+
+/// Counts SubscribeToShard calls.
+#[derive(Debug)]
+struct Counting {
+    inner: InMemoryFanOut,
+    subscribes: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl FanOutClient for Counting {
+    async fn register_consumer(
+        &self,
+        s: &StreamIdentity,
+        n: &str,
+    ) -> Result<kcl_efo::ConsumerDescription, KinesisError> {
+        self.inner.register_consumer(s, n).await
+    }
+    async fn describe_consumer(
+        &self,
+        s: &StreamIdentity,
+        n: &str,
+    ) -> Result<kcl_efo::ConsumerDescription, KinesisError> {
+        self.inner.describe_consumer(s, n).await
+    }
+    async fn deregister_consumer(&self, arn: &str) -> Result<(), KinesisError> {
+        self.inner.deregister_consumer(arn).await
+    }
+    async fn subscribe(
+        &self,
+        arn: &str,
+        shard: &ShardId,
+        p: &StartingPosition,
+    ) -> Result<Box<dyn Subscription>, KinesisError> {
+        let s = self.inner.subscribe(arn, shard, p).await;
+        if s.is_ok() {
+            self.subscribes.fetch_add(1, Ordering::SeqCst);
+        }
+        s
+    }
+}
+
+struct Recorder(Arc<Mutex<BTreeMap<String, Vec<u64>>>>);
+
+#[async_trait]
+impl ShardRecordProcessor for Recorder {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
+        let values = input
+            .records
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.partition_key.to_string(),
+                    std::str::from_utf8(&r.data)?.parse::<u64>()?,
+                ))
+            })
+            .collect::<Result<Vec<_>, ProcessorError>>()?;
+        {
+            let mut seen = self.0.lock();
+            for (k, v) in values {
+                seen.entry(k).or_default().push(v);
+            }
+        }
+        input.checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+struct Run {
+    kinesis: InMemoryKinesis,
+    stream: StreamIdentity,
+    seen: Arc<Mutex<BTreeMap<String, Vec<u64>>>>,
+    subscribes: Arc<AtomicU64>,
+    fan_out: FanOutRetrieval,
+}
+
+fn setup(shards: u32, subscription_ttl: Duration) -> Run {
+    let kinesis = InMemoryKinesis::with_config(EngineConfig {
+        subscription_ttl,
+        ..Default::default()
+    });
+    let stream = kinesis.create_stream("efo", shards).unwrap();
+    let subscribes = Arc::new(AtomicU64::new(0));
+    let client = Counting {
+        inner: InMemoryFanOut(kinesis.clone()),
+        subscribes: subscribes.clone(),
+    };
+    let fan_out = FanOutRetrieval::new(
+        Arc::new(client),
+        stream.clone(),
+        "app",
+        FanOutConfig::default(),
+    );
+    Run {
+        kinesis,
+        stream,
+        seen: Arc::default(),
+        subscribes,
+        fan_out,
+    }
+}
+
+fn start(run: &Run) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let seen = run.seen.clone();
+    let scheduler = SchedulerBuilder::new(run.stream.clone(), "app")
+        .worker_id("w")
+        .lease_store(Arc::new(InMemoryLeaseStore::new()))
+        .kinesis(Arc::new(run.kinesis.clone()))
+        .initial_position(InitialPosition::TrimHorizon)
+        .retrieval(RetrievalMode::Custom(Arc::new(run.fan_out.clone())))
+        .parent_shard_poll_interval(Duration::from_millis(200))
+        .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+            Box::new(Recorder(seen.clone()))
+        })
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    (
+        stop,
+        tokio::spawn(async move {
+            scheduler.run(token).await.unwrap();
+        }),
+    )
+}
+
+async fn put(run: &Run, key: &str, value: u64) {
+    run.kinesis
+        .put_record(
+            "efo",
+            PutRecordEntry::new(key, Bytes::from(value.to_string())),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_renewals_with_no_gap_or_duplicate() {
+    let run = setup(1, Duration::from_secs(20));
+    let (stop, task) = start(&run);
+    let mut expected = Vec::new();
+    for v in 0..250 {
+        put(&run, "k", v).await;
+        expected.push(v);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(run.seen.lock()["k"], expected);
+    let subscriptions = run.subscribes.load(Ordering::SeqCst);
+    assert!(
+        subscriptions >= 11,
+        "{subscriptions} subscriptions: at least 10 renewals"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_racing_a_draining_one_gets_through() {
+    let run = setup(1, Duration::from_secs(300));
+    let arn = run.fan_out.register().await.unwrap();
+    // Someone (a previous owner's subscription that has not drained) holds the slot.
+    let held = run
+        .kinesis
+        .subscribe_to_shard(&arn, &ShardId::from_index(0), &StartingPosition::Latest)
+        .await
+        .unwrap();
+    for v in 0..5 {
+        put(&run, "k", v).await;
+    }
+    let (stop, task) = start(&run);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        run.seen.lock().is_empty(),
+        "nothing delivered while the slot is taken"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(run.seen.lock()["k"], vec![0, 1, 2, 3, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shard_end_follows_splits_and_merges() {
+    let run = setup(3, Duration::from_secs(300));
+    let (stop, task) = start(&run);
+    let mut expected: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut v = 0;
+    for phase in 0..3 {
+        for k in 0..12 {
+            let key = format!("k{k}");
+            put(&run, &key, v).await;
+            expected.entry(key).or_default().push(v);
+            v += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        match phase {
+            0 => {
+                run.kinesis
+                    .split_shard_evenly("efo", &ShardId::from_index(0))
+                    .unwrap();
+            }
+            1 => {
+                run.kinesis
+                    .merge_shards("efo", &ShardId::from_index(1), &ShardId::from_index(2))
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        *run.seen.lock(),
+        expected,
+        "every record once, in order per key, across lineage"
+    );
+}
