@@ -1,6 +1,7 @@
 # Sourced by scripts/test: starts the emulators on free loopback ports, exports their endpoints,
 # and stops them on exit (even when tests fail).
 #   KCL_KINESIS_ENDPOINT   kinesis-local, plain HTTP
+#   KCL_KINESIS_TLS_ENDPOINT, KCL_KINESIS_CA   kinesis-local over TLS, and the CA to trust
 #   KCL_DYNAMODB_ENDPOINT  moto server (DynamoDB, CloudWatch)
 TOOLS="$PWD/.tools"
 EMULATOR_LOGS="${EMULATOR_LOGS:-$TOOLS/logs}"
@@ -31,13 +32,30 @@ stop_emulators() {
   EMULATOR_PIDS=()
 }
 
+# A CA and a leaf certificate for 127.0.0.1/localhost (the bundled one has no subjectAltName,
+# which rustls rejects). Clients trust the CA explicitly; verification is never disabled.
+make_tls() {
+  local dir="$TOOLS/tls"
+  [ -f "$dir/server.json" ] && return 0
+  mkdir -p "$dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=kcl-rs test CA" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$dir/leaf.key" -out "$dir/leaf.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >"$dir/leaf.ext"
+  openssl x509 -req -in "$dir/leaf.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$dir/leaf.ext" -out "$dir/leaf.pem" 2>/dev/null
+  openssl pkcs8 -topk8 -nocrypt -in "$dir/leaf.key" -out "$dir/leaf.pk8.pem"
+  python3 -c 'import json,sys; d=sys.argv[1]; json.dump({"server": {"key": open(d+"/leaf.pk8.pem").read(), "cert": open(d+"/leaf.pem").read()}}, open(d+"/server.json", "w"))' "$dir"
+}
+
 start_emulators() {
   mkdir -p "$EMULATOR_LOGS"
+  make_tls
   local kinesis_port kinesis_tls_port moto_port
   kinesis_port=$(free_port)
   kinesis_tls_port=$(free_port)
   moto_port=$(free_port)
-  KINESIS_MOCK_CERT_PATH="$TOOLS/node/node_modules/kinesis-local/server.json" \
+  KINESIS_MOCK_CERT_PATH="$TOOLS/tls/server.json" \
   KINESIS_MOCK_PLAIN_PORT="$kinesis_port" KINESIS_MOCK_TLS_PORT="$kinesis_tls_port" LOG_LEVEL=WARN \
   SHARD_LIMIT=100000 CREATE_STREAM_DURATION=0ms DELETE_STREAM_DURATION=0ms SPLIT_SHARD_DURATION=0ms MERGE_SHARDS_DURATION=0ms \
   UPDATE_SHARD_COUNT_DURATION=0ms REGISTER_STREAM_CONSUMER_DURATION=0ms DEREGISTER_STREAM_CONSUMER_DURATION=0ms \
@@ -47,8 +65,11 @@ start_emulators() {
   "$TOOLS/moto-venv/bin/python" scripts/moto_serial.py 127.0.0.1 "$moto_port" >"$EMULATOR_LOGS/moto.log" 2>&1 &
   EMULATOR_PIDS+=($!)
   wait_for_port kinesis-local "$kinesis_port"
+  wait_for_port kinesis-local "$kinesis_tls_port"
   wait_for_port moto "$moto_port"
   export KCL_KINESIS_ENDPOINT="http://127.0.0.1:$kinesis_port"
+  export KCL_KINESIS_TLS_ENDPOINT="https://localhost:$kinesis_tls_port"
+  export KCL_KINESIS_CA="$TOOLS/tls/ca.pem"
   export KCL_DYNAMODB_ENDPOINT="http://127.0.0.1:$moto_port"
   # Requests must be signed; the emulators accept any credentials.
   export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"

@@ -55,6 +55,25 @@ pub async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// An SDK configuration for an emulator's TLS endpoint, trusting exactly the CA at `ca_pem`
+/// (the test tooling generates it). Certificate verification stays on.
+pub async fn emulator_config_tls(endpoint: &str, ca_pem: &str) -> aws_config::SdkConfig {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let pem = std::fs::read(ca_pem).unwrap_or_else(|e| panic!("reading the test CA {ca_pem}: {e}"));
+    let trust = TrustStore::empty().with_pem_certificate(pem);
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(TlsContext::builder().with_trust_store(trust).build().expect("a TLS context"))
+        .build_https();
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "kcl-tests"))
+        .http_client(http)
+        .load()
+        .await
+}
+
 /// A name no other test of this run uses.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
