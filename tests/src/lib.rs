@@ -63,12 +63,23 @@ pub async fn emulator_config_tls(endpoint: &str, ca_pem: &str) -> aws_config::Sd
     let trust = TrustStore::empty().with_pem_certificate(pem);
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(TlsContext::builder().with_trust_store(trust).build().expect("a TLS context"))
+        .tls_context(
+            TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .expect("a TLS context"),
+        )
         .build_https();
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "kcl-tests"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "kcl-tests",
+        ))
         .http_client(http)
         .load()
         .await

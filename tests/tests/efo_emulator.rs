@@ -25,11 +25,19 @@ struct Recorder(Seen);
 
 #[async_trait]
 impl ShardRecordProcessor for Recorder {
-    async fn process_records(&mut self, input: ProcessRecordsInput<'_>) -> Result<(), ProcessorError> {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
         let values = input
             .records
             .iter()
-            .map(|r| Ok((r.partition_key.to_string(), std::str::from_utf8(&r.data)?.parse::<u64>()?)))
+            .map(|r| {
+                Ok((
+                    r.partition_key.to_string(),
+                    std::str::from_utf8(&r.data)?.parse::<u64>()?,
+                ))
+            })
             .collect::<Result<Vec<_>, ProcessorError>>()?;
         {
             let mut seen = self.0.lock();
@@ -42,10 +50,23 @@ impl ShardRecordProcessor for Recorder {
     }
 }
 
-async fn put(client: &aws_sdk_kinesis::Client, stream: &str, from: u64, to: u64, sent: &mut BTreeMap<String, Vec<u64>>) {
+async fn put(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    from: u64,
+    to: u64,
+    sent: &mut BTreeMap<String, Vec<u64>>,
+) {
     for v in from..to {
         let key = format!("k{}", v % 5);
-        client.put_record().stream_name(stream).partition_key(&key).data(Blob::new(v.to_string())).send().await.unwrap();
+        client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(&key)
+            .data(Blob::new(v.to_string()))
+            .send()
+            .await
+            .unwrap();
         sent.entry(key).or_default().push(v);
     }
 }
@@ -53,7 +74,11 @@ async fn put(client: &aws_sdk_kinesis::Client, stream: &str, from: u64, to: u64,
 async fn wait_for(seen: &Seen, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.lock().values().map(Vec::len).sum::<usize>() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} records", seen.lock().values().map(Vec::len).sum::<usize>());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records",
+            seen.lock().values().map(Vec::len).sum::<usize>()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -61,10 +86,24 @@ async fn wait_for(seen: &Seen, n: usize) {
 async fn run_through(config: aws_config::SdkConfig) {
     let client = aws_sdk_kinesis::Client::new(&config);
     let name = unique("efo");
-    client.create_stream().stream_name(&name).shard_count(2).send().await.unwrap();
+    client
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(2)
+        .send()
+        .await
+        .unwrap();
     for _ in 0..100 {
-        let d = client.describe_stream_summary().stream_name(&name).send().await.unwrap();
-        if d.stream_description_summary().map(|s| s.stream_status().as_str()) == Some("ACTIVE") {
+        let d = client
+            .describe_stream_summary()
+            .stream_name(&name)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary()
+            .map(|s| s.stream_status().as_str())
+            == Some("ACTIVE")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -74,8 +113,16 @@ async fn run_through(config: aws_config::SdkConfig) {
     let seen: Seen = Arc::default();
     let mut sent = BTreeMap::new();
     put(&client, &name, 0, 20, &mut sent).await;
-    let fan_out = FanOutRetrieval::new(Arc::new(AwsFanOut::new(&config)), stream.clone(), "efo-app", FanOutConfig::default());
-    let arn = fan_out.register().await.expect("register the stream consumer");
+    let fan_out = FanOutRetrieval::new(
+        Arc::new(AwsFanOut::new(&config)),
+        stream.clone(),
+        "efo-app",
+        FanOutConfig::default(),
+    );
+    let arn = fan_out
+        .register()
+        .await
+        .expect("register the stream consumer");
     assert!(arn.contains("efo-app"), "{arn}");
     let start = |worker: &str| {
         let seen = seen.clone();
@@ -86,12 +133,19 @@ async fn run_through(config: aws_config::SdkConfig) {
             .initial_position(InitialPosition::TrimHorizon)
             .failover_time(Duration::from_secs(2))
             .retrieval(RetrievalMode::Custom(Arc::new(fan_out.clone())))
-            .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> { Box::new(Recorder(seen.clone())) })
+            .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+                Box::new(Recorder(seen.clone()))
+            })
             .build()
             .unwrap();
         let stop = CancellationToken::new();
         let token = stop.clone();
-        (stop, tokio::spawn(async move { scheduler.run(token).await.unwrap(); }))
+        (
+            stop,
+            tokio::spawn(async move {
+                scheduler.run(token).await.unwrap();
+            }),
+        )
     };
     // The backlog, then live records.
     let (stop, task) = start("w1");
@@ -107,19 +161,32 @@ async fn run_through(config: aws_config::SdkConfig) {
     stop.cancel();
     task.await.unwrap();
     assert_eq!(*seen.lock(), sent, "every record once, in order per key");
-    client.delete_stream().stream_name(&name).enforce_consumer_deletion(true).send().await.unwrap();
+    client
+        .delete_stream()
+        .stream_name(&name)
+        .enforce_consumer_deletion(true)
+        .send()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_on_the_plain_port() {
     init_logging();
-    let Some(endpoint) = emulator("KCL_KINESIS_ENDPOINT") else { return };
+    let Some(endpoint) = emulator("KCL_KINESIS_ENDPOINT") else {
+        return;
+    };
     run_through(emulator_config(&endpoint).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_on_the_tls_port() {
     init_logging();
-    let (Some(endpoint), Some(ca)) = (emulator("KCL_KINESIS_TLS_ENDPOINT"), emulator("KCL_KINESIS_CA")) else { return };
+    let (Some(endpoint), Some(ca)) = (
+        emulator("KCL_KINESIS_TLS_ENDPOINT"),
+        emulator("KCL_KINESIS_CA"),
+    ) else {
+        return;
+    };
     run_through(emulator_config_tls(&endpoint, &ca).await).await;
 }
