@@ -81,12 +81,14 @@ pub struct SimulationConfig {
     pub retrieval: Option<RetrievalFactory>,
 }
 
+/// A function building a retrieval from the engine and stream of a simulated fleet.
+pub type BuildRetrieval =
+    dyn Fn(&InMemoryKinesis, &StreamIdentity) -> SharedRetrieval + Send + Sync;
+
 /// Builds the retrieval of a simulated fleet from its engine and stream (e.g. enhanced fan-out
 /// over the engine's push subscriptions).
 #[derive(Clone)]
-pub struct RetrievalFactory(
-    pub Arc<dyn Fn(&InMemoryKinesis, &StreamIdentity) -> SharedRetrieval + Send + Sync>,
-);
+pub struct RetrievalFactory(pub Arc<BuildRetrieval>);
 
 impl std::fmt::Debug for RetrievalFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
