@@ -12,6 +12,7 @@
 //! - [`lease`]: leases, the lease-store trait, the in-memory store, the conformance suite and
 //!   the lease coordinator;
 //! - [`processor`], [`checkpoint`]: what an application implements and checkpoints with;
+//! - [`parallel`]: per-partition-key parallelism inside a shard, with a checkpoint watermark;
 //! - [`scheduler`]: runs a worker: shard sync, leases, one consumer task per held lease;
 //! - [`retrieval`], [`shard`]: polling, the shard consumer state machine, failure policy,
 //!   lineage;
@@ -27,6 +28,7 @@ pub mod fault;
 pub mod kinesis;
 pub mod lease;
 pub mod model;
+pub mod parallel;
 pub mod processor;
 pub mod retrieval;
 pub mod routing;

@@ -41,6 +41,7 @@ use crate::fault::FaultAction;
 use crate::kinesis::{KinesisDataPlane, KinesisError, ShardFilter};
 use crate::lease::{InMemoryLeaseStore, LeaseError, LeaseOperation};
 use crate::model::{ExtendedSequenceNumber, InitialPosition, ShardId, StreamIdentity};
+use crate::parallel::{KeyParallelProcessor, ParallelConfig, RecordContext, RecordHandler};
 use crate::processor::{
     InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError, ShardInfo,
     ShardRecordProcessor,
@@ -79,6 +80,9 @@ pub struct SimulationConfig {
     pub throttle: f64,
     /// The retrieval the workers use; `None` for polling.
     pub retrieval: Option<RetrievalFactory>,
+    /// Run a per-record handler with this per-key parallelism (`kcl_core::parallel`) instead
+    /// of a batch processor.
+    pub parallelism: Option<usize>,
 }
 
 /// A function building a retrieval from the engine and stream of a simulated fleet.
@@ -114,6 +118,7 @@ impl SimulationConfig {
             store_fault: 0.02,
             throttle: 0.05,
             retrieval: None,
+            parallelism: None,
         }
     }
 }
@@ -220,6 +225,47 @@ impl ShardRecordProcessor for SimProcessor {
     }
 }
 
+/// The per-record handler of key-parallel runs: one ledger entry per record.
+struct SimHandler {
+    shared: Arc<Shared>,
+    incarnation: u64,
+}
+
+#[async_trait]
+impl RecordHandler for SimHandler {
+    async fn handle(
+        &self,
+        context: &RecordContext,
+        record: &crate::model::Record,
+    ) -> Result<(), ProcessorError> {
+        let roll: f64 = self.shared.rng.lock().random();
+        if roll < self.shared.processor_failure / 2.0 {
+            return Err("simulated handler error".into());
+        }
+        if roll < self.shared.processor_failure {
+            panic!("simulated handler panic");
+        }
+        // A little work, so records of different keys overlap.
+        tokio::time::sleep(Duration::from_millis(u64::from(
+            record.data.len() as u8 % 7,
+        )))
+        .await;
+        let text = std::str::from_utf8(&record.data).expect("simulation data is text");
+        let (key, index) = text.rsplit_once('#').expect("key#index");
+        self.shared.ledger.lock().processed.push(Processed {
+            incarnation: self.incarnation,
+            shard: context.shard.shard_id.clone(),
+            started_at: context.started_at.clone(),
+            records: vec![(
+                key.to_string(),
+                index.parse().expect("index"),
+                record.extended_sequence_number(),
+            )],
+        });
+        Ok(())
+    }
+}
+
 struct Worker {
     stop: CancellationToken,
     run: JoinHandle<()>,
@@ -306,6 +352,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
     }
 
     let retrieval = config.retrieval.as_ref().map(|f| (f.0)(&kinesis, &stream));
+    let parallelism = config.parallelism;
     let mut next_incarnation = 0u64;
     let start_worker = |slot: usize, incarnation: u64| -> Worker {
         let shared = shared.clone();
@@ -326,12 +373,25 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             })
             .seed(incarnation)
             .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
-                Box::new(SimProcessor {
-                    shared: shared.clone(),
-                    incarnation,
-                    shard: info.shard_id.clone(),
-                    started_at: ExtendedSequenceNumber::TrimHorizon,
-                })
+                match parallelism {
+                    Some(p) => Box::new(KeyParallelProcessor::new(
+                        Arc::new(SimHandler {
+                            shared: shared.clone(),
+                            incarnation,
+                        }),
+                        ParallelConfig {
+                            min_backoff: Duration::from_millis(50),
+                            max_in_flight_records: 64,
+                            ..ParallelConfig::new(p)
+                        },
+                    )),
+                    None => Box::new(SimProcessor {
+                        shared: shared.clone(),
+                        incarnation,
+                        shard: info.shard_id.clone(),
+                        started_at: ExtendedSequenceNumber::TrimHorizon,
+                    }),
+                }
             })
             .build()
             .expect("a valid simulation config");
