@@ -85,6 +85,38 @@ pub async fn emulator_config_tls(endpoint: &str, ca_pem: &str) -> aws_config::Sd
         .await
 }
 
+/// Waits until a stream on the emulator is ACTIVE (after create, split, merge).
+pub async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
+    for _ in 0..100 {
+        let d = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .expect("DescribeStreamSummary");
+        if d.stream_description_summary()
+            .map(|s| s.stream_status().as_str())
+            == Some("ACTIVE")
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("stream {name} never became ACTIVE");
+}
+
+/// Creates a stream on the emulator and waits until it is ACTIVE.
+pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("CreateStream");
+    wait_active(client, name).await;
+}
+
 /// A name no other test of this run uses.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -10,45 +10,19 @@ use kcl_core::kinesis::{
     KinesisDataPlane, KinesisError, ListShardsRequest, ShardFilter, ShardIterator,
 };
 use kcl_core::model::{ShardId, StartingPosition, StreamIdentity};
-use kcl_tests::{emulator, emulator_config, unique};
+use kcl_tests::{create_stream, emulator, emulator_config, unique, wait_active};
 
 async fn setup(shards: i32) -> Option<(aws_sdk_kinesis::Client, AwsKinesis, StreamIdentity)> {
     let endpoint = emulator("KCL_KINESIS_ENDPOINT")?;
     let config = emulator_config(&endpoint).await;
     let client = aws_sdk_kinesis::Client::new(&config);
     let name = unique("s");
-    client
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(shards)
-        .send()
-        .await
-        .unwrap();
-    wait_active(&client, &name).await;
+    create_stream(&client, &name, shards).await;
     Some((
         client,
         AwsKinesis::new(&config),
         StreamIdentity::from_name(&name),
     ))
-}
-
-async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
-    for _ in 0..100 {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .unwrap();
-        if d.stream_description_summary()
-            .map(|s| s.stream_status().as_str())
-            == Some("ACTIVE")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("stream {name} never became ACTIVE");
 }
 
 #[tokio::test]

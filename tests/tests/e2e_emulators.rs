@@ -20,7 +20,7 @@ use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardR
 use kcl_core::retrieval::PollingConfig;
 use kcl_core::scheduler::{RetrievalMode, SchedulerBuilder};
 use kcl_dynamo_leases::{DynamoLeaseStore, TableOptions};
-use kcl_tests::{emulator, emulator_config, init_logging, unique};
+use kcl_tests::{create_stream, emulator, emulator_config, init_logging, unique, wait_active};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -143,13 +143,7 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
     let kinesis_config = emulator_config(&kinesis_endpoint).await;
     let client = aws_sdk_kinesis::Client::new(&kinesis_config);
     let stream_name = unique("e2e");
-    client
-        .create_stream()
-        .stream_name(&stream_name)
-        .shard_count(4)
-        .send()
-        .await?;
-    wait_active(&client, &stream_name).await;
+    create_stream(&client, &stream_name, 4).await;
     let stream = StreamIdentity::from_name(&stream_name);
     let data_plane: Arc<dyn KinesisDataPlane> = Arc::new(AwsKinesis::new(&kinesis_config));
     let store = DynamoLeaseStore::from_config(
@@ -350,23 +344,4 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
         .send()
         .await?;
     Ok(())
-}
-
-async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
-    for _ in 0..100 {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .unwrap();
-        if d.stream_description_summary()
-            .map(|s| s.stream_status().as_str())
-            == Some("ACTIVE")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("stream {name} never became ACTIVE");
 }

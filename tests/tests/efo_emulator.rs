@@ -15,7 +15,9 @@ use kcl_core::model::{InitialPosition, StreamIdentity};
 use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardRecordProcessor};
 use kcl_core::scheduler::{RetrievalMode, SchedulerBuilder};
 use kcl_efo::{AwsFanOut, FanOutConfig, FanOutRetrieval};
-use kcl_tests::{emulator, emulator_config, emulator_config_tls, init_logging, unique};
+use kcl_tests::{
+    create_stream, emulator, emulator_config, emulator_config_tls, init_logging, unique,
+};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -86,28 +88,7 @@ async fn wait_for(seen: &Seen, n: usize) {
 async fn run_through(config: aws_config::SdkConfig) {
     let client = aws_sdk_kinesis::Client::new(&config);
     let name = unique("efo");
-    client
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(2)
-        .send()
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        let d = client
-            .describe_stream_summary()
-            .stream_name(&name)
-            .send()
-            .await
-            .unwrap();
-        if d.stream_description_summary()
-            .map(|s| s.stream_status().as_str())
-            == Some("ACTIVE")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    create_stream(&client, &name, 2).await;
     let stream = StreamIdentity::from_name(&name);
     let store: Arc<dyn LeaseStore> = Arc::new(InMemoryLeaseStore::new());
     let seen: Seen = Arc::default();

@@ -22,7 +22,8 @@ use crate::model::{
     StreamIdentity,
 };
 use crate::processor::{
-    InitializationInput, LeaseLostInput, ProcessRecordsInput, ShardInfo, ShardRecordProcessor,
+    InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError, ShardInfo,
+    ShardRecordProcessor,
 };
 use crate::retrieval::{RecordsBatch, RetrievalError, ShardRead, SharedRetrieval, StartFrom};
 
@@ -164,17 +165,11 @@ impl ShardConsumer {
         };
         let mut backoff = self.backoff(seed);
         loop {
-            match AssertUnwindSafe(self.processor.initialize(init.clone()))
+            let result = AssertUnwindSafe(self.processor.initialize(init.clone()))
                 .catch_unwind()
-                .await
-            {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => {
-                    warn!(shard_id = %self.info.shard_id, error = %e, "initialize failed; retrying")
-                }
-                Err(p) => {
-                    warn!(shard_id = %self.info.shard_id, panic = %panic_message(&p), "initialize panicked; retrying")
-                }
+                .await;
+            if self.succeeded(result, "initialize") {
+                break;
             }
             let reason = self
                 .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
@@ -244,6 +239,25 @@ impl ShardConsumer {
             if let Some(children) = batch.shard_end {
                 drop(publisher);
                 return self.shard_ended(children, &mut checkpointer).await;
+            }
+        }
+    }
+
+    /// Logs a processor callback that failed or panicked; true when it succeeded.
+    fn succeeded(
+        &self,
+        result: std::thread::Result<Result<(), ProcessorError>>,
+        callback: &str,
+    ) -> bool {
+        match result {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                warn!(shard_id = %self.info.shard_id, error = %e, "{callback} failed");
+                false
+            }
+            Err(p) => {
+                warn!(shard_id = %self.info.shard_id, panic = %panic_message(&p), "{callback} panicked");
+                false
             }
         }
     }
@@ -381,14 +395,8 @@ impl ShardConsumer {
             let result = AssertUnwindSafe(self.processor.shard_ended(checkpointer))
                 .catch_unwind()
                 .await;
-            match result {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => {
-                    warn!(shard_id = %self.info.shard_id, error = %e, "shard_ended failed; retrying")
-                }
-                Err(p) => {
-                    warn!(shard_id = %self.info.shard_id, panic = %panic_message(&p), "shard_ended panicked; retrying")
-                }
+            if self.succeeded(result, "shard_ended") {
+                break;
             }
             let reason = self
                 .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
@@ -443,18 +451,10 @@ impl ShardConsumer {
                 if reason == ShutdownReason::HandingOff {
                     checkpointer.hand_off();
                 }
-                match AssertUnwindSafe(self.processor.shutdown_requested(checkpointer))
+                let result = AssertUnwindSafe(self.processor.shutdown_requested(checkpointer))
                     .catch_unwind()
-                    .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        warn!(shard_id = %self.info.shard_id, error = %e, "shutdown_requested failed")
-                    }
-                    Err(p) => {
-                        warn!(shard_id = %self.info.shard_id, panic = %panic_message(&p), "shutdown_requested panicked")
-                    }
-                }
+                    .await;
+                self.succeeded(result, "shutdown_requested");
                 if checkpointer.is_handing_off() {
                     // The processor wrote nothing: end the hand-off so the new owner starts now.
                     let _ = self.coordinator.finish_hand_off(&key, None).await;
