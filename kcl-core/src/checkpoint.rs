@@ -110,6 +110,13 @@ impl Checkpointer {
         self.at_shard_end = at_end;
     }
 
+    /// Forgets a batch that was not processed: neither its records nor a shard end it carried
+    /// count as delivered any more, so no default checkpoint can cover them.
+    pub(crate) fn undeliver(&mut self, previous: Option<ExtendedSequenceNumber>) {
+        self.largest_delivered = previous;
+        self.at_shard_end = false;
+    }
+
     pub(crate) fn hand_off(&mut self) {
         if self.mode == Mode::Holding {
             self.mode = Mode::HandingOff;

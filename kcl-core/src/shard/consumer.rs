@@ -327,9 +327,7 @@ impl ShardConsumer {
                         .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
                         .await;
                     if reason != ShutdownReason::None {
-                        // The batch was not processed: neither its records nor the shard end count as delivered.
-                        checkpointer.set_largest_delivered(previous.clone());
-                        checkpointer.set_at_shard_end(false);
+                        checkpointer.undeliver(previous.clone());
                         return Some(Stop::Shutdown(reason));
                     }
                 }
@@ -350,17 +348,13 @@ impl ShardConsumer {
                             .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
                             .await;
                         if reason != ShutdownReason::None {
-                            // The batch was not processed: neither its records nor the shard end count as delivered.
-                            checkpointer.set_largest_delivered(previous.clone());
-                            checkpointer.set_at_shard_end(false);
+                            checkpointer.undeliver(previous.clone());
                             return Some(Stop::Shutdown(reason));
                         }
                     }
                 }
                 FailurePolicy::StopShard => {
-                    // The batch was not processed: neither its records nor the shard end count as delivered.
-                    checkpointer.set_largest_delivered(previous.clone());
-                    checkpointer.set_at_shard_end(false);
+                    checkpointer.undeliver(previous.clone());
                     return Some(Stop::Failed);
                 }
             }
