@@ -1,16 +1,23 @@
 //! Per-partition-key parallelism inside a shard.
 //!
-//! [`KeyParallelProcessor`] runs a per-record [`RecordHandler`] on `parallelism` lanes: records
-//! with the same partition key go to the same lane, in order; different keys run concurrently.
+//! [`KeyParallelProcessor`] runs a per-record [`RecordHandler`] on `parallelism` workers per
+//! shard: records with the same partition key are handled one at a time, in order; different keys
+//! run concurrently. Keys, not fixed lanes, are scheduled: an idle worker takes the next key that
+//! has a record waiting, so a hot key never holds up keys that merely hash alike.
 //! The checkpoint advances only to the *watermark* — the highest position below which every
 //! record is done — so a crash never skips an unfinished record (records after the watermark are
 //! redelivered). In-flight records and bytes are bounded: a full pipeline holds back
 //! `process_records`, and so retrieval (backpressure). A failing record is retried with backoff
 //! on its lane (its key waits; other keys go on) unless the policy skips it. Shutdown waits for
 //! in-flight records, then checkpoints; a lost lease cancels them at once.
+//!
+//! A hot key (most records on one key) cannot deadlock anything and takes one worker, but it
+//! bounds how far others get: records are dispatched in shard order, so other keys run at most
+//! `max_in_flight_records` ahead of the hot key's oldest unfinished record, and the watermark
+//! waits for it. That is the price of bounded memory; raise the bound to let cold keys run
+//! further ahead.
 
-use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +25,10 @@ use std::panic::AssertUnwindSafe;
 
 use async_trait::async_trait;
 use backon::BackoffBuilder;
+use bytestring::ByteString;
 use futures::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
@@ -62,7 +70,7 @@ pub enum RecordFailurePolicy {
 /// Settings of key-parallel processing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParallelConfig {
-    /// Lanes per shard (P).
+    /// Workers per shard (P): keys handled at the same time.
     pub parallelism: usize,
     /// Most records dispatched but not done, per shard.
     pub max_in_flight_records: usize,
@@ -80,7 +88,7 @@ pub struct ParallelConfig {
 }
 
 impl ParallelConfig {
-    /// `parallelism` lanes with default bounds (10,000 records, 64 MiB in flight).
+    /// `parallelism` workers with default bounds (10,000 records, 64 MiB in flight).
     pub fn new(parallelism: usize) -> Self {
         Self {
             parallelism: parallelism.max(1),
@@ -130,12 +138,83 @@ struct Job {
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
+/// Records waiting per key; a key is `ready` when it has records waiting and none running, and
+/// sits in `ready` at most once.
+#[derive(Default)]
+struct KeyQueues {
+    waiting: HashMap<ByteString, VecDeque<Job>>,
+    running: HashSet<ByteString>,
+    ready: VecDeque<ByteString>,
+}
+
+/// Hands records to workers key by key.
+#[derive(Default)]
+struct Dispatch {
+    queues: Mutex<KeyQueues>,
+    wake: Notify,
+}
+
+impl Dispatch {
+    fn push(&self, job: Job) {
+        let key = job.record.partition_key.clone();
+        let mut q = self.queues.lock();
+        let queue = q.waiting.entry(key.clone()).or_default();
+        queue.push_back(job);
+        if queue.len() == 1 && !q.running.contains(&key) {
+            q.ready.push_back(key);
+            drop(q);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The next record of a ready key; the key stays busy until [`Dispatch::done`].
+    async fn next(&self, cancel: &CancellationToken) -> Option<Job> {
+        loop {
+            {
+                let mut q = self.queues.lock();
+                if let Some(key) = q.ready.pop_front() {
+                    let job = q
+                        .waiting
+                        .get_mut(&key)
+                        .and_then(VecDeque::pop_front)
+                        .expect("a ready key has a record");
+                    q.running.insert(key);
+                    let more = !q.ready.is_empty();
+                    drop(q);
+                    if more {
+                        // Pass the wake-up on: one notification may stand for several keys.
+                        self.wake.notify_one();
+                    }
+                    return Some(job);
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return None,
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    fn done(&self, key: &ByteString) {
+        let mut q = self.queues.lock();
+        q.running.remove(key);
+        if q.waiting.get(key).is_some_and(|w| !w.is_empty()) {
+            q.ready.push_back(key.clone());
+            drop(q);
+            self.wake.notify_one();
+        } else {
+            q.waiting.remove(key);
+        }
+    }
+}
+
 /// A [`ShardRecordProcessor`] running a [`RecordHandler`] with per-key parallelism.
 pub struct KeyParallelProcessor<H: RecordHandler> {
     handler: Arc<H>,
     config: ParallelConfig,
     context: Option<Arc<RecordContext>>,
-    lanes: Vec<mpsc::UnboundedSender<Job>>,
+    dispatch: Arc<Dispatch>,
     tracker: Arc<Mutex<Tracker>>,
     progress: Arc<Notify>,
     records: Arc<Semaphore>,
@@ -157,7 +236,7 @@ impl<H: RecordHandler> KeyParallelProcessor<H> {
             handler,
             config,
             context: None,
-            lanes: Vec::new(),
+            dispatch: Arc::default(),
             tracker: Arc::default(),
             progress: Arc::new(Notify::new()),
             records,
@@ -167,12 +246,6 @@ impl<H: RecordHandler> KeyParallelProcessor<H> {
             checkpointed: None,
             last_checkpoint: tokio::time::Instant::now(),
         }
-    }
-
-    fn lane_of(&self, key: &str) -> usize {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        (h.finish() % self.lanes.len() as u64) as usize
     }
 
     /// Checkpoints at the watermark if it moved.
@@ -222,28 +295,27 @@ impl<H: RecordHandler> ShardRecordProcessor for KeyParallelProcessor<H> {
             started_at: input.checkpoint,
         });
         self.context = Some(context.clone());
-        for lane in 0..self.config.parallelism {
-            let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-            self.lanes.push(tx);
-            let (handler, tracker, progress, cancel, config, context) = (
+        for worker in 0..self.config.parallelism {
+            let (handler, tracker, progress, cancel, config, context, dispatch) = (
                 self.handler.clone(),
                 self.tracker.clone(),
                 self.progress.clone(),
                 self.cancel.clone(),
                 self.config.clone(),
                 context.clone(),
+                self.dispatch.clone(),
             );
             self.tasks.spawn(async move {
-                while let Some(job) = tokio::select! { biased; _ = cancel.cancelled() => None, j = rx.recv() => j } {
+                while let Some(job) = dispatch.next(&cancel).await {
                     let mut backoff = backon::ExponentialBuilder::default()
                         .with_min_delay(config.min_backoff)
                         .with_max_delay(config.max_backoff)
                         .without_max_times()
                         .with_jitter()
-                        .with_jitter_seed(job.index ^ lane as u64)
+                        .with_jitter_seed(job.index ^ worker as u64)
                         .build();
                     loop {
-                        // A panicking handler must not take its lane (and every key on it) down.
+                        // A panicking handler must not take its worker down.
                         let outcome = AssertUnwindSafe(handler.handle(&context, &job.record)).catch_unwind().await;
                         let result = outcome.unwrap_or_else(|_| Err("record handler panicked".into()));
                         match result {
@@ -261,6 +333,7 @@ impl<H: RecordHandler> ShardRecordProcessor for KeyParallelProcessor<H> {
                     }
                     tracker.lock().complete(job.index);
                     progress.notify_waiters();
+                    dispatch.done(&job.record.partition_key);
                 }
             });
         }
@@ -282,14 +355,11 @@ impl<H: RecordHandler> ShardRecordProcessor for KeyParallelProcessor<H> {
             ) as u32;
             let bytes = self.bytes.clone().acquire_many_owned(size).await?;
             let index = self.tracker.lock().push(record.extended_sequence_number());
-            let lane = self.lane_of(&record.partition_key);
-            self.lanes[lane]
-                .send(Job {
-                    index,
-                    record: record.clone(),
-                    _permits: (records, bytes),
-                })
-                .map_err(|_| "a processing lane stopped")?;
+            self.dispatch.push(Job {
+                index,
+                record: record.clone(),
+                _permits: (records, bytes),
+            });
             if self.last_checkpoint.elapsed() >= self.config.checkpoint_interval {
                 self.checkpoint_watermark(input.checkpointer).await?;
             }
