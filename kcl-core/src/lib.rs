@@ -1,6 +1,7 @@
 //! kcl-core: consume Amazon Kinesis Data Streams the way the Kinesis Client Library does.
 //!
-//! This crate holds what every kcl-rs deployment needs, with no AWS dependency in its public API:
+//! This crate holds what every kcl-rs deployment needs. Its traits and errors carry no AWS SDK
+//! type; only the optional `aws` module, the bridge to the SDK, does:
 //!
 //! - [`model`]: shards, sequence numbers ordered numerically, the KCL's extended sequence numbers
 //!   and sentinels, records, starting positions;
@@ -16,7 +17,9 @@
 //! - [`scheduler`]: runs a worker: shard sync, leases, one consumer task per held lease;
 //! - [`retrieval`], [`shard`]: polling, the shard consumer state machine, failure policy,
 //!   lineage;
-//! - `aws` (feature `aws`, default): the data plane over `aws-sdk-kinesis`;
+//! - `aws` (feature `aws`, default): the data plane over `aws-sdk-kinesis`, and the conversions
+//!   `kcl-efo` builds on;
+//! - `simulation` (feature `simulation`): the deterministic fleet simulation and its ledger;
 //! - [`fault`]: the fault injector the in-memory backends share.
 
 pub mod aggregation;

@@ -48,11 +48,17 @@ impl AwsFanOut {
     }
 }
 
-fn state(s: Option<&ConsumerStatus>) -> ConsumerState {
-    match s {
-        Some(ConsumerStatus::Active) => ConsumerState::Active,
-        Some(ConsumerStatus::Deleting) => ConsumerState::Deleting,
+/// Our description of a consumer the SDK reported (two SDK types carry the same three fields).
+fn description(name: &str, arn: &str, status: &ConsumerStatus) -> ConsumerDescription {
+    let state = match status {
+        ConsumerStatus::Active => ConsumerState::Active,
+        ConsumerStatus::Deleting => ConsumerState::Deleting,
         _ => ConsumerState::Creating,
+    };
+    ConsumerDescription {
+        name: name.to_string(),
+        arn: arn.to_string(),
+        state,
     }
 }
 
@@ -75,11 +81,11 @@ impl FanOutClient for AwsFanOut {
         let c = out.consumer().ok_or_else(|| KinesisError::Unavailable {
             message: "RegisterStreamConsumer returned no consumer".into(),
         })?;
-        Ok(ConsumerDescription {
-            name: c.consumer_name().to_string(),
-            arn: c.consumer_arn().to_string(),
-            state: state(Some(c.consumer_status())),
-        })
+        Ok(description(
+            c.consumer_name(),
+            c.consumer_arn(),
+            c.consumer_status(),
+        ))
     }
 
     async fn describe_consumer(
@@ -101,11 +107,11 @@ impl FanOutClient for AwsFanOut {
             .ok_or_else(|| KinesisError::Unavailable {
                 message: "DescribeStreamConsumer returned no consumer".into(),
             })?;
-        Ok(ConsumerDescription {
-            name: c.consumer_name().to_string(),
-            arn: c.consumer_arn().to_string(),
-            state: state(Some(c.consumer_status())),
-        })
+        Ok(description(
+            c.consumer_name(),
+            c.consumer_arn(),
+            c.consumer_status(),
+        ))
     }
 
     async fn deregister_consumer(&self, consumer_arn: &str) -> Result<(), KinesisError> {

@@ -5,8 +5,8 @@
 //!   carry the contract);
 //! - [`InMemoryLeaseStore`]: a linearizable in-memory table with fault injection and operation
 //!   counts;
-//! - [`conformance`] (feature `conformance`): the suite every store runs, through
-//!   [`crate::lease_store_conformance`];
+//! - `conformance` (feature `conformance`): the suite every store runs, through
+//!   `kcl_core::lease_store_conformance!`;
 //! - [`LeaseCoordinator`]: one per worker; renews, detects expiry, takes and balances leases,
 //!   hands them off on shutdown, and reports what it gained and lost.
 

@@ -24,7 +24,7 @@ pub struct LeaseListing {
 /// stored lease still matches it. The returned lease is the caller's new view.
 ///
 /// # Contract
-/// Enforced by the conformance suite ([`crate::lease_store_conformance`]):
+/// Enforced by the conformance suite (`kcl_core::lease_store_conformance!`):
 /// - `create_if_absent` writes the lease only if no lease has its key, else `ConditionFailed`.
 /// - `get` reads the latest value (strongly consistent); `None` if absent.
 /// - `list` returns every lease, paging internally; malformed items are reported, not fatal.

@@ -171,10 +171,7 @@ impl ShardConsumer {
             if self.succeeded(result, "initialize") {
                 break;
             }
-            let reason = self
-                .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
-                .await;
-            if reason != ShutdownReason::None {
+            if let Some(reason) = self.back_off(&mut backoff).await {
                 return self
                     .stop_without_processing(reason, &mut checkpointer)
                     .await;
@@ -241,6 +238,17 @@ impl ShardConsumer {
                 return self.shard_ended(children, &mut checkpointer).await;
             }
         }
+    }
+
+    /// Waits for the next retry delay; the shutdown reason if one arrived meanwhile.
+    async fn back_off(
+        &mut self,
+        backoff: &mut backon::ExponentialBackoff,
+    ) -> Option<ShutdownReason> {
+        let reason = self
+            .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
+            .await;
+        (reason != ShutdownReason::None).then_some(reason)
     }
 
     /// Logs a processor callback that failed or panicked; true when it succeeded.
@@ -323,10 +331,7 @@ impl ShardConsumer {
             );
             match &self.settings.failure_policy {
                 FailurePolicy::Retry { .. } => {
-                    let reason = self
-                        .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
-                        .await;
-                    if reason != ShutdownReason::None {
+                    if let Some(reason) = self.back_off(&mut backoff).await {
                         checkpointer.undeliver(previous.clone());
                         return Some(Stop::Shutdown(reason));
                     }
@@ -344,10 +349,7 @@ impl ShardConsumer {
                                 warn!(shard_id = %self.info.shard_id, error = %e, "dead-letter handler failed; retrying")
                             }
                         }
-                        let reason = self
-                            .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
-                            .await;
-                        if reason != ShutdownReason::None {
+                        if let Some(reason) = self.back_off(&mut backoff).await {
                             checkpointer.undeliver(previous.clone());
                             return Some(Stop::Shutdown(reason));
                         }
@@ -378,10 +380,7 @@ impl ShardConsumer {
             } else {
                 break;
             }
-            let reason = self
-                .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
-                .await;
-            if reason != ShutdownReason::None {
+            if let Some(reason) = self.back_off(&mut backoff).await {
                 return self.shut_down(reason, checkpointer).await;
             }
         }
@@ -392,10 +391,7 @@ impl ShardConsumer {
             if self.succeeded(result, "shard_ended") {
                 break;
             }
-            let reason = self
-                .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
-                .await;
-            if reason != ShutdownReason::None {
+            if let Some(reason) = self.back_off(&mut backoff).await {
                 return self.shut_down(reason, checkpointer).await;
             }
         }
@@ -405,10 +401,7 @@ impl ShardConsumer {
             match checkpointer.write(ExtendedSequenceNumber::ShardEnd).await {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() => {
-                    let reason = self
-                        .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
-                        .await;
-                    if reason != ShutdownReason::None {
+                    if let Some(reason) = self.back_off(&mut backoff).await {
                         return self.shut_down(reason, checkpointer).await;
                     }
                 }
