@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::kinesis::{
     GetRecordsOutput, KinesisDataPlane, KinesisError, ListShardsPage, ListShardsRequest,
-    ShardFilter, ShardIterator, ThrottleKind,
+    ShardFilter, ShardIterator, StreamSummary, ThrottleKind,
 };
 use crate::model::{
     ChildShard, HashKeyRange, Record, SequenceNumber, SequenceNumberRange, Shard, ShardId,
@@ -212,6 +212,26 @@ pub fn starting_position(p: &StartingPosition) -> sdk::StartingPosition {
 
 #[async_trait]
 impl KinesisDataPlane for AwsKinesis {
+    async fn describe_stream(
+        &self,
+        stream: &StreamIdentity,
+    ) -> Result<StreamSummary, KinesisError> {
+        let call = self.client.describe_stream_summary();
+        let call = match &stream.arn {
+            Some(arn) => call.stream_arn(arn.as_ref()),
+            None => call.stream_name(stream.name.as_ref()),
+        };
+        let out = call.send().await.map_err(map_err)?;
+        let d = out.stream_description_summary().ok_or_else(|| {
+            KinesisError::invalid("DescribeStreamSummary returned no description")
+        })?;
+        Ok(StreamSummary {
+            identity: StreamIdentity::from_arn(d.stream_arn()),
+            creation_epoch_seconds: u64::try_from(d.stream_creation_timestamp().secs())
+                .unwrap_or(0),
+        })
+    }
+
     async fn list_shards(
         &self,
         request: ListShardsRequest,

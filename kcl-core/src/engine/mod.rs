@@ -55,6 +55,7 @@ use crate::fault::{FaultAction, FaultInjector};
 use crate::kinesis::{
     GetRecordsOutput, KinesisDataPlane, KinesisError, ListShardsPage, ListShardsRequest,
     MAX_GET_RECORDS_BYTES, MAX_GET_RECORDS_LIMIT, MAX_LIST_SHARDS_RESULTS, ShardIterator,
+    StreamSummary,
 };
 use crate::model::{SequenceNumber, ShardId, StartingPosition, StreamIdentity};
 use crate::routing;
@@ -84,6 +85,8 @@ pub enum KinesisOperation {
     SubscriptionEvent,
     /// RegisterStreamConsumer and DescribeStreamConsumer.
     Consumers,
+    /// DescribeStreamSummary through the data-plane trait.
+    DescribeStream,
 }
 
 /// Settings of an [`InMemoryKinesis`].
@@ -589,6 +592,27 @@ impl InMemoryKinesis {
 
 #[async_trait]
 impl KinesisDataPlane for InMemoryKinesis {
+    async fn describe_stream(
+        &self,
+        stream: &StreamIdentity,
+    ) -> Result<StreamSummary, KinesisError> {
+        let after = self
+            .inner
+            .faults
+            .apply(KinesisOperation::DescribeStream)
+            .await?;
+        let mut state = self.lock();
+        let s = state.stream_by_identity(stream)?;
+        let summary = StreamSummary {
+            identity: s.identity.clone(),
+            creation_epoch_seconds: s
+                .created_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        after.finish(summary)
+    }
+
     async fn list_shards(
         &self,
         request: ListShardsRequest,

@@ -97,6 +97,15 @@ pub struct GetRecordsOutput {
     pub child_shards: Vec<ChildShard>,
 }
 
+/// What DescribeStreamSummary says about a stream that multi-stream lease keys need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Name and ARN (the ARN carries the account id).
+    pub identity: StreamIdentity,
+    /// Creation time, seconds since the epoch.
+    pub creation_epoch_seconds: u64,
+}
+
 /// The Kinesis read calls a shard consumer makes.
 ///
 /// Implementations must be cheap to share (`Arc<dyn KinesisDataPlane>`) and safe to call from
@@ -111,9 +120,15 @@ pub struct GetRecordsOutput {
 ///   order, and a next iterator while the shard is open or not yet drained. Once a closed shard is
 ///   drained it returns no next iterator and the shard's children. An iterator older than 5
 ///   minutes is `ExpiredIterator`. Empty responses are normal even when records lie ahead.
+/// - `describe_stream` returns the stream's ARN and creation time; an unknown stream is
+///   `ResourceNotFound`.
 /// - Quota errors are `Throttled` and retryable; no call has an effect when it fails.
 #[async_trait]
 pub trait KinesisDataPlane: Send + Sync + fmt::Debug + 'static {
+    /// DescribeStreamSummary: the stream's ARN and creation time.
+    async fn describe_stream(&self, stream: &StreamIdentity)
+    -> Result<StreamSummary, KinesisError>;
+
     /// One ListShards call.
     async fn list_shards(&self, request: ListShardsRequest)
     -> Result<ListShardsPage, KinesisError>;

@@ -16,13 +16,15 @@ mod coordinator;
 mod error;
 mod memory;
 mod model;
+mod scope;
 mod store;
 
 pub use coordinator::{
     CoordinatorConfig, CoordinatorConfigError, HeldLeaseError, LeaseCoordinator, LeaseEvent,
-    LeaseToken, LostReason,
+    LeaseFilter, LeaseToken, LostReason,
 };
 pub use error::LeaseError;
 pub use memory::{InMemoryLeaseStore, LeaseOperation, LeaseStoreStats};
 pub use model::{CheckpointUpdate, Lease, MultiStreamKey, MultiStreamShard, ParseLeaseKeyError};
+pub use scope::LeaseScope;
 pub use store::{LeaseListing, LeaseStore};

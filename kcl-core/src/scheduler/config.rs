@@ -7,6 +7,8 @@ use crate::aggregation::HashRangePolicy;
 use crate::kinesis::KinesisDataPlane;
 use crate::lease::{CoordinatorConfig, CoordinatorConfigError, LeaseStore};
 use crate::model::{InitialPosition, StreamIdentity};
+
+use super::streams::{StreamSource, StreamTracker};
 use crate::processor::ShardRecordProcessorFactory;
 use crate::retrieval::{PollingConfig, PollingRetrieval, SharedRetrieval};
 use crate::shard::{CheckpointPolicy, FailurePolicy};
@@ -46,13 +48,14 @@ pub enum RetrievalMode {
 /// The settings a built scheduler runs with.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// The stream.
-    pub stream: StreamIdentity,
+    /// The stream, or the tracked set of streams (multi-stream mode).
+    pub streams: StreamSource,
     /// `applicationName`: names the lease table and the enhanced fan-out consumer.
     pub application_name: String,
     /// Lease coordination, including `worker_id` and `failover_time`.
     pub coordinator: CoordinatorConfig,
-    /// `initialPositionInStream` for shards with no lease.
+    /// `initialPositionInStream` for shards with no lease (single-stream mode; each tracked
+    /// stream has its own).
     pub initial_position: InitialPosition,
     /// What happens when a processor fails a batch.
     pub failure_policy: FailurePolicy,
@@ -74,7 +77,7 @@ pub struct SchedulerConfig {
 
 /// Builds a [`Scheduler`].
 pub struct SchedulerBuilder {
-    stream: StreamIdentity,
+    streams: StreamSource,
     application_name: String,
     worker_id: Option<String>,
     lease_store: Option<Arc<dyn LeaseStore>>,
@@ -96,7 +99,7 @@ pub struct SchedulerBuilder {
 impl std::fmt::Debug for SchedulerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SchedulerBuilder")
-            .field("stream", &self.stream)
+            .field("streams", &self.streams)
             .field("application_name", &self.application_name)
             .finish_non_exhaustive()
     }
@@ -105,8 +108,18 @@ impl std::fmt::Debug for SchedulerBuilder {
 impl SchedulerBuilder {
     /// A builder for an application consuming `stream`.
     pub fn new(stream: StreamIdentity, application_name: impl Into<String>) -> Self {
+        Self::with_source(StreamSource::Single(stream), application_name)
+    }
+
+    /// A builder for an application consuming the streams `tracker` lists (multi-stream mode,
+    /// lease keys `account:stream:creationEpoch:shardId` in one lease table).
+    pub fn multi_stream(tracker: impl StreamTracker, application_name: impl Into<String>) -> Self {
+        Self::with_source(StreamSource::Multi(Arc::new(tracker)), application_name)
+    }
+
+    fn with_source(streams: StreamSource, application_name: impl Into<String>) -> Self {
         Self {
-            stream,
+            streams,
             application_name: application_name.into(),
             worker_id: None,
             lease_store: None,
@@ -223,7 +236,9 @@ impl SchedulerBuilder {
         if self.application_name.trim().is_empty() {
             return Err(invalid("application_name", "must not be empty".into()));
         }
-        if self.stream.name.is_empty() {
+        if let StreamSource::Single(stream) = &self.streams
+            && stream.name.is_empty()
+        {
             return Err(invalid("stream", "stream name must not be empty".into()));
         }
         let store = self.lease_store.ok_or(E::Missing("lease_store"))?;
@@ -288,7 +303,7 @@ impl SchedulerBuilder {
             ));
         }
         let config = SchedulerConfig {
-            stream: self.stream,
+            streams: self.streams,
             application_name: self.application_name,
             coordinator,
             initial_position: self.initial_position,

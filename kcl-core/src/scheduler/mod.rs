@@ -22,6 +22,8 @@
 //! ```
 
 mod config;
+mod streams;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,14 +34,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use config::{RetrievalMode, SchedulerBuilder, SchedulerConfig, SchedulerConfigError};
+pub use streams::{RemovedStreamPolicy, StreamConfig, StreamSet, StreamSource, StreamTracker};
 
 use crate::kinesis::KinesisDataPlane;
-use crate::lease::{Lease, LeaseCoordinator, LeaseEvent, LeaseStore, LeaseToken, LostReason};
+use crate::lease::{
+    Lease, LeaseCoordinator, LeaseEvent, LeaseFilter, LeaseScope, LeaseStore, LeaseToken,
+    LostReason,
+};
 use crate::processor::{ShardInfo, ShardRecordProcessorFactory};
 use crate::retrieval::SharedRetrieval;
 use crate::shard::ShutdownReason;
 use crate::shard::consumer::{ConsumerSettings, Outcome, ShardConsumer};
-use crate::shard::lineage::{SyncError, sync_shards};
+use streams::{ActiveStream, ActiveStreams, identifier_of};
+use sync::{ShardSync, SyncNotice};
 
 /// Why `run` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +54,8 @@ use crate::shard::lineage::{SyncError, sync_shards};
 pub enum RunEnd {
     /// The shutdown token was cancelled; processors checkpointed and leases were handed off.
     ShutdownRequested,
-    /// The stream no longer exists.
+    /// The stream no longer exists (single-stream mode; in multi-stream mode a deleted stream
+    /// is handled like a removed one).
     StreamDeleted,
 }
 
@@ -91,6 +99,8 @@ impl std::fmt::Debug for Scheduler {
 struct Running {
     signal: watch::Sender<ShutdownReason>,
     token: LeaseToken,
+    /// Stream identifier of the lease (`""` in single-stream mode).
+    stream: String,
 }
 
 impl Scheduler {
@@ -109,37 +119,55 @@ impl Scheduler {
     /// `shutdown_timeout`) or the stream is deleted.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunReport, SchedulerError> {
         let worker_id = self.worker_id().to_string();
-        let (coordinator, mut events) =
-            LeaseCoordinator::start(self.store.clone(), self.config.coordinator.clone())
-                .map_err(SchedulerConfigError::from)?;
+        let active = Arc::new(ActiveStreams::default());
+        if let StreamSource::Single(stream) = &self.config.streams {
+            active.replace(vec![ActiveStream {
+                scope: LeaseScope::single(stream.clone()),
+                initial_position: self.config.initial_position,
+            }]);
+        }
+        // Workers take only leases of streams they consume (multi-stream: those active now).
+        let filter: LeaseFilter = {
+            let active = active.clone();
+            Arc::new(move |lease: &Lease| active.stream_of(lease).is_some())
+        };
+        let (coordinator, mut events) = LeaseCoordinator::start_filtered(
+            self.store.clone(),
+            self.config.coordinator.clone(),
+            Some(filter),
+        )
+        .map_err(SchedulerConfigError::from)?;
         let coordinator = Arc::new(coordinator);
         let settings = Arc::new(ConsumerSettings {
-            stream: self.config.stream.clone(),
-            initial_position: self.config.initial_position,
             failure_policy: self.config.failure_policy.clone(),
             checkpoint_policy: self.config.checkpoint_policy,
             parent_shard_poll_interval: self.config.parent_shard_poll_interval,
             hash_range_check: self.config.hash_range_check,
             seed: self.config.seed,
         });
-        let (gone_tx, mut gone_rx) = mpsc::channel::<()>(1);
+        let (notices, mut notices_rx) = mpsc::unbounded_channel();
         let sync_stop = CancellationToken::new();
         // In a JoinSet so that dropping `run` (a crash, an aborted task) stops shard sync too;
         // a detached task would keep the coordinator alive, renewing leases nobody processes.
         let mut background = JoinSet::new();
-        background.spawn(shard_sync_loop(
-            coordinator.clone(),
-            self.kinesis.clone(),
-            self.store.clone(),
-            self.config.clone(),
-            gone_tx,
-            sync_stop.clone(),
-        ));
-        info!(worker_id = %worker_id, stream = %self.config.stream, "scheduler started");
+        let shard_sync = ShardSync {
+            source: self.config.streams.clone(),
+            coordinator: coordinator.clone(),
+            kinesis: self.kinesis.clone(),
+            store: self.store.clone(),
+            active: active.clone(),
+            interval: self.config.shard_sync_interval,
+            notices,
+            resolved: BTreeMap::new(),
+            removed_since: BTreeMap::new(),
+        };
+        background.spawn(shard_sync.run(sync_stop.clone()));
+        info!(worker_id = %worker_id, streams = ?self.config.streams, "scheduler started");
 
         let ctx = Context {
             coordinator: coordinator.clone(),
             settings,
+            active,
         };
         let mut consumers = Consumers::default();
         let mut shards_ended = 0;
@@ -147,7 +175,10 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break RunEnd::ShutdownRequested,
-                Some(()) = gone_rx.recv() => break RunEnd::StreamDeleted,
+                Some(notice) = notices_rx.recv() => match notice {
+                    SyncNotice::StreamGone => break RunEnd::StreamDeleted,
+                    SyncNotice::StreamsRemoved(ids) => on_streams_removed(&ids, &ctx, &mut consumers),
+                },
                 Some(event) = events.recv() => self.on_event(event, &ctx, &mut consumers),
                 Some(done) = consumers.tasks.join_next() => {
                     if self.on_done(done, &ctx, &mut consumers, true).await {
@@ -205,8 +236,17 @@ impl Scheduler {
     }
 
     fn spawn(&self, consumers: &mut Consumers, lease: Lease, token: LeaseToken, ctx: &Context) {
+        let Some(stream) = ctx.active.stream_of(&lease) else {
+            // Its stream was removed after the lease was taken: hand it back.
+            info!(lease_key = %lease.key, "lease of a stream no longer consumed; releasing");
+            let coordinator = ctx.coordinator.clone();
+            tokio::spawn(async move {
+                let _ = coordinator.release(&lease.key, Some(token)).await;
+            });
+            return;
+        };
         let info = ShardInfo {
-            stream: self.config.stream.clone(),
+            stream: stream.scope.stream().clone(),
             shard_id: lease.shard_id(),
             lease_key: lease.key.clone(),
             parent_shard_ids: lease.parent_shard_ids.clone(),
@@ -215,6 +255,8 @@ impl Scheduler {
         let consumer = ShardConsumer {
             processor: self.factory.create(&info),
             info,
+            scope: stream.scope.clone(),
+            initial_position: stream.initial_position,
             lease: lease.clone(),
             token,
             coordinator: ctx.coordinator.clone(),
@@ -228,9 +270,15 @@ impl Scheduler {
         consumers
             .tasks
             .spawn(async move { (key, consumer.run().await) });
-        consumers
-            .running
-            .insert(lease.key, Running { signal, token });
+        let stream = identifier_of(&lease).to_string();
+        consumers.running.insert(
+            lease.key,
+            Running {
+                signal,
+                token,
+                stream,
+            },
+        );
     }
 
     fn on_event(&self, event: LeaseEvent, ctx: &Context, consumers: &mut Consumers) {
@@ -317,6 +365,32 @@ impl Scheduler {
 struct Context {
     coordinator: Arc<LeaseCoordinator>,
     settings: Arc<ConsumerSettings>,
+    active: Arc<ActiveStreams>,
+}
+
+/// Streams no longer consumed: their consumers checkpoint and release, their pending holdings
+/// are released.
+fn on_streams_removed(ids: &[String], ctx: &Context, consumers: &mut Consumers) {
+    for r in consumers.running.values() {
+        if ids.contains(&r.stream) {
+            r.signal
+                .send_if_modified(|s| raise(s, ShutdownReason::Requested));
+        }
+    }
+    let pending: Vec<String> = consumers
+        .pending
+        .iter()
+        .filter(|(_, (lease, _))| ids.iter().any(|id| id == identifier_of(lease)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in pending {
+        if let Some((_, token)) = consumers.pending.remove(&key) {
+            let coordinator = ctx.coordinator.clone();
+            tokio::spawn(async move {
+                let _ = coordinator.release(&key, Some(token)).await;
+            });
+        }
+    }
 }
 
 /// The shard consumers of a running scheduler.
@@ -335,64 +409,6 @@ fn raise(current: &mut ShutdownReason, to: ShutdownReason) -> bool {
         true
     } else {
         false
-    }
-}
-
-async fn shard_sync_loop(
-    coordinator: Arc<LeaseCoordinator>,
-    kinesis: Arc<dyn KinesisDataPlane>,
-    store: Arc<dyn LeaseStore>,
-    config: SchedulerConfig,
-    gone: mpsc::Sender<()>,
-    stop: CancellationToken,
-) {
-    let mut first = true;
-    loop {
-        if !first {
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(config.shard_sync_interval) => {}
-            }
-        }
-        match sync_shards(
-            kinesis.as_ref(),
-            store.as_ref(),
-            &config.stream,
-            config.initial_position,
-        )
-        .await
-        {
-            Ok(report) => {
-                first = false;
-                if !report.created.is_empty() || !report.deleted.is_empty() {
-                    info!(
-                        created = report.created.len(),
-                        deleted = report.deleted.len(),
-                        "shard sync"
-                    );
-                }
-                if !report.created.is_empty() {
-                    // New leases: take them now rather than at the next taker cycle.
-                    coordinator.take_now().await;
-                }
-            }
-            Err(SyncError::StreamGone { stream, source }) => {
-                error!(%stream, error = %source, "stream not found; stopping");
-                let _ = gone.send(()).await;
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, "shard sync failed; retrying");
-                if first {
-                    tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
     }
 }
 

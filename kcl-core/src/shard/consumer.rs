@@ -16,10 +16,9 @@ use super::lineage::{create_child_leases, parents_done};
 use crate::aggregation::{Deaggregator, HashRangePolicy};
 use crate::checkpoint::Checkpointer;
 use crate::kinesis::KinesisDataPlane;
-use crate::lease::{Lease, LeaseCoordinator, LeaseStore, LeaseToken};
+use crate::lease::{Lease, LeaseCoordinator, LeaseScope, LeaseStore, LeaseToken};
 use crate::model::{
     ExtendedSequenceNumber, HashKeyRange, InitialPosition, SequenceNumberRange, Shard,
-    StreamIdentity,
 };
 use crate::processor::{
     InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError, ShardInfo,
@@ -59,8 +58,6 @@ pub enum CheckpointPolicy {
 /// Settings shared by a scheduler's shard consumers.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerSettings {
-    pub(crate) stream: StreamIdentity,
-    pub(crate) initial_position: InitialPosition,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) checkpoint_policy: CheckpointPolicy,
     pub(crate) parent_shard_poll_interval: Duration,
@@ -81,6 +78,10 @@ pub(crate) enum Outcome {
 
 pub(crate) struct ShardConsumer {
     pub(crate) info: ShardInfo,
+    /// The lease's stream and how its leases are keyed.
+    pub(crate) scope: LeaseScope,
+    /// Where the stream's shards with no checkpoint start.
+    pub(crate) initial_position: InitialPosition,
     pub(crate) lease: Lease,
     pub(crate) token: LeaseToken,
     pub(crate) coordinator: Arc<LeaseCoordinator>,
@@ -135,7 +136,7 @@ impl ShardConsumer {
             match parents_done(
                 self.store.as_ref(),
                 self.kinesis.as_ref(),
-                &self.settings.stream,
+                &self.scope,
                 &self.lease,
             )
             .await
@@ -186,7 +187,7 @@ impl ShardConsumer {
             deaggregator = deaggregator.with_hash_range_check(range, policy);
         }
         let read = ShardRead {
-            stream: self.settings.stream.clone(),
+            stream: self.scope.stream().clone(),
             shard: Shard {
                 id: self.info.shard_id.clone(),
                 parent: self.lease.parent_shard_ids.first().cloned(),
@@ -199,7 +200,7 @@ impl ShardConsumer {
             },
             start: StartFrom {
                 checkpoint: self.lease.checkpoint.clone(),
-                initial_position: self.settings.initial_position,
+                initial_position: self.initial_position,
             },
             deaggregator,
             seed,
@@ -374,7 +375,8 @@ impl ShardConsumer {
         let mut backoff = self.backoff(seed_for(self.settings.seed, &self.lease.key) ^ 2);
         loop {
             if let Err(e) =
-                create_child_leases(self.store.as_ref(), &self.lease.key, &children).await
+                create_child_leases(self.store.as_ref(), &self.scope, &self.lease.key, &children)
+                    .await
             {
                 warn!(shard_id = %self.info.shard_id, error = %e, "could not create child leases; retrying");
             } else {

@@ -5,10 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info, warn};
 
 use crate::kinesis::{KinesisDataPlane, KinesisError};
-use crate::lease::{Lease, LeaseError, LeaseStore};
-use crate::model::{
-    ChildShard, ExtendedSequenceNumber, InitialPosition, Shard, ShardId, StreamIdentity,
-};
+use crate::lease::{Lease, LeaseError, LeaseScope, LeaseStore};
+use crate::model::{ChildShard, ExtendedSequenceNumber, InitialPosition, Shard, ShardId};
 
 /// What one shard sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,18 +47,19 @@ fn checkpoint_for(position: InitialPosition) -> ExtendedSequenceNumber {
 
 /// The lease of a new shard.
 pub(crate) fn new_lease(
+    scope: &LeaseScope,
     shard: &ShardId,
     parents: Vec<ShardId>,
     range: crate::model::HashKeyRange,
     checkpoint: ExtendedSequenceNumber,
 ) -> Lease {
-    let mut lease = Lease::new(shard, checkpoint);
+    let mut lease = scope.new_lease(shard, checkpoint);
     lease.parent_shard_ids = parents;
     lease.hash_key_range = Some(range);
     lease
 }
 
-/// Lists the stream's shards and the lease table; creates leases for shards that lack one;
+/// Lists the stream's shards and its leases (those in `scope`); creates leases for shards that lack one;
 /// deletes leases that are finished (SHARD_END, every child started, no parent left) or whose
 /// shard no longer exists.
 ///
@@ -72,9 +71,10 @@ pub(crate) fn new_lease(
 pub async fn sync_shards(
     kinesis: &dyn KinesisDataPlane,
     store: &dyn LeaseStore,
-    stream: &StreamIdentity,
+    scope: &LeaseScope,
     initial_position: InitialPosition,
 ) -> Result<SyncReport, SyncError> {
+    let stream = scope.stream();
     let shards = kinesis
         .list_all_shards(stream, None)
         .await
@@ -86,10 +86,12 @@ pub async fn sync_shards(
             e => SyncError::Kinesis(e),
         })?;
     let listing = store.list().await.map_err(SyncError::Store)?;
+    // Keyed by shard id: parents and children are recorded as shard ids in every mode.
     let leases: BTreeMap<String, Lease> = listing
         .leases
         .into_iter()
-        .map(|l| (l.key.clone(), l))
+        .filter(|l| scope.contains(l))
+        .map(|l| (l.shard_id().to_string(), l))
         .collect();
     let by_id: BTreeMap<&ShardId, &Shard> = shards.iter().map(|s| (&s.id, s)).collect();
     let has_leased_ancestor = |shard: &Shard| {
@@ -146,6 +148,7 @@ pub async fn sync_shards(
             checkpoint_for(initial_position)
         };
         let lease = new_lease(
+            scope,
             &shard.id,
             shard.parents().cloned().collect(),
             shard.hash_key_range,
@@ -222,11 +225,13 @@ fn finished(
 /// shard sync) are left alone.
 pub(crate) async fn create_child_leases(
     store: &dyn LeaseStore,
+    scope: &LeaseScope,
     parent_key: &str,
     children: &[ChildShard],
 ) -> Result<(), LeaseError> {
     for child in children {
         let lease = new_lease(
+            scope,
             &child.id,
             child.parents.clone(),
             child.hash_key_range,
@@ -252,24 +257,30 @@ pub(crate) async fn create_child_leases(
 pub(crate) async fn parents_done(
     store: &dyn LeaseStore,
     kinesis: &dyn KinesisDataPlane,
-    stream: &StreamIdentity,
+    scope: &LeaseScope,
     lease: &Lease,
 ) -> Result<bool, ParentCheckError> {
     let mut shards: Option<Vec<Shard>> = None;
     for parent in &lease.parent_shard_ids {
-        match store.get(parent.as_str()).await? {
+        match store.get(&scope.key(parent)).await? {
             Some(p) if p.is_shard_end() => {}
             Some(_) => return Ok(false),
             None => {
                 if shards.is_none() {
-                    shards = Some(kinesis.list_all_shards(stream, None).await?);
+                    shards = Some(kinesis.list_all_shards(scope.stream(), None).await?);
                 }
                 let shards = shards.as_deref().unwrap_or_default();
                 let Some(shard) = shards.iter().find(|s| &s.id == parent) else {
                     continue;
                 };
-                let leases = store.list().await?.leases;
-                let leased: BTreeSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
+                let leased: BTreeSet<String> = store
+                    .list()
+                    .await?
+                    .leases
+                    .iter()
+                    .filter(|l| scope.contains(l))
+                    .map(|l| l.shard_id().to_string())
+                    .collect();
                 if leased_ancestor(shard, shards, &leased) {
                     return Ok(false);
                 }
@@ -288,7 +299,7 @@ pub(crate) enum ParentCheckError {
     Kinesis(#[from] KinesisError),
 }
 
-fn leased_ancestor(shard: &Shard, shards: &[Shard], leased: &BTreeSet<&str>) -> bool {
+fn leased_ancestor(shard: &Shard, shards: &[Shard], leased: &BTreeSet<String>) -> bool {
     let by_id: BTreeMap<&ShardId, &Shard> = shards.iter().map(|s| (&s.id, s)).collect();
     let mut stack: Vec<&ShardId> = shard.parents().collect();
     let mut seen = BTreeSet::new();

@@ -144,7 +144,26 @@ struct Shared {
     observed: tokio::sync::Mutex<taker::Observed>,
     next_token: std::sync::atomic::AtomicU64,
     events: mpsc::UnboundedSender<LeaseEvent>,
+    /// Which leases the taker considers; `None` means all.
+    filter: FilterSlot,
 }
+
+#[derive(Default)]
+struct FilterSlot(Mutex<Option<LeaseFilter>>);
+
+impl std::fmt::Debug for FilterSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.lock().is_some() {
+            "Some(..)"
+        } else {
+            "None"
+        })
+    }
+}
+
+/// Decides which leases of the table a coordinator may take (multi-stream: the leases of the
+/// streams it currently consumes).
+pub type LeaseFilter = Arc<dyn Fn(&Lease) -> bool + Send + Sync>;
 
 impl Shared {
     fn me(&self) -> &str {
@@ -271,6 +290,15 @@ impl LeaseCoordinator {
         store: Arc<dyn LeaseStore>,
         config: CoordinatorConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<LeaseEvent>), CoordinatorConfigError> {
+        Self::start_filtered(store, config, None)
+    }
+
+    /// [`start`](Self::start) with a lease filter in place before the first taker cycle.
+    pub fn start_filtered(
+        store: Arc<dyn LeaseStore>,
+        config: CoordinatorConfig,
+        filter: Option<LeaseFilter>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<LeaseEvent>), CoordinatorConfigError> {
         config.validate()?;
         let (events, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -280,6 +308,7 @@ impl LeaseCoordinator {
             observed: tokio::sync::Mutex::new(taker::Observed::new()),
             next_token: std::sync::atomic::AtomicU64::new(1),
             events,
+            filter: FilterSlot(Mutex::new(filter)),
         });
         let (taker_cancel, renewer_cancel) = (CancellationToken::new(), CancellationToken::new());
         let tasks = vec![
@@ -434,6 +463,12 @@ impl LeaseCoordinator {
             Err(e) if e.is_lost() => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Restricts the taker to the leases `filter` accepts (`None`: every lease). Leases it
+    /// rejects are neither taken nor counted when balancing; held ones stay held until released.
+    pub fn set_lease_filter(&self, filter: Option<LeaseFilter>) {
+        *self.shared.filter.0.lock() = filter;
     }
 
     /// Stops taking and stealing leases; held leases keep being renewed.

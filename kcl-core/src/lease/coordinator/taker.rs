@@ -37,7 +37,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     // One cycle at a time: the periodic one and `take_now` share the observations.
     let mut observed = shared.observed.lock().await;
     let observed = &mut *observed;
-    let listing = match shared.store.list().await {
+    let mut listing = match shared.store.list().await {
         Ok(l) => l,
         Err(e) => {
             warn!(worker_id = %shared.me(), error = %e, "listing leases failed; retrying next cycle");
@@ -46,6 +46,10 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     };
     for bad in &listing.malformed {
         warn!(worker_id = %shared.me(), error = %bad, "skipping a malformed lease");
+    }
+    let filter = shared.filter.0.lock().clone();
+    if let Some(accept) = filter {
+        listing.leases.retain(|l| accept(l));
     }
     let now = Instant::now();
     let failover = shared.config.failover_time;

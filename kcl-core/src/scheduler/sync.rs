@@ -1,0 +1,231 @@
+//! The scheduler's background shard sync: which streams are active, leases for their new
+//! shards, cleanup of finished leases, and the removed-stream policy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::streams::{
+    ActiveStream, ActiveStreams, RemovedStreamPolicy, StreamConfig, StreamSource, identifier_of,
+};
+use crate::kinesis::{KinesisDataPlane, KinesisError};
+use crate::lease::{LeaseCoordinator, LeaseScope, LeaseStore};
+use crate::shard::lineage::{SyncError, sync_shards};
+
+/// What shard sync tells the scheduler loop.
+#[derive(Debug)]
+pub(super) enum SyncNotice {
+    /// The (single) stream no longer exists: the scheduler stops.
+    StreamGone,
+    /// These streams are no longer consumed: their consumers stop and release their leases.
+    StreamsRemoved(Vec<String>),
+}
+
+pub(super) struct ShardSync {
+    pub(super) source: StreamSource,
+    pub(super) coordinator: Arc<LeaseCoordinator>,
+    pub(super) kinesis: Arc<dyn KinesisDataPlane>,
+    pub(super) store: Arc<dyn LeaseStore>,
+    pub(super) active: Arc<ActiveStreams>,
+    pub(super) interval: Duration,
+    pub(super) notices: mpsc::UnboundedSender<SyncNotice>,
+    /// Multi-stream: resolved lease scopes by stream name.
+    pub(super) resolved: BTreeMap<Arc<str>, LeaseScope>,
+    /// Multi-stream: when this worker first saw leases of each removed stream.
+    pub(super) removed_since: BTreeMap<String, Instant>,
+}
+
+impl ShardSync {
+    pub(super) async fn run(mut self, stop: CancellationToken) {
+        let mut first = true;
+        loop {
+            if !first {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(self.interval) => {}
+                }
+            }
+            match self.round().await {
+                Ok(true) => first = false,
+                Ok(false) => return,
+                Err(()) if first => {
+                    // Start-up: retry soon rather than a whole sync interval later.
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                Err(()) => {}
+            }
+        }
+    }
+
+    /// One sync round; `Ok(false)` when the scheduler must stop.
+    async fn round(&mut self) -> Result<bool, ()> {
+        let multi = matches!(self.source, StreamSource::Multi(_));
+        if let StreamSource::Multi(tracker) = &self.source {
+            let configs = tracker.streams().await;
+            let streams = self.resolve_all(configs).await;
+            let removed = self.active.replace(streams);
+            if !removed.is_empty() {
+                info!(streams = ?removed, "streams no longer consumed");
+                let _ = self.notices.send(SyncNotice::StreamsRemoved(removed));
+            }
+        }
+        let mut created = 0;
+        let mut failed = false;
+        for stream in self.active.all() {
+            match sync_shards(
+                self.kinesis.as_ref(),
+                self.store.as_ref(),
+                &stream.scope,
+                stream.initial_position,
+            )
+            .await
+            {
+                Ok(report) => {
+                    if !report.created.is_empty() || !report.deleted.is_empty() {
+                        info!(
+                            stream = %stream.scope.stream(),
+                            created = report.created.len(),
+                            deleted = report.deleted.len(),
+                            "shard sync"
+                        );
+                    }
+                    created += report.created.len();
+                }
+                Err(SyncError::StreamGone {
+                    stream: name,
+                    source,
+                }) if !multi => {
+                    error!(stream = %name, error = %source, "stream not found; stopping");
+                    let _ = self.notices.send(SyncNotice::StreamGone);
+                    return Ok(false);
+                }
+                Err(SyncError::StreamGone { stream: name, .. }) => {
+                    // Re-resolved next round: deleted for good, or re-created with a new epoch.
+                    warn!(stream = %name, "stream not found; no longer consumed");
+                    self.resolved.remove(name.as_str());
+                }
+                Err(e) => {
+                    warn!(stream = %stream.scope.stream(), error = %e, "shard sync failed; retrying");
+                    failed = true;
+                }
+            }
+        }
+        if multi
+            && let Some(policy) = self.removal_policy()
+            && let Err(e) = self.apply_removal_policy(policy).await
+        {
+            warn!(error = %e, "cleaning up leases of removed streams failed; retrying");
+        }
+        if created > 0 {
+            // New leases: take them now rather than at the next taker cycle.
+            self.coordinator.take_now().await;
+        }
+        if failed { Err(()) } else { Ok(true) }
+    }
+
+    fn removal_policy(&self) -> Option<RemovedStreamPolicy> {
+        match &self.source {
+            StreamSource::Multi(t) => Some(t.removed_stream_policy()),
+            StreamSource::Single(_) => None,
+        }
+    }
+
+    /// Lease scopes for the tracker's streams, looking up account and creation time once.
+    async fn resolve_all(&mut self, configs: Vec<StreamConfig>) -> Vec<ActiveStream> {
+        let mut active = Vec::with_capacity(configs.len());
+        let mut named = BTreeSet::new();
+        for config in configs {
+            named.insert(config.stream.name.clone());
+            let scope = match (&config.identifier, self.resolved.get(&config.stream.name)) {
+                (Some((account, epoch)), _) => {
+                    LeaseScope::multi(config.stream.clone(), account, *epoch)
+                }
+                (None, Some(scope)) => scope.clone(),
+                (None, None) => match self.resolve(&config).await {
+                    Ok(scope) => scope,
+                    Err(KinesisError::ResourceNotFound { .. }) => {
+                        warn!(stream = %config.stream, "tracked stream does not exist; skipped");
+                        continue;
+                    }
+                    Err(e) => {
+                        warn!(stream = %config.stream, error = %e, "describing the stream failed; skipped this round");
+                        continue;
+                    }
+                },
+            };
+            self.resolved
+                .insert(config.stream.name.clone(), scope.clone());
+            active.push(ActiveStream {
+                scope,
+                initial_position: config.initial_position,
+            });
+        }
+        self.resolved.retain(|name, _| named.contains(name));
+        active
+    }
+
+    async fn resolve(&self, config: &StreamConfig) -> Result<LeaseScope, KinesisError> {
+        let summary = self.kinesis.describe_stream(&config.stream).await?;
+        let account = summary.identity.account_id().ok_or_else(|| {
+            KinesisError::invalid(format!(
+                "stream {} has no account id in its ARN {:?}",
+                config.stream, summary.identity.arn
+            ))
+        })?;
+        let mut identity = config.stream.clone();
+        identity.arn = identity.arn.or(summary.identity.arn.clone());
+        Ok(LeaseScope::multi(
+            identity,
+            account,
+            summary.creation_epoch_seconds,
+        ))
+    }
+
+    /// Tracks how long each removed stream's leases have been in the table, and deletes them
+    /// once the grace period is over.
+    async fn apply_removal_policy(
+        &mut self,
+        policy: RemovedStreamPolicy,
+    ) -> Result<(), crate::lease::LeaseError> {
+        let listing = self.store.list().await?;
+        let now = Instant::now();
+        let mut removed: BTreeMap<String, Vec<&crate::lease::Lease>> = BTreeMap::new();
+        for lease in &listing.leases {
+            let id = identifier_of(lease);
+            if !id.is_empty() && !self.active.is_active(id) {
+                removed.entry(id.to_string()).or_default().push(lease);
+            }
+        }
+        self.removed_since.retain(|id, _| removed.contains_key(id));
+        for (id, leases) in removed {
+            let since = *self.removed_since.entry(id.clone()).or_insert(now);
+            let RemovedStreamPolicy::DeleteAfter(grace) = policy else {
+                continue;
+            };
+            if now.duration_since(since) < grace {
+                continue;
+            }
+            let mut deleted = 0;
+            for lease in leases {
+                match self.store.delete(lease).await {
+                    Ok(()) => deleted += 1,
+                    // Changed since the listing: next round.
+                    Err(e) if e.is_lost() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            info!(stream_identifier = %id, deleted, "leases of a removed stream deleted after the grace period");
+        }
+        Ok(())
+    }
+}
