@@ -20,6 +20,7 @@
 //! - `aws` (feature `aws`, default): the data plane over `aws-sdk-kinesis`, and the conversions
 //!   `kcl-efo` builds on;
 //! - `simulation` (feature `simulation`): the deterministic fleet simulation and its ledger;
+//! - [`telemetry`]: metric names, labels and levels, recorded through the `metrics` facade;
 //! - [`fault`]: the fault injector the in-memory backends share.
 
 pub mod aggregation;
@@ -39,3 +40,4 @@ pub mod scheduler;
 pub mod shard;
 #[cfg(feature = "simulation")]
 pub mod simulation;
+pub mod telemetry;

@@ -203,6 +203,14 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
                     // Expected while the previous subscription drains, or when resubscribing
                     // faster than once a second: not worth a warning.
                     KinesisError::ResourceInUse { .. } | KinesisError::Throttled { .. } => {
+                        if matches!(e, KinesisError::Throttled { .. }) {
+                            kcl_core::telemetry::read_error(
+                                kcl_core::telemetry::names::THROTTLES,
+                                "SubscribeToShard",
+                                shard.as_str(),
+                                &read.stream.name,
+                            );
+                        }
                         debug!(shard_id = %shard, error = %e, "subscription not ready; retrying")
                     }
                     KinesisError::ResourceNotFound { .. } => {

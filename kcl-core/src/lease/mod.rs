@@ -15,6 +15,7 @@ pub mod conformance;
 mod coordinator;
 mod error;
 mod memory;
+mod metered;
 mod model;
 mod scope;
 mod store;
@@ -25,6 +26,7 @@ pub use coordinator::{
 };
 pub use error::LeaseError;
 pub use memory::{InMemoryLeaseStore, LeaseOperation, LeaseStoreStats};
+pub(crate) use metered::MeteredStore;
 pub use model::{CheckpointUpdate, Lease, MultiStreamKey, MultiStreamShard, ParseLeaseKeyError};
 pub use scope::LeaseScope;
 pub use store::{LeaseListing, LeaseStore};

@@ -1,5 +1,6 @@
 //! Polling retrieval: GetRecords in a prefetching task per shard.
 
+use crate::telemetry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,6 +194,12 @@ impl Fetcher {
                 Ok(out) => out,
                 Err(KinesisError::ExpiredIterator { .. }) => {
                     debug!(shard_id = %self.read.shard.id, "shard iterator expired; getting a new one after the last record read");
+                    telemetry::read_error(
+                        telemetry::names::EXPIRED_ITERATOR,
+                        "GetRecords",
+                        self.read.shard.id.as_str(),
+                        &self.read.stream.name,
+                    );
                     continue;
                 }
                 Err(e) => {
@@ -267,6 +274,12 @@ impl Fetcher {
             }
             KinesisError::Throttled { .. } => {
                 debug!(%shard_id, error = %e, "GetRecords throttled; widening the gap between calls");
+                telemetry::read_error(
+                    telemetry::names::THROTTLES,
+                    "GetRecords",
+                    shard_id.as_str(),
+                    &self.read.stream.name,
+                );
                 self.pacer.throttled();
                 Step::Continue
             }

@@ -12,6 +12,7 @@ use super::streams::{StreamSource, StreamTracker};
 use crate::processor::ShardRecordProcessorFactory;
 use crate::retrieval::{PollingConfig, PollingRetrieval, SharedRetrieval};
 use crate::shard::{CheckpointPolicy, FailurePolicy};
+use crate::telemetry::FleetSizing;
 
 use super::Scheduler;
 
@@ -73,6 +74,8 @@ pub struct SchedulerConfig {
     pub hash_range_check: Option<HashRangePolicy>,
     /// Seed for retry jitter, so simulated runs reproduce.
     pub seed: u64,
+    /// Settings of the `WorkersNeeded` fleet-sizing signal.
+    pub fleet_sizing: FleetSizing,
 }
 
 /// Builds a [`Scheduler`].
@@ -94,6 +97,7 @@ pub struct SchedulerBuilder {
     shutdown_timeout: Duration,
     hash_range_check: Option<HashRangePolicy>,
     seed: u64,
+    fleet_sizing: FleetSizing,
 }
 
 impl std::fmt::Debug for SchedulerBuilder {
@@ -136,6 +140,7 @@ impl SchedulerBuilder {
             shutdown_timeout: Duration::from_secs(30),
             hash_range_check: None,
             seed: 0,
+            fleet_sizing: FleetSizing::default(),
         }
     }
 
@@ -223,6 +228,12 @@ impl SchedulerBuilder {
         self
     }
 
+    /// Settings of the fleet-sizing signal (capacity per worker, target utilization, drain time).
+    pub fn fleet_sizing(mut self, sizing: FleetSizing) -> Self {
+        self.fleet_sizing = sizing;
+        self
+    }
+
     /// Seed for retry jitter (simulations).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -294,6 +305,20 @@ impl SchedulerBuilder {
                 ),
             ));
         }
+        let sizing = &self.fleet_sizing;
+        if !(sizing.capacity > 0.0
+            && sizing.target_utilization > 0.0
+            && sizing.target_utilization <= 1.0
+            && !sizing.drain_time.is_zero()
+            && !sizing.interval.is_zero())
+        {
+            return Err(invalid(
+                "fleet_sizing",
+                format!(
+                    "capacity must be positive, target utilization in (0, 1], drain time and interval positive; got {sizing:?}"
+                ),
+            ));
+        }
         if let CheckpointPolicy::Auto { records, interval } = self.checkpoint_policy
             && (records == 0 || interval.is_zero())
         {
@@ -314,6 +339,7 @@ impl SchedulerBuilder {
             shutdown_timeout: self.shutdown_timeout,
             hash_range_check: self.hash_range_check,
             seed: self.seed,
+            fleet_sizing: self.fleet_sizing,
         };
         Ok(Scheduler {
             config,

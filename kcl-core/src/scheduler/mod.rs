@@ -37,6 +37,7 @@ pub use config::{RetrievalMode, SchedulerBuilder, SchedulerConfig, SchedulerConf
 pub use streams::{RemovedStreamPolicy, StreamConfig, StreamSet, StreamSource, StreamTracker};
 
 use crate::kinesis::KinesisDataPlane;
+use crate::lease::MeteredStore;
 use crate::lease::{
     Lease, LeaseCoordinator, LeaseEvent, LeaseFilter, LeaseScope, LeaseStore, LeaseToken,
     LostReason,
@@ -45,6 +46,7 @@ use crate::processor::{ShardInfo, ShardRecordProcessorFactory};
 use crate::retrieval::SharedRetrieval;
 use crate::shard::ShutdownReason;
 use crate::shard::consumer::{ConsumerSettings, Outcome, ShardConsumer};
+use crate::telemetry::{FleetSizing, LeaseMetrics, LoadMeter, ShardMetrics, names, workers_needed};
 use streams::{ActiveStream, ActiveStreams, identifier_of};
 use sync::{ShardSync, SyncNotice};
 
@@ -119,6 +121,11 @@ impl Scheduler {
     /// `shutdown_timeout`) or the stream is deleted.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunReport, SchedulerError> {
         let worker_id = self.worker_id().to_string();
+        let lease_metrics = LeaseMetrics::new(&worker_id);
+        let store: Arc<dyn LeaseStore> = Arc::new(MeteredStore {
+            inner: self.store.clone(),
+            metrics: lease_metrics,
+        });
         let active = Arc::new(ActiveStreams::default());
         if let StreamSource::Single(stream) = &self.config.streams {
             active.replace(vec![ActiveStream {
@@ -132,13 +139,15 @@ impl Scheduler {
             Arc::new(move |lease: &Lease| active.stream_of(lease).is_some())
         };
         let (coordinator, mut events) = LeaseCoordinator::start_filtered(
-            self.store.clone(),
+            store.clone(),
             self.config.coordinator.clone(),
             Some(filter),
         )
         .map_err(SchedulerConfigError::from)?;
         let coordinator = Arc::new(coordinator);
+        let load = Arc::new(LoadMeter::default());
         let settings = Arc::new(ConsumerSettings {
+            load: load.clone(),
             failure_policy: self.config.failure_policy.clone(),
             checkpoint_policy: self.config.checkpoint_policy,
             parent_shard_poll_interval: self.config.parent_shard_poll_interval,
@@ -154,7 +163,7 @@ impl Scheduler {
             source: self.config.streams.clone(),
             coordinator: coordinator.clone(),
             kinesis: self.kinesis.clone(),
-            store: self.store.clone(),
+            store: store.clone(),
             active: active.clone(),
             interval: self.config.shard_sync_interval,
             notices,
@@ -168,7 +177,9 @@ impl Scheduler {
             coordinator: coordinator.clone(),
             settings,
             active,
+            store,
         };
+        let mut sizing = Sizing::new(&worker_id, self.config.fleet_sizing, load);
         let mut consumers = Consumers::default();
         let mut shards_ended = 0;
         let end = loop {
@@ -180,6 +191,7 @@ impl Scheduler {
                     SyncNotice::StreamsRemoved(ids) => on_streams_removed(&ids, &ctx, &mut consumers),
                 },
                 Some(event) = events.recv() => self.on_event(event, &ctx, &mut consumers),
+                _ = sizing.tick.tick() => sizing.update(ctx.coordinator.fleet_size()),
                 Some(done) = consumers.tasks.join_next() => {
                     if self.on_done(done, &ctx, &mut consumers, true).await {
                         shards_ended += 1;
@@ -252,7 +264,13 @@ impl Scheduler {
             parent_shard_ids: lease.parent_shard_ids.clone(),
         };
         let (signal, receiver) = watch::channel(ShutdownReason::None);
+        let metrics = ShardMetrics::new(
+            info.shard_id.as_str(),
+            ctx.coordinator.worker_id(),
+            stream.scope.stream_identifier(),
+        );
         let consumer = ShardConsumer {
+            metrics,
             processor: self.factory.create(&info),
             info,
             scope: stream.scope.clone(),
@@ -260,7 +278,7 @@ impl Scheduler {
             lease: lease.clone(),
             token,
             coordinator: ctx.coordinator.clone(),
-            store: self.store.clone(),
+            store: ctx.store.clone(),
             kinesis: self.kinesis.clone(),
             retrieval: self.retrieval.clone(),
             settings: ctx.settings.clone(),
@@ -334,6 +352,7 @@ impl Scheduler {
         match done {
             Ok((key, outcome)) => {
                 consumers.running.remove(&key);
+                ctx.settings.load.behind(&key, None);
                 if let Some((lease, token)) = consumers.pending.remove(&key)
                     && accepting
                 {
@@ -363,6 +382,7 @@ impl Scheduler {
 
 /// What the event handlers share.
 struct Context {
+    store: Arc<dyn LeaseStore>,
     coordinator: Arc<LeaseCoordinator>,
     settings: Arc<ConsumerSettings>,
     active: Arc<ActiveStreams>,
@@ -400,6 +420,49 @@ struct Consumers {
     /// Holdings gained while a consumer of an earlier holding was still stopping.
     pending: BTreeMap<String, (Lease, LeaseToken)>,
     tasks: JoinSet<(String, Outcome)>,
+}
+
+/// Computes the fleet-sizing signal every interval (see [`workers_needed`]).
+struct Sizing {
+    tick: tokio::time::Interval,
+    settings: FleetSizing,
+    load: Arc<LoadMeter>,
+    last_busy: std::time::Duration,
+    load_factor: metrics::Gauge,
+    needed: metrics::Gauge,
+}
+
+impl Sizing {
+    fn new(worker: &str, settings: FleetSizing, load: Arc<LoadMeter>) -> Self {
+        let mut tick = tokio::time::interval(settings.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let labels = [
+            (
+                crate::telemetry::labels::OPERATION,
+                "FleetSizing".to_string(),
+            ),
+            (crate::telemetry::labels::WORKER, worker.to_string()),
+        ];
+        Self {
+            tick,
+            settings,
+            load,
+            last_busy: std::time::Duration::ZERO,
+            load_factor: metrics::gauge!(names::LOAD_FACTOR, &labels),
+            needed: metrics::gauge!(names::WORKERS_NEEDED, &labels),
+        }
+    }
+
+    fn update(&mut self, workers: usize) {
+        let (busy, behind) = self.load.sample();
+        let window = self.settings.interval.as_secs_f64() * self.settings.capacity;
+        let load_factor = (busy - self.last_busy).as_secs_f64() / window;
+        self.last_busy = busy;
+        self.load_factor.set(load_factor * 100.0);
+        let needed = workers_needed(&self.settings, workers, load_factor, behind);
+        self.needed.set(needed as f64);
+        tracing::debug!(load_factor, workers, behind, needed, "fleet sizing");
+    }
 }
 
 /// Raises the shutdown reason; never lowers it.

@@ -58,6 +58,7 @@ pub enum CheckpointPolicy {
 /// Settings shared by a scheduler's shard consumers.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerSettings {
+    pub(crate) load: Arc<crate::telemetry::LoadMeter>,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) checkpoint_policy: CheckpointPolicy,
     pub(crate) parent_shard_poll_interval: Duration,
@@ -91,6 +92,7 @@ pub(crate) struct ShardConsumer {
     pub(crate) processor: Box<dyn ShardRecordProcessor>,
     pub(crate) settings: Arc<ConsumerSettings>,
     pub(crate) signal: watch::Receiver<ShutdownReason>,
+    pub(crate) metrics: crate::telemetry::ShardMetrics,
 }
 
 fn seed_for(base: u64, key: &str) -> u64 {
@@ -294,6 +296,17 @@ impl ShardConsumer {
         batch: &RecordsBatch,
         checkpointer: &mut Checkpointer,
     ) -> Option<Stop> {
+        self.metrics.behind.set(batch.millis_behind_latest as f64);
+        self.settings
+            .load
+            .behind(&self.lease.key, Some(batch.millis_behind_latest));
+        let d = &batch.deaggregation;
+        if d.malformed > 0 {
+            self.metrics.pass_throughs.increment(d.malformed);
+        }
+        if d.hash_range_dropped > 0 {
+            self.metrics.range_drops.increment(d.hash_range_dropped);
+        }
         let previous = checkpointer.largest_delivered().cloned();
         if let Some(last) = batch.records.last() {
             checkpointer.set_largest_delivered(Some(last.extended_sequence_number()));
@@ -313,11 +326,23 @@ impl ShardConsumer {
                 child_shards: batch.shard_end.as_deref(),
                 is_at_shard_end: batch.shard_end.is_some(),
             };
-            let failure = match AssertUnwindSafe(self.processor.process_records(input))
+            let started = Instant::now();
+            let result = AssertUnwindSafe(self.processor.process_records(input))
                 .catch_unwind()
-                .await
-            {
-                Ok(Ok(())) => return None,
+                .await;
+            let took = started.elapsed();
+            self.settings.load.busy(took);
+            self.metrics
+                .process_time
+                .record(took.as_secs_f64() * 1000.0);
+            let failure = match result {
+                Ok(Ok(())) => {
+                    let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
+                    self.metrics.records.increment(batch.records.len() as u64);
+                    self.metrics.bytes.increment(bytes as u64);
+                    self.metrics.batch_size.record(batch.records.len() as f64);
+                    return None;
+                }
                 Ok(Err(e)) => ProcessorFailure::Error(e.to_string()),
                 Err(p) => ProcessorFailure::Panic(panic_message(&p)),
             };
@@ -330,6 +355,8 @@ impl ShardConsumer {
                 %failure,
                 "process_records failed"
             );
+            self.metrics
+                .processor_error(self.settings.failure_policy.outcome_label());
             match &self.settings.failure_policy {
                 FailurePolicy::Retry { .. } => {
                     if let Some(reason) = self.back_off(&mut backoff).await {

@@ -71,3 +71,15 @@ impl Default for FailurePolicy {
         }
     }
 }
+
+impl FailurePolicy {
+    /// The `Outcome` label of the `ProcessorErrors` metric.
+    pub(crate) fn outcome_label(&self) -> &'static str {
+        match self {
+            Self::Retry { .. } => "retry",
+            Self::Skip => "skip",
+            Self::DeadLetter(_) => "dead_letter",
+            Self::StopShard => "stop",
+        }
+    }
+}

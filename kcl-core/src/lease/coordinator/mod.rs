@@ -146,6 +146,9 @@ struct Shared {
     events: mpsc::UnboundedSender<LeaseEvent>,
     /// Which leases the taker considers; `None` means all.
     filter: FilterSlot,
+    metrics: crate::telemetry::LeaseMetrics,
+    /// Workers owning leases in the last listing.
+    fleet_size: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -215,7 +218,12 @@ impl Shared {
             held: Arc::new(tokio::sync::Mutex::new(held)),
             belief,
         };
-        self.held.lock().insert(key.clone(), slot);
+        let held_now = {
+            let mut map = self.held.lock();
+            map.insert(key.clone(), slot);
+            map.len()
+        };
+        self.metrics.current.set(held_now as f64);
         if ready {
             info!(worker_id = %self.me(), lease_key = %key, "lease gained");
             self.emit(LeaseEvent::Gained { lease, token });
@@ -227,12 +235,20 @@ impl Shared {
     fn forget(&self, key: &str, held: &mut Held) {
         held.gone = true;
         held.publish();
-        self.held.lock().remove(key);
+        let held_now = {
+            let mut map = self.held.lock();
+            map.remove(key);
+            map.len()
+        };
+        self.metrics.current.set(held_now as f64);
     }
 
     fn lose(&self, key: &str, held: &mut Held, reason: LostReason) {
         self.forget(key, held);
         warn!(worker_id = %self.me(), lease_key = %key, ?reason, "lease lost");
+        if reason != LostReason::Released {
+            self.metrics.lost.increment(1);
+        }
         self.emit(LeaseEvent::Lost {
             key: key.to_string(),
             reason,
@@ -253,6 +269,7 @@ impl Shared {
             Ok(Some(stored)) if stored.checkpoint_owner.as_deref() == Some(self.me()) => {
                 self.forget(key, held);
                 info!(worker_id = %self.me(), lease_key = %key, new_owner = ?stored.owner, "lease handing off");
+                self.metrics.handed_off.increment(1);
                 self.emit(LeaseEvent::HandingOff { lease: stored });
                 false
             }
@@ -301,6 +318,7 @@ impl LeaseCoordinator {
     ) -> Result<(Self, mpsc::UnboundedReceiver<LeaseEvent>), CoordinatorConfigError> {
         config.validate()?;
         let (events, receiver) = mpsc::unbounded_channel();
+        let metrics = crate::telemetry::LeaseMetrics::new(&config.worker_id);
         let shared = Arc::new(Shared {
             store,
             config,
@@ -309,6 +327,8 @@ impl LeaseCoordinator {
             next_token: std::sync::atomic::AtomicU64::new(1),
             events,
             filter: FilterSlot(Mutex::new(filter)),
+            metrics,
+            fleet_size: std::sync::atomic::AtomicUsize::new(1),
         });
         let (taker_cancel, renewer_cancel) = (CancellationToken::new(), CancellationToken::new());
         let tasks = vec![
@@ -469,6 +489,13 @@ impl LeaseCoordinator {
     /// rejects are neither taken nor counted when balancing; held ones stay held until released.
     pub fn set_lease_filter(&self, filter: Option<LeaseFilter>) {
         *self.shared.filter.0.lock() = filter;
+    }
+
+    /// Workers owning leases when the taker last listed the table (at least 1).
+    pub fn fleet_size(&self) -> usize {
+        self.shared
+            .fleet_size
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops taking and stealing leases; held leases keep being renewed.

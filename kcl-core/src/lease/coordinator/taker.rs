@@ -51,6 +51,15 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     if let Some(accept) = filter {
         listing.leases.retain(|l| accept(l));
     }
+    let owners: BTreeSet<&str> = listing
+        .leases
+        .iter()
+        .filter_map(|l| l.owner.as_deref())
+        .collect();
+    shared.metrics.workers.set(owners.len().max(1) as f64);
+    shared
+        .fleet_size
+        .store(owners.len().max(1), std::sync::atomic::Ordering::Relaxed);
     let now = Instant::now();
     let failover = shared.config.failover_time;
     let listed: BTreeSet<&str> = listing.leases.iter().map(|l| l.key.as_str()).collect();
@@ -143,7 +152,10 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
 async fn take(shared: &Shared, lease: &Lease) {
     let sent = Instant::now();
     match shared.store.take(lease, shared.me()).await {
-        Ok(taken) => shared.insert(taken, sent, Phase::Ready),
+        Ok(taken) => {
+            shared.metrics.taken.increment(1);
+            shared.insert(taken, sent, Phase::Ready)
+        }
         Err(e) => {
             debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "take failed")
         }
@@ -158,6 +170,7 @@ async fn steal(shared: &Shared, lease: &Lease) {
     let from = lease.owner.clone().unwrap_or_default();
     match shared.store.hand_off(lease, shared.me()).await {
         Ok(stolen) => {
+            shared.metrics.stolen.increment(1);
             let deadline = sent + shared.config.graceful_handoff_timeout;
             shared.insert(stolen, sent, Phase::Incoming { from, deadline });
         }
