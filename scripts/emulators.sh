@@ -2,7 +2,8 @@
 # and stops them on exit (even when tests fail).
 #   KCL_KINESIS_ENDPOINT   kinesis-local, plain HTTP
 #   KCL_KINESIS_TLS_ENDPOINT, KCL_KINESIS_CA   kinesis-local over TLS, and the CA to trust
-#   KCL_DYNAMODB_ENDPOINT  moto server (DynamoDB, CloudWatch)
+#   KCL_DYNAMODB_ENDPOINT  moto server (DynamoDB)
+#   KCL_CLOUDWATCH_ENDPOINT  moto CloudWatch behind scripts/cbor_proxy.py
 TOOLS="$PWD/.tools"
 EMULATOR_LOGS="${EMULATOR_LOGS:-$TOOLS/logs}"
 EMULATOR_PIDS=()
@@ -51,8 +52,9 @@ make_tls() {
 start_emulators() {
   mkdir -p "$EMULATOR_LOGS"
   make_tls
-  local kinesis_port kinesis_tls_port moto_port
+  local kinesis_port kinesis_tls_port moto_port cloudwatch_port
   kinesis_port=$(free_port)
+  cloudwatch_port=$(free_port)
   kinesis_tls_port=$(free_port)
   moto_port=$(free_port)
   KINESIS_MOCK_CERT_PATH="$TOOLS/tls/server.json" \
@@ -67,6 +69,12 @@ start_emulators() {
   wait_for_port kinesis-local "$kinesis_port"
   wait_for_port kinesis-local "$kinesis_tls_port"
   wait_for_port moto "$moto_port"
+  # aws-sdk-cloudwatch speaks RPC v2 CBOR; moto speaks JSON: translate in between.
+  "$TOOLS/moto-venv/bin/python" scripts/cbor_proxy.py "$cloudwatch_port" "http://127.0.0.1:$moto_port" \
+    >"$EMULATOR_LOGS/cbor-proxy.log" 2>&1 &
+  EMULATOR_PIDS+=($!)
+  wait_for_port cbor-proxy "$cloudwatch_port"
+  export KCL_CLOUDWATCH_ENDPOINT="http://127.0.0.1:$cloudwatch_port"
   export KCL_KINESIS_ENDPOINT="http://127.0.0.1:$kinesis_port"
   export KCL_KINESIS_TLS_ENDPOINT="https://localhost:$kinesis_tls_port"
   export KCL_KINESIS_CA="$TOOLS/tls/ca.pem"

@@ -12,6 +12,7 @@ mkdir -p "$TOOLS"
 
 KINESIS_LOCAL_VERSION=0.6.2
 MOTO_VERSION=5.2.5
+CBOR2_VERSION=5.6.5
 
 python_agg() {
   local marker="$TOOLS/venv/.aws-kinesis-agg-1.2.3"
@@ -31,11 +32,12 @@ kinesis_local() {
 }
 
 moto() {
-  local marker="$TOOLS/moto-venv/.moto-$MOTO_VERSION"
+  local marker="$TOOLS/moto-venv/.moto-$MOTO_VERSION-cbor2-$CBOR2_VERSION"
   [ -f "$marker" ] && return 0
-  python3 -m venv "$TOOLS/moto-venv"
+  [ -x "$TOOLS/moto-venv/bin/pip" ] || python3 -m venv "$TOOLS/moto-venv"
+  # cbor2: the CloudWatch protocol translator in front of moto (scripts/cbor_proxy.py).
   "$TOOLS/moto-venv/bin/pip" install --quiet --disable-pip-version-check \
-    "moto[dynamodb,kinesis,cloudwatch]==$MOTO_VERSION" flask flask-cors
+    "moto[dynamodb,kinesis,cloudwatch]==$MOTO_VERSION" flask flask-cors "cbor2==$CBOR2_VERSION"
   touch "$marker"
 }
 

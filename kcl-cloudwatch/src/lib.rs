@@ -1,0 +1,151 @@
+//! CloudWatch exporter for kcl-rs metrics, as the Java KCL publishes them: names and dimensions
+//! (`Operation`, `ShardId`, `WorkerIdentifier`, `StreamId`), levels NONE / SUMMARY / DETAILED,
+//! statistic sets, at most 20 datums per PutMetricData, flushed every 10 s and on shutdown.
+//!
+//! Memory is bounded: datums wait in a queue of `queue_capacity`; when CloudWatch is slow or
+//! down the oldest are dropped and counted ([`CloudWatchPublisher::dropped`]). Recording never
+//! blocks: a metric update is a short lock on its own accumulator.
+//!
+//! ```no_run
+//! # async fn example(sdk: &aws_types::SdkConfig) {
+//! use kcl_cloudwatch::{AwsCloudWatch, CloudWatchConfig, CloudWatchPublisher, CloudWatchRecorder, MetricsLevel};
+//! use std::sync::Arc;
+//!
+//! let recorder = CloudWatchRecorder::new(MetricsLevel::Summary);
+//! let publisher = CloudWatchPublisher::start(
+//!     &recorder,
+//!     Arc::new(AwsCloudWatch::new(sdk)),
+//!     CloudWatchConfig::new("billing"),
+//! );
+//! metrics::set_global_recorder(recorder).unwrap();
+//! kcl_core::telemetry::describe();
+//! // ... run the scheduler ...
+//! publisher.shutdown().await; // flushes what is left
+//! # }
+//! ```
+
+mod publisher;
+mod recorder;
+mod sink;
+
+use std::time::{Duration, SystemTime};
+
+pub use publisher::CloudWatchPublisher;
+pub use recorder::{CloudWatchRecorder, KCL_DIMENSIONS};
+pub use sink::{AwsCloudWatch, MetricSink, SinkError};
+
+/// How much is published (the KCL's `metricsLevel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetricsLevel {
+    /// Nothing.
+    None,
+    /// Worker and per-stream metrics aggregated over shards (no `ShardId` dimension), and no
+    /// DEBUG-level metrics.
+    Summary,
+    /// Everything, per shard. The KCL's default.
+    #[default]
+    Detailed,
+}
+
+impl std::str::FromStr for MetricsLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "NONE" => Ok(Self::None),
+            "SUMMARY" => Ok(Self::Summary),
+            "DETAILED" => Ok(Self::Detailed),
+            other => Err(format!(
+                "metrics level {other:?} is not NONE, SUMMARY or DETAILED"
+            )),
+        }
+    }
+}
+
+/// A CloudWatch statistic set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatisticSet {
+    /// SampleCount.
+    pub count: f64,
+    /// Sum.
+    pub sum: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// One metric datum to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Datum {
+    /// Metric name.
+    pub name: String,
+    /// Dimensions, sorted by name.
+    pub dimensions: Vec<(String, String)>,
+    /// Unit, when the metric was described with one.
+    pub unit: Option<metrics::Unit>,
+    /// The interval's statistics.
+    pub stats: StatisticSet,
+    /// End of the interval.
+    pub timestamp: SystemTime,
+}
+
+/// Publisher settings.
+#[derive(Debug, Clone)]
+pub struct CloudWatchConfig {
+    /// Namespace (the KCL uses the application name).
+    pub namespace: String,
+    /// How often accumulated statistics are published (KCL: 10 s).
+    pub flush_interval: Duration,
+    /// Datums per PutMetricData call (KCL: 20; CloudWatch accepts up to 1,000).
+    pub max_datums_per_request: usize,
+    /// Datums waiting to be sent at most; beyond it the oldest are dropped.
+    pub queue_capacity: usize,
+    /// Attempts per PutMetricData call before its datums go back to the queue.
+    pub max_attempts: usize,
+    /// Longest a shutdown flush may take.
+    pub shutdown_timeout: Duration,
+}
+
+impl CloudWatchConfig {
+    /// The KCL's defaults for `namespace`.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            flush_interval: Duration::from_secs(10),
+            max_datums_per_request: 20,
+            queue_capacity: 10_000,
+            max_attempts: 3,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks the settings; the message names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.namespace.is_empty()
+            || self.namespace.len() > 255
+            || self.namespace.starts_with(':')
+        {
+            return Err(format!(
+                "CloudWatch namespace {:?} must be 1 to 255 characters and not start with ':'",
+                self.namespace
+            ));
+        }
+        if !(1..=1000).contains(&self.max_datums_per_request) {
+            return Err(format!(
+                "max_datums_per_request {} must be in 1..=1000",
+                self.max_datums_per_request
+            ));
+        }
+        if self.queue_capacity < self.max_datums_per_request {
+            return Err("queue_capacity must hold at least one request".into());
+        }
+        if self.flush_interval.is_zero() || self.max_attempts == 0 {
+            return Err("flush_interval and max_attempts must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
