@@ -347,6 +347,7 @@ impl SchedulerBuilder {
             kinesis,
             retrieval,
             factory,
+            status: super::SchedulerStatus::default(),
         })
     }
 }

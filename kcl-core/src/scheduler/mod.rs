@@ -22,6 +22,7 @@
 //! ```
 
 mod config;
+mod status;
 mod streams;
 mod sync;
 
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use config::{RetrievalMode, SchedulerBuilder, SchedulerConfig, SchedulerConfigError};
+pub use status::SchedulerStatus;
 pub use streams::{RemovedStreamPolicy, StreamConfig, StreamSet, StreamSource, StreamTracker};
 
 use crate::kinesis::KinesisDataPlane;
@@ -88,6 +90,7 @@ pub struct Scheduler {
     kinesis: Arc<dyn KinesisDataPlane>,
     retrieval: SharedRetrieval,
     factory: Arc<dyn ShardRecordProcessorFactory>,
+    status: SchedulerStatus,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -111,6 +114,11 @@ impl Scheduler {
         &self.config
     }
 
+    /// A handle on what the scheduler is doing (for health checks); take it before `run`.
+    pub fn status(&self) -> SchedulerStatus {
+        self.status.clone()
+    }
+
     /// This worker's id.
     pub fn worker_id(&self) -> &str {
         &self.config.coordinator.worker_id
@@ -121,6 +129,17 @@ impl Scheduler {
     /// `shutdown_timeout`) or the stream is deleted.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunReport, SchedulerError> {
         let worker_id = self.worker_id().to_string();
+        self.status.set_running(true);
+        self.status.set_draining(false);
+        // Cleared however `run` ends, including when its future is dropped.
+        struct NotRunning(SchedulerStatus);
+        impl Drop for NotRunning {
+            fn drop(&mut self) {
+                self.0.set_running(false);
+                self.0.set_consumers(0);
+            }
+        }
+        let _not_running = NotRunning(self.status.clone());
         let lease_metrics = LeaseMetrics::new(&worker_id);
         let store: Arc<dyn LeaseStore> = Arc::new(MeteredStore {
             inner: self.store.clone(),
@@ -167,6 +186,7 @@ impl Scheduler {
             active: active.clone(),
             interval: self.config.shard_sync_interval,
             notices,
+            status: self.status.clone(),
             resolved: BTreeMap::new(),
             removed_since: BTreeMap::new(),
         };
@@ -198,8 +218,10 @@ impl Scheduler {
                     }
                 }
             }
+            self.status.set_consumers(consumers.running.len());
         };
         info!(worker_id = %worker_id, ?end, consumers = consumers.running.len(), "scheduler shutting down");
+        self.status.set_draining(true);
         sync_stop.cancel();
         while background.join_next().await.is_some() {}
         coordinator.stop_taking();

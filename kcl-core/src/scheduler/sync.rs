@@ -34,6 +34,7 @@ pub(super) struct ShardSync {
     pub(super) active: Arc<ActiveStreams>,
     pub(super) interval: Duration,
     pub(super) notices: mpsc::UnboundedSender<SyncNotice>,
+    pub(super) status: super::SchedulerStatus,
     /// Multi-stream: resolved lease scopes by stream name.
     pub(super) resolved: BTreeMap<Arc<str>, LeaseScope>,
     /// Multi-stream: when this worker first saw leases of each removed stream.
@@ -130,7 +131,12 @@ impl ShardSync {
             // New leases: take them now rather than at the next taker cycle.
             self.coordinator.take_now().await;
         }
-        if failed { Err(()) } else { Ok(true) }
+        if failed {
+            Err(())
+        } else {
+            self.status.set_synced();
+            Ok(true)
+        }
     }
 
     fn removal_policy(&self) -> Option<RemovedStreamPolicy> {

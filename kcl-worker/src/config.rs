@@ -1,0 +1,204 @@
+//! Worker configuration: an optional TOML file (`KCL_WORKER_CONFIG_FILE`), overridden by
+//! `KCL_WORKER_*` environment variables, validated with messages that name the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use kcl_cloudwatch::MetricsLevel;
+use serde::Deserialize;
+
+/// Every setting; environment variable = `KCL_WORKER_` + the upper-cased name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkerConfig {
+    /// Application name: lease table (unless `lease_table`) and metrics namespace.
+    pub(crate) application: String,
+    /// Stream names or ARNs, comma-separated in the environment; more than one runs in
+    /// multi-stream mode.
+    #[serde(deserialize_with = "comma_list")]
+    pub(crate) streams: Vec<String>,
+    #[serde(default)]
+    pub(crate) lease_table: Option<String>,
+    #[serde(default)]
+    pub(crate) worker_id: Option<String>,
+    /// `latest` or `trim_horizon`.
+    #[serde(default = "default_position")]
+    pub(crate) initial_position: String,
+    #[serde(default)]
+    pub(crate) kinesis_endpoint: Option<String>,
+    #[serde(default)]
+    pub(crate) dynamodb_endpoint: Option<String>,
+    #[serde(default)]
+    pub(crate) cloudwatch_endpoint: Option<String>,
+    /// `NONE`, `SUMMARY` or `DETAILED` (CloudWatch); Prometheus always gets everything.
+    #[serde(default = "default_level")]
+    pub(crate) metrics_level: String,
+    #[serde(default = "default_http")]
+    pub(crate) http_addr: String,
+    /// Graceful drain deadline after SIGTERM/SIGINT, in seconds.
+    #[serde(default = "default_deadline")]
+    pub(crate) shutdown_deadline_secs: u64,
+    #[serde(default = "default_failover")]
+    pub(crate) failover_secs: u64,
+    #[serde(default = "default_sync")]
+    pub(crate) shard_sync_secs: u64,
+    /// `json` (default) or `text`.
+    #[serde(default = "default_log_format")]
+    pub(crate) log_format: String,
+    /// Appends every processed record to this file (the chaos run's ledger).
+    #[serde(default)]
+    pub(crate) ledger_file: Option<PathBuf>,
+}
+
+fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+fn default_position() -> String {
+    "latest".into()
+}
+fn default_level() -> String {
+    "DETAILED".into()
+}
+fn default_http() -> String {
+    "0.0.0.0:8080".into()
+}
+fn default_deadline() -> u64 {
+    30
+}
+fn default_failover() -> u64 {
+    10
+}
+fn default_sync() -> u64 {
+    60
+}
+fn default_log_format() -> String {
+    "json".into()
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) raw: WorkerConfig,
+    pub(crate) initial_position: kcl_core::model::InitialPosition,
+    pub(crate) metrics_level: MetricsLevel,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) shutdown_deadline: Duration,
+    pub(crate) failover: Duration,
+    pub(crate) shard_sync: Duration,
+    pub(crate) json_logs: bool,
+}
+
+/// A bad configuration, with the setting it concerns.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+pub(crate) fn load() -> Result<Settings, ConfigError> {
+    let mut figment = Figment::new();
+    if let Ok(path) = std::env::var("KCL_WORKER_CONFIG_FILE") {
+        if !std::path::Path::new(&path).exists() {
+            return Err(ConfigError::Load(format!(
+                "KCL_WORKER_CONFIG_FILE {path} does not exist"
+            )));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    let figment = figment.merge(Env::prefixed("KCL_WORKER_").ignore(&["CONFIG_FILE"]));
+    let raw: WorkerConfig = figment.extract().map_err(|e| {
+        ConfigError::Load(
+            e.into_iter()
+                .map(|e| e.to_string().replace("`", "'"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    validate(raw)
+}
+
+pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
+    let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
+    if raw.application.trim().is_empty() {
+        return Err(invalid("application", "must not be empty".into()));
+    }
+    if raw.streams.is_empty() {
+        return Err(invalid(
+            "streams",
+            "name at least one stream (KCL_WORKER_STREAMS=a,b)".into(),
+        ));
+    }
+    let initial_position = match raw.initial_position.to_ascii_lowercase().as_str() {
+        "latest" => kcl_core::model::InitialPosition::Latest,
+        "trim_horizon" => kcl_core::model::InitialPosition::TrimHorizon,
+        other => {
+            return Err(invalid(
+                "initial_position",
+                format!("{other:?} is not latest or trim_horizon"),
+            ));
+        }
+    };
+    let metrics_level = raw
+        .metrics_level
+        .parse()
+        .map_err(|e| invalid("metrics_level", e))?;
+    let http_addr = raw
+        .http_addr
+        .parse()
+        .map_err(|e| invalid("http_addr", format!("{:?}: {e}", raw.http_addr)))?;
+    for (field, v) in [
+        ("shutdown_deadline_secs", raw.shutdown_deadline_secs),
+        ("failover_secs", raw.failover_secs),
+        ("shard_sync_secs", raw.shard_sync_secs),
+    ] {
+        if v == 0 {
+            return Err(invalid(field, "must be at least 1".into()));
+        }
+    }
+    if raw.failover_secs < 3 {
+        return Err(invalid(
+            "failover_secs",
+            "must be at least 3 (renewals run every failover/3)".into(),
+        ));
+    }
+    let json_logs = match raw.log_format.as_str() {
+        "json" => true,
+        "text" => false,
+        other => {
+            return Err(invalid(
+                "log_format",
+                format!("{other:?} is not json or text"),
+            ));
+        }
+    };
+    Ok(Settings {
+        initial_position,
+        metrics_level,
+        http_addr,
+        shutdown_deadline: Duration::from_secs(raw.shutdown_deadline_secs),
+        failover: Duration::from_secs(raw.failover_secs),
+        shard_sync: Duration::from_secs(raw.shard_sync_secs),
+        json_logs,
+        raw,
+    })
+}

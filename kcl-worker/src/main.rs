@@ -1,0 +1,386 @@
+//! `kcl-worker`: a container-ready kcl-rs worker.
+//!
+//! Configuration comes from an optional TOML file (`KCL_WORKER_CONFIG_FILE`) overridden by
+//! `KCL_WORKER_*` environment variables (see `config.rs`; e.g. `KCL_WORKER_APPLICATION`,
+//! `KCL_WORKER_STREAMS=a,b`, `KCL_WORKER_KINESIS_ENDPOINT`). Logs are JSON lines on stdout.
+//! `/healthz`, `/readyz` and `/metrics` (Prometheus) are served on `http_addr`; CloudWatch gets the
+//! same metrics at `metrics_level`. SIGTERM or SIGINT drains: no new leases, processors
+//! checkpoint, leases are released for others to take at once, metrics are flushed — within
+//! `shutdown_deadline_secs`.
+//!
+//! Exit codes (sysexits): 0 drained cleanly; 64 invalid configuration; 66 a stream does not
+//! exist (at start, or deleted while running); 69 an endpoint unreachable at start-up; 70 an
+//! internal error; 73 the ledger file cannot be opened; 75 the drain missed its deadline (leases
+//! left to expire); 77 credentials missing or rejected.
+
+mod config;
+mod http;
+mod ledger;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kcl_cloudwatch::{
+    AwsCloudWatch, CloudWatchConfig, CloudWatchPublisher, CloudWatchRecorder, MetricsLevel,
+};
+use kcl_core::aws::AwsKinesis;
+use kcl_core::kinesis::{KinesisDataPlane, KinesisError};
+use kcl_core::lease::{LeaseError, LeaseStore};
+use kcl_core::model::StreamIdentity;
+use kcl_core::processor::{ShardInfo, ShardRecordProcessor};
+use kcl_core::scheduler::{RemovedStreamPolicy, RunEnd, SchedulerBuilder, StreamConfig, StreamSet};
+use kcl_dynamo_leases::{DynamoLeaseStore, TableOptions};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_util::layers::FanoutBuilder;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use config::Settings;
+use ledger::{Ledger, LedgerProcessor};
+
+/// Why the worker exits, as an orchestrator reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    Drained = 0,
+    Usage = 64,
+    NoInput = 66,
+    Unavailable = 69,
+    Software = 70,
+    CantCreate = 73,
+    TempFail = 75,
+    NoPerm = 77,
+}
+
+fn main() -> ExitCode {
+    let settings = match config::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kcl-worker: {e}");
+            return ExitCode::from(Exit::Usage as u8);
+        }
+    };
+    init_logs(settings.json_logs);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kcl-worker: cannot start the runtime: {e}");
+            return ExitCode::from(Exit::Software as u8);
+        }
+    };
+    let exit = runtime.block_on(run(settings));
+    ExitCode::from(exit as u8)
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KCL_WORKER_LOG")
+        .unwrap_or_else(|_| "info".into());
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+}
+
+async fn sdk(endpoint: Option<&String>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    loader.load().await
+}
+
+/// Credentials problems read the same from every service; the SDK reports a missing provider as
+/// a construction failure.
+fn is_credentials_problem(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "credential",
+        "unrecognizedclient",
+        "invalidsignature",
+        "expiredtoken",
+        "security token",
+        "accessdenied",
+        "access denied",
+        "not authorized",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+fn kinesis_exit(e: &KinesisError) -> Exit {
+    match e {
+        KinesisError::ResourceNotFound { .. } => Exit::NoInput,
+        KinesisError::AccessDenied { .. } => Exit::NoPerm,
+        e if is_credentials_problem(&e.to_string()) => Exit::NoPerm,
+        e if e.is_retryable() => Exit::Unavailable,
+        _ => Exit::Software,
+    }
+}
+
+fn lease_exit(e: &LeaseError) -> Exit {
+    match e {
+        e if is_credentials_problem(&e.to_string()) => Exit::NoPerm,
+        LeaseError::Throttled { .. } | LeaseError::Unavailable { .. } => Exit::Unavailable,
+        _ => Exit::Software,
+    }
+}
+
+/// Retries a start-up check a few times (an emulator or sidecar may still be starting).
+async fn with_retries<T, E: std::fmt::Display>(
+    what: &str,
+    retryable: impl Fn(&E) -> bool,
+    mut call: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1.. {
+        match call().await {
+            Err(e) if attempt < 5 && retryable(&e) => {
+                warn!(check = what, attempt, error = %e, "start-up check failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+async fn run(s: Settings) -> Exit {
+    let c = &s.raw;
+    // Metrics: recorded once, exported to Prometheus (/metrics) and CloudWatch.
+    let prometheus = PrometheusBuilder::new().build_recorder();
+    let prometheus_handle = prometheus.handle();
+    let cloudwatch = CloudWatchRecorder::new(s.metrics_level);
+    let fanout = FanoutBuilder::default()
+        .add_recorder(prometheus)
+        .add_recorder(cloudwatch.clone())
+        .build();
+    if metrics::set_global_recorder(fanout).is_err() {
+        error!("a metrics recorder was already installed");
+        return Exit::Software;
+    }
+    kcl_core::telemetry::describe();
+    let upkeep = prometheus_handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+
+    let kinesis_sdk = sdk(c.kinesis_endpoint.as_ref()).await;
+    let dynamo_sdk = sdk(c.dynamodb_endpoint.as_ref()).await;
+    let kinesis: Arc<dyn KinesisDataPlane> = Arc::new(AwsKinesis::new(&kinesis_sdk));
+    let kinesis_at = c.kinesis_endpoint.as_deref().unwrap_or("AWS");
+    for name in &c.streams {
+        let stream = identity(name);
+        let check = with_retries(
+            "describe stream",
+            |e: &KinesisError| kinesis_exit(e) == Exit::Unavailable,
+            async || kinesis.describe_stream(&stream).await,
+        )
+        .await;
+        if let Err(e) = check {
+            let exit = kinesis_exit(&e);
+            match exit {
+                Exit::NoInput => error!(stream = %name, "stream not found: {e}"),
+                Exit::NoPerm => error!(
+                    endpoint = kinesis_at,
+                    "Kinesis rejected the credentials: {e}"
+                ),
+                Exit::Unavailable => error!(endpoint = kinesis_at, "Kinesis unreachable: {e}"),
+                _ => error!(stream = %name, "describing the stream failed: {e}"),
+            }
+            return exit;
+        }
+    }
+    let table = c
+        .lease_table
+        .clone()
+        .unwrap_or_else(|| c.application.clone());
+    let store = DynamoLeaseStore::from_config(&dynamo_sdk, &table);
+    let dynamo_at = c.dynamodb_endpoint.as_deref().unwrap_or("AWS");
+    if let Err(e) = with_retries(
+        "lease table",
+        |e: &LeaseError| lease_exit(e) == Exit::Unavailable,
+        async || {
+            store
+                .create_table_if_missing(&TableOptions::default())
+                .await
+        },
+    )
+    .await
+    {
+        let exit = lease_exit(&e);
+        match exit {
+            Exit::NoPerm => {
+                error!(endpoint = dynamo_at, table = %table, "DynamoDB rejected the credentials: {e}")
+            }
+            Exit::Unavailable => error!(endpoint = dynamo_at, "DynamoDB unreachable: {e}"),
+            _ => error!(table = %table, "lease table check failed: {e}"),
+        }
+        return exit;
+    }
+    let store: Arc<dyn LeaseStore> = Arc::new(store);
+
+    let publisher = (s.metrics_level != MetricsLevel::None).then(|| {
+        // The region's CloudWatch unless an endpoint is set (never the Kinesis emulator's).
+        let mut b = kinesis_sdk.clone().into_builder();
+        b.set_endpoint_url(c.cloudwatch_endpoint.clone());
+        CloudWatchPublisher::start(
+            &cloudwatch,
+            Arc::new(AwsCloudWatch::new(&b.build())),
+            CloudWatchConfig::new(&c.application),
+        )
+    });
+
+    let ledger = match Ledger::open(
+        c.ledger_file.clone(),
+        c.worker_id.as_deref().unwrap_or("worker"),
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            error!(file = ?c.ledger_file, "cannot open the ledger file: {e}");
+            return Exit::CantCreate;
+        }
+    };
+    let builder = if c.streams.len() == 1 {
+        SchedulerBuilder::new(identity(&c.streams[0]), &c.application)
+            .initial_position(s.initial_position)
+    } else {
+        let set = StreamSet::new(RemovedStreamPolicy::Keep);
+        for name in &c.streams {
+            set.add(StreamConfig::new(identity(name), s.initial_position));
+        }
+        SchedulerBuilder::multi_stream(set, &c.application)
+    };
+    let mut builder = builder
+        .lease_store(store)
+        .kinesis(kinesis)
+        .failover_time(s.failover)
+        .shard_sync_interval(s.shard_sync)
+        .parent_shard_poll_interval(Duration::from_millis(500))
+        // Leave a little of the deadline for releasing leases and flushing metrics.
+        .shutdown_timeout(s.shutdown_deadline.mul_f64(0.8))
+        .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+            Box::new(LedgerProcessor {
+                info: info.clone(),
+                ledger: ledger.clone(),
+            })
+        });
+    if let Some(id) = &c.worker_id {
+        builder = builder.worker_id(id);
+    }
+    let scheduler = match builder.build() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("configuration: {e}");
+            return Exit::Usage;
+        }
+    };
+    let status = scheduler.status();
+    let worker_id = scheduler.worker_id().to_string();
+    let http_stop = CancellationToken::new();
+    let server = match http::serve(s.http_addr, status, prometheus_handle, http_stop.clone()).await
+    {
+        Ok(server) => server,
+        Err(e) => {
+            error!(http_addr = %s.http_addr, "cannot serve health and metrics: {e}");
+            return Exit::Usage;
+        }
+    };
+    info!(worker_id = %worker_id, streams = ?c.streams, http_addr = %s.http_addr, "worker started");
+
+    let shutdown = CancellationToken::new();
+    let mut run = tokio::spawn(scheduler.run(shutdown.clone()));
+    let signal = tokio::select! {
+        biased;
+        s = signals() => Some(s),
+        _ = &mut run => None,
+    };
+    let exit = match signal {
+        Some(name) => {
+            info!(worker_id = %worker_id, signal = name, deadline_s = s.shutdown_deadline.as_secs(), "draining");
+            shutdown.cancel();
+            match tokio::time::timeout(s.shutdown_deadline, &mut run).await {
+                Ok(Ok(Ok(report))) if report.aborted == 0 => {
+                    info!(worker_id = %worker_id, shards_ended = report.shards_ended, "drained; every lease released");
+                    Exit::Drained
+                }
+                Ok(Ok(Ok(report))) => {
+                    warn!(worker_id = %worker_id, aborted = report.aborted, "drain deadline hit; some leases are left to expire");
+                    Exit::TempFail
+                }
+                Ok(Ok(Err(e))) => {
+                    error!("scheduler failed: {e}");
+                    Exit::Software
+                }
+                Ok(Err(e)) => {
+                    error!("scheduler task failed: {e}");
+                    Exit::Software
+                }
+                Err(_) => {
+                    run.abort();
+                    warn!(worker_id = %worker_id, "drain deadline hit; leases are left to expire");
+                    Exit::TempFail
+                }
+            }
+        }
+        None => match run.await {
+            Ok(Ok(report)) if report.end == RunEnd::StreamDeleted => {
+                error!("the stream was deleted");
+                Exit::NoInput
+            }
+            Ok(Ok(_)) => Exit::Drained,
+            Ok(Err(e)) => {
+                error!("scheduler failed: {e}");
+                Exit::Software
+            }
+            Err(e) => {
+                error!("scheduler task failed: {e}");
+                Exit::Software
+            }
+        },
+    };
+    if let Some(p) = publisher {
+        p.shutdown().await;
+    }
+    http_stop.cancel();
+    let _ = server.await;
+    info!(worker_id = %worker_id, exit_code = exit as u8, "worker stopped");
+    exit
+}
+
+fn identity(name: &str) -> StreamIdentity {
+    if name.starts_with("arn:") {
+        StreamIdentity::from_arn(name)
+    } else {
+        StreamIdentity::from_name(name)
+    }
+}
+
+/// Waits for SIGTERM or SIGINT; the signal's name.
+async fn signals() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
