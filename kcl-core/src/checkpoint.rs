@@ -289,6 +289,17 @@ impl Checkpointer {
                 .await
             {
                 Ok(_) => return Ok(()),
+                Err(HeldLeaseError::NotHeld { .. })
+                    if self.coordinator.is_handing_off(&self.key) =>
+                {
+                    // A thief took the lease gracefully while this batch was processed: the
+                    // checkpoint is the hand-off's, so the thief starts right after it.
+                    self.mode = Mode::HandingOff;
+                    return match update {
+                        CheckpointUpdate::Commit(position) => Box::pin(self.write(position)).await,
+                        CheckpointUpdate::Prepare { .. } => Err(self.lost()),
+                    };
+                }
                 Err(HeldLeaseError::NotHeld { .. }) => {
                     self.mode = Mode::Closed;
                     return Err(self.lost());

@@ -225,6 +225,15 @@ impl ShardConsumer {
                 Ok(batch) => batch,
                 Err(e) => return self.retrieval_failed(e, &mut checkpointer).await,
             };
+            // Deliver only while this worker believes it holds the lease: after a hand-off or
+            // a loss was detected (its signal may still be on its way) or while renewals lag,
+            // records delivered now could not be checkpointed and would be processed twice.
+            while !self.coordinator.is_held(&key) {
+                let reason = self.pause(Duration::from_millis(200)).await;
+                if reason != ShutdownReason::None {
+                    return self.shut_down(reason, &mut checkpointer).await;
+                }
+            }
             let shard_end = batch.shard_end.is_some();
             if !batch.records.is_empty() || shard_end {
                 if let Some(reason) = self.process(&batch, &mut checkpointer).await {

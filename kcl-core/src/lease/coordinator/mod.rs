@@ -149,6 +149,8 @@ struct Shared {
     metrics: crate::telemetry::LeaseMetrics,
     /// Workers owning leases in the last listing.
     fleet_size: std::sync::atomic::AtomicUsize,
+    /// Leases being handed off by this worker, until `finish_hand_off`.
+    handing_off: Mutex<std::collections::BTreeSet<String>>,
 }
 
 #[derive(Default)]
@@ -270,6 +272,7 @@ impl Shared {
                 self.forget(key, held);
                 info!(worker_id = %self.me(), lease_key = %key, new_owner = ?stored.owner, "lease handing off");
                 self.metrics.handed_off.increment(1);
+                self.handing_off.lock().insert(key.to_string());
                 self.emit(LeaseEvent::HandingOff { lease: stored });
                 false
             }
@@ -329,6 +332,7 @@ impl LeaseCoordinator {
             filter: FilterSlot(Mutex::new(filter)),
             metrics,
             fleet_size: std::sync::atomic::AtomicUsize::new(1),
+            handing_off: Mutex::default(),
         });
         let (taker_cancel, renewer_cancel) = (CancellationToken::new(), CancellationToken::new());
         let tasks = vec![
@@ -438,10 +442,21 @@ impl LeaseCoordinator {
         key: &str,
         checkpoint: Option<ExtendedSequenceNumber>,
     ) -> Result<Lease, LeaseError> {
-        self.shared
+        let result = self
+            .shared
             .store
             .finish_hand_off(key, self.shared.me(), checkpoint)
-            .await
+            .await;
+        if !matches!(&result, Err(e) if e.is_retryable()) {
+            self.shared.handing_off.lock().remove(key);
+        }
+        result
+    }
+
+    /// Whether this worker is handing `key` off to a thief (a checkpoint now must go through
+    /// [`finish_hand_off`](Self::finish_hand_off)).
+    pub fn is_handing_off(&self, key: &str) -> bool {
+        self.shared.handing_off.lock().contains(key)
     }
 
     /// Releases a held lease so another worker takes it at its next taker cycle. With a
