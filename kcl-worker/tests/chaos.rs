@@ -38,6 +38,7 @@ struct Run {
     slots: Vec<Slot>,
     /// Ledger files of killed incarnations.
     killed: BTreeSet<PathBuf>,
+    ports: Vec<u16>,
 }
 
 impl Drop for Run {
@@ -52,7 +53,32 @@ impl Drop for Run {
     }
 }
 
+/// One HTTP/1.0 GET: the status code and body.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((code, body))
+}
+
 impl Run {
+    /// A fixed port per slot, so the test can probe the worker's HTTP endpoints.
+    fn http_port(&self, slot: usize) -> u16 {
+        self.ports[slot]
+    }
+
     fn worker_id(slot: usize) -> String {
         format!("worker-{slot}")
     }
@@ -74,7 +100,10 @@ impl Run {
             .env("KCL_WORKER_KINESIS_ENDPOINT", &self.kinesis)
             .env("KCL_WORKER_DYNAMODB_ENDPOINT", &self.dynamo)
             .env("KCL_WORKER_METRICS_LEVEL", "NONE")
-            .env("KCL_WORKER_HTTP_ADDR", "127.0.0.1:0")
+            .env(
+                "KCL_WORKER_HTTP_ADDR",
+                format!("127.0.0.1:{}", self.http_port(slot)),
+            )
             .env("KCL_WORKER_FAILOVER_SECS", FAILOVER_SECS.to_string())
             .env("KCL_WORKER_SHARD_SYNC_SECS", "2")
             .env("KCL_WORKER_SHUTDOWN_DEADLINE_SECS", "15")
@@ -220,6 +249,14 @@ async fn chaos(seed: u64, kinesis_endpoint: &str, dynamo_endpoint: &str) -> Repo
             })
             .collect(),
         killed: BTreeSet::new(),
+        ports: (0..WORKERS)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .expect("a free port")
+            })
+            .collect(),
     };
     let mut report = Report {
         seed,
@@ -228,6 +265,23 @@ async fn chaos(seed: u64, kinesis_endpoint: &str, dynamo_endpoint: &str) -> Repo
     for slot in 0..WORKERS {
         run.start(slot);
     }
+    // Health endpoints: live and ready once shards are synced; metrics in Prometheus format.
+    let port = run.http_port(0);
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((200, _)) = http_get(port, "/readyz").await {
+            break;
+        }
+        assert!(
+            Instant::now() < ready_by,
+            "seed {seed}: worker-0 never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(http_get(port, "/healthz").await.map(|r| r.0), Some(200));
+    let (code, metrics) = http_get(port, "/metrics").await.expect("/metrics answers");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("NumWorkers"), "{metrics}");
     let mut producer = Producer {
         client: client.clone(),
         stream: stream.clone(),
@@ -514,9 +568,10 @@ async fn four_worker_processes_survive_kills_terms_and_a_split() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2, 3]);
+    let mut report = String::new();
     for seed in seeds {
         let r = chaos(seed, &kinesis, &dynamo).await;
-        println!(
+        let line = format!(
             "chaos seed {}: {} records sent, {} processed lines, {} duplicates, {} kills, {} SIGTERMs, {} restarts, {} split(s), max time a lease had no live owner {:.1} s, slowest takeover of a SIGTERMed worker's leases {:.1} s ({:.1} s shortly after a kill)",
             r.seed,
             r.sent,
@@ -530,6 +585,15 @@ async fn four_worker_processes_survive_kills_terms_and_a_split() {
             r.max_term_takeover.as_secs_f64(),
             r.max_term_takeover_after_kill.as_secs_f64()
         );
+        println!("{line}");
         assert_eq!(r.processed_lines as u64, r.sent + r.duplicates as u64);
+        report.push_str(&line);
+        report.push('\n');
     }
+    // Captured output is hidden for passing tests: the test command prints this file.
+    std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-report.txt"),
+        report,
+    )
+    .expect("report file");
 }
