@@ -62,7 +62,7 @@ pub mod names {
     pub const NUM_WORKERS: &str = "NumWorkers";
     /// This worker's processing load: busy processor time per second over its capacity.
     pub const LOAD_FACTOR: &str = "LoadFactor";
-    /// The fleet-sizing signal: workers the stream needs now (see [`crate::scheduler`]).
+    /// The fleet-sizing signal: workers the stream needs now (see [`super::workers_needed`]).
     pub const WORKERS_NEEDED: &str = "WorkersNeeded";
     /// Lease-store call latency.
     pub const LEASE_STORE_TIME: &str = "LeaseStore.Time";
