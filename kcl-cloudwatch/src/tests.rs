@@ -20,15 +20,19 @@ fn record_sample(recorder: &CloudWatchRecorder) {
     });
 }
 
+fn records_processed(datums: &[Datum]) -> Vec<&Datum> {
+    datums
+        .iter()
+        .filter(|d| d.name == "RecordsProcessed")
+        .collect()
+}
+
 #[test]
 fn detailed_keeps_shards_and_statistic_sets() {
     let recorder = CloudWatchRecorder::new(MetricsLevel::Detailed);
     record_sample(&recorder);
     let datums = recorder.registry.drain(SystemTime::now());
-    let records: Vec<&Datum> = datums
-        .iter()
-        .filter(|d| d.name == "RecordsProcessed")
-        .collect();
+    let records = records_processed(&datums);
     assert_eq!(records.len(), 2);
     let d = records[0];
     assert_eq!(d.unit, Some(Unit::Count));
@@ -57,10 +61,7 @@ fn summary_aggregates_over_shards_and_drops_debug_metrics() {
     let recorder = CloudWatchRecorder::new(MetricsLevel::Summary);
     record_sample(&recorder);
     let datums = recorder.registry.drain(SystemTime::now());
-    let records: Vec<&Datum> = datums
-        .iter()
-        .filter(|d| d.name == "RecordsProcessed")
-        .collect();
+    let records = records_processed(&datums);
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].stats.sum, 30.0);
     assert!(records[0].dimensions.iter().all(|(k, _)| k != "ShardId"));

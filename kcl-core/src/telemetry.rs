@@ -251,11 +251,13 @@ impl LoadMeter {
 
     pub(crate) fn behind(&self, key: &str, millis: Option<u64>) {
         let mut b = self.behind.lock();
-        match millis {
-            Some(m) => {
+        match (millis, b.get_mut(key)) {
+            (Some(m), Some(slot)) => *slot = m,
+            // Once per consumer; later batches update in place.
+            (Some(m), None) => {
                 b.insert(key.to_string(), m);
             }
-            None => {
+            (None, _) => {
                 b.remove(key);
             }
         }

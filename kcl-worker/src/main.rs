@@ -140,17 +140,18 @@ async fn with_retries<T, E: std::fmt::Display>(
     mut call: impl AsyncFnMut() -> Result<T, E>,
 ) -> Result<T, E> {
     let mut delay = Duration::from_millis(500);
-    for attempt in 1.. {
+    let mut attempt = 1;
+    loop {
         match call().await {
             Err(e) if attempt < 5 && retryable(&e) => {
                 warn!(check = what, attempt, error = %e, "start-up check failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
+                attempt += 1;
             }
             other => return other,
         }
     }
-    unreachable!("the loop returns")
 }
 
 async fn run(s: Settings) -> Exit {
@@ -376,8 +377,8 @@ async fn signals() -> &'static str {
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        std::future::pending::<()>().await;
-        unreachable!()
+        // No signal handlers (not a Unix process): only the scheduler ending stops the worker.
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = term.recv() => "SIGTERM",

@@ -137,3 +137,16 @@ pub fn init_logging() {
         .with_test_writer()
         .try_init();
 }
+
+/// A fresh lease table (named `prefix` + a unique suffix) on the DynamoDB emulator at `endpoint`.
+pub async fn lease_table(endpoint: &str, prefix: &str) -> kcl_dynamo_leases::DynamoLeaseStore {
+    let store = kcl_dynamo_leases::DynamoLeaseStore::from_config(
+        &emulator_config(endpoint).await,
+        unique(prefix),
+    );
+    store
+        .create_table_if_missing(&kcl_dynamo_leases::TableOptions::default())
+        .await
+        .expect("create the lease table");
+    store
+}

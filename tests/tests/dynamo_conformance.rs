@@ -4,18 +4,11 @@
 use std::sync::Arc;
 
 use kcl_core::lease::LeaseStore;
-use kcl_dynamo_leases::{DynamoLeaseStore, TableOptions};
-use kcl_tests::{emulator, emulator_config, unique};
+use kcl_tests::{emulator, lease_table};
 
 async fn store() -> Option<Arc<dyn LeaseStore>> {
     let endpoint = emulator("KCL_DYNAMODB_ENDPOINT")?;
-    let config = emulator_config(&endpoint).await;
-    let store = DynamoLeaseStore::from_config(&config, unique("conformance"));
-    store
-        .create_table_if_missing(&TableOptions::default())
-        .await
-        .expect("create the lease table");
-    Some(Arc::new(store))
+    Some(Arc::new(lease_table(&endpoint, "conformance").await))
 }
 
 kcl_core::lease_store_conformance!(store);

@@ -19,8 +19,9 @@ use kcl_core::model::{ExtendedSequenceNumber, InitialPosition, ShardId, StreamId
 use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardRecordProcessor};
 use kcl_core::retrieval::PollingConfig;
 use kcl_core::scheduler::{RetrievalMode, SchedulerBuilder};
-use kcl_dynamo_leases::{DynamoLeaseStore, TableOptions};
-use kcl_tests::{create_stream, emulator, emulator_config, init_logging, unique, wait_active};
+use kcl_tests::{
+    create_stream, emulator, emulator_config, init_logging, lease_table, unique, wait_active,
+};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -146,14 +147,7 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
     create_stream(&client, &stream_name, 4).await;
     let stream = StreamIdentity::from_name(&stream_name);
     let data_plane: Arc<dyn KinesisDataPlane> = Arc::new(AwsKinesis::new(&kinesis_config));
-    let store = DynamoLeaseStore::from_config(
-        &emulator_config(&dynamo_endpoint).await,
-        unique("e2e-leases"),
-    );
-    store
-        .create_table_if_missing(&TableOptions::default())
-        .await?;
-    let store: Arc<dyn LeaseStore> = Arc::new(store);
+    let store: Arc<dyn LeaseStore> = Arc::new(lease_table(&dynamo_endpoint, "e2e-leases").await);
     let ledger: Ledger = Arc::default();
 
     let start = |name: &str| {

@@ -17,8 +17,7 @@ use kcl_core::retrieval::PollingConfig;
 use kcl_core::scheduler::{
     RemovedStreamPolicy, RetrievalMode, SchedulerBuilder, StreamConfig, StreamSet,
 };
-use kcl_dynamo_leases::{DynamoLeaseStore, TableOptions};
-use kcl_tests::{create_stream, emulator, emulator_config, init_logging, unique};
+use kcl_tests::{create_stream, emulator, emulator_config, init_logging, lease_table, unique};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -112,14 +111,7 @@ async fn one_scheduler_two_streams_one_lease_table() -> anyhow::Result<()> {
     let epoch = summary.creation_epoch_seconds;
     assert!(epoch > 1_600_000_000, "creation time {epoch}");
 
-    let store = DynamoLeaseStore::from_config(
-        &emulator_config(&dynamo_endpoint).await,
-        unique("ms-leases"),
-    );
-    store
-        .create_table_if_missing(&TableOptions::default())
-        .await?;
-    let store: Arc<dyn LeaseStore> = Arc::new(store);
+    let store: Arc<dyn LeaseStore> = Arc::new(lease_table(&dynamo_endpoint, "ms-leases").await);
     let streams = StreamSet::new(RemovedStreamPolicy::Keep);
     for name in [&a, &b] {
         streams.add(StreamConfig::new(

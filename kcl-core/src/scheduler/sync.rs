@@ -14,8 +14,8 @@ use super::streams::{
     ActiveStream, ActiveStreams, RemovedStreamPolicy, StreamConfig, StreamSource, identifier_of,
 };
 use crate::kinesis::{KinesisDataPlane, KinesisError};
-use crate::lease::{LeaseCoordinator, LeaseScope, LeaseStore};
-use crate::shard::lineage::{SyncError, sync_shards};
+use crate::lease::{Lease, LeaseCoordinator, LeaseScope, LeaseStore};
+use crate::shard::lineage::{SyncError, sync_listed};
 
 /// What shard sync tells the scheduler loop.
 #[derive(Debug)]
@@ -80,14 +80,23 @@ impl ShardSync {
                 let _ = self.notices.send(SyncNotice::StreamsRemoved(removed));
             }
         }
+        // One listing for every stream (their leases are disjoint) and the removal policy.
+        let listing = match self.store.list().await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "listing leases failed; retrying");
+                return Err(());
+            }
+        };
         let mut created = 0;
         let mut failed = false;
         for stream in self.active.all() {
-            match sync_shards(
+            match sync_listed(
                 self.kinesis.as_ref(),
                 self.store.as_ref(),
                 &stream.scope,
                 stream.initial_position,
+                &listing.leases,
             )
             .await
             {
@@ -121,9 +130,8 @@ impl ShardSync {
                 }
             }
         }
-        if multi
-            && let Some(policy) = self.removal_policy()
-            && let Err(e) = self.apply_removal_policy(policy).await
+        if let Some(RemovedStreamPolicy::DeleteAfter(grace)) = self.removal_policy()
+            && let Err(e) = self.apply_removal_policy(grace, &listing.leases).await
         {
             warn!(error = %e, "cleaning up leases of removed streams failed; retrying");
         }
@@ -201,12 +209,12 @@ impl ShardSync {
     /// once the grace period is over.
     async fn apply_removal_policy(
         &mut self,
-        policy: RemovedStreamPolicy,
+        grace: Duration,
+        table: &[Lease],
     ) -> Result<(), crate::lease::LeaseError> {
-        let listing = self.store.list().await?;
         let now = Instant::now();
-        let mut removed: BTreeMap<String, Vec<&crate::lease::Lease>> = BTreeMap::new();
-        for lease in &listing.leases {
+        let mut removed: BTreeMap<String, Vec<&Lease>> = BTreeMap::new();
+        for lease in table {
             let id = identifier_of(lease);
             if !id.is_empty() && !self.active.is_active(id) {
                 removed.entry(id.to_string()).or_default().push(lease);
@@ -215,9 +223,6 @@ impl ShardSync {
         self.removed_since.retain(|id, _| removed.contains_key(id));
         for (id, leases) in removed {
             let since = *self.removed_since.entry(id.clone()).or_insert(now);
-            let RemovedStreamPolicy::DeleteAfter(grace) = policy else {
-                continue;
-            };
             if now.duration_since(since) < grace {
                 continue;
             }

@@ -74,6 +74,19 @@ pub async fn sync_shards(
     scope: &LeaseScope,
     initial_position: InitialPosition,
 ) -> Result<SyncReport, SyncError> {
+    let listing = store.list().await.map_err(SyncError::Store)?;
+    sync_listed(kinesis, store, scope, initial_position, &listing.leases).await
+}
+
+/// [`sync_shards`] with the lease table already listed (a multi-stream scheduler lists it once
+/// for all its streams).
+pub(crate) async fn sync_listed(
+    kinesis: &dyn KinesisDataPlane,
+    store: &dyn LeaseStore,
+    scope: &LeaseScope,
+    initial_position: InitialPosition,
+    table: &[Lease],
+) -> Result<SyncReport, SyncError> {
     let stream = scope.stream();
     let shards = kinesis
         .list_all_shards(stream, None)
@@ -85,11 +98,9 @@ pub async fn sync_shards(
             },
             e => SyncError::Kinesis(e),
         })?;
-    let listing = store.list().await.map_err(SyncError::Store)?;
     // Keyed by shard id: parents and children are recorded as shard ids in every mode.
-    let leases: BTreeMap<String, Lease> = listing
-        .leases
-        .into_iter()
+    let leases: BTreeMap<String, &Lease> = table
+        .iter()
         .filter(|l| scope.contains(l))
         .map(|l| (l.shard_id().to_string(), l))
         .collect();
@@ -196,7 +207,7 @@ fn finished(
     lease: &Lease,
     shard: &Shard,
     shards: &[Shard],
-    leases: &BTreeMap<String, Lease>,
+    leases: &BTreeMap<String, &Lease>,
 ) -> bool {
     let children: Vec<&Shard> = shards
         .iter()
