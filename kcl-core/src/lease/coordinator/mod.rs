@@ -17,6 +17,7 @@ mod taker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -151,6 +152,8 @@ struct Shared {
     fleet_size: std::sync::atomic::AtomicUsize,
     /// Leases being handed off by this worker, until `finish_hand_off`.
     handing_off: Mutex<std::collections::BTreeSet<String>>,
+    /// Cancelled when this worker stops taking; a taker cycle checks it once it has the turn.
+    taking: CancellationToken,
 }
 
 #[derive(Default)]
@@ -298,9 +301,9 @@ impl Shared {
 #[derive(Debug)]
 pub struct LeaseCoordinator {
     shared: Arc<Shared>,
-    taker_cancel: CancellationToken,
     renewer_cancel: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    taker: Mutex<Option<JoinHandle<()>>>,
+    renewer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl LeaseCoordinator {
@@ -333,18 +336,17 @@ impl LeaseCoordinator {
             metrics,
             fleet_size: std::sync::atomic::AtomicUsize::new(1),
             handing_off: Mutex::default(),
+            taking: CancellationToken::new(),
         });
-        let (taker_cancel, renewer_cancel) = (CancellationToken::new(), CancellationToken::new());
-        let tasks = vec![
-            tokio::spawn(renewer::run(shared.clone(), renewer_cancel.clone())),
-            tokio::spawn(taker::run(shared.clone(), taker_cancel.clone())),
-        ];
+        let renewer_cancel = CancellationToken::new();
+        let renewer = tokio::spawn(renewer::run(shared.clone(), renewer_cancel.clone()));
+        let taker = tokio::spawn(taker::run(shared.clone()));
         Ok((
             Self {
                 shared,
-                taker_cancel,
                 renewer_cancel,
-                tasks: Mutex::new(tasks),
+                taker: Mutex::new(Some(taker)),
+                renewer: Mutex::new(Some(renewer)),
             },
             receiver,
         ))
@@ -515,13 +517,24 @@ impl LeaseCoordinator {
 
     /// Stops taking and stealing leases; held leases keep being renewed.
     pub fn stop_taking(&self) {
-        self.taker_cancel.cancel();
+        self.shared.taking.cancel();
     }
 
     /// Graceful shutdown: stops taking, releases every lease (so others take them within one
     /// taker cycle instead of after expiry), then stops renewing. Checkpoint before calling.
+    ///
+    /// Leaves nothing owned in the table when the store answers: a take in flight lands first
+    /// and is released too, and a graceful steal still waiting for its previous owner is waited
+    /// for (at most the hand-off timeout) and then released with that owner's final checkpoint.
     pub async fn shutdown(&self) {
-        self.taker_cancel.cancel();
+        self.stop_taking();
+        let taker = self.taker.lock().take();
+        if let Some(taker) = taker {
+            let _ = taker.await;
+        }
+        // A `take_now` cycle in flight; later ones see taking stopped and do nothing.
+        drop(self.shared.observed.lock().await);
+        self.settle_incoming().await;
         let keys: Vec<String> = self.shared.entries().into_iter().map(|(k, _)| k).collect();
         let releases = keys.iter().map(|k| self.release(k, None));
         for (key, result) in keys.iter().zip(futures::future::join_all(releases).await) {
@@ -530,18 +543,51 @@ impl LeaseCoordinator {
             }
         }
         self.renewer_cancel.cancel();
-        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
-        for task in tasks {
-            let _ = task.await;
+        let renewer = self.renewer.lock().take();
+        if let Some(renewer) = renewer {
+            let _ = renewer.await;
+        }
+    }
+
+    /// Waits until no graceful steal of this worker is still waiting for its previous owner:
+    /// each becomes ready (the previous owner checkpointed, or the hand-off timed out) or is
+    /// lost. Releasing one earlier would clear `checkpointOwner` while the previous owner may
+    /// still be processing, so it would have to be left to expire instead.
+    async fn settle_incoming(&self) {
+        let config = &self.shared.config;
+        let poll = config.renew_interval.min(Duration::from_millis(100));
+        // Renewals keep an incoming lease until its deadline; this bounds a store that renews
+        // but keeps failing to end the hand-off.
+        let give_up = Instant::now() + config.graceful_handoff_timeout + config.failover_time;
+        loop {
+            let mut incoming = Vec::new();
+            for (key, entry) in self.shared.entries() {
+                let h = entry.lock().await;
+                if !h.gone && matches!(h.phase, Phase::Incoming { .. }) {
+                    drop(h);
+                    incoming.push((key, entry));
+                }
+            }
+            if incoming.is_empty() || Instant::now() >= give_up {
+                return;
+            }
+            tokio::time::sleep(poll).await;
+            let checks = incoming
+                .into_iter()
+                .map(|(key, entry)| renewer::renew_one(&self.shared, key, entry));
+            futures::future::join_all(checks).await;
         }
     }
 }
 
 impl Drop for LeaseCoordinator {
     fn drop(&mut self) {
-        self.taker_cancel.cancel();
+        self.shared.taking.cancel();
         self.renewer_cancel.cancel();
-        for task in self.tasks.lock().iter() {
+        for task in [self.taker.lock().take(), self.renewer.lock().take()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }

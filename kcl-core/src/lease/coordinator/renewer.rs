@@ -22,7 +22,7 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     }
 }
 
-async fn renew_one(shared: &Shared, key: String, entry: Entry) {
+pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) {
     let mut h = entry.lock().await;
     if h.gone {
         return;

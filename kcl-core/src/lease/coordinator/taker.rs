@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::plan::{Availability, PlanInput, plan};
@@ -15,12 +14,12 @@ use crate::lease::Lease;
 /// When this worker last saw each lease's counter change.
 pub(super) type Observed = BTreeMap<String, (u64, Instant)>;
 
-pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+pub(super) async fn run(shared: Arc<Shared>) {
     let mut next = Instant::now();
     loop {
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
+            _ = shared.taking.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
         }
         let periodic = Instant::now() + shared.config.taker_interval;
@@ -36,6 +35,9 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     // One cycle at a time: the periodic one and `take_now` share the observations.
     let mut observed = shared.observed.lock().await;
+    if shared.taking.is_cancelled() {
+        return None;
+    }
     let observed = &mut *observed;
     let mut listing = match shared.store.list().await {
         Ok(l) => l,

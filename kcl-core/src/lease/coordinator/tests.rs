@@ -441,3 +441,88 @@ async fn safety_run(seed: u64) {
         "seed {seed}: leases left unheld"
     );
 }
+
+/// A worker stopping while a take is in flight leaves nothing owned: the take lands, then the
+/// lease is released with the rest.
+#[tokio::test(start_paused = true)]
+async fn shutdown_releases_a_take_that_was_in_flight() {
+    let fleet = Fleet::new(4, 0).await;
+    fleet.store.faults().next_calls(
+        LeaseOperation::Take,
+        4,
+        FaultAction::Delay(Duration::from_millis(500)),
+    );
+    let (c, _events) =
+        LeaseCoordinator::start(fleet.store.clone(), CoordinatorConfig::new("w")).unwrap();
+    sleep(Duration::from_millis(10)).await;
+    c.shutdown().await;
+    let owned: Vec<_> = fleet
+        .store
+        .snapshot()
+        .into_iter()
+        .filter(|l| l.owner.is_some())
+        .map(|l| l.key)
+        .collect();
+    assert!(owned.is_empty(), "still owned after shutdown: {owned:?}");
+    assert_eq!(
+        fleet.store.faults().injected(),
+        4,
+        "the takes were in flight"
+    );
+}
+
+/// A thief stopping while its graceful steal waits for the previous owner waits for that
+/// owner's final checkpoint, then releases the lease: nothing is left owned by it, and the
+/// checkpoint survives.
+#[tokio::test(start_paused = true)]
+async fn shutdown_mid_hand_off_waits_for_the_previous_owner_then_releases() {
+    let fleet = Fleet::new(2, 0).await;
+    let (a, mut a_events) =
+        LeaseCoordinator::start(fleet.store.clone(), CoordinatorConfig::new("a")).unwrap();
+    let a = Arc::new(a);
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(a.held_leases().await.len(), 2);
+    // The victim takes two seconds to finish, checkpointing at "7".
+    let seq = ExtendedSequenceNumber::at(crate::model::SequenceNumber::new("7").unwrap());
+    let victim = a.clone();
+    let final_checkpoint = seq.clone();
+    tokio::spawn(async move {
+        while let Some(event) = a_events.recv().await {
+            if let LeaseEvent::HandingOff { lease } = event {
+                let (victim, checkpoint) = (victim.clone(), final_checkpoint.clone());
+                tokio::spawn(async move {
+                    sleep(Duration::from_secs(2)).await;
+                    victim
+                        .finish_hand_off(&lease.key, Some(checkpoint))
+                        .await
+                        .unwrap();
+                });
+            }
+        }
+    });
+    let (b, _b_events) =
+        LeaseCoordinator::start(fleet.store.clone(), CoordinatorConfig::new("b")).unwrap();
+    sleep(Duration::from_millis(10)).await;
+    let stolen: Vec<_> = fleet
+        .store
+        .snapshot()
+        .into_iter()
+        .filter(|l| l.owner.as_deref() == Some("b"))
+        .collect();
+    assert_eq!(stolen.len(), 1, "b stole one lease gracefully");
+    assert_eq!(stolen[0].checkpoint_owner.as_deref(), Some("a"));
+    let started = Instant::now();
+    b.shutdown().await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < F,
+        "waited {waited:?}"
+    );
+    let after = fleet.store.get(&stolen[0].key).await.unwrap().unwrap();
+    assert_eq!(after.owner, None, "released, not left to expire");
+    assert_eq!(after.checkpoint_owner, None);
+    assert_eq!(
+        after.checkpoint, seq,
+        "the previous owner's checkpoint survives"
+    );
+}
