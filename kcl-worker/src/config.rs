@@ -129,7 +129,14 @@ pub(crate) fn load() -> Result<Settings, ConfigError> {
     let raw: WorkerConfig = figment.extract().map_err(|e| {
         ConfigError::Load(
             e.into_iter()
-                .map(|e| e.to_string().replace("`", "'"))
+                .map(|e| match &e.kind {
+                    // Say where to set it: figment names only the field.
+                    figment::error::Kind::MissingField(field) => format!(
+                        "missing setting '{field}': set KCL_WORKER_{} or '{field}' in the file named by KCL_WORKER_CONFIG_FILE",
+                        field.to_ascii_uppercase()
+                    ),
+                    _ => e.to_string().replace("`", "'"),
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
         )

@@ -155,6 +155,37 @@ async fn with_retries<T, E: std::fmt::Display>(
 }
 
 async fn run(s: Settings) -> Exit {
+    // Handlers first: a SIGTERM during start-up (an orchestrator scaling in, a restart loop) stops
+    // the worker cleanly instead of killing it; it holds no lease yet.
+    let mut signals = Signals::install();
+    info!(
+        pid = std::process::id(),
+        "signal handlers installed; starting"
+    );
+    let started = tokio::select! {
+        biased;
+        name = signals.recv() => {
+            info!(signal = name, "stopped during start-up; no lease was held");
+            return Exit::Drained;
+        }
+        started = start(&s) => match started {
+            Ok(started) => started,
+            Err(exit) => return exit,
+        },
+    };
+    drive(&s, started, &mut signals).await
+}
+
+/// A worker past its start-up checks, serving health and metrics, not yet running.
+struct Started {
+    scheduler: kcl_core::scheduler::Scheduler,
+    publisher: Option<CloudWatchPublisher>,
+    server: tokio::task::JoinHandle<()>,
+    http_stop: CancellationToken,
+}
+
+/// Installs metrics, checks every endpoint, builds the scheduler and serves HTTP.
+async fn start(s: &Settings) -> Result<Started, Exit> {
     let c = &s.raw;
     // Metrics: recorded once, exported to Prometheus (/metrics) and CloudWatch.
     let prometheus = PrometheusBuilder::new().build_recorder();
@@ -166,7 +197,7 @@ async fn run(s: Settings) -> Exit {
         .build();
     if metrics::set_global_recorder(fanout).is_err() {
         error!("a metrics recorder was already installed");
-        return Exit::Software;
+        return Err(Exit::Software);
     }
     kcl_core::telemetry::describe();
     let upkeep = prometheus_handle.clone();
@@ -200,7 +231,7 @@ async fn run(s: Settings) -> Exit {
                 Exit::Unavailable => error!(endpoint = kinesis_at, "Kinesis unreachable: {e}"),
                 _ => error!(stream = %name, "describing the stream failed: {e}"),
             }
-            return exit;
+            return Err(exit);
         }
     }
     let table = c
@@ -228,7 +259,7 @@ async fn run(s: Settings) -> Exit {
             Exit::Unavailable => error!(endpoint = dynamo_at, "DynamoDB unreachable: {e}"),
             _ => error!(table = %table, "lease table check failed: {e}"),
         }
-        return exit;
+        return Err(exit);
     }
     let store: Arc<dyn LeaseStore> = Arc::new(store);
 
@@ -252,7 +283,7 @@ async fn run(s: Settings) -> Exit {
         Ok(l) => l,
         Err(e) => {
             error!(file = ?c.ledger_file, "cannot open the ledger file: {e}");
-            return Exit::CantCreate;
+            return Err(Exit::CantCreate);
         }
     };
     let builder = if c.streams.len() == 1 {
@@ -286,27 +317,47 @@ async fn run(s: Settings) -> Exit {
         Ok(s) => s,
         Err(e) => {
             error!("configuration: {e}");
-            return Exit::Usage;
+            return Err(Exit::Usage);
         }
     };
-    let status = scheduler.status();
-    let worker_id = scheduler.worker_id().to_string();
     let http_stop = CancellationToken::new();
-    let server = match http::serve(s.http_addr, status, prometheus_handle, http_stop.clone()).await
+    let server = match http::serve(
+        s.http_addr,
+        scheduler.status(),
+        prometheus_handle,
+        http_stop.clone(),
+    )
+    .await
     {
         Ok(server) => server,
         Err(e) => {
             error!(http_addr = %s.http_addr, "cannot serve health and metrics: {e}");
-            return Exit::Usage;
+            return Err(Exit::Usage);
         }
     };
-    info!(worker_id = %worker_id, streams = ?c.streams, http_addr = %s.http_addr, "worker started");
+    Ok(Started {
+        scheduler,
+        publisher,
+        server,
+        http_stop,
+    })
+}
 
+/// Runs the scheduler until a signal (then drains within the deadline) or until it ends.
+async fn drive(s: &Settings, started: Started, signals: &mut Signals) -> Exit {
+    let Started {
+        scheduler,
+        publisher,
+        server,
+        http_stop,
+    } = started;
+    let worker_id = scheduler.worker_id().to_string();
+    info!(worker_id = %worker_id, streams = ?s.raw.streams, http_addr = %s.http_addr, "worker started");
     let shutdown = CancellationToken::new();
     let mut run = tokio::spawn(scheduler.run(shutdown.clone()));
     let signal = tokio::select! {
         biased;
-        s = signals() => Some(s),
+        s = signals.recv() => Some(s),
         _ = &mut run => None,
     };
     let exit = match signal {
@@ -370,18 +421,37 @@ fn identity(name: &str) -> StreamIdentity {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; the signal's name.
-async fn signals() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // No signal handlers (not a Unix process): only the scheduler ending stops the worker.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT handlers, installed once at start.
+struct Signals {
+    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(
+                    "cannot handle SIGTERM/SIGINT ({e}); only the scheduler ending stops the worker"
+                );
+                None
+            }
+        };
+        Self { handlers }
+    }
+
+    /// Waits for SIGTERM or SIGINT; the signal's name.
+    async fn recv(&mut self) -> &'static str {
+        let Some((term, int)) = &mut self.handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }

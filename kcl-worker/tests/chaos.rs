@@ -118,6 +118,28 @@ impl Run {
         };
     }
 
+    /// Waits until the worker in `slot` handles SIGTERM (its first act; before that, a SIGTERM
+    /// kills it like any process without a handler). A SIGTERM during the start-up checks after
+    /// that is tested in `startup.rs`.
+    async fn wait_for_handlers(&self, slot: usize) {
+        let log = self.dir.join(format!(
+            "worker-{slot}-{}.jsonl",
+            self.slots[slot].incarnation
+        ));
+        let by = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("signal handlers installed")
+        {
+            assert!(
+                Instant::now() < by,
+                "worker-{slot} never started: {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn signal(child: &Child, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &child.id().to_string()])
@@ -348,6 +370,7 @@ async fn chaos(seed: u64, kinesis_endpoint: &str, dynamo_endpoint: &str) -> Repo
             report.kills += 1;
             last_kill = Some(Instant::now());
         } else if running && roll < 0.5 {
+            run.wait_for_handlers(slot).await;
             let mut child = run.slots[slot].child.take().unwrap();
             let worker = Run::worker_id(slot);
             let held_before: BTreeSet<String> = store
@@ -507,8 +530,11 @@ async fn chaos(seed: u64, kinesis_endpoint: &str, dynamo_endpoint: &str) -> Repo
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for slot in &mut run.slots {
-        if let Some(mut child) = slot.child.take() {
+    for slot in 0..WORKERS {
+        if run.slots[slot].child.is_some() {
+            run.wait_for_handlers(slot).await;
+        }
+        if let Some(mut child) = run.slots[slot].child.take() {
             Run::signal(&child, "-TERM");
             let status = child.wait().unwrap();
             assert_eq!(

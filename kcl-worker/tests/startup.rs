@@ -1,0 +1,268 @@
+//! The worker binary's start-up and bad input, as an orchestrator sees them: each problem gives
+//! one message naming it and a sysexits code; a SIGTERM during start-up exits 0; corrupt lease
+//! items are named and skipped while the worker goes on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use kcl_core::lease::LeaseStore;
+use kcl_tests::{create_stream, emulator, emulator_config, lease_table, unique};
+
+/// The worker with only the given settings (nothing inherited from a developer's environment).
+fn worker(settings: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kcl-worker"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KCL_WORKER_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("KCL_WORKER_LOG_FORMAT", "text")
+        .env("KCL_WORKER_METRICS_LEVEL", "NONE")
+        .env("KCL_WORKER_HTTP_ADDR", "127.0.0.1:0")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, v) in settings {
+        cmd.env(format!("KCL_WORKER_{k}"), v);
+    }
+    cmd
+}
+
+/// Runs to completion (bounded): exit code and everything it printed.
+fn finish(mut cmd: Command) -> (i32, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("kcl-worker runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
+    );
+    (status.code().expect("exited, not killed"), text)
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Starts the worker with its output going to `log`.
+fn spawn_logged(mut cmd: Command, log: &Path) -> Child {
+    let file = std::fs::File::create(log).expect("log file");
+    cmd.stderr(Stdio::from(file.try_clone().expect("log handle")))
+        .stdout(Stdio::from(file))
+        .spawn()
+        .expect("kcl-worker starts")
+}
+
+/// Waits (up to 60 s) until the log contains `needle`.
+async fn wait_for_log(log: &Path, needle: &str) -> String {
+    let by = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < by, "never logged {needle:?}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -TERM {}", child.id());
+}
+
+fn log_path(name: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join(unique(name))
+        .with_extension("log")
+}
+
+#[test]
+fn a_missing_setting_names_its_environment_variable() {
+    let (code, out) = finish(worker(&[("STREAMS", "s")]));
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("KCL_WORKER_APPLICATION"), "{out}");
+}
+
+#[test]
+fn invalid_and_unknown_settings_are_named() {
+    let (code, out) = finish(worker(&[
+        ("APPLICATION", "app"),
+        ("STREAMS", "s"),
+        ("FAILOVER_SECS", "1"),
+    ]));
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("failover_secs"), "{out}");
+
+    let (code, out) = finish(worker(&[
+        ("APPLICATION", "app"),
+        ("STREAMS", "s"),
+        ("FAILOVR_SECS", "5"),
+    ]));
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("failovr_secs"), "{out}");
+
+    let (code, out) = finish(worker(&[
+        ("APPLICATION", "app"),
+        ("STREAMS", "s"),
+        ("INITIAL_POSITION", "yesterday"),
+    ]));
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("initial_position"), "{out}");
+}
+
+#[test]
+fn missing_credentials_exit_77() {
+    let mut cmd = worker(&[
+        ("APPLICATION", "app"),
+        ("STREAMS", "s"),
+        ("KINESIS_ENDPOINT", &closed_port()),
+    ]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/nonexistent/kcl-worker-test")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/kcl-worker-test",
+        );
+    let (code, out) = finish(cmd);
+    assert_eq!(code, 77, "{out}");
+    assert!(out.to_ascii_lowercase().contains("credentials"), "{out}");
+}
+
+#[test]
+fn an_unreachable_endpoint_at_start_up_exits_69_after_retries() {
+    let endpoint = closed_port();
+    let (code, out) = finish(worker(&[
+        ("APPLICATION", "app"),
+        ("STREAMS", "s"),
+        ("KINESIS_ENDPOINT", &endpoint),
+    ]));
+    assert_eq!(code, 69, "{out}");
+    assert!(out.contains("Kinesis unreachable"), "{out}");
+    assert_eq!(
+        out.matches("start-up check failed; retrying").count(),
+        4,
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_during_start_up_exits_0() {
+    let log = log_path("kcl-worker-term-at-start");
+    let endpoint = closed_port();
+    let mut child = spawn_logged(
+        worker(&[
+            ("APPLICATION", "app"),
+            ("STREAMS", "s"),
+            ("KINESIS_ENDPOINT", &endpoint),
+        ]),
+        &log,
+    );
+    // Retrying the first check: well inside start-up.
+    wait_for_log(&log, "start-up check failed; retrying").await;
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("stopped during start-up"), "{text}");
+    let _ = std::fs::remove_file(log);
+}
+
+#[tokio::test]
+async fn an_unknown_stream_exits_66() {
+    let Some(kinesis) = emulator("KCL_KINESIS_ENDPOINT") else {
+        return;
+    };
+    let (code, out) = finish(worker(&[
+        ("APPLICATION", "app"),
+        ("STREAMS", &unique("no-such-stream")),
+        ("KINESIS_ENDPOINT", &kinesis),
+    ]));
+    assert_eq!(code, 66, "{out}");
+    assert!(out.contains("stream not found"), "{out}");
+}
+
+/// A lease table with a corrupt item: the worker names it, skips it, takes the good lease, is
+/// ready, and drains on SIGTERM as usual.
+#[tokio::test]
+async fn a_corrupt_lease_item_is_named_and_skipped() {
+    let (Some(kinesis), Some(dynamo)) = (
+        emulator("KCL_KINESIS_ENDPOINT"),
+        emulator("KCL_DYNAMODB_ENDPOINT"),
+    ) else {
+        return;
+    };
+    let client = aws_sdk_kinesis::Client::new(&emulator_config(&kinesis).await);
+    let stream = unique("corrupt-leases");
+    create_stream(&client, &stream, 1).await;
+    let store = lease_table(&dynamo, "corrupt-leases").await;
+    let table = store.table().to_string();
+    aws_sdk_dynamodb::Client::new(&emulator_config(&dynamo).await)
+        .put_item()
+        .table_name(&table)
+        .item("leaseKey", AttributeValue::S("shardId-999999999999".into()))
+        .item("leaseCounter", AttributeValue::S("not a number".into()))
+        .item("checkpoint", AttributeValue::S("TRIM_HORIZON".into()))
+        .send()
+        .await
+        .expect("put the corrupt item");
+
+    let log = log_path("kcl-worker-corrupt-lease");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = spawn_logged(
+        worker(&[
+            ("APPLICATION", "app"),
+            ("LEASE_TABLE", &table),
+            ("STREAMS", &stream),
+            ("WORKER_ID", "w"),
+            ("INITIAL_POSITION", "trim_horizon"),
+            ("KINESIS_ENDPOINT", &kinesis),
+            ("DYNAMODB_ENDPOINT", &dynamo),
+            ("FAILOVER_SECS", "3"),
+            ("HTTP_ADDR", &addr),
+        ]),
+        &log,
+    );
+    let text = wait_for_log(&log, "lease gained").await;
+    let warning = text
+        .lines()
+        .find(|l| l.contains("malformed lease"))
+        .unwrap_or_else(|| panic!("no malformed-lease warning:\n{text}"));
+    assert!(warning.contains("shardId-999999999999"), "{warning}");
+    assert!(warning.contains("leaseCounter"), "{warning}");
+    let leases = store.list().await.unwrap();
+    assert_eq!(leases.malformed.len(), 1);
+    let good: Vec<_> = leases.leases.iter().map(|l| l.owner.as_deref()).collect();
+    assert_eq!(good, vec![Some("w")], "the good lease is taken");
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(
+        store.list().await.unwrap().leases[0].owner.is_none(),
+        "released on drain"
+    );
+    let _ = std::fs::remove_file(log);
+}
