@@ -1,6 +1,7 @@
 //! Fan-out retrieval: one SubscribeToShard subscription per held shard, resubscribed as each
 //! ends, feeding the same records publisher the shard consumer reads from with polling.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,25 +40,33 @@ impl Default for FanOutConfig {
     }
 }
 
+/// The registered consumer of each stream, by ARN (or name when the ARN is not known).
+type Consumers = std::sync::Mutex<HashMap<Arc<str>, Arc<OnceCell<String>>>>;
+
 #[derive(Debug)]
 struct Inner {
     client: Arc<dyn FanOutClient>,
     stream: StreamIdentity,
     consumer_name: String,
-    consumer_arn: OnceCell<String>,
+    consumers: Consumers,
     config: FanOutConfig,
 }
 
 /// Enhanced fan-out retrieval for the scheduler: `RetrievalMode::Custom(Arc::new(fan_out))`.
+///
+/// Works for a multi-stream scheduler too: each stream whose shards it reads gets its own
+/// stream consumer named `consumer_name` (Kinesis registers consumers per stream), registered
+/// or reused on the first subscription to one of its shards.
 #[derive(Debug, Clone)]
 pub struct FanOutRetrieval {
     inner: Arc<Inner>,
 }
 
 impl FanOutRetrieval {
-    /// Fan-out for `stream` as the consumer `consumer_name` (usually the application name). The
-    /// consumer is registered (or reused) on first use; call [`FanOutRetrieval::register`] to
-    /// do it up front.
+    /// Fan-out as the consumer `consumer_name` (usually the application name); `stream` is the
+    /// one [`register`](Self::register) and [`deregister`](Self::deregister) act on (the
+    /// `_stream` variants take any). Consumers are registered (or reused) on first use; call
+    /// `register` to do it up front.
     pub fn new(
         client: Arc<dyn FanOutClient>,
         stream: StreamIdentity,
@@ -69,7 +78,7 @@ impl FanOutRetrieval {
                 client,
                 stream,
                 consumer_name: consumer_name.into(),
-                consumer_arn: OnceCell::new(),
+                consumers: Consumers::default(),
                 config,
             }),
         }
@@ -78,14 +87,31 @@ impl FanOutRetrieval {
     /// Registers the stream consumer, or reuses it if another worker did, and waits until it is
     /// ACTIVE. Returns its ARN.
     pub async fn register(&self) -> Result<String, KinesisError> {
-        self.inner.consumer_arn().await.cloned()
+        self.register_stream(&self.inner.stream).await
     }
 
     /// Deregisters the stream consumer (optional at shutdown: other workers may still use it).
     pub async fn deregister(&self) -> Result<(), KinesisError> {
-        let arn = self.register().await?;
-        self.inner.client.deregister_consumer(&arn).await
+        self.deregister_stream(&self.inner.stream).await
     }
+
+    /// [`register`](Self::register) for `stream`.
+    pub async fn register_stream(&self, stream: &StreamIdentity) -> Result<String, KinesisError> {
+        self.inner.consumer_arn(stream).await
+    }
+
+    /// [`deregister`](Self::deregister) for `stream`.
+    pub async fn deregister_stream(&self, stream: &StreamIdentity) -> Result<(), KinesisError> {
+        let arn = self.register_stream(stream).await?;
+        self.inner.client.deregister_consumer(&arn).await?;
+        // A later subscription registers it again rather than using a deleted ARN.
+        self.inner.consumers_lock().remove(&consumer_key(stream));
+        Ok(())
+    }
+}
+
+fn consumer_key(stream: &StreamIdentity) -> Arc<str> {
+    stream.arn.clone().unwrap_or_else(|| stream.name.clone())
 }
 
 impl Inner {
@@ -99,27 +125,41 @@ impl Inner {
             .build()
     }
 
-    async fn consumer_arn(&self) -> Result<&String, KinesisError> {
-        self.consumer_arn
-            .get_or_try_init(|| self.register_and_wait())
-            .await
+    fn consumers_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<OnceCell<String>>>> {
+        // The map is only read and inserted into; a panic elsewhere cannot leave it torn.
+        self.consumers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn register_and_wait(&self) -> Result<String, KinesisError> {
+    async fn consumer_arn(&self, stream: &StreamIdentity) -> Result<String, KinesisError> {
+        let cell = self
+            .consumers_lock()
+            .entry(consumer_key(stream))
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.register_and_wait(stream))
+            .await
+            .cloned()
+    }
+
+    async fn register_and_wait(&self, stream: &StreamIdentity) -> Result<String, KinesisError> {
         let mut backoff = self.backoff(1);
         let mut description = match self
             .client
-            .register_consumer(&self.stream, &self.consumer_name)
+            .register_consumer(stream, &self.consumer_name)
             .await
         {
             Ok(d) => {
-                info!(consumer = %d.name, arn = %d.arn, "stream consumer registered");
+                info!(stream = %stream.name, consumer = %d.name, arn = %d.arn, "stream consumer registered");
                 d
             }
             // Another worker registered it first: reuse it.
             Err(KinesisError::ResourceInUse { .. }) => {
                 self.client
-                    .describe_consumer(&self.stream, &self.consumer_name)
+                    .describe_consumer(stream, &self.consumer_name)
                     .await?
             }
             Err(e) => return Err(e),
@@ -128,7 +168,7 @@ impl Inner {
             tokio::time::sleep(backoff.next().unwrap_or(self.config.max_backoff)).await;
             description = self
                 .client
-                .describe_consumer(&self.stream, &self.consumer_name)
+                .describe_consumer(stream, &self.consumer_name)
                 .await?;
         }
         Ok(description.arn)
@@ -183,8 +223,8 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
     let mut position: StartingPosition = start;
     let mut backoff = inner.backoff(read.seed);
     let arn = loop {
-        match inner.consumer_arn().await {
-            Ok(arn) => break arn.clone(),
+        match inner.consumer_arn(&read.stream).await {
+            Ok(arn) => break arn,
             Err(e) if e.is_retryable() => {
                 warn!(shard_id = %shard, error = %e, "registering the stream consumer failed; retrying");
                 tokio::time::sleep(backoff.next().unwrap_or(inner.config.max_backoff)).await;

@@ -288,3 +288,52 @@ async fn shard_end_follows_splits_and_merges() {
         "every record once, in order per key, across lineage"
     );
 }
+
+/// One fan-out retrieval serves a multi-stream scheduler: each stream gets its own registered
+/// consumer, and every record of both streams arrives.
+#[tokio::test(start_paused = true)]
+async fn a_multi_stream_scheduler_reads_every_stream_by_fan_out() {
+    use kcl_core::scheduler::{RemovedStreamPolicy, StreamConfig, StreamSet};
+    let run = setup(2, Duration::from_secs(300));
+    let other = run.kinesis.create_stream("efo-other", 1).unwrap();
+    let streams = StreamSet::new(RemovedStreamPolicy::Keep);
+    for s in [&run.stream, &other] {
+        streams.add(StreamConfig::new(s.clone(), InitialPosition::TrimHorizon));
+    }
+    let seen = run.seen.clone();
+    let scheduler = SchedulerBuilder::multi_stream(streams, "app")
+        .worker_id("w")
+        .lease_store(Arc::new(InMemoryLeaseStore::new()))
+        .kinesis(Arc::new(run.kinesis.clone()))
+        .retrieval(RetrievalMode::Custom(Arc::new(run.fan_out.clone())))
+        .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+            Box::new(Recorder(seen.clone()))
+        })
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(scheduler.run(stop.clone()));
+    for v in 0..20 {
+        for (stream, key) in [("efo", "main"), ("efo-other", "other")] {
+            run.kinesis
+                .put_record(stream, PutRecordEntry::new(key, Bytes::from(v.to_string())))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let expected: Vec<u64> = (0..20).collect();
+    assert_eq!(run.seen.lock()["main"], expected);
+    assert_eq!(run.seen.lock()["other"], expected);
+    let client = InMemoryFanOut(run.kinesis.clone());
+    let main = client.describe_consumer(&run.stream, "app").await.unwrap();
+    let second = client.describe_consumer(&other, "app").await.unwrap();
+    assert_ne!(main.arn, second.arn, "one consumer per stream");
+    assert_eq!(
+        run.fan_out.register_stream(&other).await.unwrap(),
+        second.arn
+    );
+}
