@@ -34,18 +34,26 @@ fn fan_out_factory() -> RetrievalFactory {
     ))
 }
 
+/// Simulated processor panics are expected (the consumer contains them): keep them quiet.
+fn quiet_simulated_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info
+                .payload()
+                .downcast_ref::<&str>()
+                .is_some_and(|m| m.starts_with("simulated"))
+            {
+                default(info);
+            }
+        }));
+    });
+}
+
 #[test]
 fn the_fleet_simulation_passes_with_fan_out() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !info
-            .payload()
-            .downcast_ref::<&str>()
-            .is_some_and(|m| m.starts_with("simulated"))
-        {
-            default(info);
-        }
-    }));
+    quiet_simulated_panics();
     let seeds: u64 = std::env::var("KCL_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -65,6 +73,29 @@ fn the_fleet_simulation_passes_with_fan_out() {
         crashes += report.crashes;
     }
     assert!(crashes > 0);
+}
+
+/// Fan-out under a multi-stream fleet simulation: streams added and removed while workers crash
+/// (one consumer per stream, registered on first use).
+#[test]
+fn the_multi_stream_simulation_passes_with_fan_out() {
+    quiet_simulated_panics();
+    let seeds: u64 = std::env::var("KCL_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    for seed in 0..seeds {
+        let config = SimulationConfig {
+            retrieval: Some(fan_out_factory()),
+            ..SimulationConfig::multi_stream(seed)
+        };
+        let report = simulate(&config);
+        assert!(
+            report.passed(),
+            "seed {seed}: {:#?}",
+            report.ledger.violations
+        );
+    }
 }
 
 /// Counts SubscribeToShard calls.

@@ -12,6 +12,11 @@
 //!   duplicates only occur after the last checkpoint of a worker that crashed or lost a lease
 //!   (and a run without crashes, losses or store faults has none).
 //!
+//! With `streams > 1` the workers run one multi-stream scheduler over several streams while the
+//! schedule adds and removes streams (the last one joins mid-run); the same invariants hold per
+//! stream (keys and shards are named after their stream in the ledger), and every stream is
+//! tracked again for the drain.
+//!
 //! The same seed replays the same run exactly (the report carries a digest of the ledger).
 //! `kcl-core/tests/simulation.rs` runs 200 seeds in CI; see the README for longer runs.
 
@@ -47,7 +52,9 @@ use crate::processor::{
     ShardRecordProcessor,
 };
 use crate::retrieval::{PollingConfig, SharedRetrieval};
-use crate::scheduler::{RetrievalMode, SchedulerBuilder};
+use crate::scheduler::{
+    RemovedStreamPolicy, RetrievalMode, SchedulerBuilder, StreamConfig, StreamSet,
+};
 
 /// Shape of a simulated run. Probabilities apply per schedule step.
 #[derive(Debug, Clone)]
@@ -83,6 +90,11 @@ pub struct SimulationConfig {
     /// Run a per-record handler with this per-key parallelism (`kcl_core::parallel`) instead
     /// of a batch processor.
     pub parallelism: Option<usize>,
+    /// Streams; more than one runs a multi-stream scheduler (`SchedulerBuilder::multi_stream`).
+    pub streams: usize,
+    /// Per step (multi-stream): a stream other than the first is removed from the tracked set,
+    /// or added back if it was not tracked.
+    pub stream_churn: f64,
 }
 
 /// A function building a retrieval from the engine and stream of a simulated fleet.
@@ -119,6 +131,18 @@ impl SimulationConfig {
             throttle: 0.05,
             retrieval: None,
             parallelism: None,
+            streams: 1,
+            stream_churn: 0.0,
+        }
+    }
+
+    /// [`small`](Self::small) over three streams: the last joins mid-run, and streams are
+    /// removed and added back as the run goes.
+    pub fn multi_stream(seed: u64) -> Self {
+        Self {
+            streams: 3,
+            stream_churn: 0.04,
+            ..Self::small(seed)
         }
     }
 }
@@ -138,6 +162,8 @@ pub struct SimulationReport {
     pub restarts: u64,
     /// Splits and merges.
     pub reshards: u64,
+    /// Streams removed from or added to the tracked set mid-run.
+    pub stream_changes: u64,
     /// Shards in the final lineage.
     pub shards: usize,
     /// Digest of the processing ledger: equal for equal seeds.
@@ -229,6 +255,7 @@ impl ShardRecordProcessor for SimProcessor {
 struct SimHandler {
     shared: Arc<Shared>,
     incarnation: u64,
+    multi: bool,
 }
 
 #[async_trait]
@@ -254,7 +281,11 @@ impl RecordHandler for SimHandler {
         let (key, index) = text.rsplit_once('#').expect("key#index");
         self.shared.ledger.lock().processed.push(Processed {
             incarnation: self.incarnation,
-            shard: context.shard.shard_id.clone(),
+            shard: ledger_shard(
+                self.multi,
+                &context.shard.stream.name,
+                &context.shard.shard_id,
+            ),
             started_at: context.started_at.clone(),
             records: vec![(
                 key.to_string(),
@@ -263,6 +294,15 @@ impl RecordHandler for SimHandler {
             )],
         });
         Ok(())
+    }
+}
+
+/// A shard as the ledger names it: with several streams, prefixed by its stream.
+fn ledger_shard(multi: bool, stream: &str, shard: &ShardId) -> ShardId {
+    if multi {
+        ShardId::new(format!("{stream}/{shard}"))
+    } else {
+        shard.clone()
     }
 }
 
@@ -285,7 +325,35 @@ pub fn simulate(config: &SimulationConfig) -> SimulationReport {
 async fn run(config: SimulationConfig) -> SimulationReport {
     let mut rng = SmallRng::seed_from_u64(config.seed);
     let kinesis = InMemoryKinesis::new();
-    let stream = kinesis.create_stream("sim", config.shards).expect("stream");
+    let multi = config.streams > 1;
+    let names: Vec<String> = (0..config.streams.max(1))
+        .map(|i| {
+            if i == 0 {
+                "sim".to_string()
+            } else {
+                format!("sim-{i}")
+            }
+        })
+        .collect();
+    let streams: Vec<StreamIdentity> = names
+        .iter()
+        .map(|n| kinesis.create_stream(n, config.shards).expect("stream"))
+        .collect();
+    let stream = streams[0].clone();
+    // Multi-stream: the last stream joins mid-run (at a churn step, or for the drain).
+    let tracked = StreamSet::new(RemovedStreamPolicy::Keep);
+    let mut is_tracked: Vec<bool> = (0..streams.len())
+        .map(|i| !multi || i + 1 < streams.len())
+        .collect();
+    let track = |i: usize| {
+        tracked.add(StreamConfig::new(
+            streams[i].clone(),
+            InitialPosition::TrimHorizon,
+        ))
+    };
+    for i in (0..streams.len()).filter(|i| is_tracked[*i]) {
+        track(i);
+    }
     kinesis.faults().reseed(config.seed ^ 1);
     let inner = Arc::new(InMemoryLeaseStore::with_seed(config.seed ^ 2));
     let checkpoint_log = Arc::new(Mutex::new(Vec::new()));
@@ -356,11 +424,16 @@ async fn run(config: SimulationConfig) -> SimulationReport {
     let mut next_incarnation = 0u64;
     let start_worker = |slot: usize, incarnation: u64| -> Worker {
         let shared = shared.clone();
-        let scheduler = SchedulerBuilder::new(stream.clone(), "sim")
+        let builder = if multi {
+            SchedulerBuilder::multi_stream(tracked.clone(), "sim")
+        } else {
+            SchedulerBuilder::new(stream.clone(), "sim")
+                .initial_position(InitialPosition::TrimHorizon)
+        };
+        let scheduler = builder
             .worker_id(format!("worker-{slot}"))
             .lease_store(store.clone())
             .kinesis(Arc::new(kinesis.clone()))
-            .initial_position(InitialPosition::TrimHorizon)
             .parent_shard_poll_interval(Duration::from_millis(500))
             .shard_sync_interval(Duration::from_secs(10))
             .retrieval(match &retrieval {
@@ -378,6 +451,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
                         Arc::new(SimHandler {
                             shared: shared.clone(),
                             incarnation,
+                            multi,
                         }),
                         ParallelConfig {
                             min_backoff: Duration::from_millis(50),
@@ -388,7 +462,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
                     None => Box::new(SimProcessor {
                         shared: shared.clone(),
                         incarnation,
-                        shard: info.shard_id.clone(),
+                        shard: ledger_shard(multi, &info.stream.name, &info.shard_id),
                         started_at: ExtendedSequenceNumber::TrimHorizon,
                     }),
                 }
@@ -412,26 +486,35 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         workers.push(Some(start_worker(slot, next_incarnation)));
         next_incarnation += 1;
     }
-    let (mut crashes, mut stops, mut restarts, mut reshards) = (0, 0, 0, 0);
+    let (mut crashes, mut stops, mut restarts, mut reshards, mut stream_changes) = (0, 0, 0, 0, 0);
     let mut indices: BTreeMap<String, u64> = BTreeMap::new();
     let steps = (config.duration.as_secs_f64() / config.step.as_secs_f64()) as u64;
     for _ in 0..steps {
         // A few records per step.
         for _ in 0..rng.random_range(1..6) {
-            let key = format!("k{}", rng.random_range(0..config.keys));
+            let target = if multi {
+                rng.random_range(0..names.len())
+            } else {
+                0
+            };
+            let key = if multi {
+                format!("{}:k{}", names[target], rng.random_range(0..config.keys))
+            } else {
+                format!("k{}", rng.random_range(0..config.keys))
+            };
             let index = indices.entry(key.clone()).or_insert(0);
             let data = Bytes::from(format!("{key}#{index}"));
             // The producer retries until Kinesis takes the record, as a real one would.
             loop {
                 match kinesis
-                    .put_record("sim", PutRecordEntry::new(&key, data.clone()))
+                    .put_record(&names[target], PutRecordEntry::new(&key, data.clone()))
                     .await
                 {
                     Ok(out) => {
                         shared.ledger.lock().puts.push(Put {
                             key: key.clone(),
                             index: *index,
-                            shard: out.shard_id,
+                            shard: ledger_shard(multi, &names[target], &out.shard_id),
                         });
                         break;
                     }
@@ -462,21 +545,37 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             }
             None => {}
         }
+        if multi && rng.random_bool(config.stream_churn) {
+            let i = rng.random_range(1..streams.len());
+            if is_tracked[i] {
+                tracked.remove(&names[i]);
+            } else {
+                track(i);
+            }
+            is_tracked[i] = !is_tracked[i];
+            stream_changes += 1;
+        }
+        let resharded = if multi {
+            rng.random_range(0..names.len())
+        } else {
+            0
+        };
         if rng.random_bool(config.reshard)
             && let Ok(open) = kinesis
-                .list_all_shards(&stream, Some(ShardFilter::AtLatest))
+                .list_all_shards(&streams[resharded], Some(ShardFilter::AtLatest))
                 .await
         {
+            let name = &names[resharded];
             let mut open = open;
             open.sort_by_key(|s| s.hash_key_range);
             let i = rng.random_range(0..open.len());
             let merged = rng.random_bool(0.5) && i + 1 < open.len() && open.len() > 2;
             let done = if merged {
                 kinesis
-                    .merge_shards("sim", &open[i].id, &open[i + 1].id)
+                    .merge_shards(name, &open[i].id, &open[i + 1].id)
                     .is_ok()
             } else {
-                open.len() < 8 && kinesis.split_shard_evenly("sim", &open[i].id).is_ok()
+                open.len() < 8 && kinesis.split_shard_evenly(name, &open[i].id).is_ok()
             };
             reshards += u64::from(done);
         }
@@ -486,6 +585,9 @@ async fn run(config: SimulationConfig) -> SimulationReport {
     // Drain: faults off, every worker up, until everything was processed (or 10 minutes).
     kinesis.faults().clear();
     inner.faults().clear();
+    for i in (0..streams.len()).filter(|i| !is_tracked[*i]) {
+        track(i);
+    }
     for (slot, w) in workers.iter_mut().enumerate() {
         if w.is_none() {
             *w = Some(start_worker(slot, next_incarnation));
@@ -513,14 +615,18 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         let _ = w.run.await;
     }
 
-    let shards = kinesis
-        .list_all_shards(&stream, None)
-        .await
-        .unwrap_or_default();
-    let lineage: BTreeMap<ShardId, Vec<ShardId>> = shards
-        .iter()
-        .map(|s| (s.id.clone(), s.parents().cloned().collect()))
-        .collect();
+    let mut lineage: BTreeMap<ShardId, Vec<ShardId>> = BTreeMap::new();
+    for (name, s) in names.iter().zip(&streams) {
+        for shard in kinesis.list_all_shards(s, None).await.unwrap_or_default() {
+            lineage.insert(
+                ledger_shard(multi, name, &shard.id),
+                shard
+                    .parents()
+                    .map(|p| ledger_shard(multi, name, p))
+                    .collect(),
+            );
+        }
+    }
     let ledger = shared.ledger.lock();
     let checkpoints = checkpoint_log.lock().clone();
     let mut summary = ledger.check(&lineage, &checkpoints);
@@ -545,7 +651,8 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         stops,
         restarts,
         reshards,
-        shards: shards.len(),
+        stream_changes,
+        shards: lineage.len(),
         digest: hasher.finish(),
     }
 }
