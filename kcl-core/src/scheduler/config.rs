@@ -68,7 +68,9 @@ pub struct SchedulerConfig {
     /// `parentShardPollIntervalMillis`: how often a child shard checks whether its parents
     /// ended. KCL default 10 s; here 2 s, so children start sooner after a reshard.
     pub parent_shard_poll_interval: Duration,
-    /// Longest a graceful shutdown waits for processors to checkpoint before stopping anyway.
+    /// Longest a graceful shutdown waits for processors to checkpoint before stopping anyway;
+    /// what is left of it goes to graceful steals still waiting for their previous owner.
+    /// Releasing the leases themselves comes after it (one conditional write each).
     pub shutdown_timeout: Duration,
     /// Opt-in check of unpacked user records against the shard's hash range.
     pub hash_range_check: Option<HashRangePolicy>,

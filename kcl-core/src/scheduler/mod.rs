@@ -260,7 +260,9 @@ impl Scheduler {
                 }
             }
         }
-        coordinator.shutdown().await;
+        // What is left of the shutdown timeout goes to graceful steals still waiting for their
+        // previous owner, so they are released rather than left to expire.
+        coordinator.shutdown_by(deadline).await;
         info!(worker_id = %worker_id, shards_ended, aborted, "scheduler stopped");
         Ok(RunReport {
             end,

@@ -527,6 +527,17 @@ impl LeaseCoordinator {
     /// and is released too, and a graceful steal still waiting for its previous owner is waited
     /// for (at most the hand-off timeout) and then released with that owner's final checkpoint.
     pub async fn shutdown(&self) {
+        let config = &self.shared.config;
+        // Renewals keep an incoming lease until its hand-off deadline; the failover time on top
+        // bounds a store that renews but keeps failing to end the hand-off.
+        let by = Instant::now() + config.graceful_handoff_timeout + config.failover_time;
+        self.shutdown_by(by).await;
+    }
+
+    /// [`shutdown`](Self::shutdown), waiting for incoming graceful steals only until `deadline`;
+    /// one still waiting then is left to expire (releasing it would clear `checkpointOwner`
+    /// while its previous owner may still be processing).
+    pub async fn shutdown_by(&self, deadline: Instant) {
         self.stop_taking();
         let taker = self.taker.lock().take();
         if let Some(taker) = taker {
@@ -534,7 +545,7 @@ impl LeaseCoordinator {
         }
         // A `take_now` cycle in flight; later ones see taking stopped and do nothing.
         drop(self.shared.observed.lock().await);
-        self.settle_incoming().await;
+        self.settle_incoming(deadline).await;
         let keys: Vec<String> = self.shared.entries().into_iter().map(|(k, _)| k).collect();
         let releases = keys.iter().map(|k| self.release(k, None));
         for (key, result) in keys.iter().zip(futures::future::join_all(releases).await) {
@@ -553,12 +564,12 @@ impl LeaseCoordinator {
     /// each becomes ready (the previous owner checkpointed, or the hand-off timed out) or is
     /// lost. Releasing one earlier would clear `checkpointOwner` while the previous owner may
     /// still be processing, so it would have to be left to expire instead.
-    async fn settle_incoming(&self) {
-        let config = &self.shared.config;
-        let poll = config.renew_interval.min(Duration::from_millis(100));
-        // Renewals keep an incoming lease until its deadline; this bounds a store that renews
-        // but keeps failing to end the hand-off.
-        let give_up = Instant::now() + config.graceful_handoff_timeout + config.failover_time;
+    async fn settle_incoming(&self, give_up: Instant) {
+        let poll = self
+            .shared
+            .config
+            .renew_interval
+            .min(Duration::from_millis(100));
         loop {
             let mut incoming = Vec::new();
             for (key, entry) in self.shared.entries() {

@@ -474,8 +474,7 @@ async fn shutdown_releases_a_take_that_was_in_flight() {
 /// A thief stopping while its graceful steal waits for the previous owner waits for that
 /// owner's final checkpoint, then releases the lease: nothing is left owned by it, and the
 /// checkpoint survives.
-#[tokio::test(start_paused = true)]
-async fn shutdown_mid_hand_off_waits_for_the_previous_owner_then_releases() {
+async fn stop_mid_hand_off(short_deadline: bool) {
     let fleet = Fleet::new(2, 0).await;
     let (a, mut a_events) =
         LeaseCoordinator::start(fleet.store.clone(), CoordinatorConfig::new("a")).unwrap();
@@ -512,6 +511,17 @@ async fn shutdown_mid_hand_off_waits_for_the_previous_owner_then_releases() {
     assert_eq!(stolen.len(), 1, "b stole one lease gracefully");
     assert_eq!(stolen[0].checkpoint_owner.as_deref(), Some("a"));
     let started = Instant::now();
+    if short_deadline {
+        // Out of time before the victim finishes: the lease is left to expire, still marked
+        // as handing off, so nobody starts it while the victim may be processing.
+        b.shutdown_by(Instant::now() + Duration::from_millis(500))
+            .await;
+        assert!(started.elapsed() < Duration::from_millis(700));
+        let after = fleet.store.get(&stolen[0].key).await.unwrap().unwrap();
+        assert_eq!(after.owner.as_deref(), Some("b"));
+        assert_eq!(after.checkpoint_owner.as_deref(), Some("a"));
+        return;
+    }
     b.shutdown().await;
     let waited = started.elapsed();
     assert!(
@@ -525,4 +535,15 @@ async fn shutdown_mid_hand_off_waits_for_the_previous_owner_then_releases() {
         after.checkpoint, seq,
         "the previous owner's checkpoint survives"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_mid_hand_off_waits_for_the_previous_owner_then_releases() {
+    stop_mid_hand_off(false).await;
+}
+
+/// The same with a deadline shorter than the victim takes.
+#[tokio::test(start_paused = true)]
+async fn shutdown_by_a_deadline_leaves_an_unfinished_hand_off_to_expire() {
+    stop_mid_hand_off(true).await;
 }
