@@ -54,6 +54,10 @@ enum Mode {
     Holding,
     /// Another worker took the lease gracefully: the next checkpoint ends the hand-off.
     HandingOff,
+    /// This checkpointer ended the hand-off at `last`: checkpointing that position again (e.g.
+    /// in `shutdown_requested` right after a batch's checkpoint ended it) succeeds, anything
+    /// else is fenced.
+    HandedOff,
     /// Nothing more may be written.
     Closed,
 }
@@ -247,7 +251,8 @@ impl Checkpointer {
         position: ExtendedSequenceNumber,
     ) -> Result<(), CheckpointError> {
         match self.mode {
-            Mode::Closed => Err(self.lost()),
+            Mode::HandedOff if position == self.last => Ok(()),
+            Mode::Closed | Mode::HandedOff => Err(self.lost()),
             Mode::Holding => {
                 self.retrying(CheckpointUpdate::Commit(position.clone()))
                     .await?;
@@ -264,6 +269,7 @@ impl Checkpointer {
                 match result {
                     Ok(_) => {
                         self.last = position;
+                        self.mode = Mode::HandedOff;
                         Ok(())
                     }
                     Err(e) if e.is_lost() => Err(self.lost()),
@@ -338,5 +344,67 @@ impl PreparedCheckpoint<'_> {
     pub async fn commit(self) -> Result<(), CheckpointError> {
         let position = self.position;
         self.checkpointer.write(position).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::lease::{CoordinatorConfig, InMemoryLeaseStore, Lease, LeaseStore};
+    use crate::model::ShardId;
+
+    fn at(n: u64) -> ExtendedSequenceNumber {
+        ExtendedSequenceNumber::at(SequenceNumber::new(&n.to_string()).unwrap())
+    }
+
+    /// A graceful steal lands while a batch is processed: the batch's checkpoint ends the
+    /// hand-off (the thief starts right after it), the same checkpoint in `shutdown_requested`
+    /// then succeeds, and anything further is fenced.
+    #[tokio::test(start_paused = true)]
+    async fn a_checkpoint_racing_a_graceful_steal_ends_the_hand_off() {
+        let store = Arc::new(InMemoryLeaseStore::new());
+        let shard = ShardId::from_index(0);
+        store
+            .create_if_absent(&Lease::new(&shard, ExtendedSequenceNumber::TrimHorizon))
+            .await
+            .unwrap();
+        let (a, _events) =
+            LeaseCoordinator::start(store.clone(), CoordinatorConfig::new("a")).unwrap();
+        let a = Arc::new(a);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let key = shard.to_string();
+        let token = a.token(&key).await.expect("a holds the lease");
+        let mut checkpointer = Checkpointer::new(
+            key.clone(),
+            token,
+            a.clone(),
+            ExtendedSequenceNumber::TrimHorizon,
+            0,
+        );
+        checkpointer.set_largest_delivered(Some(at(5)));
+        // The thief's graceful steal, before `a` has noticed.
+        let stored = store.get(&key).await.unwrap().unwrap();
+        store.hand_off(&stored, "b").await.unwrap();
+
+        checkpointer.checkpoint().await.expect("ends the hand-off");
+        let after = store.get(&key).await.unwrap().unwrap();
+        assert_eq!(after.owner.as_deref(), Some("b"));
+        assert_eq!(after.checkpoint_owner, None, "hand-off ended");
+        assert_eq!(after.checkpoint, at(5));
+
+        // The consumer then sees the hand-off and asks the processor to checkpoint again.
+        checkpointer.hand_off();
+        checkpointer
+            .checkpoint()
+            .await
+            .expect("same position: done");
+        checkpointer.set_largest_delivered(Some(at(6)));
+        assert!(matches!(
+            checkpointer.checkpoint().await,
+            Err(CheckpointError::LeaseLost { .. })
+        ));
+        assert_eq!(store.get(&key).await.unwrap().unwrap().checkpoint, at(5));
     }
 }
