@@ -105,6 +105,15 @@ mod tests {
         }
     }
 
+    /// Polls `condition` for up to 30 s.
+    async fn wait_until(condition: impl Fn() -> bool) {
+        let by = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !condition() {
+            assert!(tokio::time::Instant::now() < by, "condition not reached");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream
@@ -150,9 +159,7 @@ mod tests {
 
         let shutdown = CancellationToken::new();
         let run = tokio::spawn(scheduler.run(shutdown.clone()));
-        while !(status.is_ready() && status.consumers() == 1) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(|| status.is_ready() && status.consumers() == 1).await;
         assert_eq!(
             get(addr, "/readyz").await,
             (200, "ready: 1 shard consumers\n".into())
@@ -160,9 +167,7 @@ mod tests {
         assert_eq!(get(addr, "/healthz").await, (200, "live\n".into()));
 
         shutdown.cancel();
-        while !status.is_draining() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(|| status.is_draining()).await;
         assert_eq!(get(addr, "/readyz").await, (503, "draining\n".into()));
         assert_eq!(get(addr, "/healthz").await.0, 200, "live while draining");
         gate.add_permits(1);
