@@ -235,9 +235,19 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
             }
         }
     };
+    let mut first = true;
     loop {
         let mut subscription = match inner.client.subscribe(&arn, &shard, &position).await {
-            Ok(s) => s,
+            Ok(s) => {
+                // Once per shard consumer at info; renewals (every 5 minutes) at debug.
+                if first {
+                    info!(stream = %read.stream.name, shard_id = %shard, "fan-out subscription started");
+                    first = false;
+                } else {
+                    debug!(shard_id = %shard, "fan-out subscription renewed");
+                }
+                s
+            }
             Err(e) => {
                 match &e {
                     // Expected while the previous subscription drains, or when resubscribing

@@ -51,6 +51,10 @@ pub(crate) struct WorkerConfig {
     /// Appends every processed record to this file (the chaos run's ledger).
     #[serde(default)]
     pub(crate) ledger_file: Option<PathBuf>,
+    /// `polling` (GetRecords, default) or `fanout` (enhanced fan-out: a stream consumer named
+    /// after the application per stream, registered at start-up if missing).
+    #[serde(default = "default_retrieval")]
+    pub(crate) retrieval: String,
 }
 
 fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -92,6 +96,9 @@ fn default_sync() -> u64 {
 fn default_log_format() -> String {
     "json".into()
 }
+fn default_retrieval() -> String {
+    "polling".into()
+}
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -104,6 +111,7 @@ pub(crate) struct Settings {
     pub(crate) failover: Duration,
     pub(crate) shard_sync: Duration,
     pub(crate) json_logs: bool,
+    pub(crate) fan_out: bool,
 }
 
 /// A bad configuration, with the setting it concerns.
@@ -198,7 +206,18 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
             ));
         }
     };
+    let fan_out = match raw.retrieval.to_ascii_lowercase().as_str() {
+        "polling" => false,
+        "fanout" | "fan-out" | "efo" => true,
+        other => {
+            return Err(invalid(
+                "retrieval",
+                format!("{other:?} is not polling or fanout"),
+            ));
+        }
+    };
     Ok(Settings {
+        fan_out,
         initial_position,
         metrics_level,
         http_addr,

@@ -29,8 +29,11 @@ use kcl_core::kinesis::{KinesisDataPlane, KinesisError};
 use kcl_core::lease::{LeaseError, LeaseStore};
 use kcl_core::model::StreamIdentity;
 use kcl_core::processor::{ShardInfo, ShardRecordProcessor};
-use kcl_core::scheduler::{RemovedStreamPolicy, RunEnd, SchedulerBuilder, StreamConfig, StreamSet};
+use kcl_core::scheduler::{
+    RemovedStreamPolicy, RetrievalMode, RunEnd, SchedulerBuilder, StreamConfig, StreamSet,
+};
 use kcl_dynamo_leases::{DynamoLeaseStore, TableOptions};
+use kcl_efo::{AwsFanOut, FanOutConfig, FanOutRetrieval};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use metrics_util::layers::FanoutBuilder;
 use tokio_util::sync::CancellationToken;
@@ -263,6 +266,38 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
     }
     let store: Arc<dyn LeaseStore> = Arc::new(store);
 
+    let fan_out = if s.fan_out {
+        let fan_out = FanOutRetrieval::new(
+            Arc::new(AwsFanOut::new(&kinesis_sdk)),
+            identity(&c.streams[0]),
+            &c.application,
+            FanOutConfig::default(),
+        );
+        // Registered (or reused) up front, so a missing permission or quota shows at start-up.
+        for name in &c.streams {
+            let stream = identity(name);
+            let registered = with_retries(
+                "register stream consumer",
+                |e: &KinesisError| kinesis_exit(e) == Exit::Unavailable,
+                async || fan_out.register_stream(&stream).await,
+            )
+            .await;
+            match registered {
+                Ok(arn) => {
+                    info!(stream = %name, consumer_arn = %arn, "enhanced fan-out consumer ready")
+                }
+                Err(e) => {
+                    let exit = kinesis_exit(&e);
+                    error!(stream = %name, "registering the enhanced fan-out consumer failed: {e}");
+                    return Err(exit);
+                }
+            }
+        }
+        Some(fan_out)
+    } else {
+        None
+    };
+
     let publisher = (s.metrics_level != MetricsLevel::None).then(|| {
         // The region's CloudWatch unless an endpoint is set (never the Kinesis emulator's).
         let mut b = kinesis_sdk.clone().into_builder();
@@ -312,6 +347,9 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
         });
     if let Some(id) = &c.worker_id {
         builder = builder.worker_id(id);
+    }
+    if let Some(f) = fan_out {
+        builder = builder.retrieval(RetrievalMode::Custom(Arc::new(f)));
     }
     let scheduler = match builder.build() {
         Ok(s) => s,

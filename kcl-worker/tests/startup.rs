@@ -124,6 +124,14 @@ fn invalid_and_unknown_settings_are_named() {
     ]));
     assert_eq!(code, 64, "{out}");
     assert!(out.contains("initial_position"), "{out}");
+
+    let (code, out) = finish(worker(&[
+        ("APPLICATION", "app"),
+        ("STREAMS", "s"),
+        ("RETRIEVAL", "pigeon"),
+    ]));
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("retrieval"), "{out}");
 }
 
 #[test]
@@ -265,4 +273,80 @@ async fn a_corrupt_lease_item_is_named_and_skipped() {
         "released on drain"
     );
     let _ = std::fs::remove_file(log);
+}
+
+/// `KCL_WORKER_RETRIEVAL=fanout` on kinesis-local: the consumer is registered at start-up, every
+/// record arrives through SubscribeToShard, and the worker drains on SIGTERM.
+#[tokio::test]
+async fn the_worker_reads_by_enhanced_fan_out() {
+    let (Some(kinesis), Some(dynamo)) = (
+        emulator("KCL_KINESIS_ENDPOINT"),
+        emulator("KCL_DYNAMODB_ENDPOINT"),
+    ) else {
+        return;
+    };
+    let client = aws_sdk_kinesis::Client::new(&emulator_config(&kinesis).await);
+    let stream = unique("worker-efo");
+    create_stream(&client, &stream, 2).await;
+    let app = unique("worker-efo-app");
+    let log = log_path("kcl-worker-efo");
+    let ledger = log_path("kcl-worker-efo-ledger");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut child = spawn_logged(
+        worker(&[
+            ("APPLICATION", &app),
+            ("STREAMS", &stream),
+            ("WORKER_ID", "w"),
+            ("INITIAL_POSITION", "trim_horizon"),
+            ("RETRIEVAL", "fanout"),
+            ("KINESIS_ENDPOINT", &kinesis),
+            ("DYNAMODB_ENDPOINT", &dynamo),
+            ("FAILOVER_SECS", "3"),
+            ("HTTP_ADDR", &format!("127.0.0.1:{port}")),
+            ("LEDGER_FILE", ledger.to_str().unwrap()),
+        ]),
+        &log,
+    );
+    let text = wait_for_log(&log, "enhanced fan-out consumer ready").await;
+    assert!(
+        text.contains(&app),
+        "the consumer is named after the application"
+    );
+    for v in 0..20 {
+        client
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("k{}", v % 4))
+            .data(aws_sdk_kinesis::primitives::Blob::new(format!("v{v}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let by = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = std::fs::read_to_string(&ledger).unwrap_or_default();
+        if lines.lines().count() >= 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < by,
+            "{} of 20 records by fan-out:\n{}",
+            lines.lines().count(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        log_text.matches("fan-out subscription started").count(),
+        2,
+        "one subscription per shard:\n{log_text}"
+    );
+    sigterm(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_file(log);
+    let _ = std::fs::remove_file(ledger);
 }
