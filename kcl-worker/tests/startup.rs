@@ -46,13 +46,17 @@ fn finish(mut cmd: Command) -> (i32, String) {
     (status.code().expect("exited, not killed"), text)
 }
 
-/// A loopback port nothing listens on.
-fn closed_port() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A loopback port nothing listens on (now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
-        .port();
-    format!("http://127.0.0.1:{port}")
+        .port()
+}
+
+/// An endpoint nothing answers on.
+fn closed_port() -> String {
+    format!("http://127.0.0.1:{}", free_port())
 }
 
 /// Starts the worker with its output going to `log`.
@@ -101,37 +105,21 @@ fn a_missing_setting_names_its_environment_variable() {
 
 #[test]
 fn invalid_and_unknown_settings_are_named() {
-    let (code, out) = finish(worker(&[
-        ("APPLICATION", "app"),
-        ("STREAMS", "s"),
-        ("FAILOVER_SECS", "1"),
-    ]));
-    assert_eq!(code, 64, "{out}");
-    assert!(out.contains("failover_secs"), "{out}");
-
-    let (code, out) = finish(worker(&[
-        ("APPLICATION", "app"),
-        ("STREAMS", "s"),
-        ("FAILOVR_SECS", "5"),
-    ]));
-    assert_eq!(code, 64, "{out}");
-    assert!(out.contains("failovr_secs"), "{out}");
-
-    let (code, out) = finish(worker(&[
-        ("APPLICATION", "app"),
-        ("STREAMS", "s"),
-        ("INITIAL_POSITION", "yesterday"),
-    ]));
-    assert_eq!(code, 64, "{out}");
-    assert!(out.contains("initial_position"), "{out}");
-
-    let (code, out) = finish(worker(&[
-        ("APPLICATION", "app"),
-        ("STREAMS", "s"),
-        ("RETRIEVAL", "pigeon"),
-    ]));
-    assert_eq!(code, 64, "{out}");
-    assert!(out.contains("retrieval"), "{out}");
+    // (setting, value, what the message must name)
+    for (setting, value, named) in [
+        ("FAILOVER_SECS", "1", "failover_secs"),
+        ("FAILOVR_SECS", "5", "failovr_secs"),
+        ("INITIAL_POSITION", "yesterday", "initial_position"),
+        ("RETRIEVAL", "pigeon", "retrieval"),
+    ] {
+        let (code, out) = finish(worker(&[
+            ("APPLICATION", "app"),
+            ("STREAMS", "s"),
+            (setting, value),
+        ]));
+        assert_eq!(code, 64, "{setting}: {out}");
+        assert!(out.contains(named), "{setting}: {out}");
+    }
 }
 
 #[test]
@@ -234,11 +222,7 @@ async fn a_corrupt_lease_item_is_named_and_skipped() {
         .expect("put the corrupt item");
 
     let log = log_path("kcl-worker-corrupt-lease");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut child = spawn_logged(
         worker(&[
             ("APPLICATION", "app"),
@@ -291,10 +275,7 @@ async fn the_worker_reads_by_enhanced_fan_out() {
     let app = unique("worker-efo-app");
     let log = log_path("kcl-worker-efo");
     let ledger = log_path("kcl-worker-efo-ledger");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut child = spawn_logged(
         worker(&[
             ("APPLICATION", &app),
@@ -305,7 +286,7 @@ async fn the_worker_reads_by_enhanced_fan_out() {
             ("KINESIS_ENDPOINT", &kinesis),
             ("DYNAMODB_ENDPOINT", &dynamo),
             ("FAILOVER_SECS", "3"),
-            ("HTTP_ADDR", &format!("127.0.0.1:{port}")),
+            ("HTTP_ADDR", &addr),
             ("LEDGER_FILE", ledger.to_str().unwrap()),
         ]),
         &log,
