@@ -7,7 +7,8 @@
 //! gap, no duplicate — and after errors with backoff, without warnings for the expected ones
 //! (`ResourceInUse` while a previous subscription drains, read timeouts). Shard end (no
 //! continuation, ChildShards) feeds the same lineage path as polling; a slow processor applies
-//! backpressure (a bounded buffer of events); KPL aggregates are unpacked as with polling.
+//! backpressure (a bounded buffer of events); KPL aggregates are unpacked as with polling. In a
+//! multi-stream scheduler each stream gets its own consumer of the same name, on first use.
 //!
 //! The scheduler switches with one setting:
 //!
