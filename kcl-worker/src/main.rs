@@ -2,13 +2,14 @@
 //!
 //! Configuration comes from an optional TOML file (`KCL_WORKER_CONFIG_FILE`) overridden by
 //! `KCL_WORKER_*` environment variables (see `config.rs`; e.g. `KCL_WORKER_APPLICATION`,
-//! `KCL_WORKER_STREAMS=a,b`, `KCL_WORKER_KINESIS_ENDPOINT`). Logs are JSON lines on stdout.
-//! `/healthz`, `/readyz` and `/metrics` (Prometheus) are served on `http_addr`; CloudWatch gets the
-//! same metrics at `metrics_level`. SIGTERM or SIGINT drains: no new leases, processors
-//! checkpoint, leases are released for others to take at once, metrics are flushed — within
-//! `shutdown_deadline_secs`.
+//! `KCL_WORKER_STREAMS=a,b`, `KCL_WORKER_KINESIS_ENDPOINT`, `KCL_WORKER_RETRIEVAL=fanout`).
+//! Logs are JSON lines on stdout. `/healthz`, `/readyz` and `/metrics` (Prometheus) are served on
+//! `http_addr`; CloudWatch gets the same metrics at `metrics_level`. SIGTERM or SIGINT drains: no
+//! new leases, processors checkpoint, leases are released for others to take at once, metrics are
+//! flushed — within `shutdown_deadline_secs`. Signal handlers come first, so a signal during the
+//! start-up checks exits 0 (no lease was held yet).
 //!
-//! Exit codes (sysexits): 0 drained cleanly; 64 invalid configuration; 66 a stream does not
+//! Exit codes (sysexits): 0 drained cleanly (or stopped during start-up); 64 invalid configuration; 66 a stream does not
 //! exist (at start, or deleted while running); 69 an endpoint unreachable at start-up; 70 an
 //! internal error; 73 the ledger file cannot be opened; 75 the drain missed its deadline (leases
 //! left to expire); 77 credentials missing or rejected.
