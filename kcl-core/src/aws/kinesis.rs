@@ -184,7 +184,9 @@ pub fn record(r: sdk::Record) -> Result<Record, KinesisError> {
             .as_ref()
             .map_or(SystemTime::UNIX_EPOCH, to_system_time),
         data: Bytes::from(r.data.into_inner()),
-        partition_key: r.partition_key.into(),
+        // Required by the API; newer SDK models make it optional. An absent key reads as empty
+        // rather than failing the whole batch (the record is still delivered).
+        partition_key: r.partition_key.unwrap_or_default().into(),
         sub_sequence_number: 0,
         explicit_hash_key: None,
         aggregated: false,
