@@ -31,6 +31,7 @@ pub mod engine;
 pub mod fault;
 pub mod kinesis;
 pub mod lease;
+pub mod limits;
 pub mod model;
 pub mod parallel;
 pub mod processor;

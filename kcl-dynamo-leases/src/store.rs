@@ -181,7 +181,7 @@ impl DynamoLeaseStore {
         match create.send().await {
             Ok(_) => info!(table = %self.table, "lease table created"),
             Err(e) if e.code() == Some("ResourceInUseException") => {}
-            Err(e) => return Err(map_sdk(&self.table, e)),
+            Err(e) => return Err(map_sdk(&self.table, &self.table, e)),
         }
         for _ in 0..600 {
             let d = self
@@ -190,7 +190,7 @@ impl DynamoLeaseStore {
                 .table_name(&self.table)
                 .send()
                 .await
-                .map_err(|e| map_sdk(&self.table, e))?;
+                .map_err(|e| map_sdk(&self.table, &self.table, e))?;
             if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
                 return Ok(());
             }
@@ -242,7 +242,7 @@ impl DynamoLeaseStore {
                     Some(false) => LeaseError::NotFound {
                         key: key.to_string(),
                     },
-                    None => map_sdk(key, e),
+                    None => map_sdk(&self.table, key, e),
                 })
             }
         }
@@ -262,7 +262,7 @@ fn backend_msg(key: &str, msg: &str) -> LeaseError {
 }
 
 /// Maps an SDK error: throttling and 5xx are retryable, the rest typed.
-fn map_sdk<E, R>(context: &str, e: SdkError<E, R>) -> LeaseError
+fn map_sdk<E, R>(table: &str, context: &str, e: SdkError<E, R>) -> LeaseError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -285,6 +285,16 @@ where
                 "InternalServerError" | "ServiceUnavailable" | "InternalFailure" => {
                     LeaseError::Unavailable { message }
                 }
+                "ResourceNotFoundException" => LeaseError::TableNotFound {
+                    table: table.to_string(),
+                    message,
+                },
+                "AccessDeniedException" => LeaseError::AccessDenied { message },
+                "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "ExpiredTokenException"
+                | "InvalidClientTokenId"
+                | "MissingAuthenticationToken" => LeaseError::CredentialsRejected { message },
                 _ => LeaseError::Backend { message },
             }
         }
@@ -323,7 +333,7 @@ impl LeaseStore for DynamoLeaseStore {
             Err(e) if is_conditional_failure(&e) => Err(LeaseError::ConditionFailed {
                 key: lease.key.clone(),
             }),
-            Err(e) => Err(map_sdk(&lease.key, e)),
+            Err(e) => Err(map_sdk(&self.table, &lease.key, e)),
         }
     }
 
@@ -336,7 +346,7 @@ impl LeaseStore for DynamoLeaseStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| map_sdk(key, e))?;
+            .map_err(|e| map_sdk(&self.table, key, e))?;
         out.item().map(from_item).transpose()
     }
 
@@ -352,7 +362,7 @@ impl LeaseStore for DynamoLeaseStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| map_sdk(&self.table, e))?;
+                .map_err(|e| map_sdk(&self.table, &self.table, e))?;
             for item in out.items() {
                 match from_item(item) {
                     Ok(lease) => listing.leases.push(lease),
@@ -493,9 +503,9 @@ impl LeaseStore for DynamoLeaseStore {
                         Err(LeaseError::NotFound { key: expected.key.clone() })
                     }
                 }
-                _ => Err(map_sdk(&expected.key, SdkError::ServiceError(se))),
+                _ => Err(map_sdk(&self.table, &expected.key, SdkError::ServiceError(se))),
             },
-            Err(e) => Err(map_sdk(&expected.key, e)),
+            Err(e) => Err(map_sdk(&self.table, &expected.key, e)),
         }
     }
 }

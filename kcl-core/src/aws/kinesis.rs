@@ -153,9 +153,12 @@ where
         | "KMSDisabledException"
         | "KMSInvalidStateException"
         | "KMSNotFoundException"
-        | "KMSOptInRequired"
-        | "UnrecognizedClientException"
-        | "InvalidSignatureException" => KinesisError::AccessDenied { message },
+        | "KMSOptInRequired" => KinesisError::AccessDenied { message },
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "ExpiredTokenException"
+        | "InvalidClientTokenId"
+        | "MissingAuthenticationToken" => KinesisError::CredentialsRejected { message },
         // An error without a known code: the HTTP status tells a bad request from an outage.
         _ => match e.raw_response().map(|r| r.status().as_u16()) {
             Some(400..=499) => KinesisError::InvalidArgument { message },

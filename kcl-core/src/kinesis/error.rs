@@ -67,6 +67,20 @@ pub enum KinesisError {
         /// What the backend said.
         message: String,
     },
+    /// The credentials were rejected (unknown key, bad signature, expired token).
+    #[error("credentials rejected: {message}")]
+    CredentialsRejected {
+        /// What the backend said.
+        message: String,
+    },
+    /// The call did not answer within its deadline. Retryable.
+    #[error("Kinesis call {operation} timed out after {after:?}")]
+    TimedOut {
+        /// The operation.
+        operation: &'static str,
+        /// The deadline it ran into.
+        after: std::time::Duration,
+    },
     /// The service could not be reached or failed internally (timeouts, 5xx, connection reset).
     #[error("Kinesis unavailable: {message}")]
     Unavailable {
@@ -80,7 +94,19 @@ impl KinesisError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Throttled { .. } | Self::ResourceInUse { .. } | Self::Unavailable { .. }
+            Self::Throttled { .. }
+                | Self::ResourceInUse { .. }
+                | Self::Unavailable { .. }
+                | Self::TimedOut { .. }
+        )
+    }
+
+    /// Whether no retry can help until an operator acts: access denied or credentials
+    /// rejected. (A missing stream is `ResourceNotFound`, fatal only in single-stream mode.)
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::AccessDenied { .. } | Self::CredentialsRejected { .. }
         )
     }
 

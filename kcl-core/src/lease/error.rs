@@ -38,7 +38,37 @@ pub enum LeaseError {
         /// What is wrong.
         reason: String,
     },
-    /// Any other backend error (permissions, missing table, validation). Not retryable.
+    /// The call did not answer within its deadline. Retryable; a write may or may not have
+    /// been applied (the next conditional write tells).
+    #[error("lease store call {operation} timed out after {after:?}")]
+    TimedOut {
+        /// The operation.
+        operation: &'static str,
+        /// The deadline it ran into.
+        after: std::time::Duration,
+    },
+    /// The lease table does not exist. Not retryable: create it (or let the builder do so).
+    #[error("lease table {table} not found: {message}")]
+    TableNotFound {
+        /// The table.
+        table: String,
+        /// What the backend said.
+        message: String,
+    },
+    /// The caller is not allowed to use the table (IAM policy, KMS key). Not retryable.
+    #[error("access to the lease table denied: {message}")]
+    AccessDenied {
+        /// What the backend said.
+        message: String,
+    },
+    /// The credentials were rejected (unknown key, bad signature, expired token). Not
+    /// retryable with the same credentials.
+    #[error("lease store rejected the credentials: {message}")]
+    CredentialsRejected {
+        /// What the backend said.
+        message: String,
+    },
+    /// Any other backend error (validation, ...). Not retryable.
     #[error("lease store error: {message}")]
     Backend {
         /// What the backend said.
@@ -49,7 +79,19 @@ pub enum LeaseError {
 impl LeaseError {
     /// Whether retrying the same call after a backoff may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Throttled { .. } | Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::Throttled { .. } | Self::Unavailable { .. } | Self::TimedOut { .. }
+        )
+    }
+
+    /// Whether no retry can help until an operator acts: the table is missing, access is
+    /// denied, or the credentials are rejected. A scheduler fails fast on these.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::TableNotFound { .. } | Self::AccessDenied { .. } | Self::CredentialsRejected { .. }
+        )
     }
 
     /// Whether the lease changed under us (or vanished): the caller's view is stale.

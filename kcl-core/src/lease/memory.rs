@@ -89,6 +89,8 @@ pub struct InMemoryLeaseStore {
     leases: Mutex<BTreeMap<String, Lease>>,
     faults: FaultInjector<LeaseOperation, LeaseError>,
     calls: [AtomicU64; LeaseOperation::ALL.len()],
+    /// Keys whose single-lease calls hang until released (a stuck partition, a hung socket).
+    hung: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Default for InMemoryLeaseStore {
@@ -121,6 +123,7 @@ impl InMemoryLeaseStore {
             leases: Mutex::new(BTreeMap::new()),
             faults: FaultInjector::new(seed),
             calls: std::array::from_fn(|_| AtomicU64::new(0)),
+            hung: Mutex::default(),
         }
     }
 
@@ -138,6 +141,23 @@ impl InMemoryLeaseStore {
                 message: "injected throttle".into(),
             }),
         );
+    }
+
+    /// Makes every call on `key` (get, conditional writes, delete) hang while `hang` is true;
+    /// calls already hanging go on once it is set back to false. Listings are not affected.
+    pub fn hang_key(&self, key: &str, hang: bool) {
+        let mut hung = self.hung.lock();
+        if hang {
+            hung.insert(key.to_string());
+        } else {
+            hung.remove(key);
+        }
+    }
+
+    async fn wait_while_hung(&self, key: &str) {
+        while self.hung.lock().contains(key) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Operation counts so far.
@@ -188,6 +208,7 @@ impl InMemoryLeaseStore {
         check: impl FnOnce(&Lease) -> bool,
         update: impl FnOnce(&mut Lease),
     ) -> Result<Lease, LeaseError> {
+        self.wait_while_hung(key).await;
         self.run(op, |leases| {
             let stored = leases.get_mut(key).ok_or_else(|| not_found(key))?;
             if !check(stored) {
@@ -226,6 +247,7 @@ impl LeaseStore for InMemoryLeaseStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        self.wait_while_hung(key).await;
         self.run(LeaseOperation::Get, |leases| Ok(leases.get(key).cloned()))
             .await
     }

@@ -13,6 +13,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod coordinator;
+mod deadline;
 mod error;
 mod memory;
 mod metered;
@@ -24,6 +25,7 @@ pub use coordinator::{
     CoordinatorConfig, CoordinatorConfigError, HeldLeaseError, LeaseCoordinator, LeaseEvent,
     LeaseFilter, LeaseToken, LostReason,
 };
+pub use deadline::DeadlineStore;
 pub use error::LeaseError;
 pub use memory::{InMemoryLeaseStore, LeaseOperation, LeaseStoreStats};
 pub(crate) use metered::MeteredStore;

@@ -31,6 +31,12 @@ pub struct CoordinatorConfig {
     /// anyway. Must be at least the failover time, so the victim's belief in the lease has
     /// expired by then. KCL 3.x: 30 s.
     pub graceful_handoff_timeout: Duration,
+    /// Deadline of each single-lease store call (renew, take, checkpoint, ...). A call still
+    /// unanswered then counts as failed and is retried, so one hung call costs at most the
+    /// lease it concerns. Default: the renew interval; must be below the failover time.
+    pub store_call_timeout: Duration,
+    /// Deadline of a listing of the whole table (paged). Default: the failover time.
+    pub list_timeout: Duration,
 }
 
 impl CoordinatorConfig {
@@ -46,6 +52,8 @@ impl CoordinatorConfig {
             max_leases_to_steal_at_one_time: usize::MAX,
             steal_gracefully: true,
             graceful_handoff_timeout: failover,
+            store_call_timeout: kcl_renew_interval(failover),
+            list_timeout: failover,
         }
     }
 
@@ -56,6 +64,8 @@ impl CoordinatorConfig {
         self.renew_interval = kcl_renew_interval(failover);
         self.taker_interval = failover;
         self.graceful_handoff_timeout = failover;
+        self.store_call_timeout = self.renew_interval;
+        self.list_timeout = failover;
         self
     }
 
@@ -67,6 +77,27 @@ impl CoordinatorConfig {
         }
         if self.failover_time < Duration::from_millis(100) {
             return Err(E::FailoverTooShort(self.failover_time));
+        }
+        for (field, value) in [
+            ("failover_time", self.failover_time),
+            ("renew_interval", self.renew_interval),
+            ("taker_interval", self.taker_interval),
+            ("graceful_handoff_timeout", self.graceful_handoff_timeout),
+            ("store_call_timeout", self.store_call_timeout),
+            ("list_timeout", self.list_timeout),
+        ] {
+            if value > crate::limits::MAX_SETTING_DURATION {
+                return Err(E::TooLong { field, value });
+            }
+        }
+        if self.store_call_timeout.is_zero() || self.store_call_timeout >= self.failover_time {
+            return Err(E::StoreCallTimeout {
+                timeout: self.store_call_timeout,
+                failover: self.failover_time,
+            });
+        }
+        if self.list_timeout.is_zero() {
+            return Err(E::Zero("list_timeout"));
         }
         if self.renew_interval.is_zero() || self.renew_interval >= self.failover_time {
             return Err(E::RenewInterval {
@@ -123,6 +154,22 @@ pub enum CoordinatorConfigError {
     /// A count that must be at least 1 is 0.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// A duration so long that deadlines computed from it could overflow.
+    #[error("{field} {value:?} exceeds the maximum of {max:?}", max = crate::limits::MAX_SETTING_DURATION)]
+    TooLong {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: Duration,
+    },
+    /// A store call could outlast the lease it renews.
+    #[error("store_call_timeout {timeout:?} must be positive and below failover_time {failover:?}")]
+    StoreCallTimeout {
+        /// The call timeout.
+        timeout: Duration,
+        /// The failover time.
+        failover: Duration,
+    },
     /// A thief could start before the victim's belief in the lease expired.
     #[error("graceful_handoff_timeout {timeout:?} must be at least failover_time {failover:?}")]
     HandoffTimeout {
@@ -178,6 +225,19 @@ mod tests {
                 .to_string()
                 .contains("graceful_handoff_timeout")
         );
+        let bad = base.clone().with_failover_time(Duration::from_secs(u64::MAX / 4));
+        assert!(matches!(
+            bad.validate(),
+            Err(CoordinatorConfigError::TooLong { field: "failover_time", .. })
+        ));
+        let bad = CoordinatorConfig {
+            store_call_timeout: Duration::from_secs(10),
+            ..base.clone()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(CoordinatorConfigError::StoreCallTimeout { .. })
+        ));
         let bad = base.with_failover_time(Duration::from_millis(10));
         assert!(matches!(
             bad.validate(),

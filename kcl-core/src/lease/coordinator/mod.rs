@@ -116,25 +116,35 @@ struct Held {
     phase: Phase,
     gone: bool,
     token: LeaseToken,
-    /// `valid_until` while ready and not gone, readable without waiting for a write in flight.
-    belief: Arc<Mutex<Option<Instant>>>,
+    /// What readers may see without waiting for a write in flight.
+    belief: Arc<Mutex<Belief>>,
+}
+
+/// The published view of a held lease: `until` is `valid_until` while ready and not gone.
+#[derive(Debug, Clone)]
+struct Belief {
+    until: Option<Instant>,
+    lease: Lease,
 }
 
 impl Held {
     /// Publishes whether (and until when) this worker may process the lease.
     fn publish(&self) {
-        *self.belief.lock() =
-            (!self.gone && self.phase == Phase::Ready).then_some(self.valid_until);
+        *self.belief.lock() = Belief {
+            until: (!self.gone && self.phase == Phase::Ready).then_some(self.valid_until),
+            lease: self.lease.clone(),
+        };
     }
 }
 
 type Entry = Arc<tokio::sync::Mutex<Held>>;
 
-/// What the map holds per lease: the state (locked around store writes) and its published belief.
+/// What the map holds per lease: the state (locked around store writes, each under a
+/// deadline) and its published belief, which readers take without waiting for those writes.
 #[derive(Debug, Clone)]
 struct Slot {
     held: Entry,
-    belief: Arc<Mutex<Option<Instant>>>,
+    belief: Arc<Mutex<Belief>>,
 }
 
 #[derive(Debug)]
@@ -197,7 +207,7 @@ impl Shared {
 
     /// Whether this worker may process `key` now, without waiting for writes in flight.
     fn believes(&self, key: &str) -> bool {
-        let belief = self.held.lock().get(key).and_then(|s| *s.belief.lock());
+        let belief = self.held.lock().get(key).and_then(|s| s.belief.lock().until);
         belief.is_some_and(|until| Instant::now() < until)
     }
 
@@ -205,7 +215,10 @@ impl Shared {
     fn insert(&self, lease: Lease, sent: Instant, phase: Phase) {
         let key = lease.key.clone();
         let ready = phase == Phase::Ready;
-        let belief = Arc::new(Mutex::new(None));
+        let belief = Arc::new(Mutex::new(Belief {
+            until: None,
+            lease: lease.clone(),
+        }));
         let token = LeaseToken(
             self.next_token
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -323,6 +336,12 @@ impl LeaseCoordinator {
         filter: Option<LeaseFilter>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<LeaseEvent>), CoordinatorConfigError> {
         config.validate()?;
+        // Every store call of the coordinator answers within its deadline.
+        let store: Arc<dyn LeaseStore> = Arc::new(super::DeadlineStore::new(
+            store,
+            config.store_call_timeout,
+            config.list_timeout,
+        ));
         let (events, receiver) = mpsc::unbounded_channel();
         let metrics = crate::telemetry::LeaseMetrics::new(&config.worker_id);
         let shared = Arc::new(Shared {
@@ -362,15 +381,23 @@ impl LeaseCoordinator {
         &self.shared.config
     }
 
-    /// Leases this worker holds and may process now.
+    /// Leases this worker holds and may process now. Never waits for a store call in flight.
     pub async fn held_leases(&self) -> Vec<Lease> {
-        let mut out = Vec::new();
-        for (_, entry) in self.shared.entries() {
-            let h = entry.lock().await;
-            if !h.gone && h.phase == Phase::Ready && Instant::now() < h.valid_until {
-                out.push(h.lease.clone());
-            }
-        }
+        let now = Instant::now();
+        let beliefs: Vec<Arc<Mutex<Belief>>> = self
+            .shared
+            .held
+            .lock()
+            .values()
+            .map(|s| s.belief.clone())
+            .collect();
+        let mut out: Vec<Lease> = beliefs
+            .iter()
+            .filter_map(|b| {
+                let b = b.lock();
+                b.until.is_some_and(|u| now < u).then(|| b.lease.clone())
+            })
+            .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
@@ -425,6 +452,7 @@ impl LeaseCoordinator {
             match self.shared.store.checkpoint(&h.lease, update.clone()).await {
                 Ok(lease) => {
                     h.lease = lease.clone();
+                    h.publish();
                     return Ok(lease);
                 }
                 Err(e) if e.is_lost() => {

@@ -1,7 +1,13 @@
 //! Renews every held lease each renew interval, and completes incoming graceful hand-offs.
+//!
+//! Renewals are independent: each lease's renewal runs on its own, and a lease whose previous
+//! renewal is still in flight (a slow store call, bounded by the call deadline) is skipped for
+//! that tick rather than holding up the others.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -11,14 +17,29 @@ use super::{Entry, Held, LeaseEvent, LostReason, Phase, Shared};
 pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.renew_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut in_flight: JoinSet<String> = JoinSet::new();
+    let mut renewing: BTreeSet<String> = BTreeSet::new();
     loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
+            Some(done) = in_flight.join_next() => {
+                if let Ok(key) = done {
+                    renewing.remove(&key);
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
-        let entries = shared.entries();
-        futures::future::join_all(entries.into_iter().map(|(k, e)| renew_one(&shared, k, e))).await;
+        for (key, entry) in shared.entries() {
+            if renewing.insert(key.clone()) {
+                let shared = shared.clone();
+                in_flight.spawn(async move {
+                    renew_one(&shared, key.clone(), entry).await;
+                    key
+                });
+            }
+        }
     }
 }
 

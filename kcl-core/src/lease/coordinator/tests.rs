@@ -547,3 +547,54 @@ async fn shutdown_mid_hand_off_waits_for_the_previous_owner_then_releases() {
 async fn shutdown_by_a_deadline_leaves_an_unfinished_hand_off_to_expire() {
     stop_mid_hand_off(true).await;
 }
+
+/// Issue 14 §1: one renewal that hangs for a minute cost every lease (the renewer joined all
+/// renewals, and `held_leases` waited on the hung lease's lock for half a minute).
+#[tokio::test(start_paused = true)]
+async fn one_hung_renewal_costs_no_lease_and_blocks_no_reader() {
+    let mut fleet = Fleet::new(4, 0).await;
+    fleet.start("w0");
+    sleep(Duration::from_millis(1)).await;
+    let w = fleet.workers["w0"].clone();
+    assert_eq!(w.held_leases().await.len(), 4);
+    fleet.store.faults().next_calls(
+        LeaseOperation::Renew,
+        1,
+        FaultAction::Delay(Duration::from_secs(60)),
+    );
+    for _ in 0..60 {
+        sleep(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        let held = w.held_leases().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "held_leases waited");
+        assert_eq!(held.len(), 4, "a lease was lost to one hung renewal");
+    }
+    assert!(fleet.store.snapshot().iter().all(|l| l.owner.as_deref() == Some("w0")));
+}
+
+/// A store that hangs every call of one lease costs that lease only: the others keep renewing
+/// and checkpoints of other shards go through.
+#[tokio::test(start_paused = true)]
+async fn a_lease_whose_calls_all_hang_is_the_only_one_lost() {
+    let mut fleet = Fleet::new(4, 0).await;
+    fleet.start("w0");
+    sleep(Duration::from_millis(1)).await;
+    let w = fleet.workers["w0"].clone();
+    let victim = ShardId::from_index(2).to_string();
+    fleet.store.hang_key(&victim, true);
+    sleep(F * 2).await;
+    let held: Vec<String> = w.held_leases().await.into_iter().map(|l| l.key).collect();
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert!(!held.contains(&victim));
+    let other = held[0].clone();
+    let token = w.token(&other).await.unwrap();
+    let start = Instant::now();
+    w.checkpoint(
+        &other,
+        token,
+        CheckpointUpdate::Commit(ExtendedSequenceNumber::TrimHorizon),
+    )
+    .await
+    .unwrap();
+    assert!(start.elapsed() < Duration::from_millis(10));
+}

@@ -1,0 +1,147 @@
+//! A lease store whose every call answers within a deadline. AWS SDK clients set only a
+//! connect timeout, so without one a hung call holds whatever waits on it for ever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
+use crate::model::{ExtendedSequenceNumber, ShardId};
+
+/// Wraps a [`LeaseStore`] so that each call fails with [`LeaseError::TimedOut`] once its
+/// deadline passes. A timed-out write may still land: callers treat it like any retryable
+/// failure, and the next conditional write tells whether it did.
+#[derive(Debug, Clone)]
+pub struct DeadlineStore {
+    inner: Arc<dyn LeaseStore>,
+    call: Duration,
+    list: Duration,
+}
+
+impl DeadlineStore {
+    /// `call` bounds single-item operations, `list` the paged listing of the whole table.
+    pub fn new(inner: Arc<dyn LeaseStore>, call: Duration, list: Duration) -> Self {
+        Self { inner, call, list }
+    }
+
+    async fn within<T>(
+        &self,
+        operation: &'static str,
+        after: Duration,
+        call: impl Future<Output = Result<T, LeaseError>>,
+    ) -> Result<T, LeaseError> {
+        tokio::time::timeout(after, call)
+            .await
+            .unwrap_or(Err(LeaseError::TimedOut { operation, after }))
+    }
+}
+
+#[async_trait]
+impl LeaseStore for DeadlineStore {
+    async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
+        self.within("CreateLease", self.call, self.inner.create_if_absent(lease))
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        self.within("GetLease", self.call, self.inner.get(key))
+            .await
+    }
+
+    async fn list(&self) -> Result<LeaseListing, LeaseError> {
+        self.within("ListLeases", self.list, self.inner.list()).await
+    }
+
+    async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {
+        self.within("RenewLease", self.call, self.inner.renew(expected))
+            .await
+    }
+
+    async fn take(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        self.within("TakeLease", self.call, self.inner.take(expected, new_owner))
+            .await
+    }
+
+    async fn hand_off(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        self.within(
+            "HandOffLease",
+            self.call,
+            self.inner.hand_off(expected, new_owner),
+        )
+        .await
+    }
+
+    async fn finish_hand_off(
+        &self,
+        key: &str,
+        previous_owner: &str,
+        checkpoint: Option<ExtendedSequenceNumber>,
+    ) -> Result<Lease, LeaseError> {
+        self.within(
+            "FinishHandOff",
+            self.call,
+            self.inner.finish_hand_off(key, previous_owner, checkpoint),
+        )
+        .await
+    }
+
+    async fn evict(&self, expected: &Lease) -> Result<Lease, LeaseError> {
+        self.within("EvictLease", self.call, self.inner.evict(expected))
+            .await
+    }
+
+    async fn checkpoint(
+        &self,
+        expected: &Lease,
+        update: CheckpointUpdate,
+    ) -> Result<Lease, LeaseError> {
+        self.within(
+            "Checkpoint",
+            self.call,
+            self.inner.checkpoint(expected, update),
+        )
+        .await
+    }
+
+    async fn set_child_shards(&self, key: &str, children: &[ShardId]) -> Result<Lease, LeaseError> {
+        self.within(
+            "SetChildShards",
+            self.call,
+            self.inner.set_child_shards(key, children),
+        )
+        .await
+    }
+
+    async fn delete(&self, expected: &Lease) -> Result<(), LeaseError> {
+        self.within("DeleteLease", self.call, self.inner.delete(expected))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::FaultAction;
+    use crate::lease::{InMemoryLeaseStore, LeaseOperation};
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_call_fails_typed_at_its_deadline() {
+        let memory = Arc::new(InMemoryLeaseStore::new());
+        let lease = Lease::new(&ShardId::from_index(0), ExtendedSequenceNumber::TrimHorizon);
+        memory.create_if_absent(&lease).await.unwrap();
+        memory.faults().next_calls(
+            LeaseOperation::Get,
+            1,
+            FaultAction::Delay(Duration::from_secs(3600)),
+        );
+        let store = DeadlineStore::new(memory, Duration::from_secs(2), Duration::from_secs(5));
+        let start = Instant::now();
+        let err = store.get(&lease.key).await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert!(err.is_retryable());
+        assert!(matches!(err, LeaseError::TimedOut { operation: "GetLease", .. }), "{err}");
+        assert!(store.get(&lease.key).await.unwrap().is_some());
+    }
+}
