@@ -49,6 +49,15 @@ pub enum NotAggregate {
         /// The table's length.
         table_len: usize,
     },
+    /// An explicit hash key is not a decimal in [0, 2^128): Kinesis could not have routed a
+    /// record by it, so the aggregate was not built by a KPL.
+    #[error("explicit hash key {index} ({value:?}) is not a decimal in [0, 2^128)")]
+    InvalidExplicitHashKey {
+        /// Index in the explicit hash key table.
+        index: usize,
+        /// The key (up to 64 characters).
+        value: String,
+    },
 }
 
 impl NotAggregate {
@@ -97,6 +106,16 @@ fn unpack_checked(
     } = message;
     let partition_keys = utf8_table(partition_key_table, "partition key")?;
     let hash_keys = utf8_table(explicit_hash_key_table, "explicit hash key")?;
+    if let Some((index, bad)) = hash_keys
+        .iter()
+        .enumerate()
+        .find(|(_, k)| routing::parse_explicit_hash_key(k).is_none())
+    {
+        return Err(NotAggregate::InvalidExplicitHashKey {
+            index,
+            value: bad.chars().take(64).collect(),
+        });
+    }
     let inside = match range {
         None => Vec::new(),
         Some(range) => {

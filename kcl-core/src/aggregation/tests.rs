@@ -102,6 +102,33 @@ fn bad_aggregates_pass_through_whole_and_are_counted() {
     assert_passes_through(frame(&message(vec![bad_tag])), true);
 }
 
+/// Issue 14 §8: explicit hash keys that are not a decimal in [0, 2^128) were delivered as valid.
+#[test]
+fn invalid_explicit_hash_keys_make_the_aggregate_malformed() {
+    for bad in [
+        "not-a-number",
+        "-1",
+        "+5",
+        "",
+        "340282366920938463463374607431768211456",
+    ] {
+        let mut m = message(vec![sub(0, Some(0), "x")]);
+        m.explicit_hash_key_table = vec![bad.into()];
+        let data = frame(&m);
+        assert!(
+            matches!(
+                unpack(&kinesis_record(data.clone())),
+                Err(NotAggregate::InvalidExplicitHashKey { index: 0, .. })
+            ),
+            "{bad:?}"
+        );
+        assert_passes_through(data, true);
+    }
+    let mut m = message(vec![sub(0, Some(0), "x")]);
+    m.explicit_hash_key_table = vec!["340282366920938463463374607431768211455".into()];
+    assert_eq!(unpack(&kinesis_record(frame(&m))).unwrap().len(), 1);
+}
+
 #[test]
 fn reports_reasons() {
     let r = kinesis_record(frame(&message(vec![sub(5, None, "x")])));

@@ -4,6 +4,7 @@
 //! `aws-sdk-kinesis` implementation is a thin mapping, while exposing none of the SDK's types.
 //! kcl-core ships the in-memory implementation ([`crate::engine::InMemoryKinesis`]).
 
+mod deadline;
 mod drain;
 mod error;
 
@@ -12,6 +13,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+pub use deadline::DeadlineKinesis;
 pub use drain::drain_stream;
 pub use error::{KinesisError, ThrottleKind};
 

@@ -50,7 +50,8 @@ impl LeaseStore for DeadlineStore {
     }
 
     async fn list(&self) -> Result<LeaseListing, LeaseError> {
-        self.within("ListLeases", self.list, self.inner.list()).await
+        self.within("ListLeases", self.list, self.inner.list())
+            .await
     }
 
     async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {
@@ -141,7 +142,16 @@ mod tests {
         let err = store.get(&lease.key).await.unwrap_err();
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         assert!(err.is_retryable());
-        assert!(matches!(err, LeaseError::TimedOut { operation: "GetLease", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                LeaseError::TimedOut {
+                    operation: "GetLease",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(store.get(&lease.key).await.unwrap().is_some());
     }
 }

@@ -90,7 +90,9 @@ impl LeaseError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Self::TableNotFound { .. } | Self::AccessDenied { .. } | Self::CredentialsRejected { .. }
+            Self::TableNotFound { .. }
+                | Self::AccessDenied { .. }
+                | Self::CredentialsRejected { .. }
         )
     }
 

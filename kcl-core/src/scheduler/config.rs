@@ -1,11 +1,12 @@
 //! Scheduler configuration: a builder validated at build time, with the KCL's names and defaults.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::aggregation::HashRangePolicy;
-use crate::kinesis::KinesisDataPlane;
+use crate::kinesis::{DeadlineKinesis, KinesisDataPlane};
 use crate::lease::{CoordinatorConfig, CoordinatorConfigError, LeaseStore};
+use crate::limits::MAX_SETTING_DURATION;
 use crate::model::{InitialPosition, StreamIdentity};
 
 use super::streams::{StreamSource, StreamTracker};
@@ -72,8 +73,16 @@ pub struct SchedulerConfig {
     /// what is left of it goes to graceful steals still waiting for their previous owner.
     /// Releasing the leases themselves comes after it (one conditional write each).
     pub shutdown_timeout: Duration,
-    /// Opt-in check of unpacked user records against the shard's hash range.
+    /// Check of unpacked user records against the shard's hash range (default:
+    /// [`HashRangePolicy::DeliverAndWarn`]; `None` turns it off).
     pub hash_range_check: Option<HashRangePolicy>,
+    /// Deadline of each Kinesis call (default: the failover time). A hung call fails as
+    /// retryable [`crate::kinesis::KinesisError::TimedOut`] and is retried with backoff.
+    pub kinesis_call_timeout: Duration,
+    /// How long `run` retries a start-up check that failed for a reason retrying cannot fix
+    /// (lease table missing, access denied, credentials rejected, single stream missing)
+    /// before returning it as a typed [`super::SchedulerError`]. Default 10 s.
+    pub fail_fast_after: Duration,
     /// Seed for retry jitter, so simulated runs reproduce.
     pub seed: u64,
     /// Settings of the `WorkersNeeded` fleet-sizing signal.
@@ -98,6 +107,8 @@ pub struct SchedulerBuilder {
     parent_shard_poll_interval: Duration,
     shutdown_timeout: Duration,
     hash_range_check: Option<HashRangePolicy>,
+    kinesis_call_timeout: Option<Duration>,
+    fail_fast_after: Duration,
     seed: u64,
     fleet_sizing: FleetSizing,
 }
@@ -140,13 +151,17 @@ impl SchedulerBuilder {
             shard_sync_interval: Duration::from_secs(60),
             parent_shard_poll_interval: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
-            hash_range_check: None,
+            hash_range_check: Some(HashRangePolicy::DeliverAndWarn),
+            kinesis_call_timeout: None,
+            fail_fast_after: Duration::from_secs(10),
             seed: 0,
             fleet_sizing: FleetSizing::default(),
         }
     }
 
-    /// This worker's id (default: the application name, the process id and the start time).
+    /// This worker's id. Default: the application name, the host name and 64 random bits, so
+    /// two workers never share an id (two workers with one id would both believe they hold
+    /// the same leases).
     pub fn worker_id(mut self, id: impl Into<String>) -> Self {
         self.worker_id = Some(id.into());
         self
@@ -224,9 +239,29 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Checks unpacked user records against the shard's hash range with this policy.
+    /// Checks unpacked user records against the shard's hash range with this policy
+    /// (default: [`HashRangePolicy::DeliverAndWarn`]).
     pub fn hash_range_check(mut self, policy: HashRangePolicy) -> Self {
         self.hash_range_check = Some(policy);
+        self
+    }
+
+    /// Turns the hash-range check off: user records are delivered unchecked, uncounted.
+    pub fn without_hash_range_check(mut self) -> Self {
+        self.hash_range_check = None;
+        self
+    }
+
+    /// Deadline of each Kinesis call (default: the failover time).
+    pub fn kinesis_call_timeout(mut self, timeout: Duration) -> Self {
+        self.kinesis_call_timeout = Some(timeout);
+        self
+    }
+
+    /// How long start-up retries a condition that retrying cannot fix before `run` returns it
+    /// (default 10 s).
+    pub fn fail_fast_after(mut self, after: Duration) -> Self {
+        self.fail_fast_after = after;
         self
     }
 
@@ -257,16 +292,9 @@ impl SchedulerBuilder {
         let store = self.lease_store.ok_or(E::Missing("lease_store"))?;
         let kinesis = self.kinesis.ok_or(E::Missing("kinesis"))?;
         let factory = self.factory.ok_or(E::Missing("processor_factory"))?;
-        let worker_id = self.worker_id.unwrap_or_else(|| {
-            let nanos = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            format!(
-                "{}-{}-{nanos:08x}",
-                self.application_name,
-                std::process::id()
-            )
-        });
+        let worker_id = self
+            .worker_id
+            .unwrap_or_else(|| default_worker_id(&self.application_name));
         let mut coordinator = match (self.coordinator, self.failover_time) {
             (Some(c), _) => c,
             (None, Some(f)) => CoordinatorConfig::new(worker_id.clone()).with_failover_time(f),
@@ -274,6 +302,20 @@ impl SchedulerBuilder {
         };
         coordinator.worker_id = worker_id;
         coordinator.validate()?;
+        let kinesis_call_timeout = self
+            .kinesis_call_timeout
+            .unwrap_or(coordinator.failover_time);
+        if kinesis_call_timeout.is_zero() || kinesis_call_timeout > MAX_SETTING_DURATION {
+            return Err(invalid(
+                "kinesis_call_timeout",
+                format!(
+                    "{kinesis_call_timeout:?} must be positive and at most {MAX_SETTING_DURATION:?}"
+                ),
+            ));
+        }
+        // Every Kinesis call of the scheduler, its consumers and polling answers in time.
+        let kinesis: Arc<dyn KinesisDataPlane> =
+            Arc::new(DeadlineKinesis::new(kinesis, kinesis_call_timeout));
         let retrieval: SharedRetrieval = match self.retrieval {
             RetrievalMode::Polling(polling) => {
                 polling
@@ -293,6 +335,34 @@ impl SchedulerBuilder {
             if d.is_zero() {
                 return Err(invalid(field, "must be positive".into()));
             }
+        }
+        let mut bounded = vec![
+            ("shard_sync_interval", self.shard_sync_interval),
+            (
+                "parent_shard_poll_interval",
+                self.parent_shard_poll_interval,
+            ),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("fail_fast_after", self.fail_fast_after),
+            ("fleet_sizing.drain_time", self.fleet_sizing.drain_time),
+            ("fleet_sizing.interval", self.fleet_sizing.interval),
+        ];
+        if let FailurePolicy::Retry {
+            min_backoff,
+            max_backoff,
+        } = &self.failure_policy
+        {
+            bounded.push(("failure_policy.min_backoff", *min_backoff));
+            bounded.push(("failure_policy.max_backoff", *max_backoff));
+        }
+        if let CheckpointPolicy::Auto { interval, .. } = self.checkpoint_policy {
+            bounded.push(("checkpoint_policy.interval", interval));
+        }
+        if let Some((field, d)) = bounded.into_iter().find(|(_, d)| *d > MAX_SETTING_DURATION) {
+            return Err(invalid(
+                field,
+                format!("{d:?} exceeds the maximum of {MAX_SETTING_DURATION:?}"),
+            ));
         }
         if let FailurePolicy::Retry {
             min_backoff,
@@ -340,6 +410,8 @@ impl SchedulerBuilder {
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             shutdown_timeout: self.shutdown_timeout,
             hash_range_check: self.hash_range_check,
+            kinesis_call_timeout,
+            fail_fast_after: self.fail_fast_after,
             seed: self.seed,
             fleet_sizing: self.fleet_sizing,
         };
@@ -351,5 +423,42 @@ impl SchedulerBuilder {
             factory,
             status: super::SchedulerStatus::default(),
         })
+    }
+}
+
+/// `application-host-random`: the host name tells operators where a worker runs, 64 random bits
+/// (from the standard library's per-process random hasher keys, seeded by the OS) keep ids
+/// unique where every container is pid 1 on a host named alike.
+fn default_worker_id(application: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{application}-{host}-{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_worker_ids_are_unique_and_name_the_host() {
+        let ids: std::collections::BTreeSet<String> =
+            (0..1000).map(|_| default_worker_id("app")).collect();
+        assert_eq!(ids.len(), 1000);
+        let id = ids.first().unwrap();
+        assert!(id.starts_with("app-"), "{id}");
+        let suffix = id.rsplit('-').next().unwrap();
+        assert_eq!(suffix.len(), 16, "{id}");
     }
 }

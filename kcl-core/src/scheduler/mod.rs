@@ -22,6 +22,7 @@
 //! ```
 
 mod config;
+mod startup;
 mod status;
 mod streams;
 mod sync;
@@ -81,6 +82,35 @@ pub enum SchedulerError {
     /// The lease coordinator could not start.
     #[error(transparent)]
     Config(#[from] SchedulerConfigError),
+    /// The lease table does not exist.
+    #[error("lease table missing: {0}")]
+    LeaseTableMissing(#[source] crate::lease::LeaseError),
+    /// The lease table refused this worker (IAM policy, KMS key).
+    #[error("access to the lease table denied: {0}")]
+    LeaseTableAccessDenied(#[source] crate::lease::LeaseError),
+    /// The stream refused this worker (IAM policy, KMS key).
+    #[error("access to the stream denied: {0}")]
+    StreamAccessDenied(#[source] crate::kinesis::KinesisError),
+    /// The (single) stream does not exist.
+    #[error("stream {stream} not found: {source}")]
+    StreamNotFound {
+        /// The stream.
+        stream: String,
+        /// What Kinesis said.
+        #[source]
+        source: crate::kinesis::KinesisError,
+    },
+    /// The lease store or Kinesis rejected the credentials.
+    #[error("credentials rejected: {0}")]
+    CredentialsRejected(String),
+}
+
+impl SchedulerError {
+    /// Whether a later attempt can succeed without an operator changing anything (never, for
+    /// the conditions `run` fails fast on).
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
 }
 
 /// One worker of an application. Build it with [`SchedulerBuilder`].
@@ -140,6 +170,13 @@ impl Scheduler {
             }
         }
         let _not_running = NotRunning(self.status.clone());
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                return Ok(RunReport { end: RunEnd::ShutdownRequested, shards_ended: 0, aborted: 0 });
+            }
+            checked = startup::check(&self.config, self.store.as_ref(), self.kinesis.as_ref()) => checked?,
+        }
         let lease_metrics = LeaseMetrics::new(&worker_id);
         let store: Arc<dyn LeaseStore> = Arc::new(MeteredStore {
             inner: self.store.clone(),
@@ -221,8 +258,13 @@ impl Scheduler {
             self.status.set_consumers(consumers.running.len());
         };
         info!(worker_id = %worker_id, ?end, consumers = consumers.running.len(), "scheduler shutting down");
+        // The shutdown timeout counts from here, whatever is in flight.
+        let deadline = crate::limits::deadline_after(self.config.shutdown_timeout);
         self.status.set_draining(true);
+        // A sync round may be waiting on ListShards or the table: abort it rather than wait.
+        // Its writes are conditional, so a round cut short leaves nothing half-done.
         sync_stop.cancel();
+        background.abort_all();
         while background.join_next().await.is_some() {}
         coordinator.stop_taking();
         consumers.pending.clear();
@@ -230,7 +272,6 @@ impl Scheduler {
             r.signal
                 .send_if_modified(|s| raise(s, ShutdownReason::Requested));
         }
-        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
         let mut aborted = 0;
         loop {
             tokio::select! {

@@ -442,3 +442,183 @@ fn invalid_configuration_is_named() {
         .unwrap_err();
     assert!(err.to_string().contains("checkpoint_policy"));
 }
+
+/// A processor whose `shutdown_requested` never returns.
+struct NeverStops;
+
+#[async_trait]
+impl ShardRecordProcessor for NeverStops {
+    async fn process_records(&mut self, _: ProcessRecordsInput<'_>) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+
+    async fn shutdown_requested(&mut self, _: &mut Checkpointer) -> Result<(), ProcessorError> {
+        std::future::pending().await
+    }
+}
+
+/// Issue 14 §2: a ListShards taking 120 s held `run` for 118 s past a 5 s shutdown timeout.
+#[tokio::test(start_paused = true)]
+async fn shutdown_is_bounded_while_shard_sync_hangs() {
+    let s = Setup::new(2);
+    s.put(4, 5, 0).await;
+    let shutdown = CancellationToken::new();
+    let scheduler = s
+        .builder("w1", None)
+        .shard_sync_interval(Duration::from_secs(20))
+        .kinesis_call_timeout(Duration::from_secs(600))
+        .shutdown_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let slack = scheduler.config().coordinator.store_call_timeout;
+    let run = tokio::spawn(scheduler.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.kinesis.faults().next_calls(
+        crate::engine::KinesisOperation::ListShards,
+        1,
+        crate::fault::FaultAction::Delay(Duration::from_secs(120)),
+    );
+    // The next sync round starts at 20 s and hangs in ListShards.
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    let cancelled = tokio::time::Instant::now();
+    shutdown.cancel();
+    let report = run.await.unwrap().unwrap();
+    let took = cancelled.elapsed();
+    assert!(took <= Duration::from_secs(5) + slack, "run took {took:?}");
+    assert_eq!(report.aborted, 0);
+    assert_eq!(
+        s.ledger.lock().shutdowns.len(),
+        2,
+        "every processor asked to checkpoint"
+    );
+    assert!(s.store.snapshot().iter().all(|l| l.owner.is_none()));
+}
+
+/// A processor that never returns from `shutdown_requested` is aborted once the shutdown
+/// timeout is spent; `run` still returns on time and the others' leases are released.
+#[tokio::test(start_paused = true)]
+async fn shutdown_aborts_a_processor_that_never_returns() {
+    let s = Setup::new(2);
+    let shutdown = CancellationToken::new();
+    let scheduler = SchedulerBuilder::new(s.stream.clone(), "app")
+        .worker_id("w1")
+        .lease_store(s.store.clone())
+        .kinesis(Arc::new(s.kinesis.clone()))
+        .shutdown_timeout(Duration::from_secs(5))
+        .processor_factory(|_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+            Box::new(NeverStops)
+        })
+        .build()
+        .unwrap();
+    let slack = scheduler.config().coordinator.store_call_timeout;
+    let run = tokio::spawn(scheduler.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cancelled = tokio::time::Instant::now();
+    shutdown.cancel();
+    let report = run.await.unwrap().unwrap();
+    assert!(cancelled.elapsed() <= Duration::from_secs(5) + slack);
+    assert_eq!(report.aborted, 2);
+}
+
+/// Issue 14 §3: with the lease table missing, `run` ran for ever saying nothing.
+#[tokio::test(start_paused = true)]
+async fn a_missing_lease_table_fails_the_run_typed() {
+    let s = Setup::new(1);
+    s.store.faults().with_probability(
+        crate::lease::LeaseOperation::Get,
+        1.0,
+        crate::fault::FaultAction::Fail(crate::lease::LeaseError::TableNotFound {
+            table: "app".into(),
+            message: "ResourceNotFoundException".into(),
+        }),
+    );
+    let started = tokio::time::Instant::now();
+    let err = s
+        .builder("w1", None)
+        .build()
+        .unwrap()
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SchedulerError::LeaseTableMissing(_)), "{err}");
+    assert!(started.elapsed() <= Duration::from_secs(11));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_stream_fails_the_run_typed() {
+    let s = Setup::new(1);
+    let err = SchedulerBuilder::new(StreamIdentity::from_name("nope"), "app")
+        .lease_store(s.store.clone())
+        .kinesis(Arc::new(s.kinesis.clone()))
+        .processor_factory(|_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+            Box::new(NeverStops)
+        })
+        .fail_fast_after(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SchedulerError::StreamNotFound { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn denied_access_and_rejected_credentials_fail_the_run_typed() {
+    let s = Setup::new(1);
+    s.kinesis.faults().with_probability(
+        crate::engine::KinesisOperation::DescribeStream,
+        1.0,
+        crate::fault::FaultAction::Fail(crate::kinesis::KinesisError::AccessDenied {
+            message: "AccessDeniedException".into(),
+        }),
+    );
+    let err = s
+        .builder("w1", None)
+        .fail_fast_after(Duration::ZERO)
+        .build()
+        .unwrap();
+    let err = err.run(CancellationToken::new()).await.unwrap_err();
+    assert!(
+        matches!(err, SchedulerError::StreamAccessDenied(_)),
+        "{err}"
+    );
+    let s = Setup::new(1);
+    s.store.faults().with_probability(
+        crate::lease::LeaseOperation::Get,
+        1.0,
+        crate::fault::FaultAction::Fail(crate::lease::LeaseError::CredentialsRejected {
+            message: "UnrecognizedClientException".into(),
+        }),
+    );
+    let err = s
+        .builder("w1", None)
+        .fail_fast_after(Duration::ZERO)
+        .build()
+        .unwrap();
+    let err = err.run(CancellationToken::new()).await.unwrap_err();
+    assert!(
+        matches!(err, SchedulerError::CredentialsRejected(_)),
+        "{err}"
+    );
+}
+
+/// Issue 14 §11: durations that overflow `Instant + Duration` are rejected by name.
+#[test]
+fn durations_that_could_overflow_are_rejected() {
+    let s = Setup::new(1);
+    let err = s
+        .builder("w", None)
+        .shutdown_timeout(Duration::from_secs(u64::MAX))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("shutdown_timeout"), "{err}");
+    let err = s
+        .builder("w", None)
+        .failover_time(Duration::from_secs(i64::MAX as u64))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("failover_time"), "{err}");
+}

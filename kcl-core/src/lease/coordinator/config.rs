@@ -225,10 +225,15 @@ mod tests {
                 .to_string()
                 .contains("graceful_handoff_timeout")
         );
-        let bad = base.clone().with_failover_time(Duration::from_secs(u64::MAX / 4));
+        let bad = base
+            .clone()
+            .with_failover_time(Duration::from_secs(u64::MAX / 4));
         assert!(matches!(
             bad.validate(),
-            Err(CoordinatorConfigError::TooLong { field: "failover_time", .. })
+            Err(CoordinatorConfigError::TooLong {
+                field: "failover_time",
+                ..
+            })
         ));
         let bad = CoordinatorConfig {
             store_call_timeout: Duration::from_secs(10),

@@ -207,7 +207,11 @@ impl Shared {
 
     /// Whether this worker may process `key` now, without waiting for writes in flight.
     fn believes(&self, key: &str) -> bool {
-        let belief = self.held.lock().get(key).and_then(|s| s.belief.lock().until);
+        let belief = self
+            .held
+            .lock()
+            .get(key)
+            .and_then(|s| s.belief.lock().until);
         belief.is_some_and(|until| Instant::now() < until)
     }
 
@@ -562,17 +566,22 @@ impl LeaseCoordinator {
         self.shutdown_by(by).await;
     }
 
-    /// [`shutdown`](Self::shutdown), waiting for incoming graceful steals only until `deadline`;
-    /// one still waiting then is left to expire (releasing it would clear `checkpointOwner`
-    /// while its previous owner may still be processing).
+    /// [`shutdown`](Self::shutdown), waiting for incoming graceful steals and a taker cycle in
+    /// flight only until `deadline`; a steal still waiting then is left to expire (releasing it
+    /// would clear `checkpointOwner` while its previous owner may still be processing), and a
+    /// cycle still running is aborted (a take of it that lands expires like a crash's lease).
+    /// Returns within the store call timeout after `deadline` (the releases, in parallel).
     pub async fn shutdown_by(&self, deadline: Instant) {
         self.stop_taking();
         let taker = self.taker.lock().take();
-        if let Some(taker) = taker {
-            let _ = taker.await;
+        if let Some(mut taker) = taker
+            && tokio::time::timeout_at(deadline, &mut taker).await.is_err()
+        {
+            warn!(worker_id = %self.shared.me(), "taker cycle still running at the shutdown deadline; aborted");
+            taker.abort();
         }
         // A `take_now` cycle in flight; later ones see taking stopped and do nothing.
-        drop(self.shared.observed.lock().await);
+        let _ = tokio::time::timeout_at(deadline, self.shared.observed.lock()).await;
         self.settle_incoming(deadline).await;
         let keys: Vec<String> = self.shared.entries().into_iter().map(|(k, _)| k).collect();
         let releases = keys.iter().map(|k| self.release(k, None));

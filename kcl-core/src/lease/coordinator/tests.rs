@@ -569,7 +569,13 @@ async fn one_hung_renewal_costs_no_lease_and_blocks_no_reader() {
         assert_eq!(start.elapsed(), Duration::ZERO, "held_leases waited");
         assert_eq!(held.len(), 4, "a lease was lost to one hung renewal");
     }
-    assert!(fleet.store.snapshot().iter().all(|l| l.owner.as_deref() == Some("w0")));
+    assert!(
+        fleet
+            .store
+            .snapshot()
+            .iter()
+            .all(|l| l.owner.as_deref() == Some("w0"))
+    );
 }
 
 /// A store that hangs every call of one lease costs that lease only: the others keep renewing
