@@ -16,7 +16,8 @@
 //!     &recorder,
 //!     Arc::new(AwsCloudWatch::new(sdk)),
 //!     CloudWatchConfig::new("billing"),
-//! );
+//! )
+//! .expect("a valid namespace");
 //! metrics::set_global_recorder(recorder).unwrap();
 //! kcl_core::telemetry::describe();
 //! // ... run the scheduler ...
@@ -122,15 +123,7 @@ impl CloudWatchConfig {
 
     /// Checks the settings; the message names the bad one.
     pub fn validate(&self) -> Result<(), String> {
-        if self.namespace.is_empty()
-            || self.namespace.len() > 255
-            || self.namespace.starts_with(':')
-        {
-            return Err(format!(
-                "CloudWatch namespace {:?} must be 1 to 255 characters and not start with ':'",
-                self.namespace
-            ));
-        }
+        validate_namespace(&self.namespace)?;
         if !(1..=1000).contains(&self.max_datums_per_request) {
             return Err(format!(
                 "max_datums_per_request {} must be in 1..=1000",
@@ -143,9 +136,52 @@ impl CloudWatchConfig {
         if self.flush_interval.is_zero() || self.max_attempts == 0 {
             return Err("flush_interval and max_attempts must be positive".into());
         }
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        if self.flush_interval > YEAR || self.shutdown_timeout > YEAR {
+            return Err("flush_interval and shutdown_timeout must be at most a year".into());
+        }
         Ok(())
     }
 }
 
+/// Checks a CloudWatch namespace as PutMetricData does: 1 to 255 characters of
+/// `0-9A-Za-z . - _ / # :` and space, at least one not a space, not starting with ':' and not
+/// in the reserved `AWS/` namespace.
+pub fn validate_namespace(namespace: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c);
+    if namespace.is_empty()
+        || namespace.len() > 255
+        || namespace.starts_with(':')
+        || namespace.starts_with("AWS/")
+        || namespace.trim().is_empty()
+        || !namespace.chars().all(allowed)
+    {
+        return Err(format!(
+            "CloudWatch namespace {namespace:?} must be 1 to 255 characters of 0-9A-Za-z . - _ / # : and space, not start with ':' or 'AWS/'"
+        ));
+    }
+    Ok(())
+}
+
+/// A [`CloudWatchConfig`] that [`CloudWatchPublisher::start`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid CloudWatch config: {0}")]
+pub struct InvalidConfig(pub String);
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod namespace_tests {
+    /// Issue 14 §11: `:app` (or > 255 characters) as the namespace panicked the worker.
+    #[test]
+    fn invalid_namespaces_are_errors_not_panics() {
+        for bad in [":app", "", "   ", "AWS/Kinesis", "a\u{e9}", "x\ny"] {
+            assert!(super::validate_namespace(bad).is_err(), "{bad:?}");
+        }
+        assert!(super::validate_namespace(&"a".repeat(256)).is_err());
+        for good in ["billing", "my-app_1.prod/kcl#2:x", &"a".repeat(255)] {
+            assert!(super::validate_namespace(good).is_ok(), "{good:?}");
+        }
+    }
+}

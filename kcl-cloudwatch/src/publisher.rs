@@ -35,16 +35,13 @@ pub struct CloudWatchPublisher {
 }
 
 impl CloudWatchPublisher {
-    /// Starts publishing on the current tokio runtime. Panics if `config` is invalid (check
-    /// with [`CloudWatchConfig::validate`] first to report it nicely).
+    /// Starts publishing on the current tokio runtime, once `config` is valid.
     pub fn start(
         recorder: &CloudWatchRecorder,
         sink: Arc<dyn MetricSink>,
         config: CloudWatchConfig,
-    ) -> Self {
-        if let Err(e) = config.validate() {
-            panic!("invalid CloudWatch config: {e}");
-        }
+    ) -> Result<Self, crate::InvalidConfig> {
+        config.validate().map_err(crate::InvalidConfig)?;
         let state = Arc::new(State {
             registry: recorder.registry.clone(),
             sink,
@@ -55,11 +52,11 @@ impl CloudWatchPublisher {
         });
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(state.clone(), stop.clone()));
-        Self {
+        Ok(Self {
             state,
             stop,
             task: Some(task),
-        }
+        })
     }
 
     /// Datums dropped because the queue was full.

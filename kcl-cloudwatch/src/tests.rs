@@ -109,7 +109,7 @@ async fn an_unreachable_cloudwatch_costs_bounded_memory_and_blocks_nobody() {
     config.max_attempts = 1;
     config.shutdown_timeout = Duration::from_secs(5);
     let publisher =
-        CloudWatchPublisher::start(&recorder, Arc::new(AwsCloudWatch::new(&sdk)), config);
+        CloudWatchPublisher::start(&recorder, Arc::new(AwsCloudWatch::new(&sdk)), config).unwrap();
     for round in 0..3 {
         let started = std::time::Instant::now();
         metrics::with_local_recorder(&recorder, || {

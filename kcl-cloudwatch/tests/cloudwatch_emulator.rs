@@ -52,7 +52,7 @@ async fn metrics_land_in_cloudwatch_and_the_shutdown_flush_loses_nothing() -> an
     let mut config = CloudWatchConfig::new(&namespace);
     config.flush_interval = Duration::from_secs(3600); // only the shutdown flush publishes
     let publisher =
-        CloudWatchPublisher::start(&recorder, Arc::new(AwsCloudWatch::new(&sdk)), config);
+        CloudWatchPublisher::start(&recorder, Arc::new(AwsCloudWatch::new(&sdk)), config).unwrap();
     metrics::set_global_recorder(recorder).expect("the only recorder of this test binary");
     kcl_core::telemetry::describe();
 

@@ -265,8 +265,13 @@ fn backend_msg(key: &str, msg: &str) -> LeaseError {
 fn map_sdk<E, R>(table: &str, context: &str, e: SdkError<E, R>) -> LeaseError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
+    if kcl_core::aws::is_credentials_error(&e) {
+        return LeaseError::CredentialsRejected {
+            message: format!("{context}: {}", kcl_error_chain(&e)),
+        };
+    }
     match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             LeaseError::Unavailable {

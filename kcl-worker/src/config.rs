@@ -24,9 +24,16 @@ pub(crate) struct WorkerConfig {
     pub(crate) lease_table: Option<String>,
     #[serde(default)]
     pub(crate) worker_id: Option<String>,
-    /// `latest` or `trim_horizon`.
+    /// `latest`, `trim_horizon` or `at_timestamp` (with `initial_timestamp`).
     #[serde(default = "default_position")]
     pub(crate) initial_position: String,
+    /// For `at_timestamp`: seconds since the epoch (fractions allowed).
+    #[serde(default)]
+    pub(crate) initial_timestamp: Option<f64>,
+    /// What to do with unpacked KPL user records outside the shard's hash range:
+    /// `deliver_and_warn` (default), `drop_outside`, `drop_aggregate` (the KCL's) or `off`.
+    #[serde(default = "default_hash_range_policy")]
+    pub(crate) hash_range_policy: String,
     #[serde(default)]
     pub(crate) kinesis_endpoint: Option<String>,
     #[serde(default)]
@@ -75,6 +82,9 @@ fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::
     })
 }
 
+fn default_hash_range_policy() -> String {
+    "deliver_and_warn".into()
+}
 fn default_position() -> String {
     "latest".into()
 }
@@ -112,6 +122,7 @@ pub(crate) struct Settings {
     pub(crate) shard_sync: Duration,
     pub(crate) json_logs: bool,
     pub(crate) fan_out: bool,
+    pub(crate) hash_range_policy: Option<kcl_core::aggregation::HashRangePolicy>,
 }
 
 /// A bad configuration, with the setting it concerns.
@@ -126,14 +137,21 @@ pub(crate) enum ConfigError {
 pub(crate) fn load() -> Result<Settings, ConfigError> {
     let mut figment = Figment::new();
     if let Ok(path) = std::env::var("KCL_WORKER_CONFIG_FILE") {
-        if !std::path::Path::new(&path).exists() {
+        let p = std::path::Path::new(&path);
+        if !p.exists() {
             return Err(ConfigError::Load(format!(
                 "KCL_WORKER_CONFIG_FILE {path} does not exist"
             )));
         }
-        figment = figment.merge(Toml::file(path));
+        if !p.is_file() {
+            return Err(ConfigError::Load(format!(
+                "KCL_WORKER_CONFIG_FILE {path} is not a file"
+            )));
+        }
+        figment = figment.merge(Toml::file_exact(path));
     }
-    let figment = figment.merge(Env::prefixed("KCL_WORKER_").ignore(&["CONFIG_FILE"]));
+    // KCL_WORKER_LOG is the log filter, read before the settings.
+    let figment = figment.merge(Env::prefixed("KCL_WORKER_").ignore(&["CONFIG_FILE", "LOG"]));
     let raw: WorkerConfig = figment.extract().map_err(|e| {
         ConfigError::Load(
             e.into_iter()
@@ -166,17 +184,94 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
     let initial_position = match raw.initial_position.to_ascii_lowercase().as_str() {
         "latest" => kcl_core::model::InitialPosition::Latest,
         "trim_horizon" => kcl_core::model::InitialPosition::TrimHorizon,
+        "at_timestamp" => {
+            let t = raw.initial_timestamp.ok_or_else(|| {
+                invalid(
+                    "initial_timestamp",
+                    "at_timestamp needs KCL_WORKER_INITIAL_TIMESTAMP (seconds since the epoch)"
+                        .into(),
+                )
+            })?;
+            if !(t.is_finite() && (0.0..=4_102_444_800.0).contains(&t)) {
+                return Err(invalid(
+                    "initial_timestamp",
+                    format!("{t} is not a time between 1970 and 2100 in seconds since the epoch"),
+                ));
+            }
+            kcl_core::model::InitialPosition::AtTimestamp(
+                std::time::UNIX_EPOCH + Duration::from_secs_f64(t),
+            )
+        }
         other => {
             return Err(invalid(
                 "initial_position",
-                format!("{other:?} is not latest or trim_horizon"),
+                format!("{other:?} is not latest, trim_horizon or at_timestamp"),
             ));
         }
     };
-    let metrics_level = raw
+    if raw.initial_timestamp.is_some()
+        && !matches!(
+            initial_position,
+            kcl_core::model::InitialPosition::AtTimestamp(_)
+        )
+    {
+        return Err(invalid(
+            "initial_timestamp",
+            "is set but initial_position is not at_timestamp".into(),
+        ));
+    }
+    use kcl_core::aggregation::HashRangePolicy as H;
+    let hash_range_policy = match raw.hash_range_policy.to_ascii_lowercase().as_str() {
+        "deliver_and_warn" => Some(H::DeliverAndWarn),
+        "drop_outside" => Some(H::DropOutside),
+        "drop_aggregate" => Some(H::DropAggregate),
+        "off" => None,
+        other => {
+            return Err(invalid(
+                "hash_range_policy",
+                format!("{other:?} is not deliver_and_warn, drop_outside, drop_aggregate or off"),
+            ));
+        }
+    };
+    for (field, endpoint) in [
+        ("kinesis_endpoint", &raw.kinesis_endpoint),
+        ("dynamodb_endpoint", &raw.dynamodb_endpoint),
+        ("cloudwatch_endpoint", &raw.cloudwatch_endpoint),
+    ] {
+        if let Some(e) = endpoint {
+            check_endpoint(e).map_err(|reason| invalid(field, reason))?;
+        }
+    }
+    // DynamoDB table names: 3 to 255 of [a-zA-Z0-9_.-].
+    let (table_field, table) = match &raw.lease_table {
+        Some(t) => ("lease_table", t),
+        None => ("application", &raw.application),
+    };
+    if !(3..=255).contains(&table.len())
+        || !table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(invalid(
+            table_field,
+            format!(
+                "{table:?} is not a DynamoDB table name (3 to 255 of a-z A-Z 0-9 _ . -); it names the lease table"
+            ),
+        ));
+    }
+    let metrics_level: MetricsLevel = raw
         .metrics_level
         .parse()
         .map_err(|e| invalid("metrics_level", e))?;
+    if metrics_level != MetricsLevel::None {
+        // The application name is the CloudWatch namespace.
+        kcl_cloudwatch::validate_namespace(&raw.application).map_err(|e| {
+            invalid(
+                "application",
+                format!("{e} (it is the metrics namespace; or set metrics_level NONE)"),
+            )
+        })?;
+    }
     let http_addr = raw
         .http_addr
         .parse()
@@ -188,6 +283,15 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
     ] {
         if v == 0 {
             return Err(invalid(field, "must be at least 1".into()));
+        }
+        if Duration::from_secs(v) > kcl_core::limits::MAX_SETTING_DURATION {
+            return Err(invalid(
+                field,
+                format!(
+                    "{v} is more than a year ({} s)",
+                    kcl_core::limits::MAX_SETTING_DURATION.as_secs()
+                ),
+            ));
         }
     }
     if raw.failover_secs < 3 {
@@ -217,6 +321,7 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
         }
     };
     Ok(Settings {
+        hash_range_policy,
         fan_out,
         initial_position,
         metrics_level,
@@ -227,4 +332,20 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
         json_logs,
         raw,
     })
+}
+
+/// An endpoint must be an absolute http(s) URL with a host: anything else would be reported as
+/// unreachable after retries instead of as the configuration error it is.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let uri: axum::http::Uri = endpoint
+        .parse()
+        .map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{endpoint:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{endpoint:?} has no host"));
+    }
+    Ok(())
 }

@@ -101,29 +101,13 @@ async fn sdk(endpoint: Option<&String>) -> aws_config::SdkConfig {
     loader.load().await
 }
 
-/// Credentials problems read the same from every service; the SDK reports a missing provider as
-/// a construction failure.
-fn is_credentials_problem(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    [
-        "credential",
-        "unrecognizedclient",
-        "invalidsignature",
-        "expiredtoken",
-        "security token",
-        "accessdenied",
-        "access denied",
-        "not authorized",
-    ]
-    .iter()
-    .any(|p| m.contains(p))
-}
-
+/// Exit codes by error kind (never by error text).
 fn kinesis_exit(e: &KinesisError) -> Exit {
     match e {
         KinesisError::ResourceNotFound { .. } => Exit::NoInput,
-        KinesisError::AccessDenied { .. } => Exit::NoPerm,
-        e if is_credentials_problem(&e.to_string()) => Exit::NoPerm,
+        KinesisError::AccessDenied { .. } | KinesisError::CredentialsRejected { .. } => {
+            Exit::NoPerm
+        }
         e if e.is_retryable() => Exit::Unavailable,
         _ => Exit::Software,
     }
@@ -131,8 +115,21 @@ fn kinesis_exit(e: &KinesisError) -> Exit {
 
 fn lease_exit(e: &LeaseError) -> Exit {
     match e {
-        e if is_credentials_problem(&e.to_string()) => Exit::NoPerm,
-        LeaseError::Throttled { .. } | LeaseError::Unavailable { .. } => Exit::Unavailable,
+        LeaseError::AccessDenied { .. } | LeaseError::CredentialsRejected { .. } => Exit::NoPerm,
+        LeaseError::TableNotFound { .. } => Exit::NoInput,
+        e if e.is_retryable() => Exit::Unavailable,
+        _ => Exit::Software,
+    }
+}
+
+fn scheduler_exit(e: &kcl_core::scheduler::SchedulerError) -> Exit {
+    use kcl_core::scheduler::SchedulerError as E;
+    match e {
+        E::LeaseTableMissing(_) | E::StreamNotFound { .. } => Exit::NoInput,
+        E::LeaseTableAccessDenied(_) | E::StreamAccessDenied(_) | E::CredentialsRejected(_) => {
+            Exit::NoPerm
+        }
+        E::Config(_) => Exit::Usage,
         _ => Exit::Software,
     }
 }
@@ -214,7 +211,11 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
 
     let kinesis_sdk = sdk(c.kinesis_endpoint.as_ref()).await;
     let dynamo_sdk = sdk(c.dynamodb_endpoint.as_ref()).await;
-    let kinesis: Arc<dyn KinesisDataPlane> = Arc::new(AwsKinesis::new(&kinesis_sdk));
+    // Start-up checks answer within the failover time too (the SDK sets only a connect timeout).
+    let kinesis: Arc<dyn KinesisDataPlane> = Arc::new(kcl_core::kinesis::DeadlineKinesis::new(
+        Arc::new(AwsKinesis::new(&kinesis_sdk)),
+        s.failover,
+    ));
     let kinesis_at = c.kinesis_endpoint.as_deref().unwrap_or("AWS");
     for name in &c.streams {
         let stream = identity(name);
@@ -299,16 +300,24 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
         None
     };
 
-    let publisher = (s.metrics_level != MetricsLevel::None).then(|| {
+    let publisher = if s.metrics_level != MetricsLevel::None {
         // The region's CloudWatch unless an endpoint is set (never the Kinesis emulator's).
         let mut b = kinesis_sdk.clone().into_builder();
         b.set_endpoint_url(c.cloudwatch_endpoint.clone());
-        CloudWatchPublisher::start(
+        match CloudWatchPublisher::start(
             &cloudwatch,
             Arc::new(AwsCloudWatch::new(&b.build())),
             CloudWatchConfig::new(&c.application),
-        )
-    });
+        ) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                error!("{e}");
+                return Err(Exit::Usage);
+            }
+        }
+    } else {
+        None
+    };
 
     let ledger = match Ledger::open(
         c.ledger_file.clone(),
@@ -338,8 +347,13 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
         .failover_time(s.failover)
         .shard_sync_interval(s.shard_sync)
         .parent_shard_poll_interval(Duration::from_millis(500))
-        // Leave a little of the deadline for releasing leases and flushing metrics.
-        .shutdown_timeout(s.shutdown_deadline.mul_f64(0.8))
+        // `run` returns within its shutdown timeout plus one lease-store call (the releases,
+        // failover / 3); leave that and a second for flushing metrics out of the deadline.
+        .shutdown_timeout(
+            s.shutdown_deadline
+                .saturating_sub(s.failover / 3 + Duration::from_secs(1))
+                .max(s.shutdown_deadline / 2),
+        )
         .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
             Box::new(LedgerProcessor {
                 info: info.clone(),
@@ -349,6 +363,10 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
     if let Some(id) = &c.worker_id {
         builder = builder.worker_id(id);
     }
+    builder = match s.hash_range_policy {
+        Some(policy) => builder.hash_range_check(policy),
+        None => builder.without_hash_range_check(),
+    };
     if let Some(f) = fan_out {
         builder = builder.retrieval(RetrievalMode::Custom(Arc::new(f)));
     }
@@ -414,7 +432,7 @@ async fn drive(s: &Settings, started: Started, signals: &mut Signals) -> Exit {
                 }
                 Ok(Ok(Err(e))) => {
                     error!("scheduler failed: {e}");
-                    Exit::Software
+                    scheduler_exit(&e)
                 }
                 Ok(Err(e)) => {
                     error!("scheduler task failed: {e}");
@@ -435,7 +453,7 @@ async fn drive(s: &Settings, started: Started, signals: &mut Signals) -> Exit {
             Ok(Ok(_)) => Exit::Drained,
             Ok(Err(e)) => {
                 error!("scheduler failed: {e}");
-                Exit::Software
+                scheduler_exit(&e)
             }
             Err(e) => {
                 error!("scheduler task failed: {e}");

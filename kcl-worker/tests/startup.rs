@@ -97,6 +97,22 @@ fn log_path(name: &str) -> PathBuf {
 }
 
 #[test]
+fn a_long_application_name_and_a_directory_as_config_file_are_named() {
+    let long = "a".repeat(256);
+    let (code, out) = finish(worker(&[("APPLICATION", &long), ("STREAMS", "s")]));
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("application"), "{out}");
+    let dir = std::env::temp_dir();
+    let (code, out) = finish(worker(&[
+        ("APPLICATION", "app"),
+        ("STREAMS", "s"),
+        ("CONFIG_FILE", dir.to_str().unwrap()),
+    ]));
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("not a file"), "{out}");
+}
+
+#[test]
 fn a_missing_setting_names_its_environment_variable() {
     let (code, out) = finish(worker(&[("STREAMS", "s")]));
     assert_eq!(code, 64, "{out}");
@@ -111,6 +127,18 @@ fn invalid_and_unknown_settings_are_named() {
         ("FAILOVR_SECS", "5", "failovr_secs"),
         ("INITIAL_POSITION", "yesterday", "initial_position"),
         ("RETRIEVAL", "pigeon", "retrieval"),
+        // Issue 14 §11: these panicked (exit 101, 70) or were taken for unreachable endpoints.
+        ("APPLICATION", ":app", "application"),
+        ("FAILOVER_SECS", "9223372036854775807", "failover_secs"),
+        (
+            "SHUTDOWN_DEADLINE_SECS",
+            "18446744073709551615",
+            "shutdown_deadline_secs",
+        ),
+        ("KINESIS_ENDPOINT", "http://", "kinesis_endpoint"),
+        ("DYNAMODB_ENDPOINT", "ftp://x", "dynamodb_endpoint"),
+        ("INITIAL_POSITION", "at_timestamp", "initial_timestamp"),
+        ("HASH_RANGE_POLICY", "maybe", "hash_range_policy"),
     ] {
         let (code, out) = finish(worker(&[
             ("APPLICATION", "app"),

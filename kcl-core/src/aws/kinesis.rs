@@ -121,6 +121,11 @@ where
         Some(m) => format!("{}: {m}", e.code().unwrap_or("Unknown")),
         None => error_chain(&e),
     };
+    if is_credentials_error(&e) {
+        return KinesisError::CredentialsRejected {
+            message: error_chain(&e),
+        };
+    }
     match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             return KinesisError::Unavailable {
@@ -165,6 +170,22 @@ where
             _ => KinesisError::Unavailable { message },
         },
     }
+}
+
+/// Whether an SDK error was caused by the credentials provider (none found, a profile that
+/// does not parse, an expired SSO session): the request was never sent. Found by type in the
+/// error's source chain, not by its text.
+pub fn is_credentials_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

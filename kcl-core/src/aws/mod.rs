@@ -7,4 +7,4 @@
 
 mod kinesis;
 
-pub use kinesis::{AwsKinesis, child, map_err, record, starting_position};
+pub use kinesis::{AwsKinesis, child, is_credentials_error, map_err, record, starting_position};
