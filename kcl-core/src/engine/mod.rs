@@ -207,6 +207,8 @@ struct State {
     list_cursors: HashMap<String, ListCursor>,
     next_cursor: u64,
     consumers: ConsumerRegistry,
+    /// Shards the next listings leave out, and how many more times (an incomplete listing).
+    listing_gaps: BTreeMap<crate::model::ShardId, u64>,
 }
 
 impl State {
@@ -302,6 +304,12 @@ impl InMemoryKinesis {
     /// The fault injector: schedule failures, throttles and delays per operation.
     pub fn faults(&self) -> &FaultInjector<KinesisOperation, KinesisError> {
         &self.inner.faults
+    }
+
+    /// Leaves `shard` out of the next `n` ListShards listings, as a listing that misses a shard
+    /// would (the shard is still there and readable).
+    pub fn miss_in_next_listings(&self, shard: &crate::model::ShardId, n: u64) {
+        self.lock().listing_gaps.insert(shard.clone(), n);
     }
 
     /// Throttles the next `n` calls of `op` with `ProvisionedThroughputExceeded`.
@@ -633,10 +641,22 @@ impl KinesisDataPlane for InMemoryKinesis {
             } => {
                 let s = state.stream_by_identity(&stream)?;
                 s.trim(now);
-                let remaining = s.list(filter.as_ref(), now);
+                let mut remaining = s.list(filter.as_ref(), now);
+                let stream_nonce = s.nonce;
+                if !state.listing_gaps.is_empty() {
+                    let gaps = &mut state.listing_gaps;
+                    remaining.retain(|shard| match gaps.get_mut(&shard.id) {
+                        Some(n) if *n > 0 => {
+                            *n -= 1;
+                            false
+                        }
+                        _ => true,
+                    });
+                    gaps.retain(|_, n| *n > 0);
+                }
                 (
                     ListCursor {
-                        stream_nonce: s.nonce,
+                        stream_nonce,
                         remaining,
                         issued: elapsed,
                     },

@@ -105,6 +105,7 @@ impl Retrieval for PollingRetrieval {
             ),
             read,
             tx,
+            not_found: 0,
         };
         tokio::spawn(fetcher.run(cancel.clone()));
         Box::new(PollingPublisher { rx, cancel })
@@ -137,7 +138,13 @@ struct Fetcher {
     pacer: Pacer,
     read: ShardRead,
     tx: mpsc::Sender<Result<RecordsBatch, RetrievalError>>,
+    /// ResourceNotFound answers in a row: a shard can be briefly unknown (a stale endpoint
+    /// right after a reshard), so only a few in a row mean it is gone.
+    not_found: u32,
 }
+
+/// ResourceNotFound answers in a row (with backoff) before the shard counts as gone.
+const NOT_FOUND_ATTEMPTS: u32 = 3;
 
 enum Step {
     Continue,
@@ -211,6 +218,7 @@ impl Fetcher {
                 }
             };
             self.pacer.success();
+            self.not_found = 0;
             if let Some(last) = out.records.last() {
                 last_fetched = Some(last.sequence_number.clone());
             }
@@ -267,8 +275,14 @@ impl Fetcher {
     async fn on_error(&mut self, e: KinesisError) -> Step {
         let shard_id = &self.read.shard.id;
         match e {
+            KinesisError::ResourceNotFound { .. } if self.not_found + 1 < NOT_FOUND_ATTEMPTS => {
+                self.not_found += 1;
+                warn!(%shard_id, error = %e, attempt = self.not_found, "shard not found; retrying after a backoff");
+                self.pacer.failed();
+                Step::Continue
+            }
             KinesisError::ResourceNotFound { .. } => {
-                warn!(%shard_id, error = %e, "shard no longer exists");
+                warn!(%shard_id, error = %e, "shard not found repeatedly");
                 let _ = self.tx.send(Err(RetrievalError::ShardGone(e))).await;
                 Step::Stop
             }

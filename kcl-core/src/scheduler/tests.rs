@@ -622,3 +622,24 @@ fn durations_that_could_overflow_are_rejected() {
         .unwrap_err();
     assert!(err.to_string().contains("failover_time"), "{err}");
 }
+
+/// Issue 14 §5: ResourceNotFound for a shard that is still listed ended its consumer while the
+/// lease stayed held and renewed: a stuck shard. Now the lease is released and taken again.
+#[tokio::test(start_paused = true)]
+async fn a_transient_resource_not_found_does_not_leave_the_shard_stuck() {
+    let s = Setup::new(1);
+    s.kinesis.faults().next_calls(
+        crate::engine::KinesisOperation::GetShardIterator,
+        5,
+        crate::fault::FaultAction::Fail(crate::kinesis::KinesisError::ResourceNotFound {
+            message: "injected".into(),
+        }),
+    );
+    let sent = s.put(3, 10, 0).await;
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(s.builder("w1", None).build().unwrap().run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(s.by_key(), sent);
+}

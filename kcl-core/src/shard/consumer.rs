@@ -529,12 +529,18 @@ impl ShardConsumer {
 
     async fn retrieval_failed(self, e: RetrievalError, checkpointer: &mut Checkpointer) -> Outcome {
         match e {
-            RetrievalError::ShardGone(_) => {
-                // The shard vanished (stream deleted, or past retention): nothing left to read.
-                // Shard sync deletes its lease; stop without releasing so nobody retries it.
-                info!(shard_id = %self.info.shard_id, "shard gone; consumer ends");
+            RetrievalError::ShardGone(e) => {
+                // Either the shard is gone (stream deleted, past retention: shard sync confirms
+                // that and deletes the lease) or Kinesis answered wrongly for a while. Keeping
+                // the lease without a consumer would leave the shard stuck for ever; releasing
+                // it lets a fresh consumer (here or elsewhere) retry from the checkpoint.
+                warn!(shard_id = %self.info.shard_id, error = %e, "shard not found; releasing its lease");
                 checkpointer.close();
-                Outcome::Stopped(ShutdownReason::LeaseLost)
+                let _ = self
+                    .coordinator
+                    .release(&self.lease.key, Some(self.token))
+                    .await;
+                Outcome::Failed
             }
             e => {
                 error!(shard_id = %self.info.shard_id, error = %e, "retrieval failed; releasing the lease");

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::kinesis::{KinesisDataPlane, KinesisError};
 use crate::lease::{Lease, LeaseError, LeaseScope, LeaseStore};
@@ -177,12 +177,23 @@ pub(crate) async fn sync_listed(
     for lease in leases.values() {
         let shard = by_id.get(&lease.shard_id()).copied();
         let delete = match shard {
-            None => {
-                if !lease.is_shard_end() {
-                    warn!(lease_key = %lease.key, checkpoint = %lease.checkpoint, "shard of lease no longer exists (past retention); deleting the lease");
+            None if lease.is_shard_end() => true,
+            // One listing can miss a shard (eventual consistency, a page lost between tokens):
+            // a lease with records left is deleted only once Kinesis confirms the shard gone.
+            None => match shard_confirmed_gone(kinesis, stream, lease).await {
+                Ok(true) => {
+                    error!(lease_key = %lease.key, checkpoint = %lease.checkpoint, "shard confirmed gone (ResourceNotFound; past retention): deleting its lease with an unfinished checkpoint");
+                    true
                 }
-                true
-            }
+                Ok(false) => {
+                    warn!(lease_key = %lease.key, checkpoint = %lease.checkpoint, "shard missing from the listing but still readable; lease kept");
+                    false
+                }
+                Err(e) => {
+                    warn!(lease_key = %lease.key, error = %e, "could not confirm whether the shard is gone; lease kept");
+                    false
+                }
+            },
             Some(shard) if lease.is_shard_end() => finished(lease, shard, &shards, &leases),
             Some(_) => false,
         };
@@ -326,4 +337,78 @@ fn leased_ancestor(shard: &Shard, shards: &[Shard], leased: &BTreeSet<String>) -
         }
     }
     false
+}
+
+/// Whether the shard of `lease` no longer exists: GetShardIterator answers ResourceNotFound.
+async fn shard_confirmed_gone(
+    kinesis: &dyn KinesisDataPlane,
+    stream: &crate::model::StreamIdentity,
+    lease: &Lease,
+) -> Result<bool, KinesisError> {
+    let position = crate::model::StartingPosition::TrimHorizon;
+    match kinesis
+        .get_shard_iterator(stream, &lease.shard_id(), &position)
+        .await
+    {
+        Ok(_) => Ok(false),
+        Err(KinesisError::ResourceNotFound { .. }) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::InMemoryKinesis;
+    use crate::lease::InMemoryLeaseStore;
+    use crate::model::{SequenceNumber, StreamIdentity};
+
+    async fn setup() -> (InMemoryKinesis, InMemoryLeaseStore, LeaseScope) {
+        let k = InMemoryKinesis::new();
+        let stream: StreamIdentity = k.create_stream("s", 2).unwrap();
+        let store = InMemoryLeaseStore::new();
+        let scope = LeaseScope::single(stream);
+        let report = sync_shards(&k, &store, &scope, InitialPosition::TrimHorizon)
+            .await
+            .unwrap();
+        assert_eq!(report.created.len(), 2);
+        // A checkpoint in the middle of each shard: records are left to read.
+        for mut lease in store.snapshot() {
+            lease.checkpoint = ExtendedSequenceNumber::Sequence {
+                sequence: SequenceNumber::new("1").unwrap(),
+                sub_sequence: 0,
+            };
+            store.put_unconditionally(lease);
+        }
+        (k, store, scope)
+    }
+
+    /// Issue 14 §5: a lease whose shard was missing from one listing was deleted at once,
+    /// whatever its checkpoint.
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_missing_from_one_listing_keeps_its_lease() {
+        let (k, store, scope) = setup().await;
+        k.miss_in_next_listings(&ShardId::from_index(1), 1);
+        let report = sync_shards(&k, &store, &scope, InitialPosition::TrimHorizon)
+            .await
+            .unwrap();
+        assert!(report.deleted.is_empty(), "{report:?}");
+        assert_eq!(store.snapshot().len(), 2);
+    }
+
+    /// A shard confirmed gone (ResourceNotFound past retention) has its lease deleted.
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_confirmed_gone_has_its_lease_deleted() {
+        let (k, store, scope) = setup().await;
+        k.split_shard_evenly("s", &ShardId::from_index(0)).unwrap();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        k.set_retention_period("s", Duration::from_secs(1800))
+            .unwrap();
+        let report = sync_shards(&k, &store, &scope, InitialPosition::TrimHorizon)
+            .await
+            .unwrap();
+        assert_eq!(report.deleted, vec![ShardId::from_index(0).to_string()]);
+    }
 }
