@@ -44,6 +44,18 @@ pub mod attr {
     pub const STREAM_NAME: &str = "streamName";
     /// Shard id of a multi-stream lease (S).
     pub const SHARD_ID: &str = "shardId";
+    /// Row type of a KCL 3.x table (S): `LEASE` for leases; worker metrics, leader and
+    /// migration rows share the table.
+    pub const ENTITY_TYPE: &str = "entityType";
+}
+
+/// The `entityType` of a lease row.
+pub const LEASE_ENTITY: &str = "LEASE";
+
+/// Whether an item is a row of another kind (KCL 3.x worker metrics, leader, migration state)
+/// rather than a lease or a malformed lease.
+pub(crate) fn is_other_entity(item: &Item) -> bool {
+    matches!(item.get(attr::ENTITY_TYPE), Some(AttributeValue::S(t)) if t != LEASE_ENTITY)
 }
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -65,6 +77,8 @@ pub(crate) fn checkpoint_attrs(c: &ExtendedSequenceNumber) -> (AttributeValue, A
 pub(crate) fn to_item(lease: &Lease) -> Item {
     let mut item = Item::new();
     item.insert(attr::LEASE_KEY.into(), s(&lease.key));
+    // KCL 3.x writes it on every new lease; 2.x ignores it.
+    item.insert(attr::ENTITY_TYPE.into(), s(LEASE_ENTITY));
     if let Some(o) = &lease.owner {
         item.insert(attr::LEASE_OWNER.into(), s(o));
     }
@@ -138,10 +152,16 @@ pub(crate) fn from_item(item: &Item) -> Result<Lease, LeaseError> {
     let start = r.opt_string(attr::STARTING_HASH_KEY)?;
     let end = r.opt_string(attr::ENDING_HASH_KEY)?;
     let hash_key_range = match (start, end) {
-        (Some(s), Some(e)) => Some(HashKeyRange {
-            start: r.hash_key(&s)?,
-            end: r.hash_key(&e)?,
-        }),
+        (Some(s), Some(e)) => {
+            let (start, end) = (r.hash_key(&s)?, r.hash_key(&e)?);
+            if start > end {
+                return Err(malformed(
+                    &key,
+                    &format!("hash range {start}..={end} is backwards"),
+                ));
+            }
+            Some(HashKeyRange { start, end })
+        }
         (None, None) => None,
         _ => {
             return Err(malformed(
@@ -154,11 +174,30 @@ pub(crate) fn from_item(item: &Item) -> Result<Lease, LeaseError> {
         r.opt_string(attr::STREAM_NAME)?,
         r.opt_string(attr::SHARD_ID)?,
     ) {
-        (Some(stream_identifier), Some(shard)) => Some(MultiStreamShard {
-            stream_identifier,
-            shard_id: ShardId::new(shard),
-        }),
-        _ => None,
+        (Some(stream_identifier), Some(shard)) => {
+            // Both restate the key: one that contradicts it would route the lease wrongly.
+            if key != format!("{stream_identifier}:{shard}") {
+                return Err(malformed(
+                    &key,
+                    &format!(
+                        "streamName {stream_identifier:?} and shardId {shard:?} contradict the lease key"
+                    ),
+                ));
+            }
+            key.parse::<kcl_core::lease::MultiStreamKey>()
+                .map_err(|e| malformed(&key, &e.to_string()))?;
+            Some(MultiStreamShard {
+                stream_identifier,
+                shard_id: ShardId::new(shard),
+            })
+        }
+        (None, None) => None,
+        _ => {
+            return Err(malformed(
+                &key,
+                "streamName and shardId must be both present or both absent",
+            ));
+        }
     };
     let mut lease = Lease::new(&ShardId::new(&key), checkpoint);
     lease.key = key.clone();
@@ -179,10 +218,15 @@ pub(crate) fn from_item(item: &Item) -> Result<Lease, LeaseError> {
     lease.checkpoint_owner = r.opt_string(attr::CHECKPOINT_OWNER)?;
     lease.throughput_kbps = match item.get(attr::THROUGHPUT) {
         None => None,
-        Some(AttributeValue::N(v)) => Some(
-            v.parse()
-                .map_err(|_| malformed(&key, "throughputKBps is not a number"))?,
-        ),
+        Some(AttributeValue::N(v)) => match v.parse::<f64>() {
+            Ok(t) if t.is_finite() && t >= 0.0 => Some(t),
+            _ => {
+                return Err(malformed(
+                    &key,
+                    &format!("throughputKBps {v:?} is not a finite non-negative number"),
+                ));
+            }
+        },
         Some(_) => return Err(malformed(&key, "throughputKBps is not a number")),
     };
     lease.multi_stream = multi_stream;
@@ -213,12 +257,14 @@ impl Reader<'_> {
     fn opt_u64(&self, name: &str) -> Result<Option<u64>, LeaseError> {
         match self.item.get(name) {
             None => Ok(None),
-            Some(AttributeValue::N(v)) => v.parse().map(Some).map_err(|_| {
-                malformed(
-                    self.key,
-                    &format!("{name} {v:?} is not a non-negative integer"),
-                )
-            }),
+            Some(AttributeValue::N(v)) => kcl_core::model::parse_canonical_u64(v)
+                .map(Some)
+                .ok_or_else(|| {
+                    malformed(
+                        self.key,
+                        &format!("{name} {v:?} is not a non-negative integer in canonical form"),
+                    )
+                }),
             Some(_) => Err(malformed(self.key, &format!("{name} is not a number"))),
         }
     }
@@ -257,5 +303,78 @@ impl Reader<'_> {
                 &format!("hash key {v:?} is not a decimal in 0..2^128"),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> Item {
+        let mut item = to_item(&Lease::new(
+            &ShardId::from_index(1),
+            ExtendedSequenceNumber::TrimHorizon,
+        ));
+        item.insert(attr::STARTING_HASH_KEY.into(), s("0"));
+        item.insert(attr::ENDING_HASH_KEY.into(), s("100"));
+        item
+    }
+
+    fn reason(item: &Item) -> String {
+        match from_item(item) {
+            Err(LeaseError::Malformed { reason, .. }) => reason,
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn new_leases_carry_the_lease_entity_type() {
+        let item = good();
+        assert_eq!(item.get(attr::ENTITY_TYPE), Some(&s("LEASE")));
+        assert!(!is_other_entity(&item));
+        assert!(from_item(&item).is_ok());
+        let mut metrics = Item::new();
+        metrics.insert(attr::LEASE_KEY.into(), s("worker-1"));
+        metrics.insert(attr::ENTITY_TYPE.into(), s("WORKER_METRIC_STATS"));
+        assert!(is_other_entity(&metrics));
+    }
+
+    /// Issue 14 §11: what the KCL never writes was accepted.
+    #[test]
+    fn what_the_kcl_never_writes_is_rejected() {
+        let mut backwards = good();
+        backwards.insert(attr::STARTING_HASH_KEY.into(), s("100"));
+        backwards.insert(attr::ENDING_HASH_KEY.into(), s("5"));
+        assert!(reason(&backwards).contains("backwards"));
+        for t in ["NaN", "inf", "-1", "Infinity"] {
+            let mut item = good();
+            item.insert(attr::THROUGHPUT.into(), n(t));
+            assert!(reason(&item).contains("throughputKBps"), "{t}");
+        }
+        for c in ["+5", "007", "-1", "1.0", ""] {
+            let mut item = good();
+            item.insert(attr::LEASE_COUNTER.into(), n(c));
+            assert!(reason(&item).contains("leaseCounter"), "{c:?}");
+        }
+        let key = "123456789012:orders:1700000000:shardId-000000000001";
+        let mut multi = good();
+        multi.insert(attr::LEASE_KEY.into(), s(key));
+        multi.insert(
+            attr::STREAM_NAME.into(),
+            s("123456789012:orders:1700000000"),
+        );
+        multi.insert(attr::SHARD_ID.into(), s("shardId-000000000001"));
+        assert!(from_item(&multi).is_ok());
+        let mut contradicting = multi.clone();
+        contradicting.insert(attr::SHARD_ID.into(), s("shardId-000000000002"));
+        assert!(reason(&contradicting).contains("contradict"));
+        let mut half = multi.clone();
+        half.remove(attr::STREAM_NAME);
+        assert!(reason(&half).contains("both"));
+        let mut padded = multi;
+        let padded_key = "123456789012:orders:+5:shardId-000000000001";
+        padded.insert(attr::LEASE_KEY.into(), s(padded_key));
+        padded.insert(attr::STREAM_NAME.into(), s("123456789012:orders:+5"));
+        assert!(reason(&padded).contains("canonical"));
     }
 }

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 };
 use kcl_core::lease::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
 use kcl_core::model::{ExtendedSequenceNumber, ShardId};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::item::{Item, attr, checkpoint_attrs, from_item, n, s, string_set, to_item};
 
@@ -33,6 +33,8 @@ pub struct TableOptions {
 pub struct DynamoLeaseStore {
     client: Client,
     table: String,
+    /// Whether rows of other entity types were reported (once per store, at debug level).
+    other_entities_seen: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An update expression being built: `SET`/`REMOVE` clauses, a condition, and placeholders.
@@ -127,6 +129,7 @@ impl DynamoLeaseStore {
         Self {
             client,
             table: table.into(),
+            other_entities_seen: Default::default(),
         }
     }
 
@@ -369,6 +372,10 @@ impl LeaseStore for DynamoLeaseStore {
                 .await
                 .map_err(|e| map_sdk(&self.table, &self.table, e))?;
             for item in out.items() {
+                if crate::item::is_other_entity(item) {
+                    listing.other_entities += 1;
+                    continue;
+                }
                 match from_item(item) {
                     Ok(lease) => listing.leases.push(lease),
                     Err(e) => {
@@ -381,6 +388,13 @@ impl LeaseStore for DynamoLeaseStore {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
                 _ => break,
             }
+        }
+        if listing.other_entities > 0
+            && !self
+                .other_entities_seen
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            debug!(table = %self.table, rows = listing.other_entities, "skipping rows that are not leases (KCL 3.x entityType)");
         }
         listing.leases.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(listing)

@@ -418,3 +418,40 @@ async fn resumes_inside_an_aggregate_and_survives_a_corrupt_item() {
         }
     );
 }
+
+/// Issue 14 §6: a KCL 3.5 table holds rows that are not leases (worker metrics, the leader
+/// lock, migration state). They were warned about as malformed twice per taker cycle; now they
+/// are skipped quietly and counted, and the leases we create carry `entityType = LEASE`.
+#[tokio::test]
+async fn kcl_3_5_rows_that_are_not_leases_are_skipped_quietly() {
+    let Some((client, store)) = setup().await else {
+        return;
+    };
+    let table = store.table().to_string();
+    for (key, entity) in [
+        ("worker-a", "WORKER_METRIC_STATS"),
+        ("Leader", "LEADER"),
+        ("Migration3.0", "CLIENT_VERSION"),
+    ] {
+        put_raw(
+            &client,
+            &table,
+            java_item(&[("leaseKey", s(key)), ("entityType", s(entity))]),
+        )
+        .await;
+    }
+    let lease = Lease::new(&ShardId::from_index(1), ExtendedSequenceNumber::TrimHorizon);
+    store.create_if_absent(&lease).await.unwrap();
+    let listing = store.list().await.unwrap();
+    assert_eq!(listing.leases.len(), 1);
+    assert!(listing.malformed.is_empty(), "{:?}", listing.malformed);
+    assert_eq!(listing.other_entities, 3);
+    let raw = client
+        .get_item()
+        .table_name(&table)
+        .key("leaseKey", s(&lease.key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.item().unwrap().get("entityType"), Some(&s("LEASE")));
+}

@@ -257,6 +257,7 @@ impl LeaseStore for InMemoryLeaseStore {
             Ok(LeaseListing {
                 leases: leases.values().cloned().collect(),
                 malformed: Vec::new(),
+                other_entities: 0,
             })
         })
         .await

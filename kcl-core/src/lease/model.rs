@@ -162,9 +162,10 @@ impl FromStr for MultiStreamKey {
         if stream.is_empty() {
             return Err(err("stream name is empty"));
         }
-        let creation_epoch = epoch
-            .parse()
-            .map_err(|_| err("creation epoch must be an integer"))?;
+        // Canonical digits only: `+5` or `007` would parse to 5 while lookups by the key's
+        // text keep the original prefix.
+        let creation_epoch = crate::model::parse_canonical_u64(epoch)
+            .ok_or_else(|| err("creation epoch must be an integer in canonical form"))?;
         if shard.is_empty() || shard.contains(':') {
             return Err(err("shard id is empty or contains ':'"));
         }
@@ -213,6 +214,8 @@ mod tests {
         let lease = Lease::new_multi_stream(key, ExtendedSequenceNumber::TrimHorizon);
         assert_eq!(lease.shard_id(), ShardId::from_index(1));
         for bad in [
+            "123456789012:orders:+5:shardId-000000000001",
+            "123456789012:orders:007:shardId-000000000001",
             "shardId-1",
             "1:orders:1:shardId-1",
             "123456789012::1:s",

@@ -15,6 +15,9 @@ pub struct LeaseListing {
     pub leases: Vec<Lease>,
     /// Items that are not valid leases, as [`LeaseError::Malformed`].
     pub malformed: Vec<LeaseError>,
+    /// Rows of other kinds sharing the table (KCL 3.x worker metrics, leader and migration
+    /// rows: `entityType` other than `LEASE`), skipped without a warning.
+    pub other_entities: usize,
 }
 
 /// The shared lease table.
