@@ -21,8 +21,11 @@ use crate::model::{SequenceNumber, StartingPosition};
 pub struct PollingConfig {
     /// `maxRecords` per GetRecords call (1..=10,000). KCL default: 10,000.
     pub max_records: u32,
-    /// `idleTimeBetweenReadsInMillis`: wait after a call that found the shard caught up. KCL
-    /// default 1,500 ms, minimum 200 ms (the per-shard budget is 5 calls/s for all readers).
+    /// `idleTimeBetweenReadsInMillis`: wait after every call that finds the shard caught up
+    /// (MillisBehindLatest at most [`CAUGHT_UP`]), whether or not it returned records, so a
+    /// trickling shard costs about one call per idle time. A shard that is behind is read
+    /// without this wait. KCL default 1,500 ms, minimum 200 ms (the per-shard budget is 5
+    /// calls/s for all readers).
     pub idle_time_between_reads: Duration,
     /// Batches read ahead of the processor. KCL: 3.
     pub max_prefetched_batches: usize,
@@ -33,7 +36,14 @@ pub struct PollingConfig {
     /// Smallest gap between two GetRecords calls of one shard when nothing is throttled.
     /// Default 0: read as fast as the processor consumes; throttles widen the gap adaptively.
     pub min_interval_between_calls: Duration,
+    /// Caps this application's GetRecords calls per second per shard, so several applications
+    /// can share a shard's 5 calls/s without throttling each other while catching up (e.g. 1.0
+    /// for each of five). `None` (default): no cap beyond the adaptive pacing.
+    pub max_calls_per_second: Option<f64>,
 }
+
+/// MillisBehindLatest at or below which a shard counts as caught up.
+pub const CAUGHT_UP: Duration = Duration::from_secs(1);
 
 impl Default for PollingConfig {
     fn default() -> Self {
@@ -44,6 +54,7 @@ impl Default for PollingConfig {
             max_prefetched_records: 30_000,
             max_prefetched_bytes: 8 * 1024 * 1024,
             min_interval_between_calls: Duration::ZERO,
+            max_calls_per_second: None,
         }
     }
 }
@@ -63,6 +74,21 @@ impl PollingConfig {
                 self.idle_time_between_reads
             ));
         }
+        if let Some(rate) = self.max_calls_per_second
+            && !(rate.is_finite() && rate >= 0.01 && rate <= 5.0)
+        {
+            return Err(format!(
+                "max_calls_per_second {rate} must be in 0.01..=5 (5 GetRecords/s/shard for all readers)"
+            ));
+        }
+        if self.idle_time_between_reads > crate::limits::MAX_SETTING_DURATION
+            || self.min_interval_between_calls > crate::limits::MAX_SETTING_DURATION
+        {
+            return Err(
+                "idle_time_between_reads and min_interval_between_calls must be at most a year"
+                    .into(),
+            );
+        }
         if self.max_prefetched_batches == 0
             || self.max_prefetched_records == 0
             || self.max_prefetched_bytes == 0
@@ -70,6 +96,16 @@ impl PollingConfig {
             return Err("max_prefetched_batches, max_prefetched_records and max_prefetched_bytes must be positive".into());
         }
         Ok(())
+    }
+}
+
+impl PollingConfig {
+    /// The smallest gap between calls: the configured one, or the rate cap's if wider.
+    fn min_gap(&self) -> Duration {
+        let cap = self
+            .max_calls_per_second
+            .map_or(Duration::ZERO, |r| Duration::from_secs_f64(1.0 / r));
+        self.min_interval_between_calls.max(cap)
     }
 }
 
@@ -98,11 +134,7 @@ impl Retrieval for PollingRetrieval {
             bytes: Arc::new(Semaphore::new(
                 self.config.max_prefetched_bytes.min(Semaphore::MAX_PERMITS),
             )),
-            pacer: Pacer::new(
-                self.config.min_interval_between_calls,
-                MAX_BACKOFF,
-                read.seed,
-            ),
+            pacer: Pacer::new(self.config.min_gap(), MAX_BACKOFF, read.seed),
             read,
             tx,
             not_found: 0,
@@ -222,8 +254,11 @@ impl Fetcher {
             if let Some(last) = out.records.last() {
                 last_fetched = Some(last.sequence_number.clone());
             }
-            let caught_up = out.millis_behind_latest == Some(0);
-            let fetched_any = !out.records.is_empty();
+            // No MillisBehindLatest (some emulators) counts as caught up only when empty.
+            let caught_up = match out.millis_behind_latest {
+                Some(behind) => Duration::from_millis(behind) <= CAUGHT_UP,
+                None => out.records.is_empty(),
+            };
             let mut records = Vec::with_capacity(out.records.len());
             let report = self
                 .read
@@ -249,7 +284,9 @@ impl Fetcher {
                 }
             }
             iterator = out.next_iterator;
-            if !fetched_any && caught_up {
+            // The Java KCL waits between every call; waiting only while caught up keeps a
+            // backlog's catch-up fast and a trickling shard polite to other applications.
+            if caught_up {
                 tokio::time::sleep(self.config.idle_time_between_reads).await;
             }
         }

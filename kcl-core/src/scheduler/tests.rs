@@ -643,3 +643,121 @@ async fn a_transient_resource_not_found_does_not_leave_the_shard_stuck() {
     run.await.unwrap().unwrap();
     assert_eq!(s.by_key(), sent);
 }
+
+/// Counts GetRecords calls and throttles of one application.
+#[derive(Debug)]
+struct CountingKinesis {
+    inner: InMemoryKinesis,
+    calls: Arc<AtomicU64>,
+    throttles: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl crate::kinesis::KinesisDataPlane for CountingKinesis {
+    async fn describe_stream(
+        &self,
+        stream: &StreamIdentity,
+    ) -> Result<crate::kinesis::StreamSummary, crate::kinesis::KinesisError> {
+        crate::kinesis::KinesisDataPlane::describe_stream(&self.inner, stream).await
+    }
+    async fn list_shards(
+        &self,
+        request: crate::kinesis::ListShardsRequest,
+    ) -> Result<crate::kinesis::ListShardsPage, crate::kinesis::KinesisError> {
+        crate::kinesis::KinesisDataPlane::list_shards(&self.inner, request).await
+    }
+    async fn get_shard_iterator(
+        &self,
+        stream: &StreamIdentity,
+        shard: &crate::model::ShardId,
+        position: &crate::model::StartingPosition,
+    ) -> Result<crate::kinesis::ShardIterator, crate::kinesis::KinesisError> {
+        crate::kinesis::KinesisDataPlane::get_shard_iterator(&self.inner, stream, shard, position)
+            .await
+    }
+    async fn get_records(
+        &self,
+        iterator: &crate::kinesis::ShardIterator,
+        limit: u32,
+    ) -> Result<crate::kinesis::GetRecordsOutput, crate::kinesis::KinesisError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let out = crate::kinesis::KinesisDataPlane::get_records(&self.inner, iterator, limit).await;
+        if matches!(&out, Err(e) if e.is_throttle()) {
+            self.throttles.fetch_add(1, Ordering::Relaxed);
+        }
+        out
+    }
+}
+
+/// Issue 14 §4: one application on a trickling shard made 7.0 GetRecords/s (28 % throttled);
+/// the idle wait followed only empty reads. Now: at most 1.1 calls/s alone, and five
+/// applications sharing the shard at default settings are throttled on < 1 % of calls.
+#[tokio::test(start_paused = true)]
+async fn a_trickling_shard_is_polled_politely_by_one_and_by_five_applications() {
+    let kinesis = InMemoryKinesis::with_config(crate::engine::EngineConfig {
+        quotas: Some(crate::engine::QuotaLimits::default()),
+        ..Default::default()
+    });
+    let stream = kinesis.create_stream("s", 1).unwrap();
+    kinesis.faults().with_probability(
+        crate::engine::KinesisOperation::GetRecords,
+        1.0,
+        crate::fault::FaultAction::Delay(Duration::from_millis(20)),
+    );
+    for apps in [1usize, 5] {
+        let shutdown = CancellationToken::new();
+        let mut runs = Vec::new();
+        let mut counters = Vec::new();
+        for a in 0..apps {
+            let (calls, throttles) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            counters.push((calls.clone(), throttles.clone()));
+            let scheduler = SchedulerBuilder::new(stream.clone(), format!("app{a}"))
+                .worker_id(format!("w{a}"))
+                .lease_store(Arc::new(InMemoryLeaseStore::new()))
+                .kinesis(Arc::new(CountingKinesis {
+                    inner: kinesis.clone(),
+                    calls,
+                    throttles,
+                }))
+                .processor_factory(|_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+                    Box::new(NeverStops)
+                })
+                .build()
+                .unwrap();
+            runs.push(tokio::spawn(scheduler.run(shutdown.clone())));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        for (c, t) in &counters {
+            c.store(0, Ordering::Relaxed);
+            t.store(0, Ordering::Relaxed);
+        }
+        // 100 records/s for 60 s.
+        for i in 0..6000 {
+            kinesis
+                .put_record("s", PutRecordEntry::new(format!("k{i}"), Bytes::from("v")))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (mut calls, mut throttles) = (0, 0);
+        for (c, t) in &counters {
+            let per_second = c.load(Ordering::Relaxed) as f64 / 60.0;
+            assert!(per_second <= 1.1, "{apps} apps: {per_second:.2} calls/s");
+            calls += c.load(Ordering::Relaxed);
+            throttles += t.load(Ordering::Relaxed);
+        }
+        let rate = throttles as f64 / calls as f64;
+        eprintln!(
+            "{apps} application(s): {:.2} GetRecords/s each, {throttles} of {calls} throttled",
+            calls as f64 / 60.0 / apps as f64
+        );
+        assert!(
+            rate < 0.01,
+            "{apps} apps: {throttles} of {calls} calls throttled"
+        );
+        shutdown.cancel();
+        for run in runs {
+            let _ = run.await;
+        }
+    }
+}
