@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::sync::OwnedSemaphorePermit;
 
-pub use polling::{PollingConfig, PollingRetrieval};
+pub use polling::{CAUGHT_UP, PollingConfig, PollingRetrieval};
 
 use crate::aggregation::{DeaggregationReport, Deaggregator};
 use crate::kinesis::KinesisError;

@@ -75,7 +75,7 @@ impl PollingConfig {
             ));
         }
         if let Some(rate) = self.max_calls_per_second
-            && !(rate.is_finite() && rate >= 0.01 && rate <= 5.0)
+            && !(rate.is_finite() && (0.01..=5.0).contains(&rate))
         {
             return Err(format!(
                 "max_calls_per_second {rate} must be in 0.01..=5 (5 GetRecords/s/shard for all readers)"
