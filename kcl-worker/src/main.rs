@@ -211,18 +211,17 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
 
     let kinesis_sdk = sdk(c.kinesis_endpoint.as_ref()).await;
     let dynamo_sdk = sdk(c.dynamodb_endpoint.as_ref()).await;
-    // Start-up checks answer within the failover time too (the SDK sets only a connect timeout).
-    let kinesis: Arc<dyn KinesisDataPlane> = Arc::new(kcl_core::kinesis::DeadlineKinesis::new(
-        Arc::new(AwsKinesis::new(&kinesis_sdk)),
-        s.failover,
-    ));
+    let kinesis: Arc<dyn KinesisDataPlane> = Arc::new(AwsKinesis::new(&kinesis_sdk));
+    // Start-up checks answer within the failover time too (the SDK sets only a connect
+    // timeout); the scheduler builder puts the same deadline on the data plane it runs on.
+    let checks = kcl_core::kinesis::DeadlineKinesis::new(kinesis.clone(), s.failover);
     let kinesis_at = c.kinesis_endpoint.as_deref().unwrap_or("AWS");
     for name in &c.streams {
         let stream = identity(name);
         let check = with_retries(
             "describe stream",
             |e: &KinesisError| kinesis_exit(e) == Exit::Unavailable,
-            async || kinesis.describe_stream(&stream).await,
+            async || checks.describe_stream(&stream).await,
         )
         .await;
         if let Err(e) = check {

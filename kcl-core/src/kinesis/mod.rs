@@ -2,7 +2,9 @@
 //!
 //! The trait mirrors ListShards, GetShardIterator and GetRecords closely enough that an
 //! `aws-sdk-kinesis` implementation is a thin mapping, while exposing none of the SDK's types.
-//! kcl-core ships the in-memory implementation ([`crate::engine::InMemoryKinesis`]).
+//! kcl-core ships the in-memory implementation ([`crate::engine::InMemoryKinesis`]);
+//! [`DeadlineKinesis`] puts a deadline on every call of any implementation (the scheduler
+//! builder wraps its data plane in one).
 
 mod deadline;
 mod drain;

@@ -1,13 +1,17 @@
-//! A lease store whose every call answers within a deadline. AWS SDK clients set only a
-//! connect timeout, so without one a hung call holds whatever waits on it for ever.
+//! A lease store whose every call answers within a deadline, and (inside a worker) records
+//! each call's latency and failures (`LeaseStore.Time`, `LeaseStore.Errors`). AWS SDK clients
+//! set only a connect timeout, so without a deadline a hung call holds whatever waits on it
+//! for ever.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
 use super::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
 use crate::model::{ExtendedSequenceNumber, ShardId};
+use crate::telemetry::LeaseMetrics;
 
 /// Wraps a [`LeaseStore`] so that each call fails with [`LeaseError::TimedOut`] once its
 /// deadline passes. A timed-out write may still land: callers treat it like any retryable
@@ -17,12 +21,24 @@ pub struct DeadlineStore {
     inner: Arc<dyn LeaseStore>,
     call: Duration,
     list: Duration,
+    metrics: Option<LeaseMetrics>,
 }
 
 impl DeadlineStore {
     /// `call` bounds single-item operations, `list` the paged listing of the whole table.
     pub fn new(inner: Arc<dyn LeaseStore>, call: Duration, list: Duration) -> Self {
-        Self { inner, call, list }
+        Self {
+            inner,
+            call,
+            list,
+            metrics: None,
+        }
+    }
+
+    /// Also records every call's latency and failures, a timeout counting as a failure.
+    pub(crate) fn with_metrics(mut self, metrics: LeaseMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     async fn within<T>(
@@ -31,9 +47,16 @@ impl DeadlineStore {
         after: Duration,
         call: impl Future<Output = Result<T, LeaseError>>,
     ) -> Result<T, LeaseError> {
-        tokio::time::timeout(after, call)
+        let start = Instant::now();
+        let result = tokio::time::timeout(after, call)
             .await
-            .unwrap_or(Err(LeaseError::TimedOut { operation, after }))
+            .unwrap_or(Err(LeaseError::TimedOut { operation, after }));
+        if let Some(metrics) = &self.metrics {
+            // A failed condition (or a missing lease) is the store answering, not failing.
+            let error = matches!(&result, Err(e) if !e.is_lost());
+            metrics.store_call(operation, start.elapsed().as_secs_f64() * 1000.0, error);
+        }
+        result
     }
 }
 

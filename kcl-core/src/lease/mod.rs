@@ -5,6 +5,8 @@
 //!   carry the contract);
 //! - [`InMemoryLeaseStore`]: a linearizable in-memory table with fault injection and operation
 //!   counts;
+//! - [`DeadlineStore`]: any store with a deadline on every call (the coordinator wraps its
+//!   store in one, and records each call's latency and failures there);
 //! - `conformance` (feature `conformance`): the suite every store runs, through
 //!   `kcl_core::lease_store_conformance!`;
 //! - [`LeaseCoordinator`]: one per worker; renews, detects expiry, takes and balances leases,
@@ -16,7 +18,6 @@ mod coordinator;
 mod deadline;
 mod error;
 mod memory;
-mod metered;
 mod model;
 mod scope;
 mod store;
@@ -28,7 +29,6 @@ pub use coordinator::{
 pub use deadline::DeadlineStore;
 pub use error::LeaseError;
 pub use memory::{InMemoryLeaseStore, LeaseOperation, LeaseStoreStats};
-pub(crate) use metered::MeteredStore;
 pub use model::{CheckpointUpdate, Lease, MultiStreamKey, MultiStreamShard, ParseLeaseKeyError};
 pub use scope::LeaseScope;
 pub use store::{LeaseListing, LeaseStore};

@@ -40,7 +40,6 @@ pub use status::SchedulerStatus;
 pub use streams::{RemovedStreamPolicy, StreamConfig, StreamSet, StreamSource, StreamTracker};
 
 use crate::kinesis::KinesisDataPlane;
-use crate::lease::MeteredStore;
 use crate::lease::{
     Lease, LeaseCoordinator, LeaseEvent, LeaseFilter, LeaseScope, LeaseStore, LeaseToken,
     LostReason,
@@ -49,7 +48,7 @@ use crate::processor::{ShardInfo, ShardRecordProcessorFactory};
 use crate::retrieval::SharedRetrieval;
 use crate::shard::ShutdownReason;
 use crate::shard::consumer::{ConsumerSettings, Outcome, ShardConsumer};
-use crate::telemetry::{FleetSizing, LeaseMetrics, LoadMeter, ShardMetrics, names, workers_needed};
+use crate::telemetry::{FleetSizing, LoadMeter, ShardMetrics, names, workers_needed};
 use streams::{ActiveStream, ActiveStreams, identifier_of};
 use sync::{ShardSync, SyncNotice};
 
@@ -175,13 +174,8 @@ impl Scheduler {
             _ = shutdown.cancelled() => {
                 return Ok(RunReport { end: RunEnd::ShutdownRequested, shards_ended: 0, aborted: 0 });
             }
-            checked = startup::check(&self.config, self.store.as_ref(), self.kinesis.as_ref()) => checked?,
+            checked = startup::check(&self.config, self.store.clone(), self.kinesis.as_ref()) => checked?,
         }
-        let lease_metrics = LeaseMetrics::new(&worker_id);
-        let store: Arc<dyn LeaseStore> = Arc::new(MeteredStore {
-            inner: self.store.clone(),
-            metrics: lease_metrics,
-        });
         let active = Arc::new(ActiveStreams::default());
         if let StreamSource::Single(stream) = &self.config.streams {
             active.replace(vec![ActiveStream {
@@ -195,12 +189,15 @@ impl Scheduler {
             Arc::new(move |lease: &Lease| active.stream_of(lease).is_some())
         };
         let (coordinator, mut events) = LeaseCoordinator::start_filtered(
-            store.clone(),
+            self.store.clone(),
             self.config.coordinator.clone(),
             Some(filter),
         )
         .map_err(SchedulerConfigError::from)?;
         let coordinator = Arc::new(coordinator);
+        // Shard sync and the consumers call the table through the coordinator's store, so
+        // their calls have the same deadlines and metrics.
+        let store = coordinator.store();
         let load = Arc::new(LoadMeter::default());
         let settings = Arc::new(ConsumerSettings {
             load: load.clone(),

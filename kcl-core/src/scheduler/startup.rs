@@ -8,7 +8,7 @@ use tracing::{error, warn};
 
 use super::{SchedulerConfig, SchedulerError, StreamSource};
 use crate::kinesis::{KinesisDataPlane, KinesisError};
-use crate::lease::{LeaseError, LeaseStore};
+use crate::lease::{DeadlineStore, LeaseError, LeaseStore};
 
 /// A key no lease has: reading it costs one small read and tells whether the table exists and
 /// may be read.
@@ -19,12 +19,15 @@ const PROBE_KEY: &str = "kcl-rs-startup-probe";
 /// returned; a retryable one is left to the run's own retries.
 pub(super) async fn check(
     config: &SchedulerConfig,
-    store: &dyn LeaseStore,
+    store: std::sync::Arc<dyn LeaseStore>,
     kinesis: &dyn KinesisDataPlane,
 ) -> Result<(), SchedulerError> {
+    // A probe that hangs counts as retryable (TimedOut): the run's own retries take over.
+    let c = &config.coordinator;
+    let store = DeadlineStore::new(store, c.store_call_timeout, c.list_timeout);
     let give_up = crate::limits::deadline_after(config.fail_fast_after);
     loop {
-        let failure = probe(config, store, kinesis).await;
+        let failure = probe(config, &store, kinesis).await;
         let Some(failure) = failure else {
             return Ok(());
         };

@@ -565,6 +565,16 @@ async fn a_missing_stream_fails_the_run_typed() {
     );
 }
 
+/// Runs a scheduler that fails its start-up checks at once, and returns why.
+async fn start_up_error(s: &Setup) -> SchedulerError {
+    let scheduler = s
+        .builder("w1", None)
+        .fail_fast_after(Duration::ZERO)
+        .build()
+        .unwrap();
+    scheduler.run(CancellationToken::new()).await.unwrap_err()
+}
+
 #[tokio::test(start_paused = true)]
 async fn denied_access_and_rejected_credentials_fail_the_run_typed() {
     let s = Setup::new(1);
@@ -575,12 +585,7 @@ async fn denied_access_and_rejected_credentials_fail_the_run_typed() {
             message: "AccessDeniedException".into(),
         }),
     );
-    let err = s
-        .builder("w1", None)
-        .fail_fast_after(Duration::ZERO)
-        .build()
-        .unwrap();
-    let err = err.run(CancellationToken::new()).await.unwrap_err();
+    let err = start_up_error(&s).await;
     assert!(
         matches!(err, SchedulerError::StreamAccessDenied(_)),
         "{err}"
@@ -593,16 +598,30 @@ async fn denied_access_and_rejected_credentials_fail_the_run_typed() {
             message: "UnrecognizedClientException".into(),
         }),
     );
-    let err = s
-        .builder("w1", None)
-        .fail_fast_after(Duration::ZERO)
-        .build()
-        .unwrap();
-    let err = err.run(CancellationToken::new()).await.unwrap_err();
+    let err = start_up_error(&s).await;
     assert!(
         matches!(err, SchedulerError::CredentialsRejected(_)),
         "{err}"
     );
+}
+
+/// The start-up probe has a deadline too: a table read that hangs delays the start by one
+/// store call timeout, then the run goes on and processes the shard.
+#[tokio::test(start_paused = true)]
+async fn a_hung_start_up_probe_does_not_hold_the_run() {
+    let s = Setup::new(1);
+    s.store.faults().next_calls(
+        crate::lease::LeaseOperation::Get,
+        1,
+        crate::fault::FaultAction::Delay(Duration::from_secs(3600)),
+    );
+    let sent = s.put(2, 5, 0).await;
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(s.builder("w1", None).build().unwrap().run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(s.by_key(), sent);
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
 }
 
 /// Issue 14 §11: durations that overflow `Instant + Duration` are rejected by name.

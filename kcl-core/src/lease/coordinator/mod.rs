@@ -340,14 +340,13 @@ impl LeaseCoordinator {
         filter: Option<LeaseFilter>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<LeaseEvent>), CoordinatorConfigError> {
         config.validate()?;
-        // Every store call of the coordinator answers within its deadline.
-        let store: Arc<dyn LeaseStore> = Arc::new(super::DeadlineStore::new(
-            store,
-            config.store_call_timeout,
-            config.list_timeout,
-        ));
         let (events, receiver) = mpsc::unbounded_channel();
         let metrics = crate::telemetry::LeaseMetrics::new(&config.worker_id);
+        // Every store call of the coordinator answers within its deadline and is measured.
+        let store: Arc<dyn LeaseStore> = Arc::new(
+            super::DeadlineStore::new(store, config.store_call_timeout, config.list_timeout)
+                .with_metrics(metrics.clone()),
+        );
         let shared = Arc::new(Shared {
             store,
             config,
@@ -383,6 +382,12 @@ impl LeaseCoordinator {
     /// The configuration in use.
     pub fn config(&self) -> &CoordinatorConfig {
         &self.shared.config
+    }
+
+    /// The store as the coordinator calls it (deadlines and metrics applied), for the other
+    /// lease-table calls of its worker.
+    pub(crate) fn store(&self) -> Arc<dyn LeaseStore> {
+        self.shared.store.clone()
     }
 
     /// Leases this worker holds and may process now. Never waits for a store call in flight.

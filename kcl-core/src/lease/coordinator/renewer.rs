@@ -4,7 +4,7 @@
 //! renewal is still in flight (a slow store call, bounded by the call deadline) is skipped for
 //! that tick rather than holding up the others.
 
-use std::collections::BTreeSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
@@ -17,28 +17,34 @@ use super::{Entry, Held, LeaseEvent, LostReason, Phase, Shared};
 pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.renew_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut in_flight: JoinSet<String> = JoinSet::new();
-    let mut renewing: BTreeSet<String> = BTreeSet::new();
+    // Renewals in flight, by task, so a key is free again however its task ended.
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    let mut renewing: HashMap<tokio::task::Id, String> = HashMap::new();
     loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
-            Some(done) = in_flight.join_next() => {
-                if let Ok(key) = done {
-                    renewing.remove(&key);
-                }
+            Some(done) = in_flight.join_next_with_id() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                renewing.remove(&id);
                 continue;
             }
             _ = tick.tick() => {}
         }
-        for (key, entry) in shared.entries() {
-            if renewing.insert(key.clone()) {
-                let shared = shared.clone();
-                in_flight.spawn(async move {
-                    renew_one(&shared, key.clone(), entry).await;
-                    key
-                });
-            }
+        let busy: HashSet<&String> = renewing.values().collect();
+        let due: Vec<_> = shared
+            .entries()
+            .into_iter()
+            .filter(|(key, _)| !busy.contains(key))
+            .collect();
+        for (key, entry) in due {
+            let shared = shared.clone();
+            let k = key.clone();
+            let task = in_flight.spawn(async move { renew_one(&shared, k, entry).await });
+            renewing.insert(task.id(), key);
         }
     }
 }
