@@ -97,9 +97,7 @@ impl PollingConfig {
         }
         Ok(())
     }
-}
 
-impl PollingConfig {
     /// The smallest gap between calls: the configured one, or the rate cap's if wider.
     fn min_gap(&self) -> Duration {
         let cap = self
