@@ -5,6 +5,7 @@
 #
 #   scripts/tools.sh emulators    kinesis-local (npm) and moto server (PyPI venv)
 #   scripts/tools.sh python-agg   Python venv with aws-kinesis-agg (vector generation, benchmark)
+#   scripts/tools.sh cargo-fuzz   cargo-fuzz (crates.io) into .tools/cargo, for scripts/fuzz
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="$PWD/.tools"
@@ -13,6 +14,7 @@ mkdir -p "$TOOLS"
 KINESIS_LOCAL_VERSION=0.6.2
 MOTO_VERSION=5.2.5
 CBOR2_VERSION=5.6.5
+CARGO_FUZZ_VERSION=0.13.2
 
 python_agg() {
   local marker="$TOOLS/venv/.aws-kinesis-agg-1.2.3"
@@ -41,10 +43,18 @@ moto() {
   touch "$marker"
 }
 
+cargo_fuzz() {
+  local marker="$TOOLS/cargo/.cargo-fuzz-$CARGO_FUZZ_VERSION"
+  [ -f "$marker" ] && return 0
+  cargo install --quiet --locked --root "$TOOLS/cargo" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+  touch "$marker"
+}
+
 for tool in "$@"; do
   case "$tool" in
     python-agg) python_agg ;;
     emulators) kinesis_local; moto ;;
+    cargo-fuzz) cargo_fuzz ;;
     *) echo "unknown tool: $tool" >&2; exit 2 ;;
   esac
 done

@@ -58,7 +58,8 @@ pub(crate) fn is_other_entity(item: &Item) -> bool {
     matches!(item.get(attr::ENTITY_TYPE), Some(AttributeValue::S(t)) if t != LEASE_ENTITY)
 }
 
-pub(crate) type Item = HashMap<String, AttributeValue>;
+/// A lease table item as the DynamoDB SDK reads and writes it.
+pub type Item = HashMap<String, AttributeValue>;
 
 pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -74,7 +75,9 @@ pub(crate) fn checkpoint_attrs(c: &ExtendedSequenceNumber) -> (AttributeValue, A
 }
 
 /// Writes a lease as an item; optional attributes are written only when set (the KCL's way).
-pub(crate) fn to_item(lease: &Lease) -> Item {
+///
+/// [`from_item`] reads the result back as an equal lease.
+pub fn to_item(lease: &Lease) -> Item {
     let mut item = Item::new();
     item.insert(attr::LEASE_KEY.into(), s(&lease.key));
     // KCL 3.x writes it on every new lease; 2.x ignores it.
@@ -128,8 +131,9 @@ pub(crate) fn string_set(ids: &[ShardId]) -> AttributeValue {
     AttributeValue::Ss(ids.iter().map(|i| i.to_string()).collect())
 }
 
-/// Reads an item written by the KCL (or by us). Any deviation is a typed error naming the key.
-pub(crate) fn from_item(item: &Item) -> Result<Lease, LeaseError> {
+/// Reads an item written by the KCL (or by us). Any deviation is a typed error naming the key
+/// ([`LeaseError::Malformed`]); no input panics (fuzzed: `fuzz/fuzz_targets/lease_item.rs`).
+pub fn from_item(item: &Item) -> Result<Lease, LeaseError> {
     let key = match item.get(attr::LEASE_KEY) {
         Some(AttributeValue::S(k)) if !k.is_empty() => k.clone(),
         Some(other) => {

@@ -114,6 +114,8 @@ fn default_retrieval() -> String {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) raw: WorkerConfig,
+    /// `raw.streams`, parsed (same order).
+    pub(crate) streams: Vec<kcl_core::model::StreamIdentity>,
     pub(crate) initial_position: kcl_core::model::InitialPosition,
     pub(crate) metrics_level: MetricsLevel,
     pub(crate) http_addr: SocketAddr,
@@ -181,6 +183,12 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
             "name at least one stream (KCL_WORKER_STREAMS=a,b)".into(),
         ));
     }
+    let streams = raw
+        .streams
+        .iter()
+        .map(|name| kcl_core::model::StreamIdentity::parse(name.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("streams", e.to_string()))?;
     let initial_position = match raw.initial_position.to_ascii_lowercase().as_str() {
         "latest" => kcl_core::model::InitialPosition::Latest,
         "trim_horizon" => kcl_core::model::InitialPosition::TrimHorizon,
@@ -321,6 +329,7 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
         }
     };
     Ok(Settings {
+        streams,
         hash_range_policy,
         fan_out,
         initial_position,

@@ -28,7 +28,6 @@ use kcl_cloudwatch::{
 use kcl_core::aws::AwsKinesis;
 use kcl_core::kinesis::{KinesisDataPlane, KinesisError};
 use kcl_core::lease::{LeaseError, LeaseStore};
-use kcl_core::model::StreamIdentity;
 use kcl_core::processor::{ShardInfo, ShardRecordProcessor};
 use kcl_core::scheduler::{
     RemovedStreamPolicy, RetrievalMode, RunEnd, SchedulerBuilder, StreamConfig, StreamSet,
@@ -216,12 +215,12 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
     // timeout); the scheduler builder puts the same deadline on the data plane it runs on.
     let checks = kcl_core::kinesis::DeadlineKinesis::new(kinesis.clone(), s.failover);
     let kinesis_at = c.kinesis_endpoint.as_deref().unwrap_or("AWS");
-    for name in &c.streams {
-        let stream = identity(name);
+    for stream in &s.streams {
+        let name = &stream.name;
         let check = with_retries(
             "describe stream",
             |e: &KinesisError| kinesis_exit(e) == Exit::Unavailable,
-            async || checks.describe_stream(&stream).await,
+            async || checks.describe_stream(stream).await,
         )
         .await;
         if let Err(e) = check {
@@ -270,26 +269,25 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
     let fan_out = if s.fan_out {
         let fan_out = FanOutRetrieval::new(
             Arc::new(AwsFanOut::new(&kinesis_sdk)),
-            identity(&c.streams[0]),
+            s.streams[0].clone(),
             &c.application,
             FanOutConfig::default(),
         );
         // Registered (or reused) up front, so a missing permission or quota shows at start-up.
-        for name in &c.streams {
-            let stream = identity(name);
+        for stream in &s.streams {
             let registered = with_retries(
                 "register stream consumer",
                 |e: &KinesisError| kinesis_exit(e) == Exit::Unavailable,
-                async || fan_out.register_stream(&stream).await,
+                async || fan_out.register_stream(stream).await,
             )
             .await;
             match registered {
                 Ok(arn) => {
-                    info!(stream = %name, consumer_arn = %arn, "enhanced fan-out consumer ready")
+                    info!(stream = %stream.name, consumer_arn = %arn, "enhanced fan-out consumer ready")
                 }
                 Err(e) => {
                     let exit = kinesis_exit(&e);
-                    error!(stream = %name, "registering the enhanced fan-out consumer failed: {e}");
+                    error!(stream = %stream.name, "registering the enhanced fan-out consumer failed: {e}");
                     return Err(exit);
                 }
             }
@@ -331,12 +329,12 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
         }
     };
     let builder = if c.streams.len() == 1 {
-        SchedulerBuilder::new(identity(&c.streams[0]), &c.application)
+        SchedulerBuilder::new(s.streams[0].clone(), &c.application)
             .initial_position(s.initial_position)
     } else {
         let set = StreamSet::new(RemovedStreamPolicy::Keep);
-        for name in &c.streams {
-            set.add(StreamConfig::new(identity(name), s.initial_position));
+        for stream in &s.streams {
+            set.add(StreamConfig::new(stream.clone(), s.initial_position));
         }
         SchedulerBuilder::multi_stream(set, &c.application)
     };
@@ -467,14 +465,6 @@ async fn drive(s: &Settings, started: Started, signals: &mut Signals) -> Exit {
     let _ = server.await;
     info!(worker_id = %worker_id, exit_code = exit as u8, "worker stopped");
     exit
-}
-
-fn identity(name: &str) -> StreamIdentity {
-    if name.starts_with("arn:") {
-        StreamIdentity::from_arn(name)
-    } else {
-        StreamIdentity::from_name(name)
-    }
 }
 
 /// SIGTERM and SIGINT handlers, installed once at start.

@@ -139,6 +139,12 @@ fn invalid_and_unknown_settings_are_named() {
         ("DYNAMODB_ENDPOINT", "ftp://x", "dynamodb_endpoint"),
         ("INITIAL_POSITION", "at_timestamp", "initial_timestamp"),
         ("HASH_RANGE_POLICY", "maybe", "hash_range_policy"),
+        ("STREAMS", "orders,bad name", "streams"),
+        (
+            "STREAMS",
+            "arn:aws:kinesis:us-east-1:123:stream/orders",
+            "account id",
+        ),
     ] {
         let (code, out) = finish(worker(&[
             ("APPLICATION", "app"),

@@ -12,7 +12,9 @@ pub use sequence::{
     ExtendedSequenceNumber, MAX_SEQUENCE_DIGITS, ParseCheckpointError, ParseSequenceNumberError,
     SequenceNumber,
 };
-pub use shard::{ChildShard, HashKeyRange, SequenceNumberRange, Shard, ShardId, StreamIdentity};
+pub use shard::{
+    ChildShard, HashKeyRange, ParseStreamError, SequenceNumberRange, Shard, ShardId, StreamIdentity,
+};
 
 /// Parses a non-negative integer written the one way the KCL and DynamoDB write it: ASCII
 /// digits, no sign, no leading zeros (except `0` itself). `None` for anything else.

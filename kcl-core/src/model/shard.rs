@@ -73,6 +73,62 @@ impl StreamIdentity {
         }
     }
 
+    /// Parses what a user names a stream by: a stream name (1 to 128 of `a-z A-Z 0-9 _ . -`) or
+    /// a stream ARN, `arn:<partition>:kinesis:<region>:<12-digit account>:stream/<name>`.
+    /// Anything else is an error that says which part is wrong, so configuration typos fail at
+    /// start rather than as "stream not found" after retries.
+    pub fn parse(text: &str) -> Result<Self, ParseStreamError> {
+        let err = |reason| ParseStreamError {
+            value: text.chars().take(300).collect(),
+            reason,
+        };
+        let check_name = |name: &str| {
+            if name.is_empty() || name.len() > 128 {
+                Err(err("a stream name is 1 to 128 characters"))
+            } else if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            {
+                Err(err("a stream name has only a-z A-Z 0-9 _ . -"))
+            } else {
+                Ok(())
+            }
+        };
+        let Some(rest) = text.strip_prefix("arn:") else {
+            check_name(text)?;
+            return Ok(Self::from_name(text));
+        };
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let [partition, service, region, account, resource] = parts[..] else {
+            return Err(err(
+                "an ARN has the form arn:partition:kinesis:region:account:stream/name",
+            ));
+        };
+        let label = |s: &str| {
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !label(partition) {
+            return Err(err("the ARN's partition (e.g. aws) is missing or malformed"));
+        }
+        if service != "kinesis" {
+            return Err(err("the ARN is not a Kinesis ARN"));
+        }
+        if !label(region) {
+            return Err(err("the ARN's region (e.g. us-east-1) is missing or malformed"));
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err("the ARN's account id must be 12 digits"));
+        }
+        let Some(name) = resource.strip_prefix("stream/") else {
+            return Err(err("the ARN's resource must be stream/<name>"));
+        };
+        check_name(name)?;
+        Ok(Self {
+            name: Arc::from(name),
+            arn: Some(Arc::from(text)),
+        })
+    }
+
     /// The account id embedded in the ARN, if any.
     pub fn account_id(&self) -> Option<&str> {
         self.arn
@@ -86,6 +142,16 @@ impl fmt::Display for StreamIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)
     }
+}
+
+/// Why a string names no stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a stream name or stream ARN: {reason}")]
+pub struct ParseStreamError {
+    /// The rejected text (at most 300 characters of it).
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
 }
 
 /// An inclusive range of 128-bit hash keys.
@@ -210,6 +276,28 @@ mod tests {
         assert_eq!(r[1].start, 170141183460469231731687303715884105728);
         assert_eq!(r[1].end, u128::MAX);
         assert_eq!(HashKeyRange::split_evenly(1), vec![HashKeyRange::FULL]);
+    }
+
+    #[test]
+    fn stream_names_and_arns_are_validated() {
+        let arn = StreamIdentity::parse("arn:aws-cn:kinesis:cn-north-1:123456789012:stream/a.b-c_1").unwrap();
+        assert_eq!(&*arn.name, "a.b-c_1");
+        assert_eq!(arn.account_id(), Some("123456789012"));
+        assert_eq!(StreamIdentity::parse("orders").unwrap(), StreamIdentity::from_name("orders"));
+        for bad in [
+            "",
+            "has space",
+            &"x".repeat(129),
+            "arn:aws:kinesis:us-east-1:123456789012:stream/",
+            "arn:aws:kinesis:us-east-1:12345:stream/orders",
+            "arn:aws:sqs:us-east-1:123456789012:stream/orders",
+            "arn:aws:kinesis:us-east-1:123456789012:table/orders",
+            "arn:aws:kinesis::123456789012:stream/orders",
+            "arn:aws:kinesis:us-east-1:123456789012",
+            "arn:aws:kinesis:us-east-1:123456789012:stream/a/b",
+        ] {
+            assert!(StreamIdentity::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
