@@ -105,16 +105,22 @@ impl StreamIdentity {
             ));
         };
         let label = |s: &str| {
-            !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
         if !label(partition) {
-            return Err(err("the ARN's partition (e.g. aws) is missing or malformed"));
+            return Err(err(
+                "the ARN's partition (e.g. aws) is missing or malformed",
+            ));
         }
         if service != "kinesis" {
             return Err(err("the ARN is not a Kinesis ARN"));
         }
         if !label(region) {
-            return Err(err("the ARN's region (e.g. us-east-1) is missing or malformed"));
+            return Err(err(
+                "the ARN's region (e.g. us-east-1) is missing or malformed",
+            ));
         }
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err("the ARN's account id must be 12 digits"));
@@ -280,10 +286,15 @@ mod tests {
 
     #[test]
     fn stream_names_and_arns_are_validated() {
-        let arn = StreamIdentity::parse("arn:aws-cn:kinesis:cn-north-1:123456789012:stream/a.b-c_1").unwrap();
+        let arn =
+            StreamIdentity::parse("arn:aws-cn:kinesis:cn-north-1:123456789012:stream/a.b-c_1")
+                .unwrap();
         assert_eq!(&*arn.name, "a.b-c_1");
         assert_eq!(arn.account_id(), Some("123456789012"));
-        assert_eq!(StreamIdentity::parse("orders").unwrap(), StreamIdentity::from_name("orders"));
+        assert_eq!(
+            StreamIdentity::parse("orders").unwrap(),
+            StreamIdentity::from_name("orders")
+        );
         for bad in [
             "",
             "has space",

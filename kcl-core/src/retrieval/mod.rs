@@ -6,7 +6,7 @@ mod pacing;
 mod polling;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::OwnedSemaphorePermit;
@@ -68,9 +68,11 @@ impl StartFrom {
             ExtendedSequenceNumber::Latest => (StartingPosition::Latest, None),
             ExtendedSequenceNumber::AtTimestamp => match self.initial_position {
                 InitialPosition::AtTimestamp(t) => (StartingPosition::AtTimestamp(t), None),
-                // A lease written AT_TIMESTAMP by an application now configured otherwise:
-                // nothing says which time, so read everything rather than lose records.
-                _ => (StartingPosition::AtTimestamp(SystemTime::UNIX_EPOCH), None),
+                // A lease written AT_TIMESTAMP by an application now configured otherwise
+                // (the Java KCL then sends a request without a timestamp and fails): nothing
+                // says which time, so read everything rather than lose records. The consumer
+                // warns.
+                _ => (StartingPosition::TrimHorizon, None),
             },
             ExtendedSequenceNumber::Sequence { sequence, .. } => (
                 StartingPosition::AtSequenceNumber(sequence.clone()),

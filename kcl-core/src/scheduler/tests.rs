@@ -13,7 +13,7 @@ use super::*;
 use crate::aggregation::Aggregator;
 use crate::checkpoint::Checkpointer;
 use crate::engine::{InMemoryKinesis, PutRecordEntry};
-use crate::lease::InMemoryLeaseStore;
+use crate::lease::{InMemoryLeaseStore, Lease, LeaseStore};
 use crate::model::{ExtendedSequenceNumber, InitialPosition, StreamIdentity};
 use crate::processor::{ProcessRecordsInput, ProcessorError, ShardRecordProcessor};
 use crate::shard::{DeadLetterHandler, FailurePolicy, ProcessorFailure};
@@ -779,4 +779,79 @@ async fn a_trickling_shard_is_polled_politely_by_one_and_by_five_applications() 
             let _ = run.await;
         }
     }
+}
+
+/// Issue 14 §9: the scheduler at LATEST reads what arrives after its leases start, nothing
+/// before.
+#[tokio::test(start_paused = true)]
+async fn latest_reads_only_what_arrives_after_start() {
+    let s = Setup::new(2);
+    s.put(5, 4, 0).await;
+    let shutdown = CancellationToken::new();
+    let scheduler = s
+        .builder("w1", None)
+        .initial_position(InitialPosition::Latest)
+        .build()
+        .unwrap();
+    let run = tokio::spawn(scheduler.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = s.put(5, 4, 100).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(s.by_key(), after);
+    assert!(
+        s.store
+            .snapshot()
+            .iter()
+            .all(|l| l.checkpoint.sequence().is_some())
+    );
+}
+
+/// Issue 14 §9: AT_TIMESTAMP starts at the first record that arrived at or after the time; the
+/// leases carry the KCL's AT_TIMESTAMP sentinel until the first checkpoint.
+#[tokio::test(start_paused = true)]
+async fn at_timestamp_reads_from_that_time() {
+    let s = Setup::new(2);
+    s.put(5, 4, 0).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let t = s.kinesis.now();
+    let after = s.put(5, 4, 100).await;
+    let shutdown = CancellationToken::new();
+    let scheduler = s
+        .builder("w1", None)
+        .initial_position(InitialPosition::AtTimestamp(t))
+        .build()
+        .unwrap();
+    let run = tokio::spawn(scheduler.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(s.by_key(), after);
+}
+
+/// Issue 14 §9: a lease holding the AT_TIMESTAMP sentinel, read by an application configured
+/// without a timestamp, starts at TRIM_HORIZON (with a warning): nothing is lost, and no call
+/// is made with a made-up time.
+#[tokio::test(start_paused = true)]
+async fn an_at_timestamp_lease_without_a_configured_time_reads_from_trim_horizon() {
+    let s = Setup::new(1);
+    let all = s.put(3, 4, 0).await;
+    let mut lease = Lease::new(
+        &crate::model::ShardId::from_index(0),
+        ExtendedSequenceNumber::AtTimestamp,
+    );
+    lease.hash_key_range = Some(crate::model::HashKeyRange::FULL);
+    s.store.create_if_absent(&lease).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let scheduler = s
+        .builder("w1", None)
+        .initial_position(InitialPosition::Latest)
+        .build()
+        .unwrap();
+    let run = tokio::spawn(scheduler.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(s.by_key(), all);
 }

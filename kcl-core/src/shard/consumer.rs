@@ -188,6 +188,16 @@ impl ShardConsumer {
         if let Some(policy) = self.settings.hash_range_check {
             deaggregator = deaggregator.with_hash_range_check(range, policy);
         }
+        if self.lease.checkpoint == ExtendedSequenceNumber::AtTimestamp
+            && !matches!(self.initial_position, InitialPosition::AtTimestamp(_))
+        {
+            warn!(
+                shard_id = %self.info.shard_id,
+                lease_key = %self.lease.key,
+                initial_position = ?self.initial_position,
+                "the lease says AT_TIMESTAMP but no initial timestamp is configured; reading from TRIM_HORIZON so that nothing after the unknown timestamp is lost (configure the timestamp to start there)"
+            );
+        }
         let read = ShardRead {
             stream: self.scope.stream().clone(),
             shard: Shard {
