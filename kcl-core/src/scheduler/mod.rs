@@ -27,7 +27,7 @@ mod status;
 mod streams;
 mod sync;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -223,6 +223,7 @@ impl Scheduler {
             status: self.status.clone(),
             resolved: BTreeMap::new(),
             removed_since: BTreeMap::new(),
+            suspected_gone: BTreeSet::new(),
         };
         background.spawn(shard_sync.run(sync_stop.clone()));
         info!(worker_id = %worker_id, streams = ?self.config.streams, "scheduler started");

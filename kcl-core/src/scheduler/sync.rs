@@ -39,6 +39,8 @@ pub(super) struct ShardSync {
     pub(super) resolved: BTreeMap<Arc<str>, LeaseScope>,
     /// Multi-stream: when this worker first saw leases of each removed stream.
     pub(super) removed_since: BTreeMap<String, Instant>,
+    /// Leases the last round found unlisted and ResourceNotFound (deleted if this one agrees).
+    pub(super) suspected_gone: BTreeSet<String>,
 }
 
 impl ShardSync {
@@ -90,6 +92,7 @@ impl ShardSync {
         };
         let mut created = 0;
         let mut failed = false;
+        let mut suspected = BTreeSet::new();
         for stream in self.active.all() {
             match sync_listed(
                 self.kinesis.as_ref(),
@@ -97,10 +100,12 @@ impl ShardSync {
                 &stream.scope,
                 stream.initial_position,
                 &listing.leases,
+                &self.suspected_gone,
             )
             .await
             {
-                Ok(report) => {
+                Ok(mut report) => {
+                    suspected.append(&mut report.suspected_gone);
                     if !report.created.is_empty() || !report.deleted.is_empty() {
                         info!(
                             stream = %stream.scope.stream(),
@@ -130,6 +135,7 @@ impl ShardSync {
                 }
             }
         }
+        self.suspected_gone = suspected;
         if let Some(RemovedStreamPolicy::DeleteAfter(grace)) = self.removal_policy()
             && let Err(e) = self.apply_removal_policy(grace, &listing.leases).await
         {

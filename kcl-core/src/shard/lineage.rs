@@ -15,6 +15,10 @@ pub struct SyncReport {
     pub created: Vec<String>,
     /// Finished or orphaned leases deleted.
     pub deleted: Vec<String>,
+    /// Leases with records left whose shard was unlisted and answered ResourceNotFound in this
+    /// round. Such a lease is deleted only when the next round (a sync interval later) finds the
+    /// same, because one ResourceNotFound can be transient; pass this round's list to the next.
+    pub suspected_gone: BTreeSet<String>,
 }
 
 /// A shard sync failed.
@@ -75,17 +79,27 @@ pub async fn sync_shards(
     initial_position: InitialPosition,
 ) -> Result<SyncReport, SyncError> {
     let listing = store.list().await.map_err(SyncError::Store)?;
-    sync_listed(kinesis, store, scope, initial_position, &listing.leases).await
+    sync_listed(
+        kinesis,
+        store,
+        scope,
+        initial_position,
+        &listing.leases,
+        &BTreeSet::new(),
+    )
+    .await
 }
 
 /// [`sync_shards`] with the lease table already listed (a multi-stream scheduler lists it once
-/// for all its streams).
+/// for all its streams), and the leases the previous round suspected gone
+/// ([`SyncReport::suspected_gone`]): only those can be deleted with records left.
 pub(crate) async fn sync_listed(
     kinesis: &dyn KinesisDataPlane,
     store: &dyn LeaseStore,
     scope: &LeaseScope,
     initial_position: InitialPosition,
     table: &[Lease],
+    suspected_before: &BTreeSet<String>,
 ) -> Result<SyncReport, SyncError> {
     let stream = scope.stream();
     let shards = kinesis
@@ -178,12 +192,18 @@ pub(crate) async fn sync_listed(
         let shard = by_id.get(&lease.shard_id()).copied();
         let delete = match shard {
             None if lease.is_shard_end() => true,
-            // One listing can miss a shard (eventual consistency, a page lost between tokens):
-            // a lease with records left is deleted only once Kinesis confirms the shard gone.
+            // One listing can miss a shard (eventual consistency, a page lost between tokens),
+            // and one ResourceNotFound can be transient: a lease with records left is deleted
+            // only once two rounds a sync interval apart both find the shard unlisted and gone.
             None => match shard_confirmed_gone(kinesis, stream, lease).await {
-                Ok(true) => {
-                    error!(lease_key = %lease.key, checkpoint = %lease.checkpoint, "shard confirmed gone (ResourceNotFound; past retention): deleting its lease with an unfinished checkpoint");
+                Ok(true) if suspected_before.contains(&lease.key) => {
+                    error!(lease_key = %lease.key, checkpoint = %lease.checkpoint, "shard confirmed gone (unlisted and ResourceNotFound in two rounds; past retention): deleting its lease with an unfinished checkpoint");
                     true
+                }
+                Ok(true) => {
+                    warn!(lease_key = %lease.key, checkpoint = %lease.checkpoint, "shard unlisted and ResourceNotFound; lease kept until the next sync round confirms");
+                    report.suspected_gone.insert(lease.key.clone());
+                    false
                 }
                 Ok(false) => {
                     warn!(lease_key = %lease.key, checkpoint = %lease.checkpoint, "shard missing from the listing but still readable; lease kept");
@@ -406,9 +426,69 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3600)).await;
         k.set_retention_period("s", Duration::from_secs(1800))
             .unwrap();
-        let report = sync_shards(&k, &store, &scope, InitialPosition::TrimHorizon)
+        let key = ShardId::from_index(0).to_string();
+        let sync = async |suspected: &BTreeSet<String>| {
+            let table = store.snapshot();
+            sync_listed(
+                &k,
+                &store,
+                &scope,
+                InitialPosition::TrimHorizon,
+                &table,
+                suspected,
+            )
             .await
-            .unwrap();
-        assert_eq!(report.deleted, vec![ShardId::from_index(0).to_string()]);
+            .unwrap()
+        };
+        // The first round only suspects it (a ResourceNotFound can be transient)...
+        let first = sync(&BTreeSet::new()).await;
+        assert!(first.deleted.is_empty(), "{first:?}");
+        assert_eq!(first.suspected_gone, BTreeSet::from([key.clone()]));
+        // ...the next one confirms and deletes.
+        let second = sync(&first.suspected_gone).await;
+        assert_eq!(second.deleted, vec![key]);
+    }
+
+    /// A transient ResourceNotFound while the shard is missing from one listing deletes nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_resource_not_found_with_a_listing_gap_deletes_nothing() {
+        let (k, store, scope) = setup().await;
+        let shard = ShardId::from_index(1);
+        k.miss_in_next_listings(&shard, 1);
+        k.faults().next_calls(
+            crate::engine::KinesisOperation::GetShardIterator,
+            1,
+            crate::fault::FaultAction::Fail(KinesisError::ResourceNotFound {
+                message: "transient".into(),
+            }),
+        );
+        let table = store.snapshot();
+        let first = sync_listed(
+            &k,
+            &store,
+            &scope,
+            InitialPosition::TrimHorizon,
+            &table,
+            &BTreeSet::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(first.suspected_gone.len(), 1);
+        let table = store.snapshot();
+        let second = sync_listed(
+            &k,
+            &store,
+            &scope,
+            InitialPosition::TrimHorizon,
+            &table,
+            &first.suspected_gone,
+        )
+        .await
+        .unwrap();
+        assert!(
+            second.deleted.is_empty() && second.suspected_gone.is_empty(),
+            "{second:?}"
+        );
+        assert_eq!(store.snapshot().len(), 2);
     }
 }
