@@ -64,6 +64,7 @@ fn invariants_hold_on_every_seeded_schedule() {
             .collect()
     });
     let (mut crashes, mut duplicates, mut records, mut reshards) = (0, 0, 0, 0);
+    let (mut gaps, mut kinesis_faults, mut longest_stop) = (0, 0, std::time::Duration::ZERO);
     for r in &results {
         assert!(
             r.passed(),
@@ -76,14 +77,17 @@ fn invariants_hold_on_every_seeded_schedule() {
         duplicates += r.ledger.duplicates;
         records += r.ledger.records_put;
         reshards += r.reshards;
+        gaps += r.listing_gaps;
+        kinesis_faults += r.kinesis_faults;
+        longest_stop = longest_stop.max(r.longest_stop);
     }
     println!(
-        "{} schedules: {records} records, {crashes} crashes, {reshards} reshards, {duplicates} duplicate deliveries, 0 violations",
+        "{} schedules: {records} records, {crashes} crashes, {reshards} reshards, {gaps} listing gaps, {kinesis_faults} Kinesis faults, longest graceful stop {longest_stop:?}, {duplicates} duplicate deliveries, 0 violations",
         results.len()
     );
     assert!(
-        crashes > 0 && reshards > 0,
-        "the schedules exercised crashes and reshards"
+        crashes > 0 && reshards > 0 && gaps > 0 && kinesis_faults > 0,
+        "the schedules exercised crashes, reshards, listing gaps and Kinesis faults"
     );
 }
 
@@ -125,7 +129,8 @@ fn key_parallel_processing_keeps_order_and_loses_nothing_under_crashes() {
 /// Multi-stream fleets: three streams in one lease table, the last added mid-run, streams removed
 /// and added back while workers crash, stop, restart and shards split and merge. Every record of
 /// every stream processed, per-key order, lineage and checkpoint invariants per stream.
-/// `KCL_SIM_MULTI_SEEDS=<n>` runs more seeds (default 60; the first 20 also with P = 4).
+/// `KCL_SIM_MULTI_SEEDS=<n>` runs more seeds (default 60; the first 20 also with P = 4),
+/// `KCL_SIM_SEED=<s>` replays one.
 #[test]
 fn multi_stream_invariants_hold_while_streams_come_and_go() {
     quiet_simulated_panics();
@@ -134,7 +139,14 @@ fn multi_stream_invariants_hold_while_streams_come_and_go() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let (mut changes, mut crashes, mut records) = (0, 0, 0);
-    for seed in 0..n {
+    let seeds: Vec<u64> = match std::env::var("KCL_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(one) => vec![one],
+        None => (0..n).collect(),
+    };
+    for seed in seeds {
         let mut configs = vec![SimulationConfig::multi_stream(seed)];
         if seed < 20 {
             configs.push(SimulationConfig {

@@ -208,7 +208,8 @@ struct State {
     next_cursor: u64,
     consumers: ConsumerRegistry,
     /// Shards the next listings leave out, and how many more times (an incomplete listing).
-    listing_gaps: BTreeMap<crate::model::ShardId, u64>,
+    /// (stream name, shard) → listings still to miss it.
+    listing_gaps: BTreeMap<(String, crate::model::ShardId), u64>,
 }
 
 impl State {
@@ -306,10 +307,31 @@ impl InMemoryKinesis {
         &self.inner.faults
     }
 
-    /// Leaves `shard` out of the next `n` ListShards listings, as a listing that misses a shard
+    /// The stream's shards as an operator sees them, filtered as ListShards filters: no
+    /// faults, no listing gaps, no quota.
+    pub fn shards(
+        &self,
+        name: &str,
+        filter: Option<&crate::kinesis::ShardFilter>,
+    ) -> Result<Vec<crate::model::Shard>, KinesisError> {
+        let now = self.now();
+        let mut state = self.lock();
+        let s = state.stream_mut(name)?;
+        s.trim(now);
+        Ok(s.list(filter, now))
+    }
+
+    /// Ends every listing gap set by [`miss_in_next_listings`](Self::miss_in_next_listings).
+    pub fn clear_listing_gaps(&self) {
+        self.lock().listing_gaps.clear();
+    }
+
+    /// Leaves `shard` of `stream` out of the next `n` ListShards listings, as a listing that misses a shard
     /// would (the shard is still there and readable).
-    pub fn miss_in_next_listings(&self, shard: &crate::model::ShardId, n: u64) {
-        self.lock().listing_gaps.insert(shard.clone(), n);
+    pub fn miss_in_next_listings(&self, stream: &str, shard: &crate::model::ShardId, n: u64) {
+        self.lock()
+            .listing_gaps
+            .insert((stream.to_string(), shard.clone()), n);
     }
 
     /// Throttles the next `n` calls of `op` with `ProvisionedThroughputExceeded`.
@@ -644,13 +666,16 @@ impl KinesisDataPlane for InMemoryKinesis {
                 let mut remaining = s.list(filter.as_ref(), now);
                 let stream_nonce = s.nonce;
                 if !state.listing_gaps.is_empty() {
+                    let name = stream.name.to_string();
                     let gaps = &mut state.listing_gaps;
-                    remaining.retain(|shard| match gaps.get_mut(&shard.id) {
-                        Some(n) if *n > 0 => {
-                            *n -= 1;
-                            false
+                    remaining.retain(|shard| {
+                        match gaps.get_mut(&(name.clone(), shard.id.clone())) {
+                            Some(n) if *n > 0 => {
+                                *n -= 1;
+                                false
+                            }
+                            _ => true,
                         }
-                        _ => true,
                     });
                     gaps.retain(|_, n| *n > 0);
                 }

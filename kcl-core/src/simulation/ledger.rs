@@ -29,6 +29,17 @@ pub(crate) struct Ledger {
     pub(crate) processed: Vec<Processed>,
     /// Incarnations that crashed or lost a lease, with the shards they held.
     pub(crate) interrupted: BTreeSet<u64>,
+    /// Lease deletions, in order: the shard, and how many puts and processings the ledger held
+    /// at that moment.
+    pub(crate) deletions: Vec<Deletion>,
+}
+
+/// A lease deleted from the table, with the ledger's length at that moment.
+#[derive(Debug, Clone)]
+pub(crate) struct Deletion {
+    pub(crate) shard: ShardId,
+    pub(crate) puts: usize,
+    pub(crate) processed: usize,
 }
 
 /// What the invariant check found.
@@ -45,6 +56,15 @@ pub struct LedgerSummary {
 }
 
 impl Ledger {
+    pub(crate) fn mark_deletion(&mut self, shard: ShardId) {
+        let (puts, processed) = (self.puts.len(), self.processed.len());
+        self.deletions.push(Deletion {
+            shard,
+            puts,
+            processed,
+        });
+    }
+
     /// Checks every invariant of the run.
     pub(crate) fn check(
         &self,
@@ -141,6 +161,24 @@ impl Ledger {
                         "{child} processed (call {child_first}) before its parent {parent} finished (call {parent_last})"
                     ));
                 }
+            }
+        }
+        // No lease is deleted while its shard had records put and not yet processed: its
+        // checkpoint would be gone with them.
+        for d in &self.deletions {
+            let done: BTreeSet<(&str, u64)> = self.processed[..d.processed]
+                .iter()
+                .flat_map(|p| p.records.iter().map(|(k, i, _)| (k.as_str(), *i)))
+                .collect();
+            let unread = self.puts[..d.puts]
+                .iter()
+                .filter(|p| p.shard == d.shard && !done.contains(&(p.key.as_str(), p.index)))
+                .count();
+            if unread > 0 {
+                violation(format!(
+                    "lease of {} deleted with {unread} of its records not yet processed",
+                    d.shard
+                ));
             }
         }
         // Checkpoints never go backwards.

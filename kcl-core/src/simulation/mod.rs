@@ -10,7 +10,16 @@
 //! - checkpoints never went backwards;
 //! - nothing at or before the checkpoint a processor started from was delivered to it, so
 //!   duplicates only occur after the last checkpoint of a worker that crashed or lost a lease
-//!   (and a run without crashes, losses or store faults has none).
+//!   (and a run without crashes, losses or store faults has none);
+//! - no lease was deleted while its shard had records put and not yet processed;
+//! - every graceful stop returned within the shutdown timeout plus one lease-store call
+//!   timeout ([`STOP_SLACK`]), whatever was in flight;
+//! - no worker owned (and so renewed) more leases than it ran consumers for longer than
+//!   [`UNCONSUMED_LEASE_BOUND`].
+//!
+//! Besides crashes and reshards, the world misbehaves as AWS does: calls hang far past their
+//! deadlines (and may land afterwards), listings miss shards, ResourceNotFound comes for shards
+//! that exist, and iterators expire mid-read.
 //!
 //! With `streams > 1` the workers run one multi-stream scheduler over several streams while the
 //! schedule adds and removes streams (the last one joins mid-run); the same invariants hold per
@@ -43,7 +52,7 @@ use self::store::RecordingStore;
 use crate::checkpoint::Checkpointer;
 use crate::engine::{InMemoryKinesis, KinesisOperation, PutRecordEntry};
 use crate::fault::FaultAction;
-use crate::kinesis::{KinesisDataPlane, KinesisError, ShardFilter};
+use crate::kinesis::{KinesisError, ShardFilter};
 use crate::lease::{InMemoryLeaseStore, LeaseError, LeaseOperation};
 use crate::model::{ExtendedSequenceNumber, InitialPosition, ShardId, StreamIdentity};
 use crate::parallel::{KeyParallelProcessor, ParallelConfig, RecordContext, RecordHandler};
@@ -85,6 +94,15 @@ pub struct SimulationConfig {
     pub store_fault: f64,
     /// Per call: GetRecords is throttled.
     pub throttle: f64,
+    /// Per call: a lease-store or Kinesis call hangs for [`HANG`], far past its deadline (a
+    /// lease-store write then lands late).
+    pub hang: f64,
+    /// Per step: the next ListShards listings miss a random open shard.
+    pub listing_gap: f64,
+    /// Per call: GetShardIterator or GetRecords answers ResourceNotFound for a shard that exists.
+    pub transient_not_found: f64,
+    /// Per call: GetRecords finds its iterator expired.
+    pub iterator_expiry: f64,
     /// The retrieval the workers use; `None` for polling.
     pub retrieval: Option<RetrievalFactory>,
     /// Run a per-record handler with this per-key parallelism (`kcl_core::parallel`) instead
@@ -129,6 +147,10 @@ impl SimulationConfig {
             processor_failure: 0.05,
             store_fault: 0.02,
             throttle: 0.05,
+            hang: 0.002,
+            listing_gap: 0.05,
+            transient_not_found: 0.01,
+            iterator_expiry: 0.01,
             retrieval: None,
             parallelism: None,
             streams: 1,
@@ -147,6 +169,25 @@ impl SimulationConfig {
     }
 }
 
+/// How long an injected hang lasts: longer than any deadline of the simulated workers.
+pub const HANG: Duration = Duration::from_secs(120);
+
+/// The simulated workers' failover time.
+pub const FAILOVER: Duration = Duration::from_secs(10);
+
+/// The simulated workers' shutdown timeout.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a graceful stop may take beyond [`SHUTDOWN_TIMEOUT`]: one lease-store call timeout (the
+/// default, failover / 3), the documented slack.
+pub const STOP_SLACK: Duration = Duration::from_millis(3334);
+
+/// How long a worker may own more leases than it runs consumers for (leases in hand-off, whose
+/// previous owner still reads them, not counted): a lease just taken waits for its consumer to
+/// start, and a consumer that failed restarts or releases its lease; 3 × the failover time
+/// covers both.
+pub const UNCONSUMED_LEASE_BOUND: Duration = Duration::from_secs(30);
+
 /// What a simulated run did and found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimulationReport {
@@ -162,6 +203,13 @@ pub struct SimulationReport {
     pub restarts: u64,
     /// Splits and merges.
     pub reshards: u64,
+    /// Listing gaps injected.
+    pub listing_gaps: u64,
+    /// Kinesis faults injected: throttles, hangs, ResourceNotFound, expired iterators, broken
+    /// subscriptions.
+    pub kinesis_faults: u64,
+    /// The longest graceful stop.
+    pub longest_stop: Duration,
     /// Streams removed from or added to the tracked set mid-run.
     pub stream_changes: u64,
     /// Shards in the final lineage.
@@ -310,6 +358,9 @@ struct Worker {
     stop: CancellationToken,
     run: JoinHandle<()>,
     incarnation: u64,
+    status: crate::scheduler::SchedulerStatus,
+    /// Since when it owns more leases than it runs consumers.
+    short_since: Option<tokio::time::Instant>,
 }
 
 /// Runs one simulated fleet on a fresh single-threaded runtime with paused time.
@@ -357,14 +408,16 @@ async fn run(config: SimulationConfig) -> SimulationReport {
     kinesis.faults().reseed(config.seed ^ 1);
     let inner = Arc::new(InMemoryLeaseStore::with_seed(config.seed ^ 2));
     let checkpoint_log = Arc::new(Mutex::new(Vec::new()));
-    let store = Arc::new(RecordingStore {
-        inner: inner.clone(),
-        log: checkpoint_log.clone(),
-    });
     let shared = Arc::new(Shared {
         ledger: Mutex::new(Ledger::default()),
         rng: Mutex::new(SmallRng::seed_from_u64(config.seed ^ 3)),
         processor_failure: config.processor_failure,
+    });
+    let store = Arc::new(RecordingStore {
+        inner: inner.clone(),
+        log: checkpoint_log.clone(),
+        shared: shared.clone(),
+        multi,
     });
     if config.throttle > 0.0 {
         kinesis.faults().with_probability(
@@ -387,6 +440,47 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             config.throttle,
             FaultAction::Fail(KinesisError::ResourceInUse {
                 message: "simulated draining subscription".into(),
+            }),
+        );
+    }
+    let hang = FaultAction::Delay(HANG);
+    if config.hang > 0.0 {
+        for op in LeaseOperation::ALL {
+            inner
+                .faults()
+                .with_probability(op, config.hang, FaultAction::Delay(HANG));
+        }
+        for op in [
+            KinesisOperation::ListShards,
+            KinesisOperation::GetShardIterator,
+            KinesisOperation::GetRecords,
+        ] {
+            kinesis
+                .faults()
+                .with_probability(op, config.hang, hang.clone());
+        }
+    }
+    let not_found = || {
+        FaultAction::Fail(KinesisError::ResourceNotFound {
+            message: "simulated transient ResourceNotFound".into(),
+        })
+    };
+    if config.transient_not_found > 0.0 {
+        for op in [
+            KinesisOperation::GetShardIterator,
+            KinesisOperation::GetRecords,
+        ] {
+            kinesis
+                .faults()
+                .with_probability(op, config.transient_not_found, not_found());
+        }
+    }
+    if config.iterator_expiry > 0.0 {
+        kinesis.faults().with_probability(
+            KinesisOperation::GetRecords,
+            config.iterator_expiry,
+            FaultAction::Fail(KinesisError::ExpiredIterator {
+                message: "simulated expiry mid-read".into(),
             }),
         );
     }
@@ -434,6 +528,8 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             .worker_id(format!("worker-{slot}"))
             .lease_store(store.clone())
             .kinesis(Arc::new(kinesis.clone()))
+            .failover_time(FAILOVER)
+            .shutdown_timeout(SHUTDOWN_TIMEOUT)
             .parent_shard_poll_interval(Duration::from_millis(500))
             .shard_sync_interval(Duration::from_secs(10))
             .retrieval(match &retrieval {
@@ -469,6 +565,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             })
             .build()
             .expect("a valid simulation config");
+        let status = scheduler.status();
         let stop = CancellationToken::new();
         let token = stop.clone();
         let run = tokio::spawn(async move {
@@ -478,6 +575,8 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             stop,
             run,
             incarnation,
+            status,
+            short_since: None,
         }
     };
 
@@ -487,6 +586,10 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         next_incarnation += 1;
     }
     let (mut crashes, mut stops, mut restarts, mut reshards, mut stream_changes) = (0, 0, 0, 0, 0);
+    let mut listing_gaps = 0;
+    let mut longest_stop = Duration::ZERO;
+    let mut timing_violations: Vec<String> = Vec::new();
+    let mut counters = BTreeMap::new();
     let mut indices: BTreeMap<String, u64> = BTreeMap::new();
     let steps = (config.duration.as_secs_f64() / config.step.as_secs_f64()) as u64;
     for _ in 0..steps {
@@ -533,8 +636,14 @@ async fn run(config: SimulationConfig) -> SimulationReport {
                 crashes += 1;
             }
             Some(w) if roll < config.crash + config.stop => {
-                w.stop.cancel();
-                let _ = w.run.await;
+                let took = stop_gracefully(w).await;
+                longest_stop = longest_stop.max(took);
+                if took > SHUTDOWN_TIMEOUT + STOP_SLACK {
+                    timing_violations.push(format!(
+                        "worker-{slot} took {took:?} to stop (bound {:?})",
+                        SHUTDOWN_TIMEOUT + STOP_SLACK
+                    ));
+                }
                 stops += 1;
             }
             Some(w) => workers[slot] = Some(w),
@@ -561,9 +670,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             0
         };
         if rng.random_bool(config.reshard)
-            && let Ok(open) = kinesis
-                .list_all_shards(&streams[resharded], Some(ShardFilter::AtLatest))
-                .await
+            && let Ok(open) = kinesis.shards(&names[resharded], Some(&ShardFilter::AtLatest))
         {
             let name = &names[resharded];
             let mut open = open;
@@ -578,12 +685,32 @@ async fn run(config: SimulationConfig) -> SimulationReport {
                 open.len() < 8 && kinesis.split_shard_evenly(name, &open[i].id).is_ok()
             };
             reshards += u64::from(done);
+            if done {
+                // Gaps model listings that miss open shards; a shard that closes is listed (as
+                // closed) again. A finished shard missing alone is not modelled: see the README.
+                kinesis.clear_listing_gaps();
+            }
+        }
+        if rng.random_bool(config.listing_gap) {
+            let s = rng.random_range(0..streams.len());
+            // Open shards: what a lost page or a listing right after a reshard misses. (A closed
+            // shard vanishing alone is trimming, which these runs do not do.)
+            if let Ok(all) = kinesis.shards(&names[s], Some(&ShardFilter::AtLatest))
+                && !all.is_empty()
+            {
+                let shard = &all[rng.random_range(0..all.len())].id;
+                kinesis.miss_in_next_listings(&names[s], shard, rng.random_range(1..4));
+                listing_gaps += 1;
+            }
         }
         tokio::time::sleep(config.step).await;
+        check_consumers(&mut workers, &inner, &mut counters, &mut timing_violations);
     }
 
     // Drain: faults off, every worker up, until everything was processed (or 10 minutes).
+    let kinesis_faults = kinesis.faults().injected();
     kinesis.faults().clear();
+    kinesis.clear_listing_gaps();
     inner.faults().clear();
     for i in (0..streams.len()).filter(|i| !is_tracked[*i]) {
         track(i);
@@ -611,13 +738,12 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     for w in workers.iter_mut().filter_map(Option::take) {
-        w.stop.cancel();
-        let _ = w.run.await;
+        longest_stop = longest_stop.max(stop_gracefully(w).await);
     }
 
     let mut lineage: BTreeMap<ShardId, Vec<ShardId>> = BTreeMap::new();
     for (name, s) in names.iter().zip(&streams) {
-        for shard in kinesis.list_all_shards(s, None).await.unwrap_or_default() {
+        for shard in kinesis.shards(&s.name, None).unwrap_or_default() {
             lineage.insert(
                 ledger_shard(multi, name, &shard.id),
                 shard
@@ -630,6 +756,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
     let ledger = shared.ledger.lock();
     let checkpoints = checkpoint_log.lock().clone();
     let mut summary = ledger.check(&lineage, &checkpoints);
+    summary.violations.extend(timing_violations);
     if crashes == 0
         && config.store_fault == 0.0
         && ledger.interrupted.is_empty()
@@ -651,8 +778,75 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         stops,
         restarts,
         reshards,
+        listing_gaps,
+        kinesis_faults,
+        longest_stop,
         stream_changes,
         shards: lineage.len(),
         digest: hasher.finish(),
+    }
+}
+
+/// Cancels a worker and waits for `run` to return; how long that took.
+async fn stop_gracefully(w: Worker) -> Duration {
+    let start = tokio::time::Instant::now();
+    w.stop.cancel();
+    let _ = w.run.await;
+    start.elapsed()
+}
+
+/// Flags a worker that has renewed more leases than it runs consumers for longer than
+/// [`UNCONSUMED_LEASE_BOUND`]: a lease renewed with nobody reading it is a stuck shard. A lease
+/// counts as renewed by its owner while its counter changed within the failover time (one left
+/// to expire keeps its owner's name until someone takes it).
+fn check_consumers(
+    workers: &mut [Option<Worker>],
+    store: &InMemoryLeaseStore,
+    counters: &mut BTreeMap<String, (u64, tokio::time::Instant)>,
+    violations: &mut Vec<String>,
+) {
+    let leases = store.snapshot();
+    let now = tokio::time::Instant::now();
+    for l in &leases {
+        let e = counters.entry(l.key.clone()).or_insert((l.counter, now));
+        if e.0 != l.counter {
+            *e = (l.counter, now);
+        }
+    }
+    let renewed = |key: &str| counters.get(key).is_some_and(|(_, t)| now - *t < FAILOVER);
+    for (slot, w) in workers.iter_mut().enumerate() {
+        let Some(w) = w else { continue };
+        if !w.status.has_synced() || w.status.is_draining() {
+            w.short_since = None;
+            continue;
+        }
+        let id = format!("worker-{slot}");
+        let owned: Vec<&str> = leases
+            .iter()
+            .filter(|l| {
+                // A lease in hand-off (`checkpointOwner` set) is still read by its previous
+                // owner until it lets go.
+                l.owner.as_deref() == Some(id.as_str())
+                    && l.checkpoint_owner.is_none()
+                    && !l.is_shard_end()
+                    && renewed(&l.key)
+            })
+            .map(|l| l.key.as_str())
+            .collect();
+        let owned_keys = owned.join(", ");
+        let owned = owned.len();
+        if owned <= w.status.consumers() {
+            w.short_since = None;
+            continue;
+        }
+        let since = *w.short_since.get_or_insert(now);
+        if now - since > UNCONSUMED_LEASE_BOUND {
+            violations.push(format!(
+                "{id} owned {owned} leases ({owned_keys}) with {} consumers for over {UNCONSUMED_LEASE_BOUND:?}",
+                w.status.consumers()
+            ));
+            // Once per episode.
+            w.short_since = Some(now);
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! A lease store wrapper that records every committed checkpoint, for the ledger.
+//! A lease store wrapper that records every committed checkpoint and every deletion, for the
+//! ledger.
 
 use std::sync::Arc;
 
@@ -13,10 +14,18 @@ use crate::model::{ExtendedSequenceNumber, ShardId};
 /// Checkpoints as they were committed, in order: (lease key, position).
 pub(crate) type CheckpointLog = Arc<Mutex<Vec<(String, ExtendedSequenceNumber)>>>;
 
-#[derive(Debug)]
 pub(crate) struct RecordingStore {
     pub(crate) inner: Arc<InMemoryLeaseStore>,
     pub(crate) log: CheckpointLog,
+    /// The run's ledger, marked at each deletion.
+    pub(crate) shared: Arc<super::Shared>,
+    pub(crate) multi: bool,
+}
+
+impl std::fmt::Debug for RecordingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingStore").finish_non_exhaustive()
+    }
 }
 
 #[async_trait]
@@ -77,6 +86,19 @@ impl LeaseStore for RecordingStore {
         self.inner.set_child_shards(key, children).await
     }
     async fn delete(&self, expected: &Lease) -> Result<(), LeaseError> {
-        self.inner.delete(expected).await
+        let result = self.inner.delete(expected).await;
+        // A delete that lands but reports failure is a deletion too: mark it whenever the lease
+        // is gone afterwards.
+        if result.is_ok() || self.inner.snapshot().iter().all(|l| l.key != expected.key) {
+            let shard = match &expected.multi_stream {
+                Some(m) => {
+                    let stream = m.stream_identifier.split(':').nth(1).unwrap_or_default();
+                    super::ledger_shard(self.multi, stream, &m.shard_id)
+                }
+                None => expected.shard_id(),
+            };
+            self.shared.ledger.lock().mark_deletion(shard);
+        }
+        result
     }
 }
