@@ -106,6 +106,9 @@ pub struct CloudWatchConfig {
     pub max_attempts: usize,
     /// Longest a shutdown flush may take.
     pub shutdown_timeout: Duration,
+    /// Deadline of each PutMetricData call (the SDK sets only a connect timeout); a call past
+    /// it counts as a retryable failure.
+    pub call_timeout: Duration,
 }
 
 impl CloudWatchConfig {
@@ -118,6 +121,7 @@ impl CloudWatchConfig {
             queue_capacity: 10_000,
             max_attempts: 3,
             shutdown_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(5),
         }
     }
 
@@ -133,12 +137,14 @@ impl CloudWatchConfig {
         if self.queue_capacity < self.max_datums_per_request {
             return Err("queue_capacity must hold at least one request".into());
         }
-        if self.flush_interval.is_zero() || self.max_attempts == 0 {
-            return Err("flush_interval and max_attempts must be positive".into());
+        if self.flush_interval.is_zero() || self.max_attempts == 0 || self.call_timeout.is_zero() {
+            return Err("flush_interval, max_attempts and call_timeout must be positive".into());
         }
         const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-        if self.flush_interval > YEAR || self.shutdown_timeout > YEAR {
-            return Err("flush_interval and shutdown_timeout must be at most a year".into());
+        if self.flush_interval > YEAR || self.shutdown_timeout > YEAR || self.call_timeout > YEAR {
+            return Err(
+                "flush_interval, shutdown_timeout and call_timeout must be at most a year".into(),
+            );
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::recorder::Registry;
-use crate::{CloudWatchConfig, CloudWatchRecorder, Datum, MetricSink};
+use crate::{CloudWatchConfig, CloudWatchRecorder, Datum, MetricSink, SinkError};
 
 #[derive(Debug)]
 struct State {
@@ -156,7 +156,18 @@ async fn send(state: &State, batch: &[Datum]) -> bool {
         .with_jitter()
         .build();
     for attempt in 1..=state.config.max_attempts {
-        match state.sink.put(&state.config.namespace, batch).await {
+        let timeout = state.config.call_timeout;
+        let put = state.sink.put(&state.config.namespace, batch);
+        let result = tokio::time::timeout(timeout, put)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SinkError {
+                    code: "TimedOut".into(),
+                    message: format!("no answer within {timeout:?}"),
+                    retryable: true,
+                })
+            });
+        match result {
             Ok(()) => {
                 state.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 debug!(datums = batch.len(), "metrics published");

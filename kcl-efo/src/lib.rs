@@ -30,6 +30,7 @@
 
 mod aws;
 mod client;
+mod deadline;
 mod memory;
 mod publisher;
 

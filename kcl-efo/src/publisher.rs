@@ -28,6 +28,13 @@ pub struct FanOutConfig {
     pub min_backoff: Duration,
     /// Largest delay before resubscribing.
     pub max_backoff: Duration,
+    /// Deadline of each control call (RegisterStreamConsumer, DescribeStreamConsumer,
+    /// DeregisterStreamConsumer) and of setting up a SubscribeToShard (default 10 s, the
+    /// default failover time).
+    pub call_timeout: Duration,
+    /// A subscription with no event for this long is ended and renewed from where it stopped
+    /// (default 35 s; Kinesis sends an event at least every 5 s).
+    pub event_timeout: Duration,
 }
 
 impl Default for FanOutConfig {
@@ -36,6 +43,8 @@ impl Default for FanOutConfig {
             max_buffered_events: 2,
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(10),
+            event_timeout: Duration::from_secs(35),
         }
     }
 }
@@ -73,6 +82,11 @@ impl FanOutRetrieval {
         consumer_name: impl Into<String>,
         config: FanOutConfig,
     ) -> Self {
+        let client = Arc::new(crate::deadline::DeadlineFanOut {
+            inner: client,
+            call_timeout: config.call_timeout,
+            event_timeout: config.event_timeout,
+        });
         Self {
             inner: Arc::new(Inner {
                 client,

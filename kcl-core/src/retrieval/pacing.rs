@@ -4,6 +4,10 @@
 //! throttle means "slow down", not "retry now". The pacer doubles the gap between calls on each
 //! throttle (with jitter, so shards and applications do not retry in lockstep) and shrinks it by
 //! a quarter on each success, recovering smoothly instead of storming back.
+//!
+//! A shard also allows 2 MiB/s of reads: after a response of B bytes, Kinesis throttles every
+//! call for the next B / 2 MiB seconds (10 MiB: 5 s). The pacer waits that long after a large
+//! response instead of drawing the throttle, so a shard that is behind drains at the read limit.
 
 use std::time::Duration;
 
@@ -13,6 +17,8 @@ use tokio::time::Instant;
 
 /// Smallest gap after a throttle: one call per 200 ms is the whole per-shard budget.
 const THROTTLED_FLOOR: Duration = Duration::from_millis(200);
+/// A shard's read rate, for all applications together.
+const SHARD_READ_BYTES_PER_SECOND: f64 = 2.0 * 1024.0 * 1024.0;
 /// Smallest gap after another retryable error.
 const ERROR_FLOOR: Duration = Duration::from_millis(500);
 
@@ -22,6 +28,8 @@ pub(crate) struct Pacer {
     max: Duration,
     gap: Duration,
     last_call: Option<Instant>,
+    /// No call before this: the read budget the last response used.
+    not_before: Option<Instant>,
     rng: SmallRng,
 }
 
@@ -32,6 +40,7 @@ impl Pacer {
             max: max.max(base),
             gap: base,
             last_call: None,
+            not_before: None,
             rng: SmallRng::seed_from_u64(seed),
         }
     }
@@ -46,12 +55,17 @@ impl Pacer {
             } else {
                 self.gap
             };
-            tokio::time::sleep_until(last + gap).await;
+            let at = self.not_before.map_or(last + gap, |t| t.max(last + gap));
+            tokio::time::sleep_until(at).await;
         }
         self.last_call = Some(Instant::now());
     }
 
-    pub(crate) fn success(&mut self) {
+    /// A call succeeded with a response of `bytes` bytes of record data.
+    pub(crate) fn success(&mut self, bytes: usize) {
+        self.not_before = self
+            .last_call
+            .map(|last| last + Duration::from_secs_f64(bytes as f64 / SHARD_READ_BYTES_PER_SECOND));
         self.gap = (self.gap * 3 / 4).max(self.base);
         if self.gap < Duration::from_millis(1) {
             self.gap = self.base;
@@ -85,16 +99,33 @@ mod tests {
             p.throttled();
         }
         assert_eq!(p.gap(), Duration::from_secs(10), "capped");
-        p.success();
+        p.success(0);
         assert_eq!(
             p.gap(),
             Duration::from_millis(7500),
             "recovers by a quarter per success"
         );
         for _ in 0..60 {
-            p.success();
+            p.success(0);
         }
         assert_eq!(p.gap(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_response_spends_the_shards_read_budget() {
+        let mut p = Pacer::new(Duration::ZERO, Duration::from_secs(10), 1);
+        let start = Instant::now();
+        p.wait().await;
+        p.success(10 * 1024 * 1024);
+        p.wait().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        p.success(0);
+        p.wait().await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(5),
+            "an empty response costs nothing"
+        );
     }
 
     #[tokio::test(start_paused = true)]

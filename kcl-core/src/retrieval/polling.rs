@@ -247,7 +247,8 @@ impl Fetcher {
                     }
                 }
             };
-            self.pacer.success();
+            self.pacer
+                .success(out.records.iter().map(|r| r.data.len()).sum());
             self.not_found = 0;
             if let Some(last) = out.records.last() {
                 last_fetched = Some(last.sequence_number.clone());

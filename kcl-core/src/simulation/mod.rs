@@ -454,6 +454,9 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             KinesisOperation::ListShards,
             KinesisOperation::GetShardIterator,
             KinesisOperation::GetRecords,
+            // Fan-out: a hung subscription set-up, and a subscription that goes silent.
+            KinesisOperation::SubscribeToShard,
+            KinesisOperation::SubscriptionEvent,
         ] {
             kinesis
                 .faults()
