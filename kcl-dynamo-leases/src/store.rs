@@ -326,6 +326,14 @@ fn is_conditional_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> boo
 
 #[async_trait]
 impl LeaseStore for DynamoLeaseStore {
+    /// [`create_table_if_missing`](Self::create_table_if_missing) with the owner index.
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        self.create_table_if_missing(&TableOptions {
+            lease_owner_index: true,
+        })
+        .await
+    }
+
     async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
         let result = self
             .client

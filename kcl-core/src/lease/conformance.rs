@@ -25,6 +25,7 @@ use crate::model::{ExtendedSequenceNumber, HashKeyRange, SequenceNumber, ShardId
 macro_rules! lease_store_conformance {
     ($factory:expr) => {
         $crate::lease_store_conformance!(@cases $factory;
+            ensure_table_is_idempotent,
             create_if_absent_writes_once,
             get_missing_is_none,
             list_returns_every_lease,
@@ -89,6 +90,14 @@ fn assert_condition_failed<T: std::fmt::Debug>(r: Result<T, LeaseError>, what: &
         matches!(r, Err(LeaseError::ConditionFailed { .. })),
         "{what}: expected ConditionFailed, got {r:?}"
     );
+}
+
+/// `ensure_table` on a store that is ready changes nothing, twice over.
+pub async fn ensure_table_is_idempotent(store: Store) {
+    let before = created(&store, "ensure-table").await;
+    store.ensure_table().await.expect("ensure_table");
+    store.ensure_table().await.expect("ensure_table again");
+    assert_eq!(store.get("ensure-table").await.unwrap(), Some(before));
 }
 
 /// `create_if_absent` writes once; a second create of the key fails and changes nothing.

@@ -13,6 +13,9 @@ use super::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
 use crate::model::{ExtendedSequenceNumber, ShardId};
 use crate::telemetry::LeaseMetrics;
 
+/// Deadline of [`LeaseStore::ensure_table`]: DynamoDB takes seconds to minutes to make a new
+/// table and its index ACTIVE.
+pub(crate) const TABLE_CREATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Wraps a [`LeaseStore`] so that each call fails with [`LeaseError::TimedOut`] once its
 /// deadline passes. A timed-out write may still land: callers treat it like any retryable
 /// failure, and the next conditional write tells whether it did.
@@ -65,6 +68,16 @@ impl LeaseStore for DeadlineStore {
     async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
         self.within("CreateLease", self.call, self.inner.create_if_absent(lease))
             .await
+    }
+
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        // Creating a table and waiting until it is ACTIVE takes seconds to minutes.
+        self.within(
+            "EnsureTable",
+            TABLE_CREATION_TIMEOUT,
+            self.inner.ensure_table(),
+        )
+        .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {

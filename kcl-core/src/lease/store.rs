@@ -29,6 +29,8 @@ pub struct LeaseListing {
 /// # Contract
 /// Enforced by the conformance suite (`kcl_core::lease_store_conformance!`):
 /// - `create_if_absent` writes the lease only if no lease has its key, else `ConditionFailed`.
+/// - `ensure_table` creates the store's table if it is missing (a no-op for stores without
+///   one) and returns once it can be used; calling it again changes nothing.
 /// - `get` reads the latest value (strongly consistent); `None` if absent.
 /// - `list` returns every lease, paging internally; malformed items are reported, not fatal.
 /// - `renew`: if `leaseCounter` = expected and `leaseOwner` = expected owner → counter + 1.
@@ -51,6 +53,13 @@ pub struct LeaseListing {
 ///   `ConditionFailed`; in both cases nothing is written. Counters never decrease.
 #[async_trait]
 pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
+    /// Creates the lease table if it does not exist (with the owner index the KCL 3.x uses,
+    /// where the backend has one) and waits until it is usable. The default does nothing: a
+    /// store without a table to create. Wrappers must forward it.
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
     /// Creates the lease if its key is free.
     async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError>;
 

@@ -83,6 +83,9 @@ pub struct SchedulerConfig {
     /// (lease table missing, access denied, credentials rejected, single stream missing)
     /// before returning it as a typed [`super::SchedulerError`]. Default 10 s.
     pub fail_fast_after: Duration,
+    /// Whether start-up creates the lease table when it is missing
+    /// ([`LeaseStore::ensure_table`](crate::lease::LeaseStore::ensure_table)). Default off.
+    pub create_lease_table: bool,
     /// Seed for retry jitter, so simulated runs reproduce.
     pub seed: u64,
     /// Settings of the `WorkersNeeded` fleet-sizing signal.
@@ -109,6 +112,7 @@ pub struct SchedulerBuilder {
     hash_range_check: Option<HashRangePolicy>,
     kinesis_call_timeout: Option<Duration>,
     fail_fast_after: Duration,
+    create_lease_table: bool,
     seed: u64,
     fleet_sizing: FleetSizing,
 }
@@ -154,6 +158,7 @@ impl SchedulerBuilder {
             hash_range_check: Some(HashRangePolicy::DeliverAndWarn),
             kinesis_call_timeout: None,
             fail_fast_after: Duration::from_secs(10),
+            create_lease_table: false,
             seed: 0,
             fleet_sizing: FleetSizing::default(),
         }
@@ -262,6 +267,13 @@ impl SchedulerBuilder {
     /// (default 10 s).
     pub fn fail_fast_after(mut self, after: Duration) -> Self {
         self.fail_fast_after = after;
+        self
+    }
+
+    /// Creates the lease table at start if it is missing (DynamoDB: on-demand billing, with the
+    /// `LeaseOwnerToLeaseKeyIndex` the KCL 3.x uses, so a move back to Java needs no table work).
+    pub fn create_lease_table_if_missing(mut self) -> Self {
+        self.create_lease_table = true;
         self
     }
 
@@ -412,6 +424,7 @@ impl SchedulerBuilder {
             hash_range_check: self.hash_range_check,
             kinesis_call_timeout,
             fail_fast_after: self.fail_fast_after,
+            create_lease_table: self.create_lease_table,
             seed: self.seed,
             fleet_sizing: self.fleet_sizing,
         };

@@ -26,6 +26,12 @@ pub(super) async fn check(
     let c = &config.coordinator;
     let store = DeadlineStore::new(store, c.store_call_timeout, c.list_timeout);
     let give_up = crate::limits::deadline_after(config.fail_fast_after);
+    if config.create_lease_table {
+        // A failure here is reported by the probe below, typed, like a table that is missing.
+        if let Err(e) = store.ensure_table().await {
+            warn!(error = %e, "creating the lease table failed");
+        }
+    }
     loop {
         let failure = probe(config, &store, kinesis).await;
         let Some(failure) = failure else {

@@ -30,6 +30,9 @@ impl std::fmt::Debug for RecordingStore {
 
 #[async_trait]
 impl LeaseStore for RecordingStore {
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        self.inner.ensure_table().await
+    }
     async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
         self.inner.create_if_absent(lease).await
     }
