@@ -128,3 +128,42 @@ async fn an_unreachable_cloudwatch_costs_bounded_memory_and_blocks_nobody() {
     assert_eq!(publisher.sent(), 0);
     publisher.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_cloudwatch_that_accepts_and_never_answers_costs_one_call_timeout() {
+    // A real socket that accepts connections and stays silent: the SDK's call hangs.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let sdk = aws_types::SdkConfig::builder()
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .region(aws_types::region::Region::new("us-east-1"))
+        .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
+        .credentials_provider(aws_sdk_cloudwatch::config::SharedCredentialsProvider::new(
+            aws_sdk_cloudwatch::config::Credentials::new("a", "b", None, None, "test"),
+        ))
+        .build();
+    let recorder = CloudWatchRecorder::new(MetricsLevel::Detailed);
+    let mut config = CloudWatchConfig::new("app");
+    config.flush_interval = Duration::from_secs(3600);
+    config.max_attempts = 1;
+    config.call_timeout = Duration::from_millis(300);
+    let publisher =
+        CloudWatchPublisher::start(&recorder, Arc::new(AwsCloudWatch::new(&sdk)), config).unwrap();
+    record_sample(&recorder);
+    let started = std::time::Instant::now();
+    publisher.flush().await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "a hung PutMetricData held the flush for {took:?}"
+    );
+    assert_eq!(publisher.sent(), 0);
+    publisher.shutdown().await;
+    silent.abort();
+}

@@ -24,6 +24,15 @@ impl ShardRecordProcessor for Nothing {
     }
 }
 
+/// The Kinesis SDK configuration for kinesis-local and the moto endpoint, or `None` when the
+/// emulators are not running locally (CI fails instead).
+async fn emulators() -> Option<(aws_config::SdkConfig, String)> {
+    let kinesis_at = emulator("KCL_KINESIS_ENDPOINT")?;
+    let dynamo_at = emulator("KCL_DYNAMODB_ENDPOINT")?;
+    init_logging();
+    Some((emulator_config(&kinesis_at).await, dynamo_at))
+}
+
 async fn run_until_error(builder: SchedulerBuilder) -> (SchedulerError, Duration) {
     let scheduler = builder
         .fail_fast_after(Duration::from_secs(2))
@@ -43,14 +52,9 @@ async fn run_until_error(builder: SchedulerBuilder) -> (SchedulerError, Duration
 
 #[tokio::test]
 async fn a_missing_lease_table_on_moto_fails_the_run_typed() {
-    let Some(kinesis_at) = emulator("KCL_KINESIS_ENDPOINT") else {
+    let Some((config, dynamo_at)) = emulators().await else {
         return;
     };
-    let Some(dynamo_at) = emulator("KCL_DYNAMODB_ENDPOINT") else {
-        return;
-    };
-    init_logging();
-    let config = emulator_config(&kinesis_at).await;
     let stream = unique("startup");
     create_stream(&aws_sdk_kinesis::Client::new(&config), &stream, 1).await;
     // A table nobody created.
@@ -68,14 +72,9 @@ async fn a_missing_lease_table_on_moto_fails_the_run_typed() {
 
 #[tokio::test]
 async fn a_missing_stream_on_kinesis_local_fails_the_run_typed() {
-    let Some(kinesis_at) = emulator("KCL_KINESIS_ENDPOINT") else {
+    let Some((config, dynamo_at)) = emulators().await else {
         return;
     };
-    let Some(dynamo_at) = emulator("KCL_DYNAMODB_ENDPOINT") else {
-        return;
-    };
-    init_logging();
-    let config = emulator_config(&kinesis_at).await;
     let (err, took) = run_until_error(
         SchedulerBuilder::new(
             StreamIdentity::from_name(unique("no-such-stream")),
@@ -94,14 +93,9 @@ async fn a_missing_stream_on_kinesis_local_fails_the_run_typed() {
 
 #[tokio::test]
 async fn a_missing_lease_table_is_created_with_the_owner_index_when_asked() {
-    let Some(kinesis_at) = emulator("KCL_KINESIS_ENDPOINT") else {
+    let Some((config, dynamo_at)) = emulators().await else {
         return;
     };
-    let Some(dynamo_at) = emulator("KCL_DYNAMODB_ENDPOINT") else {
-        return;
-    };
-    init_logging();
-    let config = emulator_config(&kinesis_at).await;
     let stream = unique("create");
     create_stream(&aws_sdk_kinesis::Client::new(&config), &stream, 1).await;
     let dynamo_config = emulator_config(&dynamo_at).await;

@@ -215,9 +215,8 @@ pub(crate) async fn sync_listed(
     for lease in leases.values() {
         let shard = by_id.get(&lease.shard_id()).copied();
         let delete = match shard {
-            // Trimmed, or missing from this listing: it can go once the children its lease
-            // recorded have started, as when it is listed.
-            None if lease.is_shard_end() => finished_unlisted(lease, &leases),
+            // Trimmed, or missing from this listing: the same rule as when it is listed.
+            None if lease.is_shard_end() => finished(lease, false, &children, &leases),
             // One listing can miss a shard (eventual consistency, a page lost between tokens),
             // and one ResourceNotFound can be transient: a lease with records left is deleted
             // only once two rounds a sync interval apart both find the shard unlisted and gone.
@@ -240,7 +239,7 @@ pub(crate) async fn sync_listed(
                     false
                 }
             },
-            Some(shard) if lease.is_shard_end() => finished(lease, shard, &shards, &leases),
+            Some(_) if lease.is_shard_end() => finished(lease, true, &children, &leases),
             Some(_) => false,
         };
         if delete {
@@ -259,52 +258,29 @@ pub(crate) async fn sync_listed(
 }
 
 /// A SHARD_END lease can go once each child's lease exists and has started, and none of its own
-/// parents still has a lease (so the chain is cleaned oldest first). Its children are those
-/// listed and those its lease recorded at SHARD_END.
+/// parents still has a lease (so the chain is cleaned oldest first). Its children are those the
+/// listing, the table's leases and its own `childShardIds` name. A listed (closed) shard must have
+/// some; an unlisted one was trimmed, and a lease written before `childShardIds` may name none.
 fn finished(
     lease: &Lease,
-    shard: &Shard,
-    shards: &[Shard],
+    listed: bool,
+    children: &BTreeMap<&ShardId, Vec<&ShardId>>,
     leases: &BTreeMap<String, &Lease>,
 ) -> bool {
-    let mut children: Vec<&ShardId> = shards
-        .iter()
-        .filter(|s| s.parents().any(|p| *p == shard.id))
-        .map(|s| &s.id)
-        .chain(lease.child_shard_ids.iter())
-        .collect();
-    children.sort();
-    children.dedup();
-    let children_started = !children.is_empty()
-        && children.iter().all(|c| {
-            leases.get(c.as_str()).is_some_and(|l| {
-                !matches!(
-                    l.checkpoint,
-                    ExtendedSequenceNumber::TrimHorizon
-                        | ExtendedSequenceNumber::Latest
-                        | ExtendedSequenceNumber::AtTimestamp
-                )
-            })
-        });
-    let parents_gone = lease
-        .parent_shard_ids
-        .iter()
-        .all(|p| !leases.contains_key(p.as_str()));
-    children_started && parents_gone
-}
-
-/// [`finished`] for a SHARD_END lease whose shard is not listed: its recorded children.
-fn finished_unlisted(lease: &Lease, leases: &BTreeMap<String, &Lease>) -> bool {
-    let children_started = lease.child_shard_ids.iter().all(|c| {
-        leases.get(c.as_str()).is_some_and(|l| {
-            !matches!(
-                l.checkpoint,
-                ExtendedSequenceNumber::TrimHorizon
-                    | ExtendedSequenceNumber::Latest
-                    | ExtendedSequenceNumber::AtTimestamp
-            )
-        })
-    });
+    let id = lease.shard_id();
+    let kids = children.get(&&id).map(Vec::as_slice).unwrap_or_default();
+    let started = |l: &&Lease| {
+        !matches!(
+            l.checkpoint,
+            ExtendedSequenceNumber::TrimHorizon
+                | ExtendedSequenceNumber::Latest
+                | ExtendedSequenceNumber::AtTimestamp
+        )
+    };
+    let children_started = (!listed || !kids.is_empty())
+        && kids
+            .iter()
+            .all(|c| leases.get(c.as_str()).is_some_and(started));
     let parents_gone = lease
         .parent_shard_ids
         .iter()
@@ -482,6 +458,26 @@ mod tests {
         (k, store, scope)
     }
 
+    /// One shard-sync round over the store's current leases, given the last round's suspects.
+    async fn round(
+        k: &InMemoryKinesis,
+        store: &InMemoryLeaseStore,
+        scope: &LeaseScope,
+        suspected: &BTreeSet<String>,
+    ) -> SyncReport {
+        let table = store.snapshot();
+        sync_listed(
+            k,
+            store,
+            scope,
+            InitialPosition::TrimHorizon,
+            &table,
+            suspected,
+        )
+        .await
+        .unwrap()
+    }
+
     /// Issue 14 §5: a lease whose shard was missing from one listing was deleted at once,
     /// whatever its checkpoint.
     #[tokio::test(start_paused = true)]
@@ -504,25 +500,12 @@ mod tests {
         k.set_retention_period("s", Duration::from_secs(1800))
             .unwrap();
         let key = ShardId::from_index(0).to_string();
-        let sync = async |suspected: &BTreeSet<String>| {
-            let table = store.snapshot();
-            sync_listed(
-                &k,
-                &store,
-                &scope,
-                InitialPosition::TrimHorizon,
-                &table,
-                suspected,
-            )
-            .await
-            .unwrap()
-        };
         // The first round only suspects it (a ResourceNotFound can be transient)...
-        let first = sync(&BTreeSet::new()).await;
+        let first = round(&k, &store, &scope, &BTreeSet::new()).await;
         assert!(first.deleted.is_empty(), "{first:?}");
         assert_eq!(first.suspected_gone, BTreeSet::from([key.clone()]));
         // ...the next one confirms and deletes.
-        let second = sync(&first.suspected_gone).await;
+        let second = round(&k, &store, &scope, &first.suspected_gone).await;
         assert_eq!(second.deleted, vec![key]);
     }
 
@@ -541,22 +524,9 @@ mod tests {
                 message: "transient".into(),
             }),
         );
-        let sync = async |suspected: &BTreeSet<String>| {
-            let table = store.snapshot();
-            sync_listed(
-                &k,
-                &store,
-                &scope,
-                InitialPosition::TrimHorizon,
-                &table,
-                suspected,
-            )
-            .await
-            .unwrap()
-        };
-        let first = sync(&BTreeSet::new()).await;
+        let first = round(&k, &store, &scope, &BTreeSet::new()).await;
         assert_eq!(first.suspected_gone, BTreeSet::from([shard.to_string()]));
-        let second = sync(&first.suspected_gone).await;
+        let second = round(&k, &store, &scope, &first.suspected_gone).await;
         assert!(
             second.deleted.is_empty() && second.suspected_gone.is_empty(),
             "{second:?}"
