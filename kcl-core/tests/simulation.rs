@@ -65,6 +65,7 @@ fn invariants_hold_on_every_seeded_schedule() {
     });
     let (mut crashes, mut duplicates, mut records, mut reshards) = (0, 0, 0, 0);
     let (mut gaps, mut kinesis_faults, mut longest_stop) = (0, 0, std::time::Duration::ZERO);
+    let mut slow = 0;
     for r in &results {
         assert!(
             r.passed(),
@@ -78,16 +79,17 @@ fn invariants_hold_on_every_seeded_schedule() {
         records += r.ledger.records_put;
         reshards += r.reshards;
         gaps += r.listing_gaps;
+        slow += r.slow_batches;
         kinesis_faults += r.kinesis_faults;
         longest_stop = longest_stop.max(r.longest_stop);
     }
     println!(
-        "{} schedules: {records} records, {crashes} crashes, {reshards} reshards, {gaps} listing gaps, {kinesis_faults} Kinesis faults, longest graceful stop {longest_stop:?}, {duplicates} duplicate deliveries, 0 violations",
+        "{} schedules: {records} records, {crashes} crashes, {reshards} reshards, {gaps} listing gaps, {slow} slow batches, {kinesis_faults} Kinesis faults, longest graceful stop {longest_stop:?}, {duplicates} duplicate deliveries, 0 violations",
         results.len()
     );
     assert!(
-        crashes > 0 && reshards > 0 && gaps > 0 && kinesis_faults > 0,
-        "the schedules exercised crashes, reshards, listing gaps and Kinesis faults"
+        crashes > 0 && reshards > 0 && gaps > 0 && kinesis_faults > 0 && slow > 0,
+        "the schedules exercised crashes, reshards, listing gaps, Kinesis faults and slow batches"
     );
 }
 

@@ -38,6 +38,11 @@ fn fan_out_factory() -> RetrievalFactory {
 fn quiet_simulated_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        // `KCL_TEST_LOG=debug` shows the workers' logs (useful with `KCL_SIM_SEED`).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("KCL_TEST_LOG"))
+            .with_test_writer()
+            .try_init();
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if !info
@@ -84,7 +89,11 @@ fn the_multi_stream_simulation_passes_with_fan_out() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    for seed in 0..seeds {
+    // `KCL_SIM_SEED=<s>` replays one seed.
+    let only: Option<u64> = std::env::var("KCL_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    for seed in only.map_or(0..seeds, |s| s..s + 1) {
         let config = SimulationConfig {
             retrieval: Some(fan_out_factory()),
             ..SimulationConfig::multi_stream(seed)

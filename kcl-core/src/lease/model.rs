@@ -88,7 +88,8 @@ impl Lease {
         self.checkpoint == ExtendedSequenceNumber::ShardEnd
     }
 
-    /// Whether `worker` owns the lease and no hand-off to or from it is in progress.
+    /// Whether `worker` is the lease's `leaseOwner`. A graceful hand-off to it may still be in
+    /// progress: see `checkpoint_owner`.
     pub fn is_owned_by(&self, worker: &str) -> bool {
         self.owner.as_deref() == Some(worker)
     }

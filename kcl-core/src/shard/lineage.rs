@@ -312,13 +312,27 @@ fn hash_space_hole(shards: &[Shard]) -> Option<u128> {
 /// Creates the leases of a closed shard's children (TRIM_HORIZON, parents recorded) and records
 /// them on the parent. Children that already have a lease (the other parent of a merge, or a
 /// shard sync) are left alone.
+///
+/// A merged child is created only when its other parent has a lease too (the KCL's rule): with
+/// that parent unleased — a shard sync that failed half-way, say — the child's lease would make
+/// the next sync take the other parent for done (it has a leased descendant), and its records
+/// would never be read. Left alone, the next sync leases the other parent, whose end creates
+/// the child.
 pub(crate) async fn create_child_leases(
     store: &dyn LeaseStore,
     scope: &LeaseScope,
     parent_key: &str,
     children: &[ChildShard],
 ) -> Result<(), LeaseError> {
-    for child in children {
+    'children: for child in children {
+        for other in &child.parents {
+            let key = scope.key(other);
+            if key != parent_key && store.get(&key).await?.is_none() {
+                warn!(shard_id = %child.id, parent = %parent_key, other_parent = %other,
+                    "merged child not created yet: its other parent has no lease (shard sync will create that one first)");
+                continue 'children;
+            }
+        }
         let lease = new_lease(
             scope,
             &child.id,
@@ -569,5 +583,36 @@ mod tests {
                 .iter()
                 .all(|l| l.key != ShardId::from_index(0).to_string())
         );
+    }
+
+    /// A merged child's lease created while its other parent had none (a shard sync that
+    /// failed half-way) made the next sync take that parent for done — it had a leased
+    /// descendant — so its records were never read (found by the fan-out fleet simulation).
+    #[tokio::test(start_paused = true)]
+    async fn a_merged_child_waits_for_its_other_parent_to_be_leased() {
+        let (k, store, scope) = setup().await;
+        let (a, b) = (ShardId::from_index(0), ShardId::from_index(1));
+        let child_id = k.merge_shards("s", &a, &b).unwrap();
+        let lease_b = store.get(&scope.key(&b)).await.unwrap().unwrap();
+        store.delete(&lease_b).await.unwrap();
+        let child = ChildShard {
+            id: child_id.clone(),
+            parents: vec![a.clone(), b.clone()],
+            hash_key_range: crate::model::HashKeyRange::FULL,
+        };
+        create_child_leases(&store, &scope, &scope.key(&a), std::slice::from_ref(&child))
+            .await
+            .unwrap();
+        assert!(store.get(&scope.key(&child_id)).await.unwrap().is_none());
+        // The next sync leases the other parent (no leased descendant hides it)...
+        let report = sync_shards(&k, &store, &scope, InitialPosition::TrimHorizon)
+            .await
+            .unwrap();
+        assert!(report.created.contains(&scope.key(&b)), "{report:?}");
+        // ...and that parent's end creates the child.
+        create_child_leases(&store, &scope, &scope.key(&b), &[child])
+            .await
+            .unwrap();
+        assert!(store.get(&scope.key(&child_id)).await.unwrap().is_some());
     }
 }

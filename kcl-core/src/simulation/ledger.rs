@@ -21,6 +21,8 @@ pub(crate) struct Processed {
     pub(crate) started_at: ExtendedSequenceNumber,
     /// (key, index, position) of each record, in order.
     pub(crate) records: Vec<(String, u64, ExtendedSequenceNumber)>,
+    /// When the call began and returned (virtual time).
+    pub(crate) during: (tokio::time::Instant, tokio::time::Instant),
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +127,35 @@ impl Ledger {
         }
         s.deliveries = deliveries;
         s.duplicates = duplicates;
+        // No two processors work on one shard at once, unless the earlier one crashed or lost
+        // its lease (a graceful hand-off waits for the batch in progress).
+        let mut by_shard: BTreeMap<&ShardId, Vec<&Processed>> = BTreeMap::new();
+        for call in &self.processed {
+            by_shard.entry(&call.shard).or_default().push(call);
+        }
+        for (shard, mut calls) in by_shard {
+            calls.sort_by_key(|c| c.during.0);
+            // The call that ends last among those begun so far.
+            let mut open: Option<&Processed> = None;
+            for call in calls {
+                if let Some(prev) = open
+                    && prev.incarnation != call.incarnation
+                    && call.during.0 < prev.during.1
+                    && !self.interrupted.contains(&prev.incarnation)
+                {
+                    violation(format!(
+                        "{shard}: incarnation {} began a batch {:?} before incarnation {} ended one it began {:?} earlier",
+                        call.incarnation,
+                        prev.during.1 - call.during.0,
+                        prev.incarnation,
+                        call.during.0 - prev.during.0,
+                    ));
+                }
+                if open.is_none_or(|p| call.during.1 > p.during.1) {
+                    open = Some(call);
+                }
+            }
+        }
         // At least once.
         let missing: Vec<&Put> = self
             .puts

@@ -15,11 +15,15 @@
 //! - every graceful stop returned within the shutdown timeout plus one lease-store call
 //!   timeout ([`STOP_SLACK`]), whatever was in flight;
 //! - no worker owned (and so renewed) more leases than it ran consumers for longer than
-//!   [`UNCONSUMED_LEASE_BOUND`].
+//!   [`UNCONSUMED_LEASE_BOUND`];
+//! - no two processors worked on one shard at the same time, unless the earlier one crashed or
+//!   lost its lease: a graceful hand-off waits for a batch in progress, even one of
+//!   [`SLOW_BATCH`], longer than the hand-off timeout.
 //!
 //! Besides crashes and reshards, the world misbehaves as AWS does: calls hang far past their
 //! deadlines (and may land afterwards), listings miss shards, ResourceNotFound comes for shards
-//! that exist, and iterators expire mid-read.
+//! that exist, and iterators expire mid-read; and processors now and then take longer over a
+//! batch than the hand-off timeout.
 //!
 //! With `streams > 1` the workers run one multi-stream scheduler over several streams while the
 //! schedule adds and removes streams (the last one joins mid-run); the same invariants hold per
@@ -103,6 +107,9 @@ pub struct SimulationConfig {
     pub transient_not_found: f64,
     /// Per call: GetRecords finds its iterator expired.
     pub iterator_expiry: f64,
+    /// Per call: `process_records` takes [`SLOW_BATCH`], longer than the graceful hand-off
+    /// timeout.
+    pub slow_batch: f64,
     /// The retrieval the workers use; `None` for polling.
     pub retrieval: Option<RetrievalFactory>,
     /// Run a per-record handler with this per-key parallelism (`kcl_core::parallel`) instead
@@ -151,6 +158,7 @@ impl SimulationConfig {
             listing_gap: 0.05,
             transient_not_found: 0.01,
             iterator_expiry: 0.01,
+            slow_batch: 0.002,
             retrieval: None,
             parallelism: None,
             streams: 1,
@@ -168,6 +176,9 @@ impl SimulationConfig {
         }
     }
 }
+
+/// How long a slow `process_records` call takes: past the hand-off timeout (the failover time).
+pub const SLOW_BATCH: Duration = Duration::from_secs(15);
 
 /// How long an injected hang lasts: longer than any deadline of the simulated workers.
 pub const HANG: Duration = Duration::from_secs(120);
@@ -205,6 +216,8 @@ pub struct SimulationReport {
     pub reshards: u64,
     /// Listing gaps injected.
     pub listing_gaps: u64,
+    /// `process_records` calls that took [`SLOW_BATCH`].
+    pub slow_batches: u64,
     /// Kinesis faults injected: throttles, hangs, ResourceNotFound, expired iterators, broken
     /// subscriptions.
     pub kinesis_faults: u64,
@@ -229,6 +242,8 @@ struct Shared {
     ledger: Mutex<Ledger>,
     rng: Mutex<SmallRng>,
     processor_failure: f64,
+    slow_batch: f64,
+    slow_batches: std::sync::atomic::AtomicU64,
 }
 
 struct SimProcessor {
@@ -256,6 +271,13 @@ impl ShardRecordProcessor for SimProcessor {
         if roll < self.shared.processor_failure {
             panic!("simulated processor panic");
         }
+        let began = tokio::time::Instant::now();
+        if self.shared.rng.lock().random_bool(self.shared.slow_batch) {
+            self.shared
+                .slow_batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(SLOW_BATCH).await;
+        }
         let records = input
             .records
             .iter()
@@ -274,6 +296,7 @@ impl ShardRecordProcessor for SimProcessor {
             shard: self.shard.clone(),
             started_at: self.started_at.clone(),
             records,
+            during: (began, tokio::time::Instant::now()),
         });
         // Checkpoint most batches; leaving some unchecked widens the windows for duplicates.
         if self.shared.rng.lock().random_bool(0.8) {
@@ -340,6 +363,8 @@ impl RecordHandler for SimHandler {
                 index.parse().expect("index"),
                 record.extended_sequence_number(),
             )],
+            // Per-record handlers are not timed: parallel mode overlaps by design.
+            during: (tokio::time::Instant::now(), tokio::time::Instant::now()),
         });
         Ok(())
     }
@@ -412,6 +437,8 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         ledger: Mutex::new(Ledger::default()),
         rng: Mutex::new(SmallRng::seed_from_u64(config.seed ^ 3)),
         processor_failure: config.processor_failure,
+        slow_batch: config.slow_batch,
+        slow_batches: Default::default(),
     });
     let store = Arc::new(RecordingStore {
         inner: inner.clone(),
@@ -782,6 +809,9 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         restarts,
         reshards,
         listing_gaps,
+        slow_batches: shared
+            .slow_batches
+            .load(std::sync::atomic::Ordering::Relaxed),
         kinesis_faults,
         longest_stop,
         stream_changes,

@@ -31,6 +31,14 @@ pub struct CoordinatorConfig {
     /// anyway. Must be at least the failover time, so the victim's belief in the lease has
     /// expired by then. KCL 3.x: 30 s.
     pub graceful_handoff_timeout: Duration,
+    /// How long the victim of a graceful steal, still inside a batch it started before the
+    /// steal, may keep the thief waiting past `graceful_handoff_timeout`: while it is, it renews
+    /// the thief's lease each renew interval (a write conditional on the thief's counter), and
+    /// the thief waits the hand-off timeout after the last such renewal. So a slow batch ends
+    /// before the thief starts and is not processed twice. Past this limit the victim stops
+    /// renewing, warns, and the thief starts after one more hand-off timeout (the batch then
+    /// may be processed twice). Zero: no extension. Default: 5 minutes.
+    pub max_hand_off_extension: Duration,
     /// Deadline of each single-lease store call (renew, take, checkpoint, ...). A call still
     /// unanswered then counts as failed and is retried, so one hung call costs at most the
     /// lease it concerns. Default: the renew interval; must be below the failover time.
@@ -52,6 +60,7 @@ impl CoordinatorConfig {
             max_leases_to_steal_at_one_time: usize::MAX,
             steal_gracefully: true,
             graceful_handoff_timeout: failover,
+            max_hand_off_extension: Duration::from_secs(300),
             store_call_timeout: kcl_renew_interval(failover),
             list_timeout: failover,
         }
@@ -83,6 +92,7 @@ impl CoordinatorConfig {
             ("renew_interval", self.renew_interval),
             ("taker_interval", self.taker_interval),
             ("graceful_handoff_timeout", self.graceful_handoff_timeout),
+            ("max_hand_off_extension", self.max_hand_off_extension),
             ("store_call_timeout", self.store_call_timeout),
             ("list_timeout", self.list_timeout),
         ] {

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use config::{CoordinatorConfig, CoordinatorConfigError};
 
@@ -73,6 +73,10 @@ pub enum LostReason {
     Deleted,
     /// Renewals failed for the whole failover time; others may have taken it.
     RenewalsFailed,
+    /// A graceful hand-off this worker was finishing ran out: it could not keep the new owner
+    /// waiting (store calls failed for a hand-off timeout, or the extension limit passed), so
+    /// the new owner may already be processing.
+    HandOffLapsed,
     /// This worker released it.
     Released,
 }
@@ -139,6 +143,19 @@ impl Held {
 
 type Entry = Arc<tokio::sync::Mutex<Held>>;
 
+/// A lease this worker is handing off: while the batch in progress lasts, it renews the
+/// thief's lease so the thief keeps waiting (see `max_hand_off_extension`).
+#[derive(Debug, Clone)]
+struct HandingOff {
+    since: Instant,
+    /// The new owner waits at least the hand-off timeout past the send time of this worker's
+    /// last successful write to the lease; past this, it may have started.
+    safe_until: Instant,
+    /// The thief's lease as last seen, for the next conditional renewal; `None` once this
+    /// worker stopped extending (limit reached, or the thief ended the hand-off).
+    lease: Option<Lease>,
+}
+
 /// What the map holds per lease: the state (locked around store writes, each under a
 /// deadline) and its published belief, which readers take without waiting for those writes.
 #[derive(Debug, Clone)]
@@ -161,7 +178,7 @@ struct Shared {
     /// Workers owning leases in the last listing.
     fleet_size: std::sync::atomic::AtomicUsize,
     /// Leases being handed off by this worker, until `finish_hand_off`.
-    handing_off: Mutex<std::collections::BTreeSet<String>>,
+    handing_off: Mutex<BTreeMap<String, HandingOff>>,
     /// Cancelled when this worker stops taking; a taker cycle checks it once it has the turn.
     taking: CancellationToken,
 }
@@ -281,6 +298,7 @@ impl Shared {
     /// it (our view was stale, e.g. a write that timed out after landing), report a hand-off if
     /// another worker stole it gracefully, else report it lost. Returns whether it was adopted.
     async fn reconcile(&self, key: &str, held: &mut Held) -> bool {
+        let asked = Instant::now();
         match self.store.get(key).await {
             Ok(Some(stored))
                 if stored.is_owned_by(self.me()) && stored.checkpoint_owner.is_none() =>
@@ -288,11 +306,38 @@ impl Shared {
                 held.lease = stored;
                 true
             }
+            Ok(Some(stored))
+                if stored.is_owned_by(self.me())
+                    && matches!(&held.phase, Phase::Incoming { from, .. }
+                        if stored.checkpoint_owner.as_ref() == Some(from)) =>
+            {
+                // The victim renewed our lease: still inside its batch. Wait the hand-off
+                // timeout from now; our next renewal goes from its counter.
+                if let Phase::Incoming { deadline, .. } = &mut held.phase {
+                    *deadline =
+                        (*deadline).max(Instant::now() + self.config.graceful_handoff_timeout);
+                }
+                debug!(worker_id = %self.me(), lease_key = %key, "previous owner still finishing a batch; hand-off extended");
+                held.lease = stored;
+                // Keeps the renewer from counting these conflicts as failed renewals. An
+                // incoming lease is never published as processable on this: a successful
+                // renewal sets it again before the lease turns ready.
+                held.valid_until = asked + self.config.failover_time;
+                false
+            }
             Ok(Some(stored)) if stored.checkpoint_owner.as_deref() == Some(self.me()) => {
                 self.forget(key, held);
                 info!(worker_id = %self.me(), lease_key = %key, new_owner = ?stored.owner, "lease handing off");
                 self.metrics.handed_off.increment(1);
-                self.handing_off.lock().insert(key.to_string());
+                let last_write = held.valid_until - self.config.failover_time;
+                self.handing_off.lock().insert(
+                    key.to_string(),
+                    HandingOff {
+                        since: Instant::now(),
+                        safe_until: last_write + self.config.graceful_handoff_timeout,
+                        lease: Some(stored.clone()),
+                    },
+                );
                 self.emit(LeaseEvent::HandingOff { lease: stored });
                 false
             }
@@ -481,6 +526,11 @@ impl LeaseCoordinator {
         key: &str,
         checkpoint: Option<ExtendedSequenceNumber>,
     ) -> Result<Lease, LeaseError> {
+        // The batch is over whatever this call answers: stop keeping the thief waiting, so a
+        // failed write costs it one hand-off timeout, not the extension limit.
+        if let Some(h) = self.shared.handing_off.lock().get_mut(key) {
+            h.lease = None;
+        }
         let result = self
             .shared
             .store
@@ -495,7 +545,7 @@ impl LeaseCoordinator {
     /// Whether this worker is handing `key` off to a thief (a checkpoint now must go through
     /// [`finish_hand_off`](Self::finish_hand_off)).
     pub fn is_handing_off(&self, key: &str) -> bool {
-        self.shared.handing_off.lock().contains(key)
+        self.shared.handing_off.lock().contains_key(key)
     }
 
     /// Releases a held lease so another worker takes it at its next taker cycle. With a
@@ -628,7 +678,10 @@ impl LeaseCoordinator {
             let checks = incoming
                 .into_iter()
                 .map(|(key, entry)| renewer::renew_one(&self.shared, key, entry));
-            futures::future::join_all(checks).await;
+            // A check is a renewal and, on a conflict (the victim extending), a re-read: bound
+            // them by `give_up`. One cut short leaves its lease incoming, so it is left to
+            // expire rather than released.
+            let _ = tokio::time::timeout_at(give_up, futures::future::join_all(checks)).await;
         }
     }
 }

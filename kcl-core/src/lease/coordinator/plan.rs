@@ -23,6 +23,11 @@ use super::super::Lease;
 pub(crate) enum Availability {
     /// Held by a live worker (possibly this one).
     Live,
+    /// Held, unexpired, but not seen renewing since the previous listing: counts as its owner's
+    /// load and is never stolen. Its owner may be gone (a stopped fleet, say a Java 2.x one being
+    /// replaced), and a graceful steal would wait a hand-off that cannot come; expiry frees it
+    /// sooner, and a live owner proves itself by the next listing.
+    Quiet,
     /// Free to take: unowned, expired, or owned by this worker without it knowing (ordered by
     /// how long it has been free, oldest first).
     Free { order: u128 },
@@ -51,14 +56,18 @@ pub(crate) struct PlanInput<'a> {
 pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
     let n = input.leases.len();
     // Live workers and what they hold; this worker always counts.
-    let mut held: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
+    // Each held lease with whether it may be stolen.
+    let mut held: BTreeMap<&str, Vec<(&Lease, bool)>> = BTreeMap::new();
     held.insert(input.me, Vec::new());
     let mut free: Vec<(u128, &Lease)> = Vec::new();
     for (lease, availability) in &input.leases {
         match (availability, lease.owner.as_deref()) {
-            (Availability::Live, Some(owner)) => held.entry(owner).or_default().push(lease),
+            (Availability::Live, Some(owner)) => held.entry(owner).or_default().push((lease, true)),
+            (Availability::Quiet, Some(owner)) => {
+                held.entry(owner).or_default().push((lease, false))
+            }
             (Availability::Free { order }, _) => free.push((*order, lease)),
-            (Availability::Live, None) => free.push((0, lease)),
+            (Availability::Live | Availability::Quiet, None) => free.push((0, lease)),
         }
     }
     free.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key.cmp(&b.1.key)));
@@ -79,15 +88,17 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
         })
         .collect();
 
-    // Surplus of over-target workers: their highest keys, never a lease already handing off.
+    // Surplus of over-target workers: their highest keys, never a lease already handing off
+    // or one whose owner was not seen renewing.
     let mut surplus: Vec<&Lease> = Vec::new();
     for (worker, leases) in &held {
         let over = leases.len().saturating_sub(targets[worker]);
-        let movable: Vec<&&Lease> = leases
+        let movable: Vec<&Lease> = leases
             .iter()
-            .filter(|l| l.checkpoint_owner.is_none())
+            .filter(|(l, stealable)| *stealable && l.checkpoint_owner.is_none())
+            .map(|(l, _)| *l)
             .collect();
-        surplus.extend(movable.iter().rev().take(over).map(|l| **l));
+        surplus.extend(movable.iter().rev().take(over).copied());
     }
 
     let mut my_plan = Plan {

@@ -1,4 +1,5 @@
-//! Renews every held lease each renew interval, and completes incoming graceful hand-offs.
+//! Renews every held lease each renew interval, completes incoming graceful hand-offs, and
+//! extends outgoing ones while the batch in progress lasts.
 //!
 //! Renewals are independent: each lease's renewal runs on its own, and a lease whose previous
 //! renewal is still in flight (a slow store call, bounded by the call deadline) is skipped for
@@ -19,7 +20,8 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Renewals in flight, by task, so a key is free again however its task ended.
     let mut in_flight: JoinSet<()> = JoinSet::new();
-    let mut renewing: HashMap<tokio::task::Id, String> = HashMap::new();
+    // Keys are held leases, or (`true`) outgoing hand-offs being extended.
+    let mut renewing: HashMap<tokio::task::Id, (bool, String)> = HashMap::new();
     loop {
         tokio::select! {
             biased;
@@ -34,17 +36,30 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             }
             _ = tick.tick() => {}
         }
-        let busy: HashSet<&String> = renewing.values().collect();
+        let busy: HashSet<&(bool, String)> = renewing.values().collect();
         let due: Vec<_> = shared
             .entries()
             .into_iter()
-            .filter(|(key, _)| !busy.contains(key))
+            .filter(|(key, _)| !busy.contains(&(false, key.clone())))
+            .collect();
+        let outgoing: Vec<String> = shared
+            .handing_off
+            .lock()
+            .iter()
+            .filter(|(key, h)| h.lease.is_some() && !busy.contains(&(true, (*key).clone())))
+            .map(|(key, _)| key.clone())
             .collect();
         for (key, entry) in due {
             let shared = shared.clone();
             let k = key.clone();
             let task = in_flight.spawn(async move { renew_one(&shared, k, entry).await });
-            renewing.insert(task.id(), key);
+            renewing.insert(task.id(), (false, key));
+        }
+        for key in outgoing {
+            let shared = shared.clone();
+            let k = key.clone();
+            let task = in_flight.spawn(async move { extend_hand_off(&shared, &k).await });
+            renewing.insert(task.id(), (true, key));
         }
     }
 }
@@ -76,17 +91,24 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) {
 }
 
 /// An incoming lease becomes ready once the previous owner cleared `checkpointOwner`, or when
-/// the hand-off timeout passes (then this worker clears it).
+/// the hand-off timeout passes without news of the previous owner (then this worker clears it).
 async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
-    let Phase::Incoming { from, deadline } = &h.phase else {
+    let Phase::Incoming { deadline, .. } = &h.phase else {
         return;
     };
     if h.lease.checkpoint_owner.is_some() {
         if Instant::now() < *deadline {
             return;
         }
-        match shared.store.finish_hand_off(key, from, None).await {
-            Ok(lease) => h.lease = lease,
+        // A take, conditional on the counter: an extension by the previous owner that lands
+        // first makes it fail (and extends the wait), so the previous owner, once its write
+        // succeeded, knows we wait at least the hand-off timeout from then.
+        let sent = Instant::now();
+        match shared.store.take(&h.lease, shared.me()).await {
+            Ok(lease) => {
+                h.lease = lease;
+                h.valid_until = sent + shared.config.failover_time;
+            }
             Err(e) if e.is_lost() => {
                 // The previous owner finished at the same moment, or the lease moved on.
                 if !shared.reconcile(key, h).await {
@@ -106,4 +128,87 @@ async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
         lease: h.lease.clone(),
         token: h.token,
     });
+}
+
+/// The victim's side of a hand-off whose batch is still running: renews the thief's lease (a
+/// write conditional on the thief's counter, so it can never undo a later change), which the
+/// thief reads as "still finishing" and waits on, up to `max_hand_off_extension`.
+async fn extend_hand_off(shared: &Shared, key: &str) {
+    let Some((since, lease)) = shared
+        .handing_off
+        .lock()
+        .get(key)
+        .and_then(|h| Some((h.since, h.lease.clone()?)))
+    else {
+        return;
+    };
+    // Stops extending; `lapsed`: the new owner may be processing already, so the batch in
+    // progress is no longer this worker's to finish (reported as a lost lease).
+    let stop = |why: &str, lapsed: bool| {
+        let was_extending = shared
+            .handing_off
+            .lock()
+            .get_mut(key)
+            .and_then(|h| h.lease.take())
+            .is_some();
+        if !was_extending {
+            return; // finish_hand_off came first: the batch ended in time.
+        }
+        if lapsed {
+            warn!(worker_id = %shared.me(), lease_key = %key, why, "hand-off lapsed while a batch was in progress; the new owner may process it again");
+            shared.emit(LeaseEvent::Lost {
+                key: key.to_string(),
+                reason: LostReason::HandOffLapsed,
+            });
+        } else {
+            debug!(worker_id = %shared.me(), lease_key = %key, why, "no longer extending a hand-off");
+        }
+    };
+    let limit = shared.config.max_hand_off_extension;
+    if Instant::now().duration_since(since) >= limit {
+        return stop("extension limit reached", !limit.is_zero());
+    }
+    let mut lease = lease;
+    let mut renewed = None;
+    let sent = Instant::now();
+    // The thief renews at the same interval: after a conflict, go again at once from its
+    // counter, so one of our renewals lands between two of its.
+    for _attempt in 0..2 {
+        match shared.store.renew(&lease).await {
+            // The new owner ended the hand-off (after its timeout) before our write.
+            Ok(l) if l.checkpoint_owner.as_deref() != Some(shared.me()) => {
+                return stop("the hand-off was ended by the new owner", true);
+            }
+            Ok(l) => {
+                renewed = Some(l);
+                break;
+            }
+            Err(e) if e.is_lost() => match shared.store.get(key).await {
+                Ok(Some(stored)) if stored.checkpoint_owner.as_deref() == Some(shared.me()) => {
+                    lease = stored;
+                }
+                Ok(_) => return stop("the hand-off was ended by the new owner", true),
+                Err(_) => break,
+            },
+            Err(e) => {
+                debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "extending a hand-off failed, will retry");
+                break;
+            }
+        }
+    }
+    let mut handing_off = shared.handing_off.lock();
+    let Some(h) = handing_off.get_mut(key).filter(|h| h.lease.is_some()) else {
+        return;
+    };
+    match renewed {
+        Some(renewed) => {
+            h.lease = Some(renewed);
+            h.safe_until = sent + shared.config.graceful_handoff_timeout;
+        }
+        None if Instant::now() >= h.safe_until => {
+            drop(handing_off);
+            stop("extensions failed for a hand-off timeout", true);
+        }
+        None => h.lease = Some(lease),
+    }
 }

@@ -11,8 +11,18 @@ use super::plan::{Availability, PlanInput, plan};
 use super::{Phase, Shared};
 use crate::lease::Lease;
 
-/// When this worker last saw each lease's counter change.
-pub(super) type Observed = BTreeMap<String, (u64, Instant)>;
+/// What this worker saw of each lease's counter.
+pub(super) type Observed = BTreeMap<String, Seen>;
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Seen {
+    counter: u64,
+    /// When the counter was last seen to change (or first seen).
+    since: Instant,
+    /// Whether it changed between the previous listing and the latest one: proof that its
+    /// owner is renewing, which a graceful steal needs (a stopped owner cannot hand off).
+    renewing: bool,
+}
 
 pub(super) async fn run(shared: Arc<Shared>) {
     let mut next = Instant::now();
@@ -30,8 +40,9 @@ pub(super) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// One taker cycle. Returns the earliest time a lease seen now could expire, so the next cycle
-/// can run right then instead of up to a taker interval later.
+/// One taker cycle. Returns the earliest time a lease seen now could expire (or, after first
+/// sightings, when their owners should have renewed), so the next cycle can run right then
+/// instead of up to a taker interval later.
 pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     // One cycle at a time: the periodic one and `take_now` share the observations.
     let mut observed = shared.observed.lock().await;
@@ -66,23 +77,45 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     let failover = shared.config.failover_time;
     let listed: BTreeSet<&str> = listing.leases.iter().map(|l| l.key.as_str()).collect();
     observed.retain(|k, _| listed.contains(k.as_str()));
+    // Leases of other owners seen for the first time: look again after one renewal (and a
+    // margin for its round trip) instead of a whole taker interval, so that a live owner can
+    // prove itself before balancing needs a steal.
+    let mut first_sightings = false;
     for lease in &listing.leases {
-        let seen = observed
-            .entry(lease.key.clone())
-            .or_insert((lease.counter, now));
-        if seen.0 != lease.counter {
-            *seen = (lease.counter, now);
+        match observed.get_mut(&lease.key) {
+            Some(seen) => {
+                seen.renewing = seen.counter != lease.counter;
+                if seen.renewing {
+                    seen.counter = lease.counter;
+                    seen.since = now;
+                }
+            }
+            None => {
+                first_sightings |= lease.owner.as_deref().is_some_and(|o| o != shared.me());
+                observed.insert(
+                    lease.key.clone(),
+                    Seen {
+                        counter: lease.counter,
+                        since: now,
+                        renewing: false,
+                    },
+                );
+            }
         }
     }
     let held: BTreeSet<String> = shared.entries().into_iter().map(|(k, _)| k).collect();
     let me = shared.me();
-    let epoch = observed.values().map(|(_, t)| *t).min().unwrap_or(now);
-    let mut next_expiry: Option<Instant> = None;
+    let epoch = observed.values().map(|s| s.since).min().unwrap_or(now);
+    let renew = shared.config.renew_interval;
+    let mut next_expiry: Option<Instant> =
+        first_sightings.then(|| now + renew.saturating_add(renew / 2));
     let leases: Vec<(&Lease, Availability)> = listing
         .leases
         .iter()
         .map(|lease| {
-            let since = observed[&lease.key].1;
+            let Seen {
+                since, renewing, ..
+            } = observed[&lease.key];
             let availability = match lease.owner.as_deref() {
                 None => Availability::Free { order: 0 },
                 Some(owner) if owner == me => {
@@ -114,7 +147,11 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
                 Some(_) => {
                     let expiry = since + failover;
                     next_expiry = Some(next_expiry.map_or(expiry, |e| e.min(expiry)));
-                    Availability::Live
+                    if renewing {
+                        Availability::Live
+                    } else {
+                        Availability::Quiet
+                    }
                 }
             };
             (lease, availability)
@@ -135,7 +172,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
             .count();
         let mut live: BTreeMap<&str, usize> = BTreeMap::new();
         for (l, a) in &input.leases {
-            if let (Availability::Live, Some(o)) = (a, l.owner.as_deref()) {
+            if let (Availability::Live | Availability::Quiet, Some(o)) = (a, l.owner.as_deref()) {
                 *live.entry(o).or_default() += 1;
             }
         }

@@ -501,7 +501,8 @@ async fn stop_mid_hand_off(short_deadline: bool) {
     });
     let (b, _b_events) =
         LeaseCoordinator::start(fleet.store.clone(), CoordinatorConfig::new("b")).unwrap();
-    sleep(Duration::from_millis(10)).await;
+    // b steals only once it has seen a renew, at its second listing (1.5 renew intervals).
+    sleep(Duration::from_secs(5) + Duration::from_millis(10)).await;
     let stolen: Vec<_> = fleet
         .store
         .snapshot()
@@ -603,4 +604,145 @@ async fn a_lease_whose_calls_all_hang_is_the_only_one_lost() {
     .await
     .unwrap();
     assert!(start.elapsed() < Duration::from_millis(10));
+}
+
+/// Issue 14 §7: taking over from a fleet that stopped (a Java 2.x one, say) waited for a
+/// graceful hand-off nobody could answer: the first cycle stole one lease and held it in
+/// hand-off for the whole timeout. Leases whose owner is never seen renewing are taken when
+/// they expire, within the failover time (+ a renew interval for the next renewal to notice).
+#[tokio::test(start_paused = true)]
+async fn a_stopped_fleet_is_taken_over_at_expiry_without_waiting_for_a_hand_off() {
+    let fleet = Fleet::new(4, 0).await;
+    for (i, lease) in fleet.store.snapshot().into_iter().enumerate() {
+        let owner = ["java-1", "java-2"][i % 2];
+        fleet.store.take(&lease, owner).await.unwrap();
+    }
+    let (rs, _events) =
+        LeaseCoordinator::start(fleet.store.clone(), CoordinatorConfig::new("rs")).unwrap();
+    let started = Instant::now();
+    let mut ready_at = BTreeMap::new();
+    while ready_at.len() < 4 && started.elapsed() < 4 * F {
+        for lease in rs.held_leases().await {
+            ready_at.entry(lease.key).or_insert(started.elapsed());
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    let last = ready_at.values().max().copied();
+    assert_eq!(ready_at.len(), 4, "every lease processing: {ready_at:?}");
+    assert!(
+        last.unwrap() <= F + Duration::from_millis(200),
+        "last lease ready after {last:?} ({ready_at:?})"
+    );
+    let stored = fleet.store.snapshot();
+    assert!(stored.iter().all(|l| l.checkpoint_owner.is_none()));
+}
+
+/// The other side: a live owner proves itself by renewing between two listings, and is then
+/// stolen from gracefully as before, within 1.5 renew intervals of the thief's start.
+#[tokio::test(start_paused = true)]
+async fn a_live_owner_is_still_stolen_from_gracefully() {
+    let mut fleet = Fleet::new(4, 0).await;
+    fleet.start("a");
+    sleep(Duration::from_millis(1)).await;
+    fleet.start("b");
+    sleep(Duration::from_secs(5) + Duration::from_millis(100)).await;
+    assert_eq!(
+        fleet.owner_counts(),
+        BTreeMap::from([("a".to_string(), 3), ("b".to_string(), 1)]),
+        "b announced itself with one graceful steal"
+    );
+    sleep(F).await;
+    assert_eq!(fleet.spread(), 0, "{:?}", fleet.owner_counts());
+}
+
+/// Starts `a` holding two leases; on a hand-off it "finishes its batch" after `batch` and
+/// then checkpoints at "7". Then `b` starts and steals one lease gracefully. Returns when `b`
+/// processes that lease, the time from the steal, and the stored checkpoint at that moment.
+async fn slow_victim(batch: Duration, config: CoordinatorConfig) -> (Duration, Lease) {
+    init_logging();
+    let fleet = Fleet::new(2, 0).await;
+    let (a, mut a_events) = LeaseCoordinator::start(
+        fleet.store.clone(),
+        CoordinatorConfig {
+            worker_id: "a".into(),
+            ..config.clone()
+        },
+    )
+    .unwrap();
+    let a = Arc::new(a);
+    sleep(Duration::from_millis(1)).await;
+    let seq = ExtendedSequenceNumber::at(crate::model::SequenceNumber::new("7").unwrap());
+    let victim = a.clone();
+    tokio::spawn(async move {
+        while let Some(event) = a_events.recv().await {
+            if let LeaseEvent::HandingOff { lease } = event {
+                let (victim, seq) = (victim.clone(), seq.clone());
+                tokio::spawn(async move {
+                    sleep(batch).await;
+                    let _ = victim.finish_hand_off(&lease.key, Some(seq)).await;
+                });
+            }
+        }
+    });
+    let (b, _b_events) = LeaseCoordinator::start(
+        fleet.store.clone(),
+        CoordinatorConfig {
+            worker_id: "b".into(),
+            ..config
+        },
+    )
+    .unwrap();
+    let stolen_at = loop {
+        sleep(Duration::from_millis(10)).await;
+        if fleet
+            .store
+            .snapshot()
+            .iter()
+            .any(|l| l.owner.as_deref() == Some("b"))
+        {
+            break Instant::now();
+        }
+    };
+    loop {
+        if let Some(l) = b.held_leases().await.into_iter().next() {
+            let stored = fleet.store.get(&l.key).await.unwrap().unwrap();
+            return (stolen_at.elapsed(), stored);
+        }
+        sleep(Duration::from_millis(10)).await;
+        assert!(stolen_at.elapsed() < 20 * F, "b never got the lease");
+    }
+}
+
+/// Issue 14 §12: a batch longer than the hand-off timeout (25 s against 10 s) used to let the
+/// thief start from the old checkpoint while the victim was still processing, so the batch
+/// ran twice. Now the victim renews the thief's lease while it finishes, and the thief starts
+/// only after the victim's final checkpoint.
+#[tokio::test(start_paused = true)]
+async fn a_batch_outlasting_the_hand_off_timeout_is_waited_for() {
+    let (waited, stored) = slow_victim(Duration::from_secs(25), CoordinatorConfig::new("x")).await;
+    assert!(
+        waited >= Duration::from_secs(25) && waited < Duration::from_secs(25) + F / 2,
+        "b started {waited:?} after the steal"
+    );
+    let seven = ExtendedSequenceNumber::at(crate::model::SequenceNumber::new("7").unwrap());
+    assert_eq!(
+        stored.checkpoint, seven,
+        "b starts from the victim's final checkpoint"
+    );
+}
+
+/// The extension is bounded: a victim stuck past `max_hand_off_extension` stops renewing, and
+/// the thief starts one hand-off timeout later (from the old checkpoint, as before).
+#[tokio::test(start_paused = true)]
+async fn a_stuck_victim_holds_the_hand_off_only_up_to_the_extension_limit() {
+    let config = CoordinatorConfig {
+        max_hand_off_extension: Duration::from_secs(30),
+        ..CoordinatorConfig::new("x")
+    };
+    let (waited, stored) = slow_victim(Duration::from_secs(3600), config).await;
+    assert!(
+        waited >= Duration::from_secs(30) && waited <= Duration::from_secs(30) + F + F / 2,
+        "b started {waited:?} after the steal"
+    );
+    assert_eq!(stored.checkpoint, ExtendedSequenceNumber::TrimHorizon);
 }
