@@ -6,6 +6,8 @@
 #   scripts/tools.sh emulators    kinesis-local (npm) and moto server (PyPI venv)
 #   scripts/tools.sh python-agg   Python venv with aws-kinesis-agg (vector generation, benchmark)
 #   scripts/tools.sh cargo-fuzz   cargo-fuzz (crates.io) into .tools/cargo, for scripts/fuzz
+#   scripts/tools.sh java-kcl     the Java KCL 3.1.3 jars (PyPI kclpy-ext) and the catch-up
+#                                 harness compiled against them, for scripts/catchup-vs-java
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="$PWD/.tools"
@@ -15,6 +17,7 @@ KINESIS_LOCAL_VERSION=0.6.2
 MOTO_VERSION=5.2.5
 CBOR2_VERSION=5.6.5
 CARGO_FUZZ_VERSION=0.13.2
+KCLPY_EXT_VERSION=3.1.3.post4
 
 python_agg() {
   local marker="$TOOLS/venv/.aws-kinesis-agg-1.2.3"
@@ -50,11 +53,28 @@ cargo_fuzz() {
   touch "$marker"
 }
 
+java_kcl() {
+  local marker="$TOOLS/java-catchup/.kclpy-ext-$KCLPY_EXT_VERSION"
+  if [ ! -f "$TOOLS/kclpy-ext-venv/.kclpy-ext-$KCLPY_EXT_VERSION" ]; then
+    [ -x "$TOOLS/kclpy-ext-venv/bin/pip" ] || python3 -m venv "$TOOLS/kclpy-ext-venv"
+    "$TOOLS/kclpy-ext-venv/bin/pip" install --quiet --disable-pip-version-check \
+      "kclpy-ext==$KCLPY_EXT_VERSION"
+    touch "$TOOLS/kclpy-ext-venv/.kclpy-ext-$KCLPY_EXT_VERSION"
+  fi
+  [ -f "$marker" ] && [ "$marker" -nt scripts/catchup/JavaCatchup.java ] && return 0
+  local jars
+  jars="$(ls "$TOOLS"/kclpy-ext-venv/lib/python3*/site-packages/amazon_kclpy/jars/*.jar | tr '\n' ':')"
+  mkdir -p "$TOOLS/java-catchup"
+  javac -nowarn -cp "$jars" -d "$TOOLS/java-catchup" scripts/catchup/JavaCatchup.java
+  touch "$marker"
+}
+
 for tool in "$@"; do
   case "$tool" in
     python-agg) python_agg ;;
     emulators) kinesis_local; moto ;;
     cargo-fuzz) cargo_fuzz ;;
+    java-kcl) java_kcl ;;
     *) echo "unknown tool: $tool" >&2; exit 2 ;;
   esac
 done

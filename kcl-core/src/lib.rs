@@ -42,3 +42,9 @@ pub mod shard;
 #[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod telemetry;
+
+/// Re-exported so processors need no direct dependency: `#[kcl_core::async_trait]` on an
+/// `impl ShardRecordProcessor`.
+pub use async_trait::async_trait;
+/// Re-exported: the token [`scheduler::Scheduler::run`] stops on.
+pub use tokio_util::sync::CancellationToken;

@@ -154,7 +154,8 @@ async fn main() {
         StreamIdentity::from_name("efo"),
         "latency",
         FanOutConfig::default(),
-    );
+    )
+    .expect("the default fan-out settings are valid");
     let efo = measure(
         "memory-efo",
         "efo",
@@ -205,7 +206,8 @@ async fn main() {
         StreamIdentity::from_name(&efo_stream),
         "latency",
         FanOutConfig::default(),
-    );
+    )
+    .expect("the default fan-out settings are valid");
     let efo = measure(
         "local-efo",
         &efo_stream,

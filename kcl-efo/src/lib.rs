@@ -14,14 +14,14 @@
 //!
 //! ```no_run
 //! # async fn example(config: aws_types::SdkConfig, builder: kcl_core::scheduler::SchedulerBuilder,
-//! #                  stream: kcl_core::model::StreamIdentity) {
+//! #                  stream: kcl_core::model::StreamIdentity) -> Result<(), kcl_efo::FanOutConfigError> {
 //! use std::sync::Arc;
 //! use kcl_core::scheduler::RetrievalMode;
 //! use kcl_efo::{AwsFanOut, FanOutConfig, FanOutRetrieval};
 //!
-//! let fan_out = FanOutRetrieval::new(Arc::new(AwsFanOut::new(&config)), stream, "my-app", FanOutConfig::default());
+//! let fan_out = FanOutRetrieval::new(Arc::new(AwsFanOut::new(&config)), stream, "my-app", FanOutConfig::default())?;
 //! let builder = builder.retrieval(RetrievalMode::Custom(Arc::new(fan_out)));
-//! # }
+//! # Ok(()) }
 //! ```
 //!
 //! [`FanOutClient`] is the seam: [`AwsFanOut`] over aws-sdk-kinesis, [`InMemoryFanOut`] over
@@ -37,4 +37,4 @@ mod publisher;
 pub use aws::AwsFanOut;
 pub use client::{ConsumerDescription, ConsumerState, FanOutClient, FanOutEvent, Subscription};
 pub use memory::InMemoryFanOut;
-pub use publisher::{FanOutConfig, FanOutRetrieval};
+pub use publisher::{FanOutConfig, FanOutConfigError, FanOutRetrieval};

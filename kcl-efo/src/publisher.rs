@@ -49,6 +49,67 @@ impl Default for FanOutConfig {
     }
 }
 
+/// A [`FanOutConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FanOutConfigError {
+    /// A deadline or backoff of zero: every call would fail (or retry) at once.
+    #[error("fan-out setting {0} must be greater than zero")]
+    Zero(&'static str),
+    /// A duration beyond a year, where deadline arithmetic stops being meaningful.
+    #[error("fan-out setting {field} = {value:?} is longer than a year")]
+    TooLong {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: Duration,
+    },
+    /// `min_backoff` above `max_backoff`.
+    #[error("fan-out min_backoff {min:?} is above max_backoff {max:?}")]
+    Backoff {
+        /// `min_backoff`.
+        min: Duration,
+        /// `max_backoff`.
+        max: Duration,
+    },
+}
+
+impl FanOutConfigError {
+    /// Never: a configuration does not fix itself.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+impl FanOutConfig {
+    /// Checks every setting; [`FanOutRetrieval::new`] calls it.
+    pub fn validate(&self) -> Result<(), FanOutConfigError> {
+        if self.max_buffered_events == 0 {
+            return Err(FanOutConfigError::Zero("max_buffered_events"));
+        }
+        for (field, value) in [
+            ("min_backoff", self.min_backoff),
+            ("max_backoff", self.max_backoff),
+            ("call_timeout", self.call_timeout),
+            ("event_timeout", self.event_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(FanOutConfigError::Zero(field));
+            }
+            if value > kcl_core::limits::MAX_SETTING_DURATION {
+                return Err(FanOutConfigError::TooLong { field, value });
+            }
+        }
+        if self.min_backoff > self.max_backoff {
+            return Err(FanOutConfigError::Backoff {
+                min: self.min_backoff,
+                max: self.max_backoff,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The registered consumer of each stream, by ARN (or name when the ARN is not known).
 type Consumers = std::sync::Mutex<HashMap<Arc<str>, Arc<OnceCell<String>>>>;
 
@@ -75,19 +136,20 @@ impl FanOutRetrieval {
     /// Fan-out as the consumer `consumer_name` (usually the application name); `stream` is the
     /// one [`register`](Self::register) and [`deregister`](Self::deregister) act on (the
     /// `_stream` variants take any). Consumers are registered (or reused) on first use; call
-    /// `register` to do it up front.
+    /// `register` to do it up front. Fails on an invalid `config`.
     pub fn new(
         client: Arc<dyn FanOutClient>,
         stream: StreamIdentity,
         consumer_name: impl Into<String>,
         config: FanOutConfig,
-    ) -> Self {
+    ) -> Result<Self, FanOutConfigError> {
+        config.validate()?;
         let client = Arc::new(crate::deadline::DeadlineFanOut {
             inner: client,
             call_timeout: config.call_timeout,
             event_timeout: config.event_timeout,
         });
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 stream,
@@ -95,7 +157,7 @@ impl FanOutRetrieval {
                 consumers: Consumers::default(),
                 config,
             }),
-        }
+        })
     }
 
     /// Registers the stream consumer, or reuses it if another worker did, and waits until it is

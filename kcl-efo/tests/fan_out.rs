@@ -24,12 +24,15 @@ use tokio_util::sync::CancellationToken;
 fn fan_out_factory() -> RetrievalFactory {
     RetrievalFactory(Arc::new(
         |kinesis: &InMemoryKinesis, stream: &StreamIdentity| {
-            Arc::new(FanOutRetrieval::new(
-                Arc::new(InMemoryFanOut(kinesis.clone())),
-                stream.clone(),
-                "sim",
-                FanOutConfig::default(),
-            )) as kcl_core::retrieval::SharedRetrieval
+            Arc::new(
+                FanOutRetrieval::new(
+                    Arc::new(InMemoryFanOut(kinesis.clone())),
+                    stream.clone(),
+                    "sim",
+                    FanOutConfig::default(),
+                )
+                .expect("the default fan-out settings are valid"),
+            ) as kcl_core::retrieval::SharedRetrieval
         },
     ))
 }
@@ -200,7 +203,8 @@ fn setup(shards: u32, subscription_ttl: Duration) -> Run {
         stream.clone(),
         "app",
         FanOutConfig::default(),
-    );
+    )
+    .expect("the default fan-out settings are valid");
     Run {
         kinesis,
         stream,
@@ -375,5 +379,42 @@ async fn a_multi_stream_scheduler_reads_every_stream_by_fan_out() {
     assert_eq!(
         run.fan_out.register_stream(&other).await.unwrap(),
         second.arn
+    );
+}
+
+/// Issue 14 §10: fan-out settings that cannot work are rejected, naming the setting.
+#[test]
+fn invalid_fan_out_settings_are_rejected() {
+    let build = |config: FanOutConfig| {
+        FanOutRetrieval::new(
+            Arc::new(InMemoryFanOut(InMemoryKinesis::new())),
+            StreamIdentity::from_name("s"),
+            "app",
+            config,
+        )
+        .map(|_| ())
+    };
+    assert_eq!(build(FanOutConfig::default()), Ok(()));
+    let zero = build(FanOutConfig {
+        call_timeout: Duration::ZERO,
+        ..FanOutConfig::default()
+    })
+    .unwrap_err();
+    assert!(zero.to_string().contains("call_timeout"), "{zero}");
+    assert!(
+        build(FanOutConfig {
+            event_timeout: Duration::MAX,
+            ..FanOutConfig::default()
+        })
+        .unwrap_err()
+        .to_string()
+        .contains("event_timeout")
+    );
+    assert!(
+        build(FanOutConfig {
+            min_backoff: Duration::from_secs(20),
+            ..FanOutConfig::default()
+        })
+        .is_err()
     );
 }

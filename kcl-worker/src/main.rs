@@ -247,8 +247,11 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
         "lease table",
         |e: &LeaseError| lease_exit(e) == Exit::Unavailable,
         async || {
+            // With the owner index the KCL 3.x uses: a move back to Java needs no table work.
             store
-                .create_table_if_missing(&TableOptions::default())
+                .create_table_if_missing(&TableOptions {
+                    lease_owner_index: true,
+                })
                 .await
         },
     )
@@ -272,7 +275,8 @@ async fn start(s: &Settings) -> Result<Started, Exit> {
             s.streams[0].clone(),
             &c.application,
             FanOutConfig::default(),
-        );
+        )
+        .expect("the default fan-out settings are valid");
         // Registered (or reused) up front, so a missing permission or quota shows at start-up.
         for stream in &s.streams {
             let registered = with_retries(

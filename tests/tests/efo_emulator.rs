@@ -99,7 +99,8 @@ async fn run_through(config: aws_config::SdkConfig) {
         stream.clone(),
         "efo-app",
         FanOutConfig::default(),
-    );
+    )
+    .expect("the default fan-out settings are valid");
     let arn = fan_out
         .register()
         .await

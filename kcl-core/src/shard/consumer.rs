@@ -326,7 +326,7 @@ impl ShardConsumer {
         if d.hash_range_dropped > 0 {
             self.metrics.range_drops.increment(d.hash_range_dropped);
         }
-        let previous = checkpointer.largest_delivered().cloned();
+        let previous = checkpointer.largest_delivered();
         if let Some(last) = batch.records.last() {
             checkpointer.set_largest_delivered(Some(last.extended_sequence_number()));
         }
@@ -445,7 +445,7 @@ impl ShardConsumer {
         }
         // Every record was processed successfully; a processor that did not checkpoint the end
         // must not leave the children waiting forever (the KCL loops here).
-        while *checkpointer.last_checkpoint() != ExtendedSequenceNumber::ShardEnd {
+        while checkpointer.last_checkpoint() != ExtendedSequenceNumber::ShardEnd {
             match checkpointer.write(ExtendedSequenceNumber::ShardEnd).await {
                 Ok(()) => break,
                 Err(e) if e.is_retryable() => {
@@ -461,6 +461,8 @@ impl ShardConsumer {
                 }
             }
         }
+        // A SHARD_END written during a hand-off is buffered: this ends the hand-off with it.
+        checkpointer.close().await;
         info!(shard_id = %self.info.shard_id, children = children.len(), "shard ended");
         Outcome::ShardEnded
     }
@@ -473,7 +475,7 @@ impl ShardConsumer {
         let key = self.lease.key.clone();
         match reason {
             ShutdownReason::LeaseLost | ShutdownReason::None => {
-                checkpointer.close();
+                checkpointer.close().await;
                 let input = LeaseLostInput {
                     shard: self.info.clone(),
                 };
@@ -490,13 +492,12 @@ impl ShardConsumer {
                     .catch_unwind()
                     .await;
                 self.succeeded(result, "shutdown_requested");
-                if checkpointer.is_handing_off() {
-                    // The processor wrote nothing: end the hand-off so the new owner starts now.
-                    let _ = self.coordinator.finish_hand_off(&key, None).await;
-                } else if reason == ShutdownReason::Requested {
+                // Ends a hand-off the processor did not checkpoint for (the new owner starts
+                // now), and fences checkpoint handles first: nothing may land after a release.
+                let handed_off = checkpointer.close().await;
+                if !handed_off && reason == ShutdownReason::Requested {
                     let _ = self.coordinator.release(&key, Some(self.token)).await;
                 }
-                checkpointer.close();
                 info!(shard_id = %self.info.shard_id, ?reason, "shard consumer stopped");
             }
         }
@@ -523,12 +524,12 @@ impl ShardConsumer {
             }
             _ => {}
         }
-        checkpointer.close();
+        checkpointer.close().await;
         Outcome::Stopped(reason)
     }
 
     async fn stop_failed(self, checkpointer: &mut Checkpointer) -> Outcome {
-        checkpointer.close();
+        checkpointer.close().await;
         error!(shard_id = %self.info.shard_id, "failure policy stopped the shard; releasing its lease");
         let _ = self
             .coordinator
@@ -545,7 +546,7 @@ impl ShardConsumer {
                 // the lease without a consumer would leave the shard stuck for ever; releasing
                 // it lets a fresh consumer (here or elsewhere) retry from the checkpoint.
                 warn!(shard_id = %self.info.shard_id, error = %e, "shard not found; releasing its lease");
-                checkpointer.close();
+                checkpointer.close().await;
                 let _ = self
                     .coordinator
                     .release(&self.lease.key, Some(self.token))
