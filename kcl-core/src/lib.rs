@@ -42,6 +42,8 @@ pub mod shard;
 #[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// Re-exported so processors need no direct dependency: `#[kcl_core::async_trait]` on an
 /// `impl ShardRecordProcessor`.

@@ -34,6 +34,24 @@ pub struct Record {
 }
 
 impl Record {
+    /// A plain record (not aggregated: sub-sequence 0, no explicit hash key) that arrived now,
+    /// e.g. for unit tests of processors.
+    pub fn new(
+        sequence_number: SequenceNumber,
+        partition_key: impl Into<ByteString>,
+        data: Bytes,
+    ) -> Self {
+        Self {
+            data,
+            partition_key: partition_key.into(),
+            sequence_number,
+            sub_sequence_number: 0,
+            explicit_hash_key: None,
+            approximate_arrival_timestamp: SystemTime::now(),
+            aggregated: false,
+        }
+    }
+
     /// The record's position, for checkpointing.
     pub fn extended_sequence_number(&self) -> ExtendedSequenceNumber {
         ExtendedSequenceNumber::Sequence {
