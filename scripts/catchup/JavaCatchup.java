@@ -29,10 +29,15 @@ import software.amazon.kinesis.retrieval.polling.PollingConfig;
 public class JavaCatchup {
     static final AtomicLong count = new AtomicLong();
     static volatile long firstNanos = 0;
+    // The first initialize: the KCL starts a shard's prefetching just before it, so reads
+    // begin here (records fetched ahead of the first processRecords count in the drain).
+    static volatile long initNanos = 0;
     static volatile long startNanos = System.nanoTime();
 
     static class Counter implements ShardRecordProcessor {
-        public void initialize(InitializationInput input) {}
+        public void initialize(InitializationInput input) {
+            synchronized (JavaCatchup.class) { if (initNanos == 0) initNanos = System.nanoTime(); }
+        }
         public void processRecords(ProcessRecordsInput input) {
             if (firstNanos == 0 && !input.records().isEmpty()) {
                 synchronized (JavaCatchup.class) { if (firstNanos == 0) firstNanos = System.nanoTime(); }
@@ -72,8 +77,8 @@ public class JavaCatchup {
             if (System.nanoTime() - startNanos > 600_000_000_000L) { System.err.println("timed out at " + count.get()); System.exit(1); }
         }
         long done = System.nanoTime();
-        System.out.printf("{\"framework\":\"java-kcl-3.1.3\",\"records\":%d,\"first_record_s\":%.3f,\"drain_s\":%.3f}%n",
-            count.get(), (firstNanos - startNanos) / 1e9, (done - firstNanos) / 1e9);
+        System.out.printf("{\"framework\":\"java-kcl-3.1.3\",\"records\":%d,\"first_record_s\":%.3f,\"drain_s\":%.3f,\"from_initialize_s\":%.3f}%n",
+            count.get(), (firstNanos - startNanos) / 1e9, (done - firstNanos) / 1e9, (done - initNanos) / 1e9);
         System.exit(0);
     }
 }

@@ -227,6 +227,7 @@ impl Fetcher {
                 }
             };
             self.pacer.wait().await;
+            let sent = tokio::time::Instant::now();
             let out = match self.kinesis.get_records(&it, self.config.max_records).await {
                 Ok(out) => out,
                 Err(KinesisError::ExpiredIterator { .. }) => {
@@ -247,8 +248,10 @@ impl Fetcher {
                     }
                 }
             };
-            self.pacer
-                .success(out.records.iter().map(|r| r.data.len()).sum());
+            let bytes: usize = out.records.iter().map(|r| r.data.len()).sum();
+            debug!(shard_id = %self.read.shard.id, records = out.records.len(), bytes,
+                took_ms = sent.elapsed().as_millis() as u64, behind_ms = ?out.millis_behind_latest, "GetRecords");
+            self.pacer.success(bytes);
             self.not_found = 0;
             if let Some(last) = out.records.last() {
                 last_fetched = Some(last.sequence_number.clone());
@@ -278,8 +281,13 @@ impl Fetcher {
                     deaggregation: report,
                     _permits: Vec::new(),
                 };
+                let queued = tokio::time::Instant::now();
                 if !self.send(batch).await || ended {
                     return;
+                }
+                let waited = queued.elapsed();
+                if waited >= Duration::from_millis(10) {
+                    debug!(shard_id = %self.read.shard.id, waited_ms = waited.as_millis() as u64, "prefetch full: waited for the processor");
                 }
             }
             iterator = out.next_iterator;
