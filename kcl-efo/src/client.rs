@@ -46,6 +46,13 @@ pub struct FanOutEvent {
 }
 
 /// A live subscription.
+///
+/// # Contract
+///
+/// Events come in shard order; each event's `continuation_sequence_number` is where a new
+/// subscription resumes with no gap and no repeat (`None` only at the shard's end, with
+/// `child_shards`). After `None` or an error, nothing more comes. Dropping it ends the
+/// subscription.
 #[async_trait]
 pub trait Subscription: Send {
     /// The next event; `None` when the subscription ended normally (after ≈ 5 minutes).
@@ -53,6 +60,14 @@ pub trait Subscription: Send {
 }
 
 /// Stream-consumer registration and SubscribeToShard.
+///
+/// # Contract
+///
+/// Errors are typed as [`KinesisError`] the way Kinesis answers (`ResourceInUse` for a taken
+/// consumer name, `ResourceNotFound`, `Throttled` — with `LimitExceeded` for a subscription
+/// opened again too soon); calls may hang (the fan-out retrieval puts its own deadlines around
+/// them). Held to this by the tests of [`AwsFanOut`](crate::AwsFanOut) on kinesis-local and
+/// of [`InMemoryFanOut`](crate::InMemoryFanOut), and by the fan-out fleet simulation.
 #[async_trait]
 pub trait FanOutClient: Send + Sync + fmt::Debug + 'static {
     /// RegisterStreamConsumer; `ResourceInUse` when the name is taken.

@@ -68,7 +68,9 @@ async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Logs to stderr: stdout carries the result line.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )

@@ -84,6 +84,19 @@ impl StartFrom {
 }
 
 /// Delivers one shard's records in order.
+///
+/// # Contract
+///
+/// - batches come in shard order with no gap and no repeat: the first starts right after the
+///   `StartFrom` position (inside an aggregate when the checkpoint is), each later one right
+///   after the previous; KPL aggregates arrive unpacked, with sub-sequence numbers;
+/// - a batch with `shard_end` set is the last; after it, or after an error, the publisher yields
+///   nothing more (the shard consumer drops it and starts a new one to retry);
+/// - every call to Kinesis behind it has a deadline, so `next_batch` never waits on a hung call
+///   longer than that deadline plus its backoff (it may wait indefinitely for new records);
+/// - dropping the publisher stops its reads.
+///
+/// Held to this by the polling and fan-out tests, and by the fleet simulation, which runs both.
 #[async_trait]
 pub trait RecordsPublisher: Send {
     /// The next batch. Waits while nothing new is available. After a batch with `shard_end`,
@@ -107,6 +120,12 @@ pub struct ShardRead {
 }
 
 /// Creates a records publisher per shard: polling or fan-out.
+///
+/// # Contract
+///
+/// `start` returns at once (no I/O on the caller's task) with a publisher that keeps the
+/// [`RecordsPublisher`] contract; publishers of different shards are independent (one shard's
+/// errors or slowness do not hold up another's).
 pub trait Retrieval: Send + Sync + std::fmt::Debug + 'static {
     /// Starts reading one shard. The publisher stops when dropped.
     fn start(&self, read: ShardRead) -> Box<dyn RecordsPublisher>;

@@ -29,6 +29,15 @@ impl fmt::Display for ProcessorFailure {
 }
 
 /// Receives batches the processor could not handle, under [`FailurePolicy::DeadLetter`].
+///
+/// # Contract
+///
+/// - `Ok` means the batch is stored durably: the shard then moves past it (and checkpoints
+///   past it when the processor does), so an `Ok` for a batch not stored loses it;
+/// - an error is retried with backoff, for ever: the shard does not move past the batch until
+///   the handler succeeds (or the lease goes);
+/// - it may be called again with the same batch (after a crash or lease loss before the next
+///   checkpoint): handlers must tolerate duplicates.
 #[async_trait]
 pub trait DeadLetterHandler: Send + Sync + fmt::Debug + 'static {
     /// Stores the batch somewhere safe. An error is retried with backoff: the batch is only
