@@ -153,6 +153,22 @@ impl Scheduler {
         &self.config.coordinator.worker_id
     }
 
+    /// [`run`](Self::run) until SIGTERM or SIGINT (Ctrl-C; on other platforms Ctrl-C only),
+    /// then shut down gracefully — what a program in a container wants.
+    pub async fn run_until_signal(self) -> Result<RunReport, SchedulerError> {
+        let shutdown = CancellationToken::new();
+        let signalled = shutdown.clone();
+        let signal = signal_received();
+        let watcher = tokio::spawn(async move {
+            signal.await;
+            info!("signal received; shutting down");
+            signalled.cancel();
+        });
+        let report = self.run(shutdown).await;
+        watcher.abort();
+        report
+    }
+
     /// Runs until `shutdown` is cancelled (then shuts down gracefully: stops taking leases, lets
     /// every processor checkpoint through `shutdown_requested`, hands leases off, within
     /// `shutdown_timeout`) or the stream is deleted.
@@ -529,6 +545,45 @@ impl Sizing {
 }
 
 /// Raises the shutdown reason; never lowers it.
+/// Resolves on SIGTERM or SIGINT. The handlers are installed now, before the first poll, so a
+/// signal right after this call is not missed; if one cannot be installed, the other is watched
+/// (or none).
+fn signal_received() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => Box::pin(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }),
+            (Ok(mut one), Err(e)) | (Err(e), Ok(mut one)) => {
+                warn!(error = %e, "could not watch one of SIGTERM/SIGINT");
+                Box::pin(async move {
+                    one.recv().await;
+                })
+            }
+            (Err(e), Err(_)) => {
+                warn!(error = %e, "could not watch SIGTERM or SIGINT; run_until_signal runs until the stream ends");
+                Box::pin(std::future::pending())
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        Box::pin(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
 fn raise(current: &mut ShutdownReason, to: ShutdownReason) -> bool {
     if to > *current {
         *current = to;
