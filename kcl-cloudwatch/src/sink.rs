@@ -28,6 +28,15 @@ impl SinkError {
 }
 
 /// Receives batches of datums (at most `max_datums_per_request` each).
+///
+/// # Contract
+///
+/// One call is one request: `Ok` means the datums were accepted; an error says with
+/// [`SinkError::is_retryable`] whether the publisher should send the same batch again (it
+/// retries up to `max_attempts`, then keeps the datums for the next flush with a warning —
+/// metrics never block processing). A call may hang: the publisher bounds each one by
+/// `call_timeout` and counts a timeout as retryable. Tested against moto (through the test
+/// tooling's CBOR proxy) and against a socket that accepts and never answers.
 #[async_trait]
 pub trait MetricSink: Send + Sync + std::fmt::Debug + 'static {
     /// One PutMetricData call.
