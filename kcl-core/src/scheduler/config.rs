@@ -63,6 +63,10 @@ pub struct SchedulerConfig {
     pub failure_policy: FailurePolicy,
     /// Automatic checkpointing.
     pub checkpoint_policy: CheckpointPolicy,
+    /// When set, a processor whose shard delivered nothing for this long is called with an
+    /// empty batch (and again each interval while nothing comes), so it can flush on time
+    /// (the KCL's `callProcessRecordsEvenForEmptyRecordList`, on a timer). Default: off.
+    pub idle_tick: Option<Duration>,
     /// `shardSyncIntervalMillis`: how often shards are listed to create leases for new shards
     /// and delete finished ones. KCL default 60 s.
     pub shard_sync_interval: Duration,
@@ -106,6 +110,7 @@ pub struct SchedulerBuilder {
     coordinator: Option<CoordinatorConfig>,
     failure_policy: FailurePolicy,
     checkpoint_policy: CheckpointPolicy,
+    idle_tick: Option<Duration>,
     shard_sync_interval: Duration,
     parent_shard_poll_interval: Duration,
     shutdown_timeout: Duration,
@@ -152,6 +157,7 @@ impl SchedulerBuilder {
             coordinator: None,
             failure_policy: FailurePolicy::default(),
             checkpoint_policy: CheckpointPolicy::Manual,
+            idle_tick: None,
             shard_sync_interval: Duration::from_secs(60),
             parent_shard_poll_interval: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
@@ -220,7 +226,15 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Automatic checkpointing (default: manual).
+    /// Calls each processor with an empty batch when its shard delivered nothing for
+    /// `interval` (at least 10 ms), and again each interval while nothing comes: for timed
+    /// flushes. Default: off.
+    pub fn idle_tick(mut self, interval: Duration) -> Self {
+        self.idle_tick = Some(interval);
+        self
+    }
+
+    /// Automatic checkpointing (default: the processor checkpoints itself).
     pub fn checkpoint_policy(mut self, policy: CheckpointPolicy) -> Self {
         self.checkpoint_policy = policy;
         self
@@ -370,6 +384,12 @@ impl SchedulerBuilder {
         if let CheckpointPolicy::Auto { interval, .. } = self.checkpoint_policy {
             bounded.push(("checkpoint_policy.interval", interval));
         }
+        if let Some(tick) = self.idle_tick {
+            if tick < Duration::from_millis(10) {
+                return Err(invalid("idle_tick", format!("{tick:?} is below 10 ms")));
+            }
+            bounded.push(("idle_tick", tick));
+        }
         if let Some((field, d)) = bounded.into_iter().find(|(_, d)| *d > MAX_SETTING_DURATION) {
             return Err(invalid(
                 field,
@@ -418,6 +438,7 @@ impl SchedulerBuilder {
             initial_position: self.initial_position,
             failure_policy: self.failure_policy,
             checkpoint_policy: self.checkpoint_policy,
+            idle_tick: self.idle_tick,
             shard_sync_interval: self.shard_sync_interval,
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             shutdown_timeout: self.shutdown_timeout,

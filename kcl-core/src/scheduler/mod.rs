@@ -219,6 +219,7 @@ impl Scheduler {
             load: load.clone(),
             failure_policy: self.config.failure_policy.clone(),
             checkpoint_policy: self.config.checkpoint_policy,
+            idle_tick: self.config.idle_tick,
             parent_shard_poll_interval: self.config.parent_shard_poll_interval,
             hash_range_check: self.config.hash_range_check,
             seed: self.config.seed,

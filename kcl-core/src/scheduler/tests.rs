@@ -855,3 +855,70 @@ async fn an_at_timestamp_lease_without_a_configured_time_reads_from_trim_horizon
     run.await.unwrap().unwrap();
     assert_eq!(s.by_key(), all);
 }
+
+/// Counts `process_records` calls with and without records, checkpointing in each.
+struct Ticks(Arc<Mutex<(u64, u64)>>);
+
+#[async_trait]
+impl ShardRecordProcessor for Ticks {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
+        {
+            let mut t = self.0.lock();
+            if input.records.is_empty() {
+                t.0 += 1;
+            } else {
+                t.1 += input.records.len() as u64;
+            }
+        }
+        input.checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+/// Issue 12 §2: with an idle tick, a processor on a quiet shard is called with an empty batch
+/// each interval (a timed flush), not while records flow, and never without the setting.
+#[tokio::test(start_paused = true)]
+async fn an_idle_tick_calls_the_processor_on_a_quiet_shard() {
+    for tick in [Some(Duration::from_secs(2)), None] {
+        let s = Setup::new(1);
+        let counts = Arc::new(Mutex::new((0u64, 0u64)));
+        let c = counts.clone();
+        let mut builder = SchedulerBuilder::new(s.stream.clone(), "app")
+            .lease_store(s.store.clone())
+            .kinesis(Arc::new(s.kinesis.clone()))
+            .initial_position(InitialPosition::TrimHorizon)
+            .processor_factory(move |_: &ShardInfo| Ticks(c.clone()));
+        if let Some(t) = tick {
+            builder = builder.idle_tick(t);
+        }
+        let token = CancellationToken::new();
+        let run = tokio::spawn(builder.build().unwrap().run(token.clone()));
+        tokio::time::sleep(Duration::from_secs(21)).await;
+        let quiet = counts.lock().0;
+        s.put(1, 5, 0).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        token.cancel();
+        run.await.unwrap().unwrap();
+        let (empty, records) = *counts.lock();
+        assert_eq!(records, 5);
+        match tick {
+            // About one per 2 s over 21 s (the first after the consumer started).
+            Some(_) => assert!((8..=11).contains(&quiet), "{quiet} idle calls"),
+            None => assert_eq!(empty, 0),
+        }
+    }
+}
+
+#[test]
+fn an_idle_tick_below_10_ms_is_rejected() {
+    let s = Setup::new(1);
+    let err = s
+        .builder("w", None)
+        .idle_tick(Duration::from_millis(1))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("idle_tick"), "{err}");
+}

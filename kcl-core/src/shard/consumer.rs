@@ -61,6 +61,7 @@ pub(crate) struct ConsumerSettings {
     pub(crate) load: Arc<crate::telemetry::LoadMeter>,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) checkpoint_policy: CheckpointPolicy,
+    pub(crate) idle_tick: Option<Duration>,
     pub(crate) parent_shard_poll_interval: Duration,
     pub(crate) hash_range_check: Option<HashRangePolicy>,
     pub(crate) seed: u64,
@@ -219,7 +220,15 @@ impl ShardConsumer {
         };
         let mut publisher = self.retrieval.start(read);
         let mut auto = AutoCheckpoint::new(self.settings.checkpoint_policy);
+        let idle = self.settings.idle_tick;
+        let mut next_tick = idle.map(|t| tokio::time::Instant::now() + t);
         loop {
+            let tick = async {
+                match next_tick {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let batch = tokio::select! {
                 biased;
                 changed = self.signal.changed() => {
@@ -230,6 +239,13 @@ impl ShardConsumer {
                     continue;
                 }
                 batch = publisher.next_batch() => batch,
+                () = tick => {
+                    next_tick = idle.map(|t| tokio::time::Instant::now() + t);
+                    if self.coordinator.is_held(&key) {
+                        self.idle_call(&mut checkpointer).await;
+                    }
+                    continue;
+                }
             };
             let batch = match batch {
                 Ok(batch) => batch,
@@ -245,6 +261,9 @@ impl ShardConsumer {
                 }
             }
             let shard_end = batch.shard_end.is_some();
+            if !batch.records.is_empty() {
+                next_tick = idle.map(|t| tokio::time::Instant::now() + t);
+            }
             if !batch.records.is_empty() || shard_end {
                 if let Some(reason) = self.process(&batch, &mut checkpointer).await {
                     return match reason {
@@ -310,6 +329,30 @@ impl ShardConsumer {
     }
 
     /// Delivers one batch under the failure policy. Returns why processing must stop, if it must.
+    /// The idle tick: `process_records` with no records. An error or panic is logged; there is
+    /// nothing to retry, and the next tick comes anyway.
+    async fn idle_call(&mut self, checkpointer: &mut Checkpointer) {
+        let input = ProcessRecordsInput {
+            records: &[],
+            checkpointer,
+            millis_behind_latest: 0,
+            child_shards: None,
+            is_at_shard_end: false,
+        };
+        let result = AssertUnwindSafe(self.processor.process_records(input))
+            .catch_unwind()
+            .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(shard_id = %self.info.shard_id, error = %e, "process_records failed on an idle tick")
+            }
+            Err(_) => {
+                warn!(shard_id = %self.info.shard_id, "process_records panicked on an idle tick")
+            }
+        }
+    }
+
     async fn process(
         &mut self,
         batch: &RecordsBatch,
