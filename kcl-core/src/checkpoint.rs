@@ -235,7 +235,7 @@ impl Checkpointer {
         position: Option<ExtendedSequenceNumber>,
         state: Option<Bytes>,
     ) -> Result<PreparedCheckpoint, CheckpointError> {
-        self.handle().prepare(position, state).await
+        self.handle().prepare_checkpoint(position, state).await
     }
 
     /// Writes `position` as is (the consumer's SHARD_END), serialized with other checkpoints.
@@ -273,16 +273,6 @@ impl CheckpointHandle {
         self.shared.checkpoint_at_position(position).await
     }
 
-    /// Prepares a checkpoint (two-phase) at `position` (default: everything delivered so far),
-    /// as [`Checkpointer::prepare_checkpoint`].
-    pub async fn prepare_checkpoint(
-        &self,
-        position: Option<ExtendedSequenceNumber>,
-        state: Option<Bytes>,
-    ) -> Result<PreparedCheckpoint, CheckpointError> {
-        self.prepare(position, state).await
-    }
-
     /// The last checkpoint written (or read at start).
     pub fn last_checkpoint(&self) -> ExtendedSequenceNumber {
         self.shared.state.lock().last.clone()
@@ -293,7 +283,9 @@ impl CheckpointHandle {
         self.shared.state.lock().mode == Mode::Closed
     }
 
-    async fn prepare(
+    /// Prepares a checkpoint (two-phase) at `position` (default: everything delivered so far),
+    /// as [`Checkpointer::prepare_checkpoint`].
+    pub async fn prepare_checkpoint(
         &self,
         position: Option<ExtendedSequenceNumber>,
         state: Option<Bytes>,

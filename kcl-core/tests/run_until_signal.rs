@@ -44,12 +44,8 @@ async fn sigterm_stops_the_scheduler_gracefully() {
         store.snapshot().iter().any(|l| l.owner.is_some()),
         "lease taken"
     );
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(std::process::id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::TERM)
+        .expect("SIGTERM sent to this process");
     let report = tokio::time::timeout(Duration::from_secs(20), run)
         .await
         .expect("stopped within the shutdown timeout")
