@@ -9,9 +9,7 @@ use async_trait::async_trait;
 use backon::BackoffBuilder;
 use kcl_core::kinesis::KinesisError;
 use kcl_core::model::{StartingPosition, StreamIdentity};
-use kcl_core::retrieval::{
-    RecordsBatch, RecordsPublisher, Retrieval, RetrievalError, ShardRead, skip_through,
-};
+use kcl_core::retrieval::{RecordsBatch, RecordsPublisher, Retrieval, RetrievalError, ShardRead};
 use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -290,10 +288,8 @@ type Sender = mpsc::Sender<Result<RecordsBatch, RetrievalError>>;
 
 async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
     let shard = read.shard.id.clone();
-    let Some((start, mut resume)) = read.start.starting_position() else {
-        let mut end = RecordsBatch::default();
-        end.shard_end = Some(Vec::new());
-        let _ = tx.send(Ok(end)).await;
+    let Some(start) = read.start.starting_position() else {
+        let _ = tx.send(Ok(RecordsBatch::shard_end(Vec::new()))).await;
         return;
     };
     let mut position: StartingPosition = start;
@@ -366,16 +362,11 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
                     break;
                 }
             };
-            let mut batch = RecordsBatch::default();
-            batch.millis_behind_latest = event.millis_behind_latest;
-            batch.deaggregation = read
-                .deaggregator
-                .deaggregate_into(event.records, &mut batch.records);
-            if let Some(r) = &resume
-                && skip_through(&mut batch.records, r)
-            {
-                resume = None;
-            }
+            let mut batch = RecordsBatch {
+                records: event.records,
+                millis_behind_latest: event.millis_behind_latest,
+                shard_end: None,
+            };
             match event.continuation_sequence_number {
                 Some(c) => position = StartingPosition::AfterSequenceNumber(c),
                 None => batch.shard_end = Some(event.child_shards),

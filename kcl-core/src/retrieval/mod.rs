@@ -9,30 +9,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::OwnedSemaphorePermit;
 
 pub use polling::{CAUGHT_UP, PollingConfig, PollingRetrieval};
 
-use crate::aggregation::{DeaggregationReport, Deaggregator};
 use crate::kinesis::KinesisError;
 use crate::model::{
     ChildShard, ExtendedSequenceNumber, InitialPosition, Record, Shard, StartingPosition,
     StreamIdentity,
 };
 
-/// One batch for the processor: user records in order, already unpacked.
-#[derive(Debug, Default)]
+/// One read of a shard: Kinesis records as stored, in order. KPL aggregates are *not* unpacked
+/// here: the shard consumer unpacks them (and resumes inside an aggregate), once, whatever the
+/// retrieval.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RecordsBatch {
-    /// User records.
+    /// Kinesis records in sequence order (possibly KPL aggregates).
     pub records: Vec<Record>,
     /// How far behind the tip of the shard the batch was read.
     pub millis_behind_latest: u64,
     /// `Some(children)` when this batch ends a closed shard.
     pub shard_end: Option<Vec<ChildShard>>,
-    /// What unpacking found (pass-throughs, hash-range drops).
-    pub deaggregation: DeaggregationReport,
-    /// Prefetch capacity held by this batch, released when it is dropped.
-    pub(crate) _permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl RecordsBatch {
+    /// The batch that ends a closed shard (with its children).
+    pub fn shard_end(children: Vec<ChildShard>) -> Self {
+        Self {
+            shard_end: Some(children),
+            ..Self::default()
+        }
+    }
 }
 
 /// Why a shard's records cannot be read any more.
@@ -60,24 +66,25 @@ pub struct StartFrom {
 }
 
 impl StartFrom {
-    /// The iterator position to start at, and the record position up to which user records
-    /// must be skipped (a checkpoint inside a KPL aggregate resumes at the next sub-record).
-    pub fn starting_position(&self) -> Option<(StartingPosition, Option<ExtendedSequenceNumber>)> {
+    /// The iterator position to start reading at; `None` for a shard already at SHARD_END.
+    /// A sequence checkpoint starts *at* the checkpointed record, because it may be a KPL
+    /// aggregate whose later sub-records are not processed yet; the shard consumer drops what
+    /// was already processed.
+    pub fn starting_position(&self) -> Option<StartingPosition> {
         Some(match &self.checkpoint {
-            ExtendedSequenceNumber::TrimHorizon => (StartingPosition::TrimHorizon, None),
-            ExtendedSequenceNumber::Latest => (StartingPosition::Latest, None),
+            ExtendedSequenceNumber::TrimHorizon => StartingPosition::TrimHorizon,
+            ExtendedSequenceNumber::Latest => StartingPosition::Latest,
             ExtendedSequenceNumber::AtTimestamp => match self.initial_position {
-                InitialPosition::AtTimestamp(t) => (StartingPosition::AtTimestamp(t), None),
+                InitialPosition::AtTimestamp(t) => StartingPosition::AtTimestamp(t),
                 // A lease written AT_TIMESTAMP by an application now configured otherwise
                 // (the Java KCL then sends a request without a timestamp and fails): nothing
                 // says which time, so read everything rather than lose records. The consumer
                 // warns.
-                _ => (StartingPosition::TrimHorizon, None),
+                _ => StartingPosition::TrimHorizon,
             },
-            ExtendedSequenceNumber::Sequence { sequence, .. } => (
-                StartingPosition::AtSequenceNumber(sequence.clone()),
-                Some(self.checkpoint.clone()),
-            ),
+            ExtendedSequenceNumber::Sequence { sequence, .. } => {
+                StartingPosition::AtSequenceNumber(sequence.clone())
+            }
             ExtendedSequenceNumber::ShardEnd => return None,
         })
     }
@@ -87,9 +94,12 @@ impl StartFrom {
 ///
 /// # Contract
 ///
-/// - batches come in shard order with no gap and no repeat: the first starts right after the
-///   `StartFrom` position (inside an aggregate when the checkpoint is), each later one right
-///   after the previous; KPL aggregates arrive unpacked, with sub-sequence numbers;
+/// - batches come in shard order with no gap and no repeat: the first starts at
+///   [`StartFrom::starting_position`], each later one right after the previous; records are
+///   Kinesis records as stored (the consumer unpacks KPL aggregates and skips what the
+///   checkpoint already covers);
+/// - for a shard already at SHARD_END (no starting position) the only batch is
+///   [`RecordsBatch::shard_end`] with no children;
 /// - a batch with `shard_end` set is the last; after it, or after an error, the publisher yields
 ///   nothing more (the shard consumer drops it and starts a new one to retry);
 /// - every call to Kinesis behind it has a deadline, so `next_batch` never waits on a hung call
@@ -113,8 +123,6 @@ pub struct ShardRead {
     pub shard: Shard,
     /// Where to start.
     pub start: StartFrom,
-    /// Unpacks KPL aggregates.
-    pub deaggregator: Deaggregator,
     /// Seed for jitter, so runs reproduce.
     pub seed: u64,
 }
@@ -136,11 +144,3 @@ pub type SharedRetrieval = Arc<dyn Retrieval>;
 
 /// The longest a caught-up or backing-off reader waits between calls.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
-
-/// Drops user records at or before `resume` (a checkpoint, possibly inside an aggregate).
-/// Returns whether a record beyond it was seen: records come in order, so nothing later needs
-/// skipping.
-pub fn skip_through(records: &mut Vec<Record>, resume: &ExtendedSequenceNumber) -> bool {
-    records.retain(|r| r.extended_sequence_number() > *resume);
-    !records.is_empty()
-}

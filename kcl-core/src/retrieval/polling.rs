@@ -5,14 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::pacing::Pacer;
-use super::{
-    MAX_BACKOFF, RecordsBatch, RecordsPublisher, Retrieval, RetrievalError, ShardRead, skip_through,
-};
+use super::{MAX_BACKOFF, RecordsBatch, RecordsPublisher, Retrieval, RetrievalError, ShardRead};
 use crate::kinesis::{KinesisDataPlane, KinesisError, MAX_GET_RECORDS_LIMIT, ShardIterator};
 use crate::model::{SequenceNumber, StartingPosition};
 
@@ -138,19 +136,36 @@ impl Retrieval for PollingRetrieval {
             not_found: 0,
         };
         tokio::spawn(fetcher.run(cancel.clone()));
-        Box::new(PollingPublisher { rx, cancel })
+        Box::new(PollingPublisher {
+            rx,
+            cancel,
+            held: Vec::new(),
+        })
     }
 }
 
+/// A batch with the prefetch capacity it takes.
+type Fetched = Result<(RecordsBatch, Vec<OwnedSemaphorePermit>), RetrievalError>;
+
 struct PollingPublisher {
-    rx: mpsc::Receiver<Result<RecordsBatch, RetrievalError>>,
+    rx: mpsc::Receiver<Fetched>,
     cancel: CancellationToken,
+    /// The capacity of the batch handed out last, released when the consumer asks for the
+    /// next one: prefetch bounds what is read ahead of the consumer's progress.
+    held: Vec<OwnedSemaphorePermit>,
 }
 
 #[async_trait]
 impl RecordsPublisher for PollingPublisher {
     async fn next_batch(&mut self) -> Result<RecordsBatch, RetrievalError> {
-        self.rx.recv().await.unwrap_or(Err(RetrievalError::Stopped))
+        self.held.clear();
+        let (batch, permits) = self
+            .rx
+            .recv()
+            .await
+            .unwrap_or(Err(RetrievalError::Stopped))?;
+        self.held = permits;
+        Ok(batch)
     }
 }
 
@@ -167,7 +182,7 @@ struct Fetcher {
     bytes: Arc<Semaphore>,
     pacer: Pacer,
     read: ShardRead,
-    tx: mpsc::Sender<Result<RecordsBatch, RetrievalError>>,
+    tx: mpsc::Sender<Fetched>,
     /// ResourceNotFound answers in a row: a shard can be briefly unknown (a stale endpoint
     /// right after a reshard), so only a few in a row mean it is gone.
     not_found: u32,
@@ -191,14 +206,11 @@ impl Fetcher {
     }
 
     async fn fetch(&mut self) {
-        let Some((start, mut resume)) = self.read.start.starting_position() else {
+        let Some(start) = self.read.start.starting_position() else {
             // Already at SHARD_END: the consumer handles it without reading.
             let _ = self
                 .tx
-                .send(Ok(RecordsBatch {
-                    shard_end: Some(Vec::new()),
-                    ..Default::default()
-                }))
+                .send(Ok((RecordsBatch::shard_end(Vec::new()), Vec::new())))
                 .await;
             return;
         };
@@ -261,25 +273,13 @@ impl Fetcher {
                 Some(behind) => Duration::from_millis(behind) <= CAUGHT_UP,
                 None => out.records.is_empty(),
             };
-            let mut records = Vec::with_capacity(out.records.len());
-            let report = self
-                .read
-                .deaggregator
-                .deaggregate_into(out.records, &mut records);
-            if let Some(r) = &resume
-                && skip_through(&mut records, r)
-            {
-                resume = None;
-            }
             let shard_end = out.next_iterator.is_none().then_some(out.child_shards);
             let ended = shard_end.is_some();
-            if !records.is_empty() || ended {
+            if !out.records.is_empty() || ended {
                 let batch = RecordsBatch {
-                    records,
+                    records: out.records,
                     millis_behind_latest: out.millis_behind_latest.unwrap_or(0),
                     shard_end,
-                    deaggregation: report,
-                    _permits: Vec::new(),
                 };
                 let queued = tokio::time::Instant::now();
                 if !self.send(batch).await || ended {
@@ -300,7 +300,7 @@ impl Fetcher {
     }
 
     /// Queues a batch once prefetch capacity allows; false when the consumer is gone.
-    async fn send(&self, mut batch: RecordsBatch) -> bool {
+    async fn send(&self, batch: RecordsBatch) -> bool {
         let records = (batch.records.len().min(self.config.max_prefetched_records)) as u32;
         let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
         let bytes = bytes
@@ -312,8 +312,7 @@ impl Fetcher {
         ) else {
             return false;
         };
-        batch._permits = vec![r, b];
-        self.tx.send(Ok(batch)).await.is_ok()
+        self.tx.send(Ok((batch, vec![r, b]))).await.is_ok()
     }
 
     async fn on_error(&mut self, e: KinesisError) -> Step {

@@ -12,7 +12,7 @@ use crate::model::{InitialPosition, StreamIdentity};
 use super::streams::{StreamSource, StreamTracker};
 use crate::processor::ShardRecordProcessorFactory;
 use crate::retrieval::{PollingConfig, PollingRetrieval, SharedRetrieval};
-use crate::shard::{CheckpointPolicy, FailurePolicy};
+use crate::shard::{BatchingWindow, CheckpointPolicy, FailurePolicy};
 use crate::telemetry::FleetSizing;
 
 use super::Scheduler;
@@ -67,6 +67,8 @@ pub struct SchedulerConfig {
     /// empty batch (and again each interval while nothing comes), so it can flush on time
     /// (the KCL's `callProcessRecordsEvenForEmptyRecordList`, on a timer). Default: off.
     pub idle_tick: Option<Duration>,
+    /// How records are grouped into `process_records` calls. Default: each read as it comes.
+    pub batching_window: BatchingWindow,
     /// `shardSyncIntervalMillis`: how often shards are listed to create leases for new shards
     /// and delete finished ones. KCL default 60 s.
     pub shard_sync_interval: Duration,
@@ -111,6 +113,7 @@ pub struct SchedulerBuilder {
     failure_policy: FailurePolicy,
     checkpoint_policy: CheckpointPolicy,
     idle_tick: Option<Duration>,
+    batching_window: BatchingWindow,
     shard_sync_interval: Duration,
     parent_shard_poll_interval: Duration,
     shutdown_timeout: Duration,
@@ -158,6 +161,7 @@ impl SchedulerBuilder {
             failure_policy: FailurePolicy::default(),
             checkpoint_policy: CheckpointPolicy::Manual,
             idle_tick: None,
+            batching_window: BatchingWindow::PER_READ,
             shard_sync_interval: Duration::from_secs(60),
             parent_shard_poll_interval: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
@@ -231,6 +235,14 @@ impl SchedulerBuilder {
     /// flushes. Default: off.
     pub fn idle_tick(mut self, interval: Duration) -> Self {
         self.idle_tick = Some(interval);
+        self
+    }
+
+    /// Groups records into `process_records` calls of up to `window.max_records` records and
+    /// `window.max_bytes` bytes, accumulating across reads for up to `window.max_wait`
+    /// (Lambda's batching window). Default: [`BatchingWindow::PER_READ`].
+    pub fn batching_window(mut self, window: BatchingWindow) -> Self {
+        self.batching_window = window;
         self
     }
 
@@ -390,6 +402,9 @@ impl SchedulerBuilder {
             }
             bounded.push(("idle_tick", tick));
         }
+        self.batching_window
+            .validate()
+            .map_err(|e| invalid("batching_window", e))?;
         if let Some((field, d)) = bounded.into_iter().find(|(_, d)| *d > MAX_SETTING_DURATION) {
             return Err(invalid(
                 field,
@@ -439,6 +454,7 @@ impl SchedulerBuilder {
             failure_policy: self.failure_policy,
             checkpoint_policy: self.checkpoint_policy,
             idle_tick: self.idle_tick,
+            batching_window: self.batching_window,
             shard_sync_interval: self.shard_sync_interval,
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             shutdown_timeout: self.shutdown_timeout,

@@ -220,6 +220,7 @@ impl Scheduler {
             failure_policy: self.config.failure_policy.clone(),
             checkpoint_policy: self.config.checkpoint_policy,
             idle_tick: self.config.idle_tick,
+            batching_window: self.config.batching_window,
             parent_shard_poll_interval: self.config.parent_shard_poll_interval,
             hash_range_check: self.config.hash_range_check,
             seed: self.config.seed,

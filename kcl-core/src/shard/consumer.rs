@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::delivery::{BatchingWindow, Delivered, Delivery};
 use super::failure::{FailurePolicy, ProcessorFailure};
 use super::lineage::{create_child_leases, parents_done};
 use crate::aggregation::{Deaggregator, HashRangePolicy};
@@ -24,7 +25,7 @@ use crate::processor::{
     InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError, ShardInfo,
     ShardRecordProcessor,
 };
-use crate::retrieval::{RecordsBatch, RetrievalError, ShardRead, SharedRetrieval, StartFrom};
+use crate::retrieval::{RetrievalError, ShardRead, SharedRetrieval, StartFrom};
 
 /// Why a shard consumer stops, ranked: a higher reason overrides a lower one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,6 +63,7 @@ pub(crate) struct ConsumerSettings {
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) checkpoint_policy: CheckpointPolicy,
     pub(crate) idle_tick: Option<Duration>,
+    pub(crate) batching_window: BatchingWindow,
     pub(crate) parent_shard_poll_interval: Duration,
     pub(crate) hash_range_check: Option<HashRangePolicy>,
     pub(crate) seed: u64,
@@ -215,10 +217,14 @@ impl ShardConsumer {
                 checkpoint: self.lease.checkpoint.clone(),
                 initial_position: self.initial_position,
             },
-            deaggregator,
             seed,
         };
-        let mut publisher = self.retrieval.start(read);
+        let mut delivery = Delivery::new(
+            self.retrieval.start(read),
+            deaggregator,
+            &self.lease.checkpoint,
+            self.settings.batching_window,
+        );
         let mut auto = AutoCheckpoint::new(self.settings.checkpoint_policy);
         let idle = self.settings.idle_tick;
         let mut next_tick = idle.map(|t| tokio::time::Instant::now() + t);
@@ -238,10 +244,11 @@ impl ShardConsumer {
                     }
                     continue;
                 }
-                batch = publisher.next_batch() => batch,
+                batch = delivery.next() => batch,
                 () = tick => {
                     next_tick = idle.map(|t| tokio::time::Instant::now() + t);
-                    if self.coordinator.is_held(&key) {
+                    // Records waiting in a batching window are not idleness.
+                    if delivery.is_empty() && self.coordinator.is_held(&key) {
                         self.idle_call(&mut checkpointer).await;
                     }
                     continue;
@@ -251,6 +258,15 @@ impl ShardConsumer {
                 Ok(batch) => batch,
                 Err(e) => return self.retrieval_failed(e, &mut checkpointer).await,
             };
+            let report = delivery.take_report();
+            if report.malformed > 0 {
+                self.metrics.pass_throughs.increment(report.malformed);
+            }
+            if report.hash_range_dropped > 0 {
+                self.metrics
+                    .range_drops
+                    .increment(report.hash_range_dropped);
+            }
             // Deliver only while this worker believes it holds the lease: after a hand-off or
             // a loss was detected (its signal may still be on its way) or while renewals lag,
             // records delivered now could not be checkpointed and would be processed twice.
@@ -275,7 +291,7 @@ impl ShardConsumer {
                     .await;
             }
             if let Some(children) = batch.shard_end {
-                drop(publisher);
+                drop(delivery);
                 return self.shard_ended(children, &mut checkpointer).await;
             }
         }
@@ -355,20 +371,13 @@ impl ShardConsumer {
 
     async fn process(
         &mut self,
-        batch: &RecordsBatch,
+        batch: &Delivered,
         checkpointer: &mut Checkpointer,
     ) -> Option<Stop> {
         self.metrics.behind.set(batch.millis_behind_latest as f64);
         self.settings
             .load
             .behind(&self.lease.key, Some(batch.millis_behind_latest));
-        let d = &batch.deaggregation;
-        if d.malformed > 0 {
-            self.metrics.pass_throughs.increment(d.malformed);
-        }
-        if d.hash_range_dropped > 0 {
-            self.metrics.range_drops.increment(d.hash_range_dropped);
-        }
         let previous = checkpointer.largest_delivered();
         if let Some(last) = batch.records.last() {
             checkpointer.set_largest_delivered(Some(last.extended_sequence_number()));

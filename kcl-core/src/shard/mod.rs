@@ -1,8 +1,10 @@
 //! Shards: the consumer task per held lease, the processor failure policy, and lineage.
 
 pub(crate) mod consumer;
+mod delivery;
 mod failure;
 pub mod lineage;
 
 pub use consumer::{CheckpointPolicy, ShutdownReason};
+pub use delivery::BatchingWindow;
 pub use failure::{DeadLetterHandler, FailurePolicy, ProcessorFailure};
