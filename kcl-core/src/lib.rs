@@ -1,33 +1,34 @@
 //! kcl-core: consume Amazon Kinesis Data Streams the way the Kinesis Client Library does.
 //!
-//! This crate holds what every kcl-rs deployment needs. Its traits and errors carry no AWS SDK
-//! type; only the optional `aws` module, the bridge to the SDK, does:
+//! This crate holds what every kcl-rs deployment needs, and depends on no AWS SDK crate: the
+//! SDK adapters live in `kcl-aws` (Kinesis), `kcl-dynamo-leases`, `kcl-efo` and
+//! `kcl-cloudwatch`.
 //!
 //! - [`model`]: shards, sequence numbers ordered numerically, the KCL's extended sequence numbers
 //!   and sentinels, records, starting positions;
 //! - [`kinesis`]: the data-plane trait shard consumers read through ([`kinesis::KinesisDataPlane`])
 //!   and its typed errors;
-//! - [`engine`]: an in-memory Kinesis engine (streams, resharding, quotas, faults, push
-//!   subscriptions) for running and testing a fleet with no AWS account;
+//! - `engine` (feature `testing`): an in-memory Kinesis engine (streams, resharding, quotas,
+//!   faults, push subscriptions) for running and testing a fleet with no AWS account;
 //! - [`aggregation`]: the KPL aggregate format, unpacked and produced;
-//! - [`lease`]: leases, the lease-store trait, the in-memory store, the conformance suite and
-//!   the lease coordinator;
+//! - [`lease`]: leases, the lease-store trait, the lease coordinator, the in-memory store
+//!   (feature `testing`) and the conformance suite (feature `conformance`);
 //! - [`processor`], [`checkpoint`]: what an application implements and checkpoints with;
 //! - [`parallel`]: per-partition-key parallelism inside a shard, with a checkpoint watermark;
 //! - [`scheduler`]: runs a worker: shard sync, leases, one consumer task per held lease;
 //! - [`retrieval`], [`shard`]: polling, the shard consumer state machine, failure policy,
 //!   lineage;
-//! - `aws` (feature `aws`, default): the data plane over `aws-sdk-kinesis`, and the conversions
-//!   `kcl-efo` builds on;
-//! - `simulation` (feature `simulation`): the deterministic fleet simulation and its ledger;
+//! - `simulation` (feature `testing`): the deterministic fleet simulation and its ledger;
+//! - `testing` (feature `testing`): a real checkpointer for unit-testing processors;
 //! - [`telemetry`]: metric names, labels and levels, recorded through the `metrics` facade;
-//! - [`fault`]: the fault injector the in-memory backends share.
+//! - `fault` (feature `testing`): the fault injector the in-memory backends share.
 
 pub mod aggregation;
-#[cfg(feature = "aws")]
-pub mod aws;
 pub mod checkpoint;
+mod clock;
+#[cfg(feature = "testing")]
 pub mod engine;
+#[cfg(feature = "testing")]
 pub mod fault;
 pub mod kinesis;
 pub mod lease;
@@ -39,7 +40,7 @@ pub mod retrieval;
 pub mod routing;
 pub mod scheduler;
 pub mod shard;
-#[cfg(feature = "simulation")]
+#[cfg(feature = "testing")]
 pub mod simulation;
 pub mod telemetry;
 #[cfg(feature = "testing")]

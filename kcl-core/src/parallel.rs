@@ -34,11 +34,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::checkpoint::Checkpointer;
+use crate::clock::WallClock;
 use crate::model::{ExtendedSequenceNumber, Record};
 use crate::processor::{
     InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError, ShardInfo,
     ShardRecordProcessor, ShardRecordProcessorFactory,
 };
+use crate::shard::{DeadLetterHandler, ProcessorFailure, RetryLimit};
+use crate::telemetry;
 
 /// Where a record handler runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,18 +60,36 @@ pub trait RecordHandler: Send + Sync + 'static {
 }
 
 /// What happens to a record whose handler fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub enum RecordFailurePolicy {
     /// Retry with backoff until it succeeds (its key waits, other keys go on). The default.
     #[default]
     Retry,
-    /// Log and skip the record.
+    /// Log and skip the record at its first failure.
     Skip,
+    /// Retry with backoff within `limit` (its key waits, other keys go on), then skip or
+    /// dead-letter the record: its key moves on to its next record and the watermark passes it.
+    RetryThen {
+        /// When to give up on the record.
+        limit: RetryLimit,
+        /// What to do with it then.
+        then: RecordExhausted,
+    },
+}
+
+/// What happens to a record once its retries are exhausted.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum RecordExhausted {
+    /// Skip it, logged with its position and counted (`RecordsSkipped`).
+    Skip,
+    /// Store it with the handler (retried until it succeeds), counted (`RecordsDeadLettered`).
+    DeadLetter(Arc<dyn DeadLetterHandler>),
 }
 
 /// Settings of key-parallel processing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ParallelConfig {
     /// Workers per shard (P): keys handled at the same time.
     pub parallelism: usize,
@@ -306,6 +327,7 @@ impl<H: RecordHandler> ShardRecordProcessor for KeyParallelProcessor<H> {
                 self.dispatch.clone(),
             );
             self.tasks.spawn(async move {
+                let clock = WallClock::start();
                 while let Some(job) = dispatch.next(&cancel).await {
                     let mut backoff = backon::ExponentialBuilder::default()
                         .with_min_delay(config.min_backoff)
@@ -314,22 +336,46 @@ impl<H: RecordHandler> ShardRecordProcessor for KeyParallelProcessor<H> {
                         .with_jitter()
                         .with_jitter_seed(job.index ^ worker as u64)
                         .build();
-                    loop {
+                    let mut attempts = 0u32;
+                    let shard_id = &context.shard.shard_id;
+                    let position = job.record.extended_sequence_number();
+                    'record: loop {
                         // A panicking handler must not take its worker down.
-                        let outcome = AssertUnwindSafe(handler.handle(&context, &job.record)).catch_unwind().await;
-                        let result = outcome.unwrap_or_else(|_| Err("record handler panicked".into()));
-                        match result {
-                            Ok(()) => break,
-                            Err(e) if config.failure == RecordFailurePolicy::Skip => {
-                                error!(shard_id = %context.shard.shard_id, position = %job.record.extended_sequence_number(), error = %e, "record skipped by the failure policy");
+                        let failure = match AssertUnwindSafe(handler.handle(&context, &job.record)).catch_unwind().await {
+                            Ok(Ok(())) => break,
+                            Ok(Err(e)) => ProcessorFailure::Error(e.to_string()),
+                            Err(_) => ProcessorFailure::Panic("record handler panicked".into()),
+                        };
+                        attempts += 1;
+                        let give = match &config.failure {
+                            RecordFailurePolicy::Retry => None,
+                            RecordFailurePolicy::Skip => Some(RecordExhausted::Skip),
+                            RecordFailurePolicy::RetryThen { limit, then } => limit
+                                .exhausted(attempts, clock.age(job.record.approximate_arrival_timestamp))
+                                .then(|| then.clone()),
+                        };
+                        match give {
+                            None => warn!(%shard_id, %position, attempts, %failure, "record failed; retrying"),
+                            Some(RecordExhausted::Skip) => {
+                                error!(%shard_id, %position, attempts, %failure, "record skipped by the failure policy");
+                                telemetry::parallel_outcome(telemetry::names::RECORDS_SKIPPED, shard_id.as_str());
                                 break;
                             }
-                            Err(e) => {
-                                warn!(shard_id = %context.shard.shard_id, position = %job.record.extended_sequence_number(), error = %e, "record failed; retrying");
+                            Some(RecordExhausted::DeadLetter(dead_letter)) => loop {
+                                match dead_letter.handle(&context.shard, std::slice::from_ref(&job.record), &failure).await {
+                                    Ok(()) => {
+                                        warn!(%shard_id, %position, attempts, %failure, "record dead-lettered by the failure policy");
+                                        telemetry::parallel_outcome(telemetry::names::RECORDS_DEAD_LETTERED, shard_id.as_str());
+                                        break 'record;
+                                    }
+                                    Err(e) => warn!(%shard_id, %position, error = %e, "dead-letter handler failed; retrying"),
+                                }
                                 let delay = backoff.next().unwrap_or(config.max_backoff);
                                 tokio::select! { biased; _ = cancel.cancelled() => return, _ = tokio::time::sleep(delay) => {} }
-                            }
+                            },
                         }
+                        let delay = backoff.next().unwrap_or(config.max_backoff);
+                        tokio::select! { biased; _ = cancel.cancelled() => return, _ = tokio::time::sleep(delay) => {} }
                     }
                     tracker.lock().complete(job.index);
                     progress.notify_waiters();

@@ -40,6 +40,10 @@ pub mod names {
     pub const BATCH_SIZE: &str = "BatchSize";
     /// Failed `process_records` calls, by what the failure policy did.
     pub const PROCESSOR_ERRORS: &str = "ProcessorErrors";
+    /// User records passed over by the failure policy (skipped), per shard.
+    pub const RECORDS_SKIPPED: &str = "RecordsSkipped";
+    /// User records handed to a dead-letter handler and stored by it, per shard.
+    pub const RECORDS_DEAD_LETTERED: &str = "RecordsDeadLettered";
     /// Kinesis records that were not valid aggregates and were delivered unchanged.
     pub const DEAGGREGATION_PASS_THROUGHS: &str = "DeaggregationPassThroughs";
     /// User records (or aggregates) dropped by the hash-range check.
@@ -107,6 +111,16 @@ pub fn describe() {
         "Failed process_records calls by policy outcome"
     );
     describe_counter!(
+        RECORDS_SKIPPED,
+        Unit::Count,
+        "Records skipped by the failure policy"
+    );
+    describe_counter!(
+        RECORDS_DEAD_LETTERED,
+        Unit::Count,
+        "Records stored by the dead-letter handler"
+    );
+    describe_counter!(
         DEAGGREGATION_PASS_THROUGHS,
         Unit::Count,
         "Invalid aggregates delivered unchanged"
@@ -134,6 +148,12 @@ pub fn describe() {
     describe_counter!(LEASE_STORE_ERRORS, Unit::Count, "Failed lease-store calls");
 }
 
+/// A record outcome of key-parallel processing (`RecordsSkipped`, `RecordsDeadLettered`).
+pub(crate) fn parallel_outcome(name: &'static str, shard: &str) {
+    counter!(name, labels::OPERATION => "KeyParallel", labels::SHARD_ID => shard.to_string())
+        .increment(1);
+}
+
 /// The metric handles of one shard consumer, registered once.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardMetrics {
@@ -144,6 +164,8 @@ pub(crate) struct ShardMetrics {
     pub(crate) batch_size: Histogram,
     pub(crate) pass_throughs: Counter,
     pub(crate) range_drops: Counter,
+    pub(crate) skipped: Counter,
+    pub(crate) dead_lettered: Counter,
     labels: Vec<(&'static str, String)>,
 }
 
@@ -166,6 +188,8 @@ impl ShardMetrics {
             batch_size: histogram!(level: Level::DEBUG, names::BATCH_SIZE, l),
             pass_throughs: counter!(names::DEAGGREGATION_PASS_THROUGHS, l),
             range_drops: counter!(names::HASH_RANGE_DROPS, l),
+            skipped: counter!(names::RECORDS_SKIPPED, l),
+            dead_lettered: counter!(names::RECORDS_DEAD_LETTERED, l),
             labels,
         }
     }

@@ -270,15 +270,15 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
-    if kcl_core::aws::is_credentials_error(&e) {
+    if kcl_aws::is_credentials_error(&e) {
         return LeaseError::CredentialsRejected {
-            message: format!("{context}: {}", kcl_error_chain(&e)),
+            message: format!("{context}: {}", kcl_aws::error_chain(&e)),
         };
     }
     match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             LeaseError::Unavailable {
-                message: format!("{context}: {}", kcl_error_chain(&e)),
+                message: format!("{context}: {}", kcl_aws::error_chain(&e)),
             }
         }
         _ => {
@@ -307,17 +307,6 @@ where
             }
         }
     }
-}
-
-fn kcl_error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn is_conditional_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {

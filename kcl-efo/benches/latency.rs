@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kcl_core::aws::AwsKinesis;
+use kcl_aws::AwsKinesis;
 use kcl_core::engine::{InMemoryKinesis, PutRecordEntry};
 use kcl_core::kinesis::KinesisDataPlane;
 use kcl_core::lease::InMemoryLeaseStore;

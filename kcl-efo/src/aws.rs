@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardOutput;
 use aws_sdk_kinesis::types::{ConsumerStatus, SubscribeToShardEventStream};
-use kcl_core::aws::{child, map_err, record, starting_position};
+use kcl_aws::kinesis::{child, map_err, record, starting_position};
 use kcl_core::kinesis::KinesisError;
 use kcl_core::model::{SequenceNumber, ShardId, StartingPosition, StreamIdentity};
 

@@ -31,10 +31,12 @@
 mod aws;
 mod client;
 mod deadline;
+#[cfg(feature = "testing")]
 mod memory;
 mod publisher;
 
 pub use aws::AwsFanOut;
 pub use client::{ConsumerDescription, ConsumerState, FanOutClient, FanOutEvent, Subscription};
+#[cfg(feature = "testing")]
 pub use memory::InMemoryFanOut;
 pub use publisher::{FanOutConfig, FanOutConfigError, FanOutRetrieval};

@@ -22,10 +22,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kcl_aws::AwsKinesis;
 use kcl_cloudwatch::{
     AwsCloudWatch, CloudWatchConfig, CloudWatchPublisher, CloudWatchRecorder, MetricsLevel,
 };
-use kcl_core::aws::AwsKinesis;
 use kcl_core::kinesis::{KinesisDataPlane, KinesisError};
 use kcl_core::lease::{LeaseError, LeaseStore};
 use kcl_core::processor::{ShardInfo, ShardRecordProcessor};

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use kcl_core::aws::AwsKinesis;
+use kcl_aws::AwsKinesis;
 use kcl_core::kinesis::{
     KinesisDataPlane, KinesisError, ListShardsRequest, ShardFilter, ShardIterator,
 };

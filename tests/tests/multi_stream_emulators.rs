@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
-use kcl_core::aws::AwsKinesis;
+use kcl_aws::AwsKinesis;
 use kcl_core::kinesis::KinesisDataPlane;
 use kcl_core::lease::{LeaseStore, MultiStreamKey};
 use kcl_core::model::{InitialPosition, StreamIdentity};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
-use kcl_core::aws::AwsKinesis;
+use kcl_aws::AwsKinesis;
 use kcl_core::checkpoint::CheckpointError;
 use kcl_core::lease::LeaseStore;
 use kcl_core::model::{InitialPosition, StreamIdentity};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use kcl_core::aws::AwsKinesis;
+use kcl_aws::AwsKinesis;
 use kcl_core::model::{InitialPosition, StreamIdentity};
 use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardRecordProcessor};
 use kcl_core::scheduler::{SchedulerBuilder, SchedulerError};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use kcl_core::aws::AwsKinesis;
+use kcl_aws::AwsKinesis;
 use kcl_core::model::{InitialPosition, StreamIdentity};
 use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardRecordProcessor};
 use kcl_core::scheduler::SchedulerBuilder;

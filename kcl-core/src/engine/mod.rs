@@ -176,22 +176,7 @@ pub struct StreamDescription {
     pub open_shard_count: usize,
 }
 
-/// Maps virtual `tokio::time` onto wall-clock timestamps.
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    wall: SystemTime,
-    base: Instant,
-}
-
-impl Clock {
-    fn elapsed(&self) -> Duration {
-        Instant::now().saturating_duration_since(self.base)
-    }
-
-    fn wall_now(&self) -> SystemTime {
-        self.wall + self.elapsed()
-    }
-}
+use crate::clock::WallClock as Clock;
 
 struct ListCursor {
     stream_nonce: u64,
@@ -287,10 +272,7 @@ impl InMemoryKinesis {
             inner: Arc::new(Inner {
                 id: ENGINE_IDS.fetch_add(1, Ordering::Relaxed),
                 config,
-                clock: Clock {
-                    wall: SystemTime::now(),
-                    base: Instant::now(),
-                },
+                clock: Clock::start(),
                 state: Mutex::new(State::default()),
                 faults,
             }),
@@ -345,7 +327,7 @@ impl InMemoryKinesis {
 
     /// The engine's current wall-clock time (virtual under a paused tokio clock).
     pub fn now(&self) -> SystemTime {
-        self.inner.clock.wall_now()
+        self.inner.clock.now()
     }
 
     fn arn_of(&self, name: &str) -> String {

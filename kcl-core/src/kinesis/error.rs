@@ -115,6 +115,7 @@ impl KinesisError {
         matches!(self, Self::Throttled { .. })
     }
 
+    #[cfg(feature = "testing")]
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::ResourceNotFound {
             message: message.into(),
@@ -127,6 +128,7 @@ impl KinesisError {
         }
     }
 
+    #[cfg(feature = "testing")]
     pub(crate) fn in_use(message: impl Into<String>) -> Self {
         Self::ResourceInUse {
             message: message.into(),

@@ -17,6 +17,7 @@ pub mod conformance;
 mod coordinator;
 mod deadline;
 mod error;
+#[cfg(feature = "testing")]
 mod memory;
 mod model;
 mod scope;
@@ -28,6 +29,7 @@ pub use coordinator::{
 };
 pub use deadline::DeadlineStore;
 pub use error::LeaseError;
+#[cfg(feature = "testing")]
 pub use memory::{InMemoryLeaseStore, LeaseOperation, LeaseStoreStats};
 pub use model::{CheckpointUpdate, Lease, MultiStreamKey, MultiStreamShard, ParseLeaseKeyError};
 pub use scope::LeaseScope;

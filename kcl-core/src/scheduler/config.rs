@@ -385,13 +385,17 @@ impl SchedulerBuilder {
             ("fleet_sizing.drain_time", self.fleet_sizing.drain_time),
             ("fleet_sizing.interval", self.fleet_sizing.interval),
         ];
-        if let FailurePolicy::Retry {
-            min_backoff,
-            max_backoff,
-        } = &self.failure_policy
-        {
-            bounded.push(("failure_policy.min_backoff", *min_backoff));
-            bounded.push(("failure_policy.max_backoff", *max_backoff));
+        let retries = matches!(
+            self.failure_policy,
+            FailurePolicy::Retry { .. } | FailurePolicy::RetryThen { .. }
+        );
+        let (min_backoff, max_backoff) = self.failure_policy.backoff();
+        if retries {
+            bounded.push(("failure_policy.min_backoff", min_backoff));
+            bounded.push(("failure_policy.max_backoff", max_backoff));
+        }
+        if let FailurePolicy::RetryThen { limit, .. } = &self.failure_policy {
+            limit.validate().map_err(|e| invalid("failure_policy", e))?;
         }
         if let CheckpointPolicy::Auto { interval, .. } = self.checkpoint_policy {
             bounded.push(("checkpoint_policy.interval", interval));
@@ -411,12 +415,7 @@ impl SchedulerBuilder {
                 format!("{d:?} exceeds the maximum of {MAX_SETTING_DURATION:?}"),
             ));
         }
-        if let FailurePolicy::Retry {
-            min_backoff,
-            max_backoff,
-        } = &self.failure_policy
-            && (min_backoff.is_zero() || min_backoff > max_backoff)
-        {
+        if retries && (min_backoff.is_zero() || min_backoff > max_backoff) {
             return Err(invalid(
                 "failure_policy",
                 format!(

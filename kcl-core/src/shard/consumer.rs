@@ -12,10 +12,11 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::delivery::{BatchingWindow, Delivered, Delivery};
-use super::failure::{FailurePolicy, ProcessorFailure};
+use super::failure::{Decision, Exhausted, FailurePolicy, ProcessorFailure};
 use super::lineage::{create_child_leases, parents_done};
 use crate::aggregation::{Deaggregator, HashRangePolicy};
 use crate::checkpoint::Checkpointer;
+use crate::clock::WallClock;
 use crate::kinesis::KinesisDataPlane;
 use crate::lease::{Lease, LeaseCoordinator, LeaseScope, LeaseStore, LeaseToken};
 use crate::model::{
@@ -328,13 +329,7 @@ impl ShardConsumer {
     }
 
     fn backoff(&self, seed: u64) -> backon::ExponentialBackoff {
-        let (min, max) = match &self.settings.failure_policy {
-            FailurePolicy::Retry {
-                min_backoff,
-                max_backoff,
-            } => (*min_backoff, *max_backoff),
-            _ => (Duration::from_millis(200), Duration::from_secs(30)),
-        };
+        let (min, max) = self.settings.failure_policy.backoff();
         backon::ExponentialBuilder::default()
             .with_min_delay(min)
             .with_max_delay(max)
@@ -386,6 +381,8 @@ impl ShardConsumer {
             checkpointer.set_at_shard_end(true);
         }
         let mut backoff = self.backoff(seed_for(self.settings.seed, &self.lease.key) ^ 1);
+        let clock = WallClock::start();
+        let mut attempts = 0u32;
         loop {
             if batch.records.is_empty() {
                 return None;
@@ -417,44 +414,59 @@ impl ShardConsumer {
                 Ok(Err(e)) => ProcessorFailure::Error(e.to_string()),
                 Err(p) => ProcessorFailure::Panic(panic_message(&p)),
             };
+            attempts += 1;
             let (first, last) = (&batch.records[0], &batch.records[batch.records.len() - 1]);
+            let oldest = batch
+                .records
+                .iter()
+                .map(|r| r.approximate_arrival_timestamp)
+                .min()
+                .unwrap_or(first.approximate_arrival_timestamp);
+            let decision = self
+                .settings
+                .failure_policy
+                .decide(attempts, clock.age(oldest));
             warn!(
                 shard_id = %self.info.shard_id,
                 first = %first.extended_sequence_number(),
                 last = %last.extended_sequence_number(),
                 records = batch.records.len(),
+                attempts,
+                outcome = decision.outcome_label(),
                 %failure,
                 "process_records failed"
             );
-            self.metrics
-                .processor_error(self.settings.failure_policy.outcome_label());
-            match &self.settings.failure_policy {
-                FailurePolicy::Retry { .. } => {
+            self.metrics.processor_error(decision.outcome_label());
+            let records = batch.records.len() as u64;
+            match decision {
+                Decision::Retry => {
                     if let Some(reason) = self.back_off(&mut backoff).await {
                         checkpointer.undeliver(previous.clone());
                         return Some(Stop::Shutdown(reason));
                     }
                 }
-                FailurePolicy::Skip => {
-                    error!(shard_id = %self.info.shard_id, records = batch.records.len(), first = %first.extended_sequence_number(), last = %last.extended_sequence_number(), "batch skipped by the failure policy");
+                Decision::Give(Exhausted::Skip) => {
+                    error!(shard_id = %self.info.shard_id, records, attempts, first = %first.extended_sequence_number(), last = %last.extended_sequence_number(), "batch skipped by the failure policy");
+                    self.metrics.skipped.increment(records);
                     return None;
                 }
-                FailurePolicy::DeadLetter(handler) => {
-                    let handler = handler.clone();
-                    loop {
-                        match handler.handle(&self.info, &batch.records, &failure).await {
-                            Ok(()) => return None,
-                            Err(e) => {
-                                warn!(shard_id = %self.info.shard_id, error = %e, "dead-letter handler failed; retrying")
-                            }
+                Decision::Give(Exhausted::DeadLetter(handler)) => loop {
+                    match handler.handle(&self.info, &batch.records, &failure).await {
+                        Ok(()) => {
+                            warn!(shard_id = %self.info.shard_id, records, attempts, first = %first.extended_sequence_number(), last = %last.extended_sequence_number(), "batch dead-lettered by the failure policy");
+                            self.metrics.dead_lettered.increment(records);
+                            return None;
                         }
-                        if let Some(reason) = self.back_off(&mut backoff).await {
-                            checkpointer.undeliver(previous.clone());
-                            return Some(Stop::Shutdown(reason));
+                        Err(e) => {
+                            warn!(shard_id = %self.info.shard_id, error = %e, "dead-letter handler failed; retrying")
                         }
                     }
-                }
-                FailurePolicy::StopShard => {
+                    if let Some(reason) = self.back_off(&mut backoff).await {
+                        checkpointer.undeliver(previous.clone());
+                        return Some(Stop::Shutdown(reason));
+                    }
+                },
+                Decision::Give(Exhausted::StopShard) => {
                     checkpointer.undeliver(previous.clone());
                     return Some(Stop::Failed);
                 }

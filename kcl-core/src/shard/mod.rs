@@ -7,4 +7,4 @@ pub mod lineage;
 
 pub use consumer::{CheckpointPolicy, ShutdownReason};
 pub use delivery::BatchingWindow;
-pub use failure::{DeadLetterHandler, FailurePolicy, ProcessorFailure};
+pub use failure::{DeadLetterHandler, Exhausted, FailurePolicy, ProcessorFailure, RetryLimit};

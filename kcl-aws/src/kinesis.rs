@@ -10,11 +10,13 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{self as sdk, ShardIteratorType};
 use bytes::Bytes;
 
-use crate::kinesis::{
+use crate::{error_chain, is_credentials_error};
+
+use kcl_core::kinesis::{
     GetRecordsOutput, KinesisDataPlane, KinesisError, ListShardsPage, ListShardsRequest,
     ShardFilter, ShardIterator, StreamSummary, ThrottleKind,
 };
-use crate::model::{
+use kcl_core::model::{
     ChildShard, HashKeyRange, Record, SequenceNumber, SequenceNumberRange, Shard, ShardId,
     StartingPosition, StreamIdentity,
 };
@@ -60,7 +62,7 @@ fn hash_range(r: Option<&sdk::HashKeyRange>) -> Result<HashKeyRange, KinesisErro
         message: "shard without hash key range".into(),
     })?;
     let parse = |v: &str| {
-        crate::routing::parse_explicit_hash_key(v).ok_or_else(|| KinesisError::Unavailable {
+        kcl_core::routing::parse_explicit_hash_key(v).ok_or_else(|| KinesisError::Unavailable {
             message: format!("Kinesis returned a bad hash key {v:?}"),
         })
     };
@@ -172,33 +174,6 @@ where
     }
 }
 
-/// Whether an SDK error was caused by the credentials provider (none found, a profile that
-/// does not parse, an expired SSO session): the request was never sent. Found by type in the
-/// error's source chain, not by its text.
-pub fn is_credentials_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
-            .is_some()
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// A Kinesis record as the SDK returns it; the data buffer is moved, not copied.
 pub fn record(r: sdk::Record) -> Result<Record, KinesisError> {
     Ok(Record {
@@ -248,9 +223,11 @@ impl KinesisDataPlane for AwsKinesis {
             None => call.stream_name(stream.name.as_ref()),
         };
         let out = call.send().await.map_err(map_err)?;
-        let d = out.stream_description_summary().ok_or_else(|| {
-            KinesisError::invalid("DescribeStreamSummary returned no description")
-        })?;
+        let d = out
+            .stream_description_summary()
+            .ok_or_else(|| KinesisError::InvalidArgument {
+                message: "DescribeStreamSummary returned no description".into(),
+            })?;
         Ok(StreamSummary {
             identity: StreamIdentity::from_arn(d.stream_arn()),
             creation_epoch_seconds: u64::try_from(d.stream_creation_timestamp().secs())

@@ -1,0 +1,48 @@
+//! kcl-aws: what kcl-rs needs from the AWS SDK, kept out of kcl-core so that its traits, errors
+//! and semver carry no SDK type.
+//!
+//! - [`AwsKinesis`] (feature `kinesis`, default): the [`KinesisDataPlane`] over
+//!   `aws-sdk-kinesis`, and the conversions `kcl-efo` builds its fan-out client on;
+//! - [`is_credentials_error`], [`error_chain`]: how every kcl-rs SDK adapter classifies and
+//!   reports SDK errors.
+//!
+//! The SDK's HTTP client, TLS stack and async runtime are the application's choice: this crate
+//! enables none of them. Build the `SdkConfig` with `aws-config` and the features you want
+//! (e.g. `rt-tokio`, `default-https-client`, `credentials-process`, and `sso` if you log in
+//! with IAM Identity Center).
+//!
+//! [`KinesisDataPlane`]: kcl_core::kinesis::KinesisDataPlane
+
+#[cfg(feature = "kinesis")]
+pub mod kinesis;
+
+#[cfg(feature = "kinesis")]
+pub use kinesis::AwsKinesis;
+
+/// Whether an SDK error was caused by the credentials provider (none found, a profile that
+/// does not parse, an expired SSO session): the request was never sent. Found by type in the
+/// error's source chain, not by its text.
+pub fn is_credentials_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// An error and its sources, joined with `: ` (SDK errors say little at the top level).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
