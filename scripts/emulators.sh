@@ -4,6 +4,7 @@
 #   KCL_KINESIS_TLS_ENDPOINT, KCL_KINESIS_CA   kinesis-local over TLS, and the CA to trust
 #   KCL_DYNAMODB_ENDPOINT  moto server (DynamoDB)
 #   KCL_CLOUDWATCH_ENDPOINT  moto CloudWatch behind scripts/cbor_proxy.py
+#   KCL_SQS_ENDPOINT       moto server (SQS, the dead-letter queue tests)
 TOOLS="$PWD/.tools"
 EMULATOR_LOGS="${EMULATOR_LOGS:-$TOOLS/logs}"
 EMULATOR_PIDS=()
@@ -79,6 +80,8 @@ start_emulators() {
   export KCL_KINESIS_TLS_ENDPOINT="https://localhost:$kinesis_tls_port"
   export KCL_KINESIS_CA="$TOOLS/tls/ca.pem"
   export KCL_DYNAMODB_ENDPOINT="http://127.0.0.1:$moto_port"
+  # moto serves every service on one port; SQS is the dead-letter queue tests' destination.
+  export KCL_SQS_ENDPOINT="http://127.0.0.1:$moto_port"
   # Requests must be signed; the emulators accept any credentials.
   export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
   export AWS_REGION="${AWS_REGION:-us-east-1}"

@@ -3,6 +3,9 @@
 //!
 //! - [`AwsKinesis`] (feature `kinesis`, default): the [`KinesisDataPlane`] over
 //!   `aws-sdk-kinesis`, and the conversions `kcl-efo` builds its fan-out client on;
+//! - [`dead_letter`]: dead-letter destinations for the bounded failure policy — a Kinesis stream
+//!   ([`dead_letter::KinesisDeadLetter`], feature `kinesis`) and an SQS queue
+//!   ([`dead_letter::SqsDeadLetter`], feature `sqs`);
 //! - [`is_credentials_error`], [`error_chain`]: how every kcl-rs SDK adapter classifies and
 //!   reports SDK errors.
 //!
@@ -13,6 +16,7 @@
 //!
 //! [`KinesisDataPlane`]: kcl_core::kinesis::KinesisDataPlane
 
+pub mod dead_letter;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
 
