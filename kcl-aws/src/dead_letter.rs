@@ -99,7 +99,7 @@ impl DeadLetterRecord {
                     .find(|i| doc.failure.is_char_boundary(*i))
                     .unwrap_or(0);
                 doc.failure.truncate(cut);
-                doc.failure.push_str("…");
+                doc.failure.push('…');
             }
         }
         doc
