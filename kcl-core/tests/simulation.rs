@@ -177,3 +177,61 @@ fn multi_stream_invariants_hold_while_streams_come_and_go() {
         "streams came and went, workers crashed"
     );
 }
+
+/// A checkpoint ahead of the work: acknowledges each batch before processing it, and fails one
+/// call in five after checkpointing. The simulation must catch the records this loses.
+struct CheckpointsTooEarly(u64);
+
+#[kcl_core::async_trait]
+impl kcl_core::processor::ShardRecordProcessor for CheckpointsTooEarly {
+    async fn process_records(
+        &mut self,
+        input: kcl_core::processor::ProcessRecordsInput<'_>,
+    ) -> Result<(), kcl_core::processor::ProcessorError> {
+        input.checkpointer.checkpoint().await?;
+        self.0 += 1;
+        if self.0.is_multiple_of(5) {
+            return Err("failed after checkpointing".into());
+        }
+        Ok(())
+    }
+}
+
+/// Issue 12 §6: the simulation runs a user's processors (here the testing kit's recording
+/// processor, which checkpoints after each batch) under the same faults and invariants, and
+/// catches a processor whose checkpoints run ahead of its work.
+#[test]
+fn the_simulation_runs_a_users_processor_and_catches_its_bugs() {
+    use kcl_core::simulation::UserProcessors;
+    use kcl_core::testing::RecordingLedger;
+    quiet_simulated_panics();
+    let ledger = RecordingLedger::new();
+    for seed in 0..30 {
+        let config = SimulationConfig {
+            processor: Some(UserProcessors::new(ledger.factory())),
+            ..SimulationConfig::small(seed)
+        };
+        let r = simulate(&config);
+        assert!(r.passed(), "seed {seed}: {:#?}", r.ledger.violations);
+    }
+    assert!(ledger.records() > 0, "the user's processors did the work");
+
+    let caught = (0..30)
+        .filter(|seed| {
+            let config = SimulationConfig {
+                processor: Some(UserProcessors::new(|_: &_| CheckpointsTooEarly(0))),
+                processor_failure: 0.0,
+                ..SimulationConfig::small(*seed)
+            };
+            let r = simulate(&config);
+            r.ledger
+                .violations
+                .iter()
+                .any(|v| v.contains("lost") || v.contains("never"))
+        })
+        .count();
+    assert!(
+        caught > 0,
+        "a processor that checkpoints before its work loses records"
+    );
+}

@@ -14,11 +14,10 @@ use kcl_core::engine::{EngineConfig, InMemoryKinesis, PutRecordEntry};
 use kcl_core::kinesis::KinesisError;
 use kcl_core::lease::InMemoryLeaseStore;
 use kcl_core::model::{InitialPosition, ShardId, StartingPosition, StreamIdentity};
-use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardRecordProcessor};
 use kcl_core::scheduler::{RetrievalMode, SchedulerBuilder};
 use kcl_core::simulation::{RetrievalFactory, SimulationConfig, simulate};
+use kcl_core::testing::RecordingLedger;
 use kcl_efo::{FanOutClient, FanOutConfig, FanOutRetrieval, InMemoryFanOut, Subscription};
-use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 fn fan_out_factory() -> RetrievalFactory {
@@ -150,39 +149,10 @@ impl FanOutClient for Counting {
     }
 }
 
-struct Recorder(Arc<Mutex<BTreeMap<String, Vec<u64>>>>);
-
-#[async_trait]
-impl ShardRecordProcessor for Recorder {
-    async fn process_records(
-        &mut self,
-        input: ProcessRecordsInput<'_>,
-    ) -> Result<(), ProcessorError> {
-        let values = input
-            .records
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.partition_key.to_string(),
-                    std::str::from_utf8(&r.data)?.parse::<u64>()?,
-                ))
-            })
-            .collect::<Result<Vec<_>, ProcessorError>>()?;
-        {
-            let mut seen = self.0.lock();
-            for (k, v) in values {
-                seen.entry(k).or_default().push(v);
-            }
-        }
-        input.checkpointer.checkpoint().await?;
-        Ok(())
-    }
-}
-
 struct Run {
     kinesis: InMemoryKinesis,
     stream: StreamIdentity,
-    seen: Arc<Mutex<BTreeMap<String, Vec<u64>>>>,
+    ledger: RecordingLedger,
     subscribes: Arc<AtomicU64>,
     fan_out: FanOutRetrieval,
 }
@@ -208,14 +178,26 @@ fn setup(shards: u32, subscription_ttl: Duration) -> Run {
     Run {
         kinesis,
         stream,
-        seen: Arc::default(),
+        ledger: RecordingLedger::new(),
         subscribes,
         fan_out,
     }
 }
 
+impl Run {
+    /// Values processed per partition key, in order (the tests use distinct keys per stream).
+    fn seen(&self) -> BTreeMap<String, Vec<u64>> {
+        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for ((_, key), values) in self.ledger.by_key() {
+            out.entry(key)
+                .or_default()
+                .extend(values.iter().map(|v| v.parse::<u64>().expect("a number")));
+        }
+        out
+    }
+}
+
 fn start(run: &Run) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let seen = run.seen.clone();
     let scheduler = SchedulerBuilder::new(run.stream.clone(), "app")
         .worker_id("w")
         .lease_store(Arc::new(InMemoryLeaseStore::new()))
@@ -223,9 +205,7 @@ fn start(run: &Run) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         .initial_position(InitialPosition::TrimHorizon)
         .retrieval(RetrievalMode::Custom(Arc::new(run.fan_out.clone())))
         .parent_shard_poll_interval(Duration::from_millis(200))
-        .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
-            Box::new(Recorder(seen.clone()))
-        })
+        .processor_factory(run.ledger.factory())
         .build()
         .unwrap();
     let stop = CancellationToken::new();
@@ -261,7 +241,7 @@ async fn ten_renewals_with_no_gap_or_duplicate() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.cancel();
     task.await.unwrap();
-    assert_eq!(run.seen.lock()["k"], expected);
+    assert_eq!(run.seen()["k"], expected);
     let subscriptions = run.subscribes.load(Ordering::SeqCst);
     assert!(
         subscriptions >= 11,
@@ -285,14 +265,14 @@ async fn a_subscription_racing_a_draining_one_gets_through() {
     let (stop, task) = start(&run);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
-        run.seen.lock().is_empty(),
+        run.seen().is_empty(),
         "nothing delivered while the slot is taken"
     );
     drop(held);
     tokio::time::sleep(Duration::from_secs(15)).await;
     stop.cancel();
     task.await.unwrap();
-    assert_eq!(run.seen.lock()["k"], vec![0, 1, 2, 3, 4]);
+    assert_eq!(run.seen()["k"], vec![0, 1, 2, 3, 4]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -327,7 +307,7 @@ async fn shard_end_follows_splits_and_merges() {
     stop.cancel();
     task.await.unwrap();
     assert_eq!(
-        *run.seen.lock(),
+        run.seen(),
         expected,
         "every record once, in order per key, across lineage"
     );
@@ -344,15 +324,12 @@ async fn a_multi_stream_scheduler_reads_every_stream_by_fan_out() {
     for s in [&run.stream, &other] {
         streams.add(StreamConfig::new(s.clone(), InitialPosition::TrimHorizon));
     }
-    let seen = run.seen.clone();
     let scheduler = SchedulerBuilder::multi_stream(streams, "app")
         .worker_id("w")
         .lease_store(Arc::new(InMemoryLeaseStore::new()))
         .kinesis(Arc::new(run.kinesis.clone()))
         .retrieval(RetrievalMode::Custom(Arc::new(run.fan_out.clone())))
-        .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
-            Box::new(Recorder(seen.clone()))
-        })
+        .processor_factory(run.ledger.factory())
         .build()
         .unwrap();
     let stop = CancellationToken::new();
@@ -370,8 +347,8 @@ async fn a_multi_stream_scheduler_reads_every_stream_by_fan_out() {
     stop.cancel();
     task.await.unwrap().unwrap();
     let expected: Vec<u64> = (0..20).collect();
-    assert_eq!(run.seen.lock()["main"], expected);
-    assert_eq!(run.seen.lock()["other"], expected);
+    assert_eq!(run.seen()["main"], expected);
+    assert_eq!(run.seen()["other"], expected);
     let client = InMemoryFanOut(run.kinesis.clone());
     let main = client.describe_consumer(&run.stream, "app").await.unwrap();
     let second = client.describe_consumer(&other, "app").await.unwrap();

@@ -7,57 +7,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
 use kcl_aws::AwsKinesis;
 use kcl_core::lease::{InMemoryLeaseStore, LeaseStore};
 use kcl_core::model::{InitialPosition, StreamIdentity};
-use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardRecordProcessor};
 use kcl_core::scheduler::{RetrievalMode, SchedulerBuilder};
+use kcl_core::testing::{RecordingLedger, StreamKey};
 use kcl_efo::{AwsFanOut, FanOutConfig, FanOutRetrieval};
 use kcl_tests::{
     create_stream, emulator, emulator_config, emulator_config_tls, init_logging, unique,
 };
-use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
-
-type Seen = Arc<Mutex<BTreeMap<String, Vec<u64>>>>;
-
-struct Recorder(Seen);
-
-#[async_trait]
-impl ShardRecordProcessor for Recorder {
-    async fn process_records(
-        &mut self,
-        input: ProcessRecordsInput<'_>,
-    ) -> Result<(), ProcessorError> {
-        let values = input
-            .records
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.partition_key.to_string(),
-                    std::str::from_utf8(&r.data)?.parse::<u64>()?,
-                ))
-            })
-            .collect::<Result<Vec<_>, ProcessorError>>()?;
-        {
-            let mut seen = self.0.lock();
-            for (k, v) in values {
-                seen.entry(k).or_default().push(v);
-            }
-        }
-        input.checkpointer.checkpoint().await?;
-        Ok(())
-    }
-}
 
 async fn put(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
     from: u64,
     to: u64,
-    sent: &mut BTreeMap<String, Vec<u64>>,
+    sent: &mut BTreeMap<StreamKey, Vec<String>>,
 ) {
     for v in from..to {
         let key = format!("k{}", v % 5);
@@ -69,17 +36,19 @@ async fn put(
             .send()
             .await
             .unwrap();
-        sent.entry(key).or_default().push(v);
+        sent.entry((stream.to_string(), key))
+            .or_default()
+            .push(v.to_string());
     }
 }
 
-async fn wait_for(seen: &Seen, n: usize) {
+async fn wait_for(seen: &RecordingLedger, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.lock().values().map(Vec::len).sum::<usize>() < n {
+    while seen.records() < n {
         assert!(
             Instant::now() < deadline,
             "only {} of {n} records",
-            seen.lock().values().map(Vec::len).sum::<usize>()
+            seen.records()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -91,7 +60,7 @@ async fn run_through(config: aws_config::SdkConfig) {
     create_stream(&client, &name, 2).await;
     let stream = StreamIdentity::from_name(&name);
     let store: Arc<dyn LeaseStore> = Arc::new(InMemoryLeaseStore::new());
-    let seen: Seen = Arc::default();
+    let seen = RecordingLedger::new();
     let mut sent = BTreeMap::new();
     put(&client, &name, 0, 20, &mut sent).await;
     let fan_out = FanOutRetrieval::new(
@@ -115,9 +84,7 @@ async fn run_through(config: aws_config::SdkConfig) {
             .initial_position(InitialPosition::TrimHorizon)
             .failover_time(Duration::from_secs(2))
             .retrieval(RetrievalMode::Custom(Arc::new(fan_out.clone())))
-            .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
-                Box::new(Recorder(seen.clone()))
-            })
+            .processor_factory(seen.factory())
             .build()
             .unwrap();
         let stop = CancellationToken::new();
@@ -142,7 +109,7 @@ async fn run_through(config: aws_config::SdkConfig) {
     wait_for(&seen, 60).await;
     stop.cancel();
     task.await.unwrap();
-    assert_eq!(*seen.lock(), sent, "every record once, in order per key");
+    assert_eq!(seen.by_key(), sent, "every record once, in order per key");
     client
         .delete_stream()
         .stream_name(&name)

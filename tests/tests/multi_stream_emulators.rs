@@ -6,55 +6,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
 use kcl_aws::AwsKinesis;
 use kcl_core::kinesis::KinesisDataPlane;
 use kcl_core::lease::{LeaseStore, MultiStreamKey};
 use kcl_core::model::{InitialPosition, StreamIdentity};
-use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardRecordProcessor};
 use kcl_core::retrieval::PollingConfig;
 use kcl_core::scheduler::{
     RemovedStreamPolicy, RetrievalMode, SchedulerBuilder, StreamConfig, StreamSet,
 };
+use kcl_core::testing::{RecordingLedger, StreamKey};
 use kcl_tests::{create_stream, emulator, emulator_config, init_logging, lease_table, unique};
-use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
-
-/// Values processed per (stream, key), in order.
-type Ledger = Arc<Mutex<BTreeMap<(String, String), Vec<u64>>>>;
-
-struct Recorder {
-    stream: String,
-    ledger: Ledger,
-}
-
-#[async_trait]
-impl ShardRecordProcessor for Recorder {
-    async fn process_records(
-        &mut self,
-        input: ProcessRecordsInput<'_>,
-    ) -> Result<(), ProcessorError> {
-        {
-            let mut l = self.ledger.lock();
-            for r in input.records {
-                let v: u64 = std::str::from_utf8(&r.data)?.parse()?;
-                l.entry((self.stream.clone(), r.partition_key.to_string()))
-                    .or_default()
-                    .push(v);
-            }
-        }
-        input.checkpointer.checkpoint().await?;
-        Ok(())
-    }
-}
 
 async fn put(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
     from: u64,
     n: u64,
-    sent: &mut BTreeMap<(String, String), Vec<u64>>,
+    sent: &mut BTreeMap<StreamKey, Vec<String>>,
 ) {
     for v in from..from + n {
         let key = format!("k{}", v % 7);
@@ -66,20 +36,23 @@ async fn put(
             .send()
             .await
             .expect("put");
-        sent.entry((stream.to_string(), key)).or_default().push(v);
+        sent.entry((stream.to_string(), key))
+            .or_default()
+            .push(v.to_string());
     }
 }
 
-async fn wait_for(ledger: &Ledger, sent: &BTreeMap<(String, String), Vec<u64>>) {
+/// Waits until the ledger holds exactly what was sent: every record once, in order per key.
+async fn wait_for(ledger: &RecordingLedger, sent: &BTreeMap<StreamKey, Vec<String>>) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if *ledger.lock() == *sent {
+        if ledger.by_key() == *sent {
             return;
         }
         assert!(
             Instant::now() < deadline,
             "not everything processed: {:?} vs {:?}",
-            ledger.lock(),
+            ledger.by_key(),
             sent
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -119,8 +92,7 @@ async fn one_scheduler_two_streams_one_lease_table() -> anyhow::Result<()> {
             InitialPosition::TrimHorizon,
         ));
     }
-    let ledger: Ledger = Arc::default();
-    let factory_ledger = ledger.clone();
+    let ledger = RecordingLedger::new();
     let scheduler = SchedulerBuilder::multi_stream(streams.clone(), "multi")
         .worker_id("w0")
         .lease_store(store.clone())
@@ -131,12 +103,7 @@ async fn one_scheduler_two_streams_one_lease_table() -> anyhow::Result<()> {
             idle_time_between_reads: Duration::from_millis(200),
             ..Default::default()
         }))
-        .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
-            Box::new(Recorder {
-                stream: info.stream.name.to_string(),
-                ledger: factory_ledger.clone(),
-            })
-        })
+        .processor_factory(ledger.factory())
         .build()?;
     let stop = CancellationToken::new();
     let run = tokio::spawn(scheduler.run(stop.clone()));
@@ -174,9 +141,9 @@ async fn one_scheduler_two_streams_one_lease_table() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         ledger
-            .lock()
+            .by_key()
             .get(&(b.clone(), "k0".to_string()))
-            .is_some_and(|v| v.iter().all(|x| *x < 2000)),
+            .is_some_and(|v| v.iter().all(|x| x.parse::<u64>().unwrap() < 2000)),
         "a removed stream was consumed"
     );
     let b_leases: Vec<_> = store

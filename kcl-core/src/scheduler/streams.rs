@@ -1,17 +1,5 @@
 //! Multi-stream mode: which streams a scheduler consumes, and what happens to the leases of a
 //! stream it stops consuming.
-//!
-//! ```
-//! use std::time::Duration;
-//! use kcl_core::model::{InitialPosition, StreamIdentity};
-//! use kcl_core::scheduler::{RemovedStreamPolicy, StreamConfig, StreamSet};
-//!
-//! let streams = StreamSet::new(RemovedStreamPolicy::DeleteAfter(Duration::from_secs(3600)));
-//! streams.add(StreamConfig::new(StreamIdentity::from_name("orders"), InitialPosition::TrimHorizon));
-//! streams.add(StreamConfig::new(StreamIdentity::from_name("clicks"), InitialPosition::Latest));
-//! // Later, while the scheduler runs (it notices at its next stream sync):
-//! assert!(streams.remove("clicks"));
-//! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,6 +77,18 @@ pub trait StreamTracker: Send + Sync + std::fmt::Debug + 'static {
 
 /// A set of streams that can be changed while the scheduler runs; clones share the set. A
 /// static list is a set nobody changes.
+///
+/// ```
+/// use std::time::Duration;
+/// use kcl_core::model::{InitialPosition, StreamIdentity};
+/// use kcl_core::scheduler::{RemovedStreamPolicy, StreamConfig, StreamSet};
+///
+/// let streams = StreamSet::new(RemovedStreamPolicy::DeleteAfter(Duration::from_secs(3600)));
+/// streams.add(StreamConfig::new(StreamIdentity::from_name("orders"), InitialPosition::TrimHorizon));
+/// streams.add(StreamConfig::new(StreamIdentity::from_name("clicks"), InitialPosition::Latest));
+/// // Later, while the scheduler runs (it notices at its next stream sync):
+/// assert!(streams.remove("clicks"));
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct StreamSet {
     streams: Arc<Mutex<BTreeMap<Arc<str>, StreamConfig>>>,

@@ -120,6 +120,34 @@ pub struct SimulationConfig {
     /// Per step (multi-stream): a stream other than the first is removed from the tracked set,
     /// or added back if it was not tracked.
     pub stream_churn: f64,
+    /// Run your processors instead of the simulation's own batch processor. Each is wrapped:
+    /// the wrapper injects the simulated failures and slow batches, delegates every callback,
+    /// and records a batch in the ledger only when your `process_records` returned `Ok` — so
+    /// the invariants (nothing lost, order per key, checkpoints fenced, one processor per shard
+    /// at a time) are checked against your checkpointing. Records are `key#index` text.
+    pub processor: Option<UserProcessors>,
+}
+
+/// A function building the user's processor for a shard, for [`SimulationConfig::processor`].
+pub type BuildProcessor = dyn Fn(&ShardInfo) -> Box<dyn ShardRecordProcessor> + Send + Sync;
+
+/// The user's processors for a simulated fleet.
+#[derive(Clone)]
+pub struct UserProcessors(pub Arc<BuildProcessor>);
+
+impl UserProcessors {
+    /// From any factory closure.
+    pub fn new<P: ShardRecordProcessor>(
+        factory: impl Fn(&ShardInfo) -> P + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(move |info| Box::new(factory(info))))
+    }
+}
+
+impl std::fmt::Debug for UserProcessors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserProcessors")
+    }
 }
 
 /// A function building a retrieval from the engine and stream of a simulated fleet.
@@ -163,6 +191,7 @@ impl SimulationConfig {
             parallelism: None,
             streams: 1,
             stream_churn: 0.0,
+            processor: None,
         }
     }
 
@@ -251,13 +280,18 @@ struct SimProcessor {
     incarnation: u64,
     shard: ShardId,
     started_at: ExtendedSequenceNumber,
+    /// The user's processor, when the run tests one.
+    inner: Option<Box<dyn ShardRecordProcessor>>,
 }
 
 #[async_trait]
 impl ShardRecordProcessor for SimProcessor {
     async fn initialize(&mut self, input: InitializationInput) -> Result<(), ProcessorError> {
-        self.started_at = input.checkpoint;
-        Ok(())
+        self.started_at = input.checkpoint.clone();
+        match &mut self.inner {
+            Some(inner) => inner.initialize(input).await,
+            None => Ok(()),
+        }
     }
 
     async fn process_records(
@@ -290,14 +324,26 @@ impl ShardRecordProcessor for SimProcessor {
                     r.extended_sequence_number(),
                 )
             })
-            .collect();
-        self.shared.ledger.lock().processed.push(Processed {
+            .collect::<Vec<_>>();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let processed = |records| Processed {
             incarnation: self.incarnation,
             shard: self.shard.clone(),
             started_at: self.started_at.clone(),
             records,
             during: (began, tokio::time::Instant::now()),
-        });
+        };
+        if let Some(inner) = &mut self.inner {
+            // Recorded once the user's processor says the batch is processed.
+            inner.process_records(input).await?;
+            let entry = processed(records);
+            self.shared.ledger.lock().processed.push(entry);
+            return Ok(());
+        }
+        let entry = processed(records);
+        self.shared.ledger.lock().processed.push(entry);
         // Checkpoint most batches; leaving some unchecked widens the windows for duplicates.
         if self.shared.rng.lock().random_bool(0.8) {
             let _ = input.checkpointer.checkpoint().await;
@@ -305,20 +351,38 @@ impl ShardRecordProcessor for SimProcessor {
         Ok(())
     }
 
-    async fn lease_lost(&mut self, _input: LeaseLostInput) {
+    async fn lease_lost(&mut self, input: LeaseLostInput) {
         self.shared
             .ledger
             .lock()
             .interrupted
             .insert(self.incarnation);
+        if let Some(inner) = &mut self.inner {
+            inner.lease_lost(input).await;
+        }
+    }
+
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        match &mut self.inner {
+            Some(inner) => inner.shard_ended(checkpointer).await,
+            None => {
+                checkpointer.checkpoint().await?;
+                Ok(())
+            }
+        }
     }
 
     async fn shutdown_requested(
         &mut self,
         checkpointer: &mut Checkpointer,
     ) -> Result<(), ProcessorError> {
-        checkpointer.checkpoint().await?;
-        Ok(())
+        match &mut self.inner {
+            Some(inner) => inner.shutdown_requested(checkpointer).await,
+            None => {
+                checkpointer.checkpoint().await?;
+                Ok(())
+            }
+        }
     }
 }
 
@@ -548,6 +612,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
     let mut next_incarnation = 0u64;
     let start_worker = |slot: usize, incarnation: u64| -> Worker {
         let shared = shared.clone();
+        let user = config.processor.clone();
         let builder = if multi {
             SchedulerBuilder::multi_stream(tracked.clone(), "sim")
         } else {
@@ -590,6 +655,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
                         incarnation,
                         shard: ledger_shard(multi, &info.stream.name, &info.shard_id),
                         started_at: ExtendedSequenceNumber::TrimHorizon,
+                        inner: user.as_ref().map(|u| (u.0)(info)),
                     }),
                 }
             })

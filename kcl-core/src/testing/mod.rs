@@ -1,7 +1,13 @@
-//! Unit-testing a processor (feature `testing`): [`TestCheckpointer`] is a real
-//! [`Checkpointer`] over one lease in an in-memory lease store, so `process_records` can be
-//! called on hand-made batches and its checkpoints checked — including what happens after the
-//! lease is lost.
+//! The testing kit (feature `testing`), besides the in-memory engine (`engine`), lease store
+//! (`lease::InMemoryLeaseStore`), fault injection (`fault`) and the fleet simulation
+//! (`simulation`, which also runs your own processors):
+//!
+//! - [`TestCheckpointer`]: a real [`Checkpointer`] over one lease in an in-memory lease store,
+//!   so `process_records` can be called on hand-made batches and its checkpoints checked —
+//!   including what happens after the lease is lost;
+//! - [`RecordingLedger`] / [`RecordingProcessor`]: a processor that records what it processed,
+//!   and the ledger checks (every record, in order per key, at least once);
+//! - [`run_until`]: runs a scheduler until a condition holds, then stops it gracefully.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -29,6 +35,12 @@
 //! assert_eq!(test.stored_checkpoint().await, records[0].extended_sequence_number());
 //! # }
 //! ```
+
+mod recording;
+mod run;
+
+pub use recording::{RecordingLedger, RecordingProcessor, StreamKey};
+pub use run::{RunUntilError, run_until};
 
 use std::sync::Arc;
 
