@@ -1,7 +1,7 @@
 # kcl-worker: multi-stage build, small non-root runtime image.
 #   docker build -t kcl-worker .
 #   docker run -e KCL_WORKER_APPLICATION=billing -e KCL_WORKER_STREAMS=orders -e AWS_REGION=eu-west-1 -p 8080:8080 kcl-worker
-FROM rust:1.88-bookworm AS build
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -17,7 +17,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
 use kcl_core::model::Record;
-use kcl_core::processor::{ProcessorError, ShardInfo};
+#[cfg(any(feature = "kinesis", feature = "sqs"))]
+use kcl_core::processor::ProcessorError;
+use kcl_core::processor::ShardInfo;
 use kcl_core::shard::ProcessorFailure;
 use serde::{Deserialize, Serialize};
 

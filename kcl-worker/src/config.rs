@@ -110,9 +110,9 @@ fn default_retrieval() -> String {
     "polling".into()
 }
 
-/// Validated settings.
+/// A worker's validated settings (from the file and `KCL_WORKER_*`).
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub struct Settings {
     pub(crate) raw: WorkerConfig,
     /// `raw.streams`, parsed (same order).
     pub(crate) streams: Vec<kcl_core::model::StreamIdentity>,
@@ -129,11 +129,19 @@ pub(crate) struct Settings {
 
 /// A bad configuration, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfigError {
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file or environment could not be read or parsed.
     #[error("configuration: {0}")]
     Load(String),
+    /// A setting has a value that cannot work.
     #[error("configuration: {field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 pub(crate) fn load() -> Result<Settings, ConfigError> {

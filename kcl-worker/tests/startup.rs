@@ -10,9 +10,17 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use kcl_core::lease::LeaseStore;
 use kcl_tests::{create_stream, emulator, emulator_config, lease_table, unique};
 
+/// The worker binary under test: the built-in one, or a user's worker whose tests include this
+/// file (`examples/custom-worker/tests/startup.rs`).
+fn worker_bin() -> &'static str {
+    option_env!("CARGO_BIN_EXE_kcl-worker")
+        .or(option_env!("CARGO_BIN_EXE_kcl-custom-worker"))
+        .expect("a worker binary of this package")
+}
+
 /// The worker with only the given settings (nothing inherited from a developer's environment).
 fn worker(settings: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kcl-worker"));
+    let mut cmd = Command::new(worker_bin());
     for (k, _) in std::env::vars() {
         if k.starts_with("KCL_WORKER_") {
             cmd.env_remove(k);
@@ -27,6 +35,10 @@ fn worker(settings: &[(&str, &str)]) -> Command {
         .env("AWS_EC2_METADATA_DISABLED", "true");
     for (k, v) in settings {
         cmd.env(format!("KCL_WORKER_{k}"), v);
+        // The custom worker's output file (one line per record) plays the ledger's part.
+        if *k == "LEDGER_FILE" {
+            cmd.env("CUSTOM_WORKER_OUTPUT", v);
+        }
     }
     cmd
 }
