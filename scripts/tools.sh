@@ -6,6 +6,8 @@
 #   scripts/tools.sh emulators    kinesis-local (npm) and moto server (PyPI venv)
 #   scripts/tools.sh python-agg   Python venv with aws-kinesis-agg (vector generation, benchmark)
 #   scripts/tools.sh cargo-fuzz   cargo-fuzz (crates.io) into .tools/cargo, for scripts/fuzz
+#   scripts/tools.sh kclpy        the amazon-kclpy 3.2.0 sources (PyPI sdist; pure Python, used
+#                                 from PYTHONPATH) and a venv whose `python` runs its sample
 #   scripts/tools.sh java-kcl     the Java KCL 3.1.3 jars (PyPI kclpy-ext) and the catch-up
 #                                 harness compiled against them, for scripts/catchup-vs-java
 set -euo pipefail
@@ -18,6 +20,7 @@ MOTO_VERSION=5.2.5
 CBOR2_VERSION=5.6.5
 CARGO_FUZZ_VERSION=0.13.2
 KCLPY_EXT_VERSION=3.1.3.post4
+KCLPY_VERSION=3.2.0
 
 python_agg() {
   local marker="$TOOLS/venv/.aws-kinesis-agg-1.2.3"
@@ -53,6 +56,19 @@ cargo_fuzz() {
   touch "$marker"
 }
 
+kclpy() {
+  local marker="$TOOLS/kclpy/.amazon-kclpy-$KCLPY_VERSION"
+  [ -f "$marker" ] && return 0
+  # `pip install amazon-kclpy` downloads the KCL jars from Maven at build time (unreachable
+  # here, and not needed: kcl-rs replaces the daemon); the sdist's package is pure Python.
+  [ -x "$TOOLS/kclpy-venv/bin/python" ] || python3 -m venv "$TOOLS/kclpy-venv"
+  mkdir -p "$TOOLS/kclpy"
+  "$TOOLS/kclpy-venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+    --no-binary :all: "amazon-kclpy==$KCLPY_VERSION" -d "$TOOLS/kclpy"
+  tar -xzf "$TOOLS/kclpy/amazon_kclpy-$KCLPY_VERSION.tar.gz" -C "$TOOLS/kclpy"
+  touch "$marker"
+}
+
 java_kcl() {
   local marker="$TOOLS/java-catchup/.kclpy-ext-$KCLPY_EXT_VERSION"
   if [ ! -f "$TOOLS/kclpy-ext-venv/.kclpy-ext-$KCLPY_EXT_VERSION" ]; then
@@ -75,6 +91,7 @@ for tool in "$@"; do
     emulators) kinesis_local; moto ;;
     cargo-fuzz) cargo_fuzz ;;
     java-kcl) java_kcl ;;
+    kclpy) kclpy ;;
     *) echo "unknown tool: $tool" >&2; exit 2 ;;
   esac
 done

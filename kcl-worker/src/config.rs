@@ -62,6 +62,15 @@ pub(crate) struct WorkerConfig {
     /// after the application per stream, registered at start-up if missing).
     #[serde(default = "default_retrieval")]
     pub(crate) retrieval: String,
+    /// AWS region (default: the SDK's chain: `AWS_REGION`, the profile).
+    #[serde(default)]
+    pub(crate) region: Option<String>,
+    /// Polling: GetRecords `maxRecords` (1..=10,000; default 10,000).
+    #[serde(default)]
+    pub(crate) max_records: Option<u32>,
+    /// Polling: wait after a call that finds the shard caught up, in ms (≥ 200; default 1,500).
+    #[serde(default)]
+    pub(crate) idle_time_between_reads_ms: Option<u64>,
 }
 
 fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -125,6 +134,7 @@ pub struct Settings {
     pub(crate) json_logs: bool,
     pub(crate) fan_out: bool,
     pub(crate) hash_range_policy: Option<kcl_core::aggregation::HashRangePolicy>,
+    pub(crate) polling: kcl_core::retrieval::PollingConfig,
 }
 
 /// A bad configuration, with the setting it concerns.
@@ -145,7 +155,16 @@ pub enum ConfigError {
 }
 
 pub(crate) fn load() -> Result<Settings, ConfigError> {
+    load_over(None)
+}
+
+/// [`load`], over `base` settings (TOML, e.g. from a MultiLang properties file): the file named
+/// by `KCL_WORKER_CONFIG_FILE` and the environment override them.
+pub(crate) fn load_over(base: Option<&str>) -> Result<Settings, ConfigError> {
     let mut figment = Figment::new();
+    if let Some(base) = base {
+        figment = figment.merge(Toml::string(base));
+    }
     if let Ok(path) = std::env::var("KCL_WORKER_CONFIG_FILE") {
         let p = std::path::Path::new(&path);
         if !p.exists() {
@@ -336,7 +355,20 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
             ));
         }
     };
+    let polling = {
+        let mut p = kcl_core::retrieval::PollingConfig::default();
+        if let Some(n) = raw.max_records {
+            p.max_records = n;
+        }
+        if let Some(ms) = raw.idle_time_between_reads_ms {
+            p.idle_time_between_reads = Duration::from_millis(ms);
+        }
+        p.validate()
+            .map_err(|e| invalid("max_records / idle_time_between_reads_ms", e))?;
+        p
+    };
     Ok(Settings {
+        polling,
         streams,
         hash_range_policy,
         fan_out,

@@ -40,6 +40,7 @@
 mod config;
 mod http;
 mod ledger;
+pub mod multilang;
 mod runtime;
 
 use std::process::ExitCode;
@@ -66,6 +67,35 @@ pub fn ledger_main() -> ExitCode {
     main_with(Processors::Ledger)
 }
 
+/// MultiLang mode, the Java MultiLangDaemon's replacement: runs each shard's processor as a
+/// child process speaking the KCL MultiLang protocol, configured by the daemon's properties
+/// file (`KCL_WORKER_*` variables override it). Returns the exit code.
+pub fn multilang_main(properties: &std::path::Path) -> ExitCode {
+    let program = program_name();
+    let from = match multilang::properties::load(properties) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{program}: {}: {e}", properties.display());
+            return Exit::Usage.into();
+        }
+    };
+    let settings = match config::load_over(Some(&from.toml)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    runtime::init_logs(settings.json_logs);
+    if !from.ignored.is_empty() {
+        tracing::warn!(keys = ?from.ignored, "properties that kcl-rs does not use (its defaults apply)");
+    }
+    block_on(runtime::run(
+        settings,
+        Processors::MultiLang(Arc::new(from.multilang)),
+    ))
+}
+
 /// Loads the settings from the file and the environment, as [`main`] does.
 pub fn load_settings() -> Result<Settings, ConfigError> {
     config::load()
@@ -78,32 +108,38 @@ pub async fn run(settings: Settings, factory: impl ShardRecordProcessorFactory) 
     runtime::run(settings, Processors::Factory(Arc::new(factory))).await
 }
 
-fn main_with(processors: Processors) -> ExitCode {
-    let program = std::env::args()
+fn program_name() -> String {
+    std::env::args()
         .next()
         .and_then(|a| {
             std::path::Path::new(&a)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
         })
-        .unwrap_or_else(|| "kcl-worker".into());
+        .unwrap_or_else(|| "kcl-worker".into())
+}
+
+fn main_with(processors: Processors) -> ExitCode {
     let settings = match config::load() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{program}: {e}");
+            eprintln!("{}: {e}", program_name());
             return Exit::Usage.into();
         }
     };
     runtime::init_logs(settings.json_logs);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    block_on(runtime::run(settings, processors))
+}
+
+fn block_on(run: impl std::future::Future<Output = Exit>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => rt.block_on(run).into(),
         Err(e) => {
-            eprintln!("{program}: cannot start the runtime: {e}");
-            return Exit::Software.into();
+            eprintln!("{}: cannot start the runtime: {e}", program_name());
+            Exit::Software.into()
         }
-    };
-    rt.block_on(runtime::run(settings, processors)).into()
+    }
 }

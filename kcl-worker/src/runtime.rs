@@ -64,6 +64,8 @@ pub(crate) enum Processors {
     Factory(Arc<dyn ShardRecordProcessorFactory>),
     /// The built-in ledger processor (the chaos run's), writing the configured ledger file.
     Ledger,
+    /// A child process per shard, speaking the MultiLang protocol.
+    MultiLang(Arc<crate::multilang::MultiLangConfig>),
 }
 
 pub(crate) fn init_logs(json: bool) {
@@ -80,10 +82,13 @@ pub(crate) fn init_logs(json: bool) {
     }
 }
 
-async fn sdk(endpoint: Option<&String>) -> aws_config::SdkConfig {
+async fn sdk(endpoint: Option<&String>, region: Option<&String>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(e) = endpoint {
         loader = loader.endpoint_url(e);
+    }
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
     }
     loader.load().await
 }
@@ -196,8 +201,8 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
         }
     });
 
-    let kinesis_sdk = sdk(c.kinesis_endpoint.as_ref()).await;
-    let dynamo_sdk = sdk(c.dynamodb_endpoint.as_ref()).await;
+    let kinesis_sdk = sdk(c.kinesis_endpoint.as_ref(), c.region.as_ref()).await;
+    let dynamo_sdk = sdk(c.dynamodb_endpoint.as_ref(), c.region.as_ref()).await;
     let kinesis: Arc<dyn KinesisDataPlane> = Arc::new(AwsKinesis::new(&kinesis_sdk));
     // Start-up checks answer within the failover time too (the SDK sets only a connect
     // timeout); the scheduler builder puts the same deadline on the data plane it runs on.
@@ -310,6 +315,9 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
 
     let factory: Arc<dyn ShardRecordProcessorFactory> = match processors {
         Processors::Factory(f) => f,
+        Processors::MultiLang(config) => Arc::new(move |info: &ShardInfo| {
+            crate::multilang::MultiLangProcessor::new(config.clone(), info)
+        }),
         Processors::Ledger => {
             let ledger = match Ledger::open(
                 c.ledger_file.clone(),
@@ -360,9 +368,10 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
         Some(policy) => builder.hash_range_check(policy),
         None => builder.without_hash_range_check(),
     };
-    if let Some(f) = fan_out {
-        builder = builder.retrieval(RetrievalMode::Custom(Arc::new(f)));
-    }
+    builder = match fan_out {
+        Some(f) => builder.retrieval(RetrievalMode::Custom(Arc::new(f))),
+        None => builder.retrieval(RetrievalMode::Polling(s.polling.clone())),
+    };
     let scheduler = match builder.build() {
         Ok(s) => s,
         Err(e) => {

