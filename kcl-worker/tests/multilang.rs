@@ -279,3 +279,141 @@ async fn the_unmodified_kclpy_sample_runs_on_kcl_rs() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A kclpy child that checkpoints after each record and misbehaves once, at the record "bad":
+/// `crash` exits, `garbage` prints a line that is not the protocol and then a JSON object that
+/// is not a message, `hang` never answers. A marker file makes its successor behave.
+const MISBEHAVING: &str = r#"
+import os, sys, time
+from amazon_kclpy import kcl
+from amazon_kclpy.v3 import processor
+
+MODE = sys.argv[1]
+MARK = os.path.join(os.getcwd(), MODE + ".done")
+
+class P(processor.RecordProcessorBase):
+    def initialize(self, initialize_input):
+        pass
+
+    def process_records(self, process_records_input):
+        for r in process_records_input.records:
+            data = r.binary_data.decode()
+            if data == "bad" and not os.path.exists(MARK):
+                open(MARK, "w").close()
+                if MODE == "crash":
+                    os._exit(3)
+                if MODE == "garbage":
+                    print("this line is not the protocol")
+                    print('{"action": "dance"}')
+                    sys.stdout.flush()
+                time.sleep(3600)
+            sys.stderr.write("processed %s\n" % data)
+            process_records_input.checkpointer.checkpoint(r.sequence_number, r.sub_sequence_number)
+
+    def lease_lost(self, lease_lost_input):
+        pass
+
+    def shard_ended(self, shard_ended_input):
+        shard_ended_input.checkpointer.checkpoint()
+
+    def shutdown_requested(self, shutdown_requested_input):
+        shutdown_requested_input.checkpointer.checkpoint()
+
+if __name__ == "__main__":
+    kcl.KCLProcess(P()).run()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_crashes_prints_garbage_or_hangs_is_replaced_and_nothing_is_lost() {
+    kcl_tests::init_logging();
+    let (Some(kinesis), Some(dynamo), Some((src, bin))) = (
+        emulator("KCL_KINESIS_ENDPOINT"),
+        emulator("KCL_DYNAMODB_ENDPOINT"),
+        kclpy(),
+    ) else {
+        return;
+    };
+    let config = emulator_config(&kinesis).await;
+    let client = aws_sdk_kinesis::Client::new(&config);
+    for (mode, expected) in [
+        ("crash", "the child process exited"),
+        ("garbage", "the child process broke the protocol"),
+        (
+            "hang",
+            "the child process did not answer processRecords within 2s",
+        ),
+    ] {
+        let stream = unique(&format!("kclpy-{mode}"));
+        create_stream(&client, &stream, 1).await;
+        let values = ["r0", "r1", "bad", "r3", "r4", "r5"];
+        let mut last = String::new();
+        for v in values {
+            let out = client
+                .put_record()
+                .stream_name(&stream)
+                .partition_key("k")
+                .data(Blob::new(v))
+                .send()
+                .await
+                .unwrap();
+            last = out.sequence_number().to_string();
+        }
+        let script = std::env::temp_dir()
+            .join(unique("misbehaving"))
+            .with_extension("py");
+        std::fs::write(&script, MISBEHAVING).unwrap();
+        let app = unique(&format!("kclpy-{mode}-app"));
+        let mut extra = settings(&stream, &app, &kinesis, &dynamo);
+        extra.push(("executableName", format!("python misbehaving.py {mode}")));
+        extra.push(("timeoutInSeconds", "2".into()));
+        extra.push(("initialPositionInStream", "TRIM_HORIZON".into()));
+        let dir = app_dir(&script, "", &extra);
+        std::fs::rename(
+            dir.join(script.file_name().unwrap()),
+            dir.join("misbehaving.py"),
+        )
+        .unwrap();
+        let worker = Worker::start(&dir.join("app.properties"), &bin, &src);
+        worker
+            .wait_for(&format!("{mode}: every record processed"), |log| {
+                values
+                    .iter()
+                    .all(|v| log.contains(&format!("processed {v}")))
+            })
+            .await;
+        let store =
+            kcl_dynamo_leases::DynamoLeaseStore::from_config(&emulator_config(&dynamo).await, &app);
+        let by = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lease = store.get("shardId-000000000000").await.unwrap();
+            if lease.is_some_and(|l| {
+                l.checkpoint.sequence().map(|s| s.to_string()) == Some(last.clone())
+            }) {
+                break;
+            }
+            assert!(
+                Instant::now() < by,
+                "{mode}: checkpoint never at the last record:\n{}",
+                worker.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (code, log) = worker.sigterm().await;
+        assert_eq!(code, 0, "{mode}: drained:\n{log}");
+        assert!(
+            log.contains(expected),
+            "{mode}: the typed failure is logged:\n{log}"
+        );
+        // The failed child checkpointed r0 and r1: its successor resumed at "bad".
+        assert_eq!(log.matches("processed r0").count(), 1, "{mode}:\n{log}");
+        assert_eq!(log.matches("processed bad").count(), 1, "{mode}:\n{log}");
+        if mode == "garbage" {
+            assert!(
+                log.contains("this line is not the protocol"),
+                "{mode}: logged, skipped"
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_file(script);
+    }
+}

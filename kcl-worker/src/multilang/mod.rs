@@ -192,10 +192,24 @@ impl ShardRecordProcessor for MultiLangProcessor {
         if input.records.is_empty() {
             return Ok(());
         }
-        // After a failure the batch comes again: a new child resumes from the checkpoint.
-        self.child(&input.checkpointer.last_checkpoint()).await?;
+        // After a failure the batch comes again: a new child resumes from the checkpoint, so
+        // what the failed child checkpointed of the batch is not sent again.
+        let from = input.checkpointer.last_checkpoint();
+        self.child(&from).await?;
+        let records: Vec<WireRecord> = input
+            .records
+            .iter()
+            .filter(|r| {
+                !matches!(from, ExtendedSequenceNumber::Sequence { .. })
+                    || r.extended_sequence_number() > from
+            })
+            .map(WireRecord::from)
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
         let message = ToChild::ProcessRecords {
-            records: input.records.iter().map(WireRecord::from).collect(),
+            records,
             millis_behind_latest: input.millis_behind_latest,
         };
         Ok(self
