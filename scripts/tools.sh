@@ -8,6 +8,7 @@
 #   scripts/tools.sh cargo-fuzz   cargo-fuzz (crates.io) into .tools/cargo, for scripts/fuzz
 #   scripts/tools.sh kclpy        the amazon-kclpy 3.2.0 sources (PyPI sdist; pure Python, used
 #                                 from PYTHONPATH) and a venv whose `python` runs its sample
+#   scripts/tools.sh aws-kcl      npm aws-kcl 2.3.2 (the Node.js MultiLang client library)
 #   scripts/tools.sh java-kcl     the Java KCL 3.1.3 jars (PyPI kclpy-ext) and the catch-up
 #                                 harness compiled against them, for scripts/catchup-vs-java
 set -euo pipefail
@@ -21,6 +22,7 @@ CBOR2_VERSION=5.6.5
 CARGO_FUZZ_VERSION=0.13.2
 KCLPY_EXT_VERSION=3.1.3.post4
 KCLPY_VERSION=3.2.0
+AWS_KCL_VERSION=2.3.2
 
 python_agg() {
   local marker="$TOOLS/venv/.aws-kinesis-agg-1.2.3"
@@ -69,6 +71,14 @@ kclpy() {
   touch "$marker"
 }
 
+aws_kcl() {
+  local marker="$TOOLS/aws-kcl/.aws-kcl-$AWS_KCL_VERSION"
+  [ -f "$marker" ] && return 0
+  mkdir -p "$TOOLS/aws-kcl"
+  (cd "$TOOLS/aws-kcl" && npm install --silent --no-audit --no-fund "aws-kcl@$AWS_KCL_VERSION")
+  touch "$marker"
+}
+
 java_kcl() {
   local marker="$TOOLS/java-catchup/.kclpy-ext-$KCLPY_EXT_VERSION"
   if [ ! -f "$TOOLS/kclpy-ext-venv/.kclpy-ext-$KCLPY_EXT_VERSION" ]; then
@@ -92,6 +102,7 @@ for tool in "$@"; do
     cargo-fuzz) cargo_fuzz ;;
     java-kcl) java_kcl ;;
     kclpy) kclpy ;;
+    aws-kcl) aws_kcl ;;
     *) echo "unknown tool: $tool" >&2; exit 2 ;;
   esac
 done
