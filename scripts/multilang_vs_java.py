@@ -1,0 +1,153 @@
+"""kcl-rs's MultiLang worker beside the Java MultiLangDaemon (KCL 2.5.8), both running the
+unmodified amazon-kclpy sample (`sample_kclpy_app.py`) on the same kind of kinesis-local stream:
+4 shards, RECORDS records put before start. For each: time until every shard's lease is
+checkpointed at its last record (the sample checkpoints on its first batch, then every 30 s),
+peak RSS of the whole process tree (daemon + Python children, sampled every 0.2 s), and the
+CPU seconds of the tree (daemon + reaped children) until it exits after SIGTERM.
+
+Run by scripts/multilang-vs-java, which starts the emulators and installs what it needs.
+Needs: boto3 (the moto venv has it), KCL_KINESIS_ENDPOINT, KCL_DYNAMODB_ENDPOINT.
+"""
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import boto3
+
+RECORDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
+KCL_WORKER, KCLPY_SRC, JAVA_VENV, KCLPY_VENV_BIN = sys.argv[2:6]
+KINESIS = os.environ["KCL_KINESIS_ENDPOINT"]
+DYNAMO = os.environ["KCL_DYNAMODB_ENDPOINT"]
+kinesis = boto3.client("kinesis", endpoint_url=KINESIS, region_name="us-east-1")
+dynamo = boto3.client("dynamodb", endpoint_url=DYNAMO, region_name="us-east-1")
+
+
+def fill(stream):
+    kinesis.create_stream(StreamName=stream, ShardCount=4)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+    last = {}
+    for start in range(0, RECORDS, 500):
+        entries = [
+            {"Data": ("record-%d-" % i).encode() + b"x" * 100, "PartitionKey": "key-%d" % (i % 997)}
+            for i in range(start, min(start + 500, RECORDS))
+        ]
+        out = kinesis.put_records(StreamName=stream, Records=entries)
+        assert out["FailedRecordCount"] == 0
+        for r in out["Records"]:
+            s = r["ShardId"]
+            if s not in last or int(r["SequenceNumber"]) > int(last[s]):
+                last[s] = r["SequenceNumber"]
+    return last
+
+
+def properties(dir, stream, app):
+    base = open(os.path.join(KCLPY_SRC, "samples", "sample.properties")).read()
+    text = base + "\n" + "\n".join([
+        "streamName = %s" % stream,
+        "streamArn = arn:aws:kinesis:us-east-1:000000000000:stream/%s" % stream,
+        "applicationName = %s" % app,
+        "kinesisEndpoint = %s" % KINESIS,
+        "dynamoDBEndpoint = %s" % DYNAMO,
+        "failoverTimeMillis = 10000",
+        "idleTimeBetweenReadsInMillis = 1000",
+    ]) + "\n"
+    path = os.path.join(dir, "app.properties")
+    open(path, "w").write(text)
+    return path
+
+
+def tree_rss_kib(pid):
+    """VmRSS of pid and all its descendants."""
+    children = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                ppid = int(open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(p))
+            except OSError:
+                pass
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in open("/proc/%d/status" % p):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+        stack.extend(children.get(p, []))
+    return total
+
+
+def checkpointed(app, last):
+    try:
+        items = dynamo.scan(TableName=app)["Items"]
+    except dynamo.exceptions.ResourceNotFoundException:
+        return False
+    marks = {i["leaseKey"]["S"]: i.get("checkpoint", {}).get("S") for i in items}
+    return all(marks.get(s) == seq for s, seq in last.items())
+
+
+def run(name, command, env, dir, app, last):
+    log = open(os.path.join(dir, name + ".log"), "w")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.time()
+    proc = subprocess.Popen(command, cwd=dir, env=env, stdout=log, stderr=log)
+    peak, done_at = 0, None
+    while time.time() - start < 900:
+        peak = max(peak, tree_rss_kib(proc.pid))
+        if checkpointed(app, last):
+            done_at = time.time() - start
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    term = time.time()
+    while proc.poll() is None and time.time() - term < 60:
+        peak = max(peak, tree_rss_kib(proc.pid))
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    exited = time.time() - term
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"name": name, "all checkpointed s": done_at, "peak tree RSS MiB": peak / 1024,
+            "CPU s": cpu, "CPU s per 100k": cpu * 100000 / RECORDS, "exit after SIGTERM s": exited,
+            "exit code": proc.returncode}
+
+
+def main():
+    results = []
+    tag = str(os.getpid())
+    path = KCLPY_VENV_BIN + ":" + os.environ["PATH"]
+    for name in ["kcl-rs", "java-2.5.8"]:
+        stream, app = "bench-%s-%s" % (name.replace(".", ""), tag), "bench-%s-%s" % (name.replace(".", ""), tag)
+        last = fill(stream)
+        dir = "/tmp/" + stream
+        os.makedirs(dir, exist_ok=True)
+        sample = os.path.join(KCLPY_SRC, "samples", "sample_kclpy_app.py")
+        subprocess.check_call(["cp", sample, dir])
+        props = properties(dir, stream, app)
+        env = dict(os.environ, PATH=path, PYTHONPATH=KCLPY_SRC, AWS_ACCESS_KEY_ID="test",
+                   AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
+        if name == "kcl-rs":
+            env.update(KCL_WORKER_LOG_FORMAT="text", KCL_WORKER_METRICS_LEVEL="NONE",
+                       KCL_WORKER_HTTP_ADDR="127.0.0.1:0", KCL_WORKER_LOG="warn")
+            command = [KCL_WORKER, "--properties-file", props]
+        else:
+            helper = os.path.join(JAVA_VENV, "bin", "amazon_kclpy_helper.py")
+            printed = subprocess.check_output([os.path.join(JAVA_VENV, "bin", "python"), helper,
+                                               "--print_command", "--java", "java", "--properties", props],
+                                              cwd=dir).decode().strip()
+            command = printed.split()
+            command.insert(1, "-Daws.cborEnabled=false")
+        results.append(run(name, command, env, dir, app, last))
+    for r in results:
+        print("  ".join("%s: %s" % (k, ("%.1f" % v) if isinstance(v, float) else v) for k, v in r.items()))
+
+
+main()
