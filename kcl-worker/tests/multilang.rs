@@ -117,6 +117,14 @@ impl Worker {
     }
 }
 
+impl Drop for Worker {
+    /// A failed assertion must not leave the worker (and its children) running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A directory with `app` (copied, permissions kept) and a properties file: the kclpy sample's
 /// own text followed by `extra` lines (later keys win, as in Java properties).
 fn app_dir(app: &Path, base: &str, extra: &[(&str, String)]) -> PathBuf {
