@@ -44,7 +44,7 @@ def fill(stream):
     return last
 
 
-def properties(dir, stream, app):
+def properties(dir, stream, app, extra=()):
     base = open(os.path.join(KCLPY_SRC, "samples", "sample.properties")).read()
     text = base + "\n" + "\n".join([
         "streamName = %s" % stream,
@@ -54,7 +54,7 @@ def properties(dir, stream, app):
         "dynamoDBEndpoint = %s" % DYNAMO,
         "failoverTimeMillis = 10000",
         "idleTimeBetweenReadsInMillis = 1000",
-    ]) + "\n"
+    ] + list(extra)) + "\n"
     path = os.path.join(dir, "app.properties")
     open(path, "w").write(text)
     return path
@@ -98,7 +98,7 @@ def run(name, command, env, dir, app, last):
     start = time.time()
     proc = subprocess.Popen(command, cwd=dir, env=env, stdout=log, stderr=log)
     peak, done_at = 0, None
-    while time.time() - start < 900:
+    while time.time() - start < 900 and proc.poll() is None:
         peak = max(peak, tree_rss_kib(proc.pid))
         if checkpointed(app, last):
             done_at = time.time() - start
@@ -131,7 +131,12 @@ def main():
         os.makedirs(dir, exist_ok=True)
         sample = os.path.join(KCLPY_SRC, "samples", "sample_kclpy_app.py")
         subprocess.check_call(["cp", sample, dir])
-        props = properties(dir, stream, app)
+        # KCL 2.5.8 reads `AWSCredentialsProvider` (an SDK v1 class name), the kclpy 3.x sample
+        # sets `AwsCredentialsProvider`; kcl-rs accepts both.
+        extra = [] if name == "kcl-rs" else ["AWSCredentialsProvider = DefaultAWSCredentialsProviderChain"]
+        # The Java daemon looks the executable up on PATH, not beside the properties file.
+        extra.append("executableName = %s" % os.path.join(dir, "sample_kclpy_app.py"))
+        props = properties(dir, stream, app, extra)
         env = dict(os.environ, PATH=path, PYTHONPATH=KCLPY_SRC, AWS_ACCESS_KEY_ID="test",
                    AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
         if name == "kcl-rs":

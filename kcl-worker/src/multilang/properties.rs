@@ -194,7 +194,8 @@ pub(crate) fn load(path: &Path) -> Result<FromProperties, ConfigError> {
         None => Duration::from_secs(300),
     };
     // Keys whose meaning cannot be honoured.
-    if let Some(p) = get("AwsCredentialsProvider")
+    // `AwsCredentialsProvider` (KCL 3.x samples) or `AWSCredentialsProvider` (KCL 2.x).
+    if let Some(p) = get("AwsCredentialsProvider").or(get("AWSCredentialsProvider"))
         && p != "DefaultCredentialsProvider"
         && p != "DefaultAWSCredentialsProviderChain"
     {
@@ -228,6 +229,7 @@ pub(crate) fn load(path: &Path) -> Result<FromProperties, ConfigError> {
         "cloudWatchEndpoint",
         "timeoutInSeconds",
         "AwsCredentialsProvider",
+        "AWSCredentialsProvider",
         "callProcessRecordsEvenForEmptyRecordList",
     ];
     let ignored = props
