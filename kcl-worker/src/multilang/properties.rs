@@ -294,6 +294,11 @@ mod tests {
         std::fs::write(&file, "executableName = x\napplicationName = a\nstreamName = s\nAwsCredentialsProvider = ProfileCredentialsProvider\n").unwrap();
         let err = load(&file).unwrap_err().to_string();
         assert!(err.contains("AwsCredentialsProvider"), "{err}");
+        // KCL 2.x's spelling, with the SDK v1 name of the default chain, is accepted.
+        std::fs::write(&file, "executableName = x\napplicationName = a\nstreamName = s\nAWSCredentialsProvider = DefaultAWSCredentialsProviderChain\n").unwrap();
+        assert!(load(&file).unwrap().ignored.is_empty());
+        std::fs::write(&file, "executableName = x\napplicationName = a\nstreamName = s\nAWSCredentialsProvider = STSAssumeRoleSessionCredentialsProvider\n").unwrap();
+        assert!(load(&file).is_err());
         std::fs::write(&file, "applicationName = a\nstreamName = s\n").unwrap();
         assert!(
             load(&file)
