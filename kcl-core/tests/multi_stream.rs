@@ -5,74 +5,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use kcl_core::checkpoint::Checkpointer;
 use kcl_core::engine::{InMemoryKinesis, PutRecordEntry};
 use kcl_core::lease::{InMemoryLeaseStore, LeaseStore, MultiStreamKey};
 use kcl_core::model::InitialPosition;
-use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardRecordProcessor};
 use kcl_core::scheduler::{RemovedStreamPolicy, RunEnd, SchedulerBuilder, StreamConfig, StreamSet};
-use parking_lot::Mutex;
+use kcl_core::testing::RecordingLedger;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Values processed per (stream, partition key), in processing order; streams whose consumers
-/// were asked to shut down.
-#[derive(Debug, Default)]
-struct Ledger {
-    processed: BTreeMap<(String, String), Vec<u64>>,
-    shutdowns: Vec<String>,
-}
-
-type Shared = Arc<Mutex<Ledger>>;
-
-struct Recorder {
-    info: ShardInfo,
-    ledger: Shared,
-}
-
-#[async_trait]
-impl ShardRecordProcessor for Recorder {
-    async fn process_records(
-        &mut self,
-        input: ProcessRecordsInput<'_>,
-    ) -> Result<(), ProcessorError> {
-        {
-            let mut l = self.ledger.lock();
-            for r in input.records {
-                let v: u64 = std::str::from_utf8(&r.data)?.parse()?;
-                l.processed
-                    .entry((
-                        self.info.stream.name.to_string(),
-                        r.partition_key.to_string(),
-                    ))
-                    .or_default()
-                    .push(v);
-            }
-        }
-        input.checkpointer.checkpoint().await?;
-        Ok(())
-    }
-
-    async fn shutdown_requested(
-        &mut self,
-        checkpointer: &mut Checkpointer,
-    ) -> Result<(), ProcessorError> {
-        self.ledger
-            .lock()
-            .shutdowns
-            .push(self.info.stream.name.to_string());
-        checkpointer.checkpoint().await?;
-        Ok(())
-    }
-}
 
 struct Fleet {
     kinesis: InMemoryKinesis,
     store: Arc<InMemoryLeaseStore>,
     streams: StreamSet,
-    ledger: Shared,
+    ledger: RecordingLedger,
     sent: BTreeMap<(String, String), Vec<u64>>,
     next: u64,
 }
@@ -83,7 +29,7 @@ impl Fleet {
             kinesis: InMemoryKinesis::new(),
             store: Arc::new(InMemoryLeaseStore::new()),
             streams: StreamSet::new(policy),
-            ledger: Shared::default(),
+            ledger: RecordingLedger::new(),
             sent: BTreeMap::new(),
             next: 0,
         }
@@ -118,19 +64,13 @@ impl Fleet {
     }
 
     fn worker(&self, id: &str, stop: CancellationToken) -> JoinHandle<RunEnd> {
-        let ledger = self.ledger.clone();
         let scheduler = SchedulerBuilder::multi_stream(self.streams.clone(), "app")
             .worker_id(id)
             .lease_store(self.store.clone())
             .kinesis(Arc::new(self.kinesis.clone()))
             .shard_sync_interval(Duration::from_secs(5))
             .failover_time(Duration::from_secs(10))
-            .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
-                Box::new(Recorder {
-                    info: info.clone(),
-                    ledger: ledger.clone(),
-                })
-            })
+            .processor_factory(self.ledger.factory())
             .build()
             .unwrap();
         tokio::spawn(async move {
@@ -142,8 +82,7 @@ impl Fleet {
 
     fn processed(&self, stream: &str) -> usize {
         self.ledger
-            .lock()
-            .processed
+            .by_key()
             .iter()
             .filter(|((s, _), _)| s == stream)
             .map(|(_, v)| v.len())
@@ -162,18 +101,17 @@ impl Fleet {
     /// re-delivery after a crash (from the crashed worker's last checkpoint), so dropping
     /// repeats leaves exactly what was sent.
     fn assert_complete(&self, stream: &str) {
-        let ledger = self.ledger.lock();
+        let ledger = self.ledger.by_key();
         for ((s, key), sent) in &self.sent {
             if s != stream {
                 continue;
             }
             let mut seen = std::collections::BTreeSet::new();
             let got: Vec<u64> = ledger
-                .processed
                 .get(&(s.clone(), key.clone()))
                 .into_iter()
                 .flatten()
-                .copied()
+                .map(|v| v.parse().expect("a number"))
                 .filter(|v| seen.insert(*v))
                 .collect();
             assert_eq!(&got, sent, "stream {s} key {key}");
@@ -183,11 +121,11 @@ impl Fleet {
     /// For a stream no longer consumed: what was processed is an in-order prefix of what was
     /// sent, per key.
     fn assert_prefix(&self, stream: &str) {
-        let ledger = self.ledger.lock();
-        for ((s, key), got) in &ledger.processed {
+        for ((s, key), got) in &self.ledger.by_key() {
             if s != stream {
                 continue;
             }
+            let got: Vec<u64> = got.iter().map(|v| v.parse().expect("a number")).collect();
             let sent = &self.sent[&(s.clone(), key.clone())];
             assert!(
                 got.len() <= sent.len() && got[..] == sent[..got.len()],
@@ -312,7 +250,13 @@ async fn added_and_removed(seed: u64) {
     );
     if crash_at > remove_at {
         // Every "clicks" lease was held by a live worker: each consumer checkpointed on its way out.
-        assert!(fleet.ledger.lock().shutdowns.iter().any(|s| s == "clicks"));
+        assert!(
+            fleet
+                .ledger
+                .shutdowns()
+                .iter()
+                .any(|s| &*s.stream.name == "clicks")
+        );
     }
 
     // Past the grace period the removed stream's leases are gone; the others remain.
