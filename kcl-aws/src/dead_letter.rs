@@ -138,6 +138,37 @@ async fn with_deadline<T, E: std::error::Error + 'static>(
     }
 }
 
+/// One document per record, serialized once, grouped into requests of at most `max_entries`
+/// documents and `max_bytes` (each document counted as its JSON plus `extra` bytes).
+#[cfg(any(feature = "kinesis", feature = "sqs"))]
+fn requests(
+    shard: &ShardInfo,
+    records: &[Record],
+    failure: &ProcessorFailure,
+    max_document: impl Fn(&Record) -> usize,
+    extra: impl Fn(&DeadLetterRecord) -> usize,
+    (max_entries, max_bytes): (usize, usize),
+) -> Vec<Vec<(DeadLetterRecord, String)>> {
+    let mut out: Vec<Vec<(DeadLetterRecord, String)>> = Vec::new();
+    let mut bytes = 0;
+    for record in records {
+        let doc = DeadLetterRecord::new(shard, record, failure, max_document(record));
+        let json = doc.to_json();
+        let size = json.len() + extra(&doc);
+        match out.last_mut() {
+            Some(batch) if batch.len() < max_entries && bytes + size <= max_bytes => {
+                bytes += size;
+                batch.push((doc, json));
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![(doc, json)]);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(feature = "kinesis")]
 pub use kinesis::KinesisDeadLetter;
 #[cfg(feature = "sqs")]
@@ -189,10 +220,10 @@ mod kinesis {
             self
         }
 
-        fn entry(doc: &DeadLetterRecord) -> PutRecordsRequestEntry {
+        fn entry((doc, json): (DeadLetterRecord, String)) -> PutRecordsRequestEntry {
             PutRecordsRequestEntry::builder()
-                .partition_key(&doc.partition_key)
-                .data(Blob::new(doc.to_json()))
+                .partition_key(doc.partition_key)
+                .data(Blob::new(json))
                 .build()
                 .expect("partition key and data are set")
         }
@@ -244,21 +275,17 @@ mod kinesis {
             records: &[Record],
             failure: &ProcessorFailure,
         ) -> Result<(), ProcessorError> {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for record in records {
-                let limit = MAX_RECORD - record.partition_key.len();
-                let doc = DeadLetterRecord::new(shard, record, failure, limit);
-                let size = doc.to_json().len() + doc.partition_key.len();
-                if !batch.is_empty() && (batch.len() == MAX_ENTRIES || bytes + size > MAX_REQUEST) {
-                    self.put(std::mem::take(&mut batch)).await?;
-                    bytes = 0;
-                }
-                bytes += size;
-                batch.push(Self::entry(&doc));
-            }
-            if !batch.is_empty() {
-                self.put(batch).await?;
+            let batches = requests(
+                shard,
+                records,
+                failure,
+                |r| MAX_RECORD - r.partition_key.len(),
+                |doc| doc.partition_key.len(),
+                (MAX_ENTRIES, MAX_REQUEST),
+            );
+            for batch in batches {
+                self.put(batch.into_iter().map(Self::entry).collect())
+                    .await?;
             }
             Ok(())
         }
@@ -305,10 +332,14 @@ mod sqs {
             self
         }
 
-        fn entry(&self, id: usize, doc: &DeadLetterRecord) -> SendMessageBatchRequestEntry {
+        fn entry(
+            &self,
+            id: usize,
+            (doc, json): (DeadLetterRecord, String),
+        ) -> SendMessageBatchRequestEntry {
             let mut entry = SendMessageBatchRequestEntry::builder()
                 .id(id.to_string())
-                .message_body(doc.to_json());
+                .message_body(json);
             if self.queue_url.ends_with(".fifo") {
                 entry = entry
                     .message_group_id(&doc.shard_id)
@@ -360,20 +391,21 @@ mod sqs {
             records: &[Record],
             failure: &ProcessorFailure,
         ) -> Result<(), ProcessorError> {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for (i, record) in records.iter().enumerate() {
-                let doc = DeadLetterRecord::new(shard, record, failure, MAX_MESSAGE);
-                let size = doc.to_json().len();
-                if !batch.is_empty() && (batch.len() == MAX_ENTRIES || bytes + size > MAX_MESSAGE) {
-                    self.send(std::mem::take(&mut batch)).await?;
-                    bytes = 0;
-                }
-                bytes += size;
-                batch.push(self.entry(i, &doc));
-            }
-            if !batch.is_empty() {
-                self.send(batch).await?;
+            let batches = requests(
+                shard,
+                records,
+                failure,
+                |_| MAX_MESSAGE,
+                |_| 0,
+                (MAX_ENTRIES, MAX_MESSAGE),
+            );
+            for batch in batches {
+                let entries = batch
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, d)| self.entry(i, d))
+                    .collect();
+                self.send(entries).await?;
             }
             Ok(())
         }

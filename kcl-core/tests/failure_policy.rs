@@ -321,3 +321,65 @@ async fn checkpointed_value(w: &World, at: &ExtendedSequenceNumber) -> String {
     let out = w.kinesis.get_records(&it, 1).await.unwrap();
     value(&out.records[0])
 }
+
+/// Stores every batch, but answers the first two calls with an error — the second after the
+/// write landed — like a destination that times out.
+#[derive(Debug, Default)]
+struct Flaky {
+    calls: Mutex<u32>,
+    stored: Mutex<Vec<Vec<String>>>,
+}
+
+#[async_trait]
+impl DeadLetterHandler for Flaky {
+    async fn handle(
+        &self,
+        _: &ShardInfo,
+        records: &[Record],
+        _: &ProcessorFailure,
+    ) -> Result<(), ProcessorError> {
+        let call = {
+            let mut c = self.calls.lock();
+            *c += 1;
+            *c
+        };
+        if call == 1 {
+            return Err("destination unavailable".into());
+        }
+        self.stored.lock().push(records.iter().map(value).collect());
+        if call == 2 {
+            return Err("timed out after the write landed".into());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_dead_letter_handler_is_retried_until_it_stores_the_batch() {
+    let w = World::new();
+    let seen = Arc::new(Seen::default());
+    let dlq = Arc::new(Flaky::default());
+    let policy =
+        FailurePolicy::retry_then(RetryLimit::attempts(1), Exhausted::DeadLetter(dlq.clone()));
+    let scheduler = put_poisoned(&w, &seen, policy).await;
+    let token = CancellationToken::new();
+    let run = tokio::spawn(scheduler.run(token.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    w.put("k", "poison").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    w.put("k", "b").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    token.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(*dlq.calls.lock(), 3, "retried until it answered Ok");
+    // At least once: the write that landed before its error is stored again.
+    assert_eq!(
+        *dlq.stored.lock(),
+        [vec!["poison".to_string()], vec!["poison".to_string()]]
+    );
+    assert_eq!(
+        *seen.processed.lock(),
+        ["a", "b"],
+        "the shard went on after the Ok"
+    );
+}

@@ -17,7 +17,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kcl_core::aggregation::Aggregator;
 use kcl_core::lease::LeaseStore;
 use kcl_dynamo_leases::DynamoLeaseStore;
-use kcl_tests::{create_stream, emulator, emulator_config, unique};
+use kcl_tests::{create_stream, emulator, emulator_config, http_get, unique};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -51,26 +51,6 @@ impl Drop for Run {
             }
         }
     }
-}
-
-/// One HTTP/1.0 GET: the status code and body.
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.ok()?;
-    let code = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Some((code, body))
 }
 
 impl Run {
