@@ -2,7 +2,8 @@
 unmodified amazon-kclpy sample (`sample_kclpy_app.py`) on the same kind of kinesis-local stream:
 4 shards, RECORDS records put before start. For each: time until every shard's lease is
 checkpointed at its last record (the sample checkpoints on its first batch, then every 30 s),
-peak RSS of the whole process tree (daemon + Python children, sampled every 0.2 s), and the
+peak RSS of the whole process tree (daemon + Python children, sampled every 0.2 s) and of the
+daemon alone, and the
 CPU seconds of the tree (daemon + reaped children) until it exits after SIGTERM.
 
 Run by scripts/multilang-vs-java, which starts the emulators and installs what it needs.
@@ -83,6 +84,17 @@ def tree_rss_kib(pid):
     return total
 
 
+def own_rss_kib(pid):
+    """VmRSS of pid alone (the daemon without its children)."""
+    try:
+        for line in open("/proc/%d/status" % pid):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def checkpointed(app, last):
     try:
         items = dynamo.scan(TableName=app)["Items"]
@@ -102,9 +114,10 @@ def run(name, command, env, dir, app, last, second_start_wait):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     proc = subprocess.Popen(command, cwd=dir, env=env, stdout=log, stderr=log)
-    peak, done_at = 0, None
+    peak, own, done_at = 0, 0, None
     while time.time() - start < 900 and proc.poll() is None:
         peak = max(peak, tree_rss_kib(proc.pid))
+        own = max(own, own_rss_kib(proc.pid))
         if checkpointed(app, last):
             done_at = time.time() - start
             break
@@ -129,6 +142,7 @@ def run(name, command, env, dir, app, last, second_start_wait):
             time.sleep(0.2)
     while proc.poll() is None and time.time() - term < 60:
         peak = max(peak, tree_rss_kib(proc.pid))
+        own = max(own, own_rss_kib(proc.pid))
         time.sleep(0.2)
     if proc.poll() is None:
         proc.kill()
@@ -140,6 +154,7 @@ def run(name, command, env, dir, app, last, second_start_wait):
         second.kill()
         second.wait()
     return {"name": name, "all checkpointed s": done_at, "peak tree RSS MiB": peak / 1024,
+            "peak daemon RSS MiB (no children)": own / 1024,
             "CPU s": cpu, "CPU s per 100k": cpu * 100000 / RECORDS, "exit after SIGTERM s": exited,
             "exit code": proc.returncode, "second worker owns every lease after SIGTERM s": takeover}
 

@@ -96,6 +96,9 @@ pub struct SchedulerConfig {
     pub seed: u64,
     /// Settings of the `WorkersNeeded` fleet-sizing signal.
     pub fleet_sizing: FleetSizing,
+    /// A bounded run: each shard stops at this bound and `run` returns once every shard got
+    /// there ([`RunEnd::BoundReached`](super::RunEnd::BoundReached)). Default: unbounded.
+    pub stop_at: Option<super::StopAt>,
 }
 
 /// Builds a [`Scheduler`].
@@ -123,6 +126,7 @@ pub struct SchedulerBuilder {
     create_lease_table: bool,
     seed: u64,
     fleet_sizing: FleetSizing,
+    stop_at: Option<super::StopAt>,
 }
 
 impl std::fmt::Debug for SchedulerBuilder {
@@ -171,6 +175,7 @@ impl SchedulerBuilder {
             create_lease_table: false,
             seed: 0,
             fleet_sizing: FleetSizing::default(),
+            stop_at: None,
         }
     }
 
@@ -306,6 +311,15 @@ impl SchedulerBuilder {
     /// Settings of the fleet-sizing signal (capacity per worker, target utilization, drain time).
     pub fn fleet_sizing(mut self, sizing: FleetSizing) -> Self {
         self.fleet_sizing = sizing;
+        self
+    }
+
+    /// Makes the run bounded: each shard stops at `bound` (its processor gets
+    /// `shutdown_requested` there), and `run` returns [`RunEnd::BoundReached`](super::RunEnd::BoundReached)
+    /// once every shard of the application reached it or ended — for backfills and replays into
+    /// a separate application name. With an `AtTimestamp` initial position it replays a window.
+    pub fn stop_at(mut self, bound: super::StopAt) -> Self {
+        self.stop_at = Some(bound);
         self
     }
 
@@ -463,6 +477,7 @@ impl SchedulerBuilder {
             create_lease_table: self.create_lease_table,
             seed: self.seed,
             fleet_sizing: self.fleet_sizing,
+            stop_at: self.stop_at,
         };
         Ok(Scheduler {
             config,

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod bound;
 mod config;
 mod startup;
 mod status;
@@ -35,6 +36,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+pub use bound::StopAt;
 pub use config::{RetrievalMode, SchedulerBuilder, SchedulerConfig, SchedulerConfigError};
 pub use status::SchedulerStatus;
 pub use streams::{RemovedStreamPolicy, StreamConfig, StreamSet, StreamSource, StreamTracker};
@@ -61,6 +63,8 @@ pub enum RunEnd {
     /// The stream no longer exists (single-stream mode; in multi-stream mode a deleted stream
     /// is handled like a removed one).
     StreamDeleted,
+    /// A bounded run ([`SchedulerBuilder::stop_at`]): every shard reached the bound or ended.
+    BoundReached,
 }
 
 /// What a run did.
@@ -224,6 +228,10 @@ impl Scheduler {
             parent_shard_poll_interval: self.config.parent_shard_poll_interval,
             hash_range_check: self.config.hash_range_check,
             seed: self.config.seed,
+            stop_at: self
+                .config
+                .stop_at
+                .map(|b| b.resolve(std::time::SystemTime::now())),
         });
         let (notices, mut notices_rx) = mpsc::unbounded_channel();
         let sync_stop = CancellationToken::new();
@@ -255,17 +263,35 @@ impl Scheduler {
         let mut sizing = Sizing::new(&worker_id, self.config.fleet_sizing, load);
         let mut consumers = Consumers::default();
         let mut shards_ended = 0;
+        // Bounded runs: leases that reached the bound here, and a periodic check of the table.
+        let mut reached: BTreeSet<String> = BTreeSet::new();
+        let mut bound_check = tokio::time::interval(self.config.parent_shard_poll_interval);
+        bound_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let bounded = self.config.stop_at.is_some();
         let end = loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break RunEnd::ShutdownRequested,
+                _ = bound_check.tick(), if bounded => {
+                    if self.bound_done(&ctx, &reached).await {
+                        break RunEnd::BoundReached;
+                    }
+                }
                 Some(notice) = notices_rx.recv() => match notice {
                     SyncNotice::StreamGone => break RunEnd::StreamDeleted,
                     SyncNotice::StreamsRemoved(ids) => on_streams_removed(&ids, &ctx, &mut consumers),
                 },
-                Some(event) = events.recv() => self.on_event(event, &ctx, &mut consumers),
+                Some(event) = events.recv() => {
+                    if let LeaseEvent::Lost { key, .. } | LeaseEvent::HandingOff { lease: Lease { key, .. } } = &event {
+                        reached.remove(key);
+                    }
+                    self.on_event(event, &ctx, &mut consumers)
+                }
                 _ = sizing.tick.tick() => sizing.update(ctx.coordinator.fleet_size()),
                 Some(done) = consumers.tasks.join_next() => {
+                    if let Ok((key, Outcome::BoundReached)) = &done {
+                        reached.insert(key.clone());
+                    }
                     if self.on_done(done, &ctx, &mut consumers, true).await {
                         shards_ended += 1;
                     }
@@ -326,6 +352,28 @@ impl Scheduler {
             shards_ended,
             aborted,
         })
+    }
+
+    /// Whether a bounded run is over: shards synced, and every lease of the consumed streams
+    /// ended or past the bound ([`bound::all_done`]).
+    async fn bound_done(&self, ctx: &Context, reached: &BTreeSet<String>) -> bool {
+        if !self.status.has_synced() {
+            return false;
+        }
+        match ctx.store.list().await {
+            Ok(listing) => {
+                let leases: Vec<Lease> = listing
+                    .leases
+                    .into_iter()
+                    .filter(|l| ctx.active.stream_of(l).is_some())
+                    .collect();
+                bound::all_done(&leases, reached)
+            }
+            Err(e) => {
+                warn!(error = %e, "could not list leases to check the run's bound");
+                false
+            }
+        }
     }
 
     fn spawn(&self, consumers: &mut Consumers, lease: Lease, token: LeaseToken, ctx: &Context) {

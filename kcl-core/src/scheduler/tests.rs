@@ -922,3 +922,73 @@ fn an_idle_tick_below_10_ms_is_rejected() {
         .unwrap_err();
     assert!(err.to_string().contains("idle_tick"), "{err}");
 }
+
+/// Issue 13 §6: a bounded replay from T1 to T2 processes exactly the records that arrived
+/// between the bounds — across a split inside the window and one after it — and returns.
+#[tokio::test(start_paused = true)]
+async fn a_bounded_replay_processes_exactly_the_window_and_returns() {
+    let s = Setup::new(2);
+    s.put(6, 3, 0).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t1 = s.kinesis.now();
+    let mut window = s.put(6, 3, 100).await;
+    s.kinesis
+        .split_shard_evenly("s", &crate::model::ShardId::from_index(0))
+        .unwrap();
+    window = merge(window, s.put(6, 3, 200).await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t2 = s.kinesis.now();
+    s.put(6, 3, 300).await;
+    s.kinesis
+        .split_shard_evenly("s", &crate::model::ShardId::from_index(1))
+        .unwrap();
+    s.put(6, 3, 400).await;
+    let scheduler = s
+        .builder("w1", None)
+        .initial_position(InitialPosition::AtTimestamp(t1))
+        .stop_at(StopAt::Timestamp(t2))
+        .build()
+        .unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        scheduler.run(CancellationToken::new()),
+    )
+    .await
+    .expect("a bounded run returns by itself")
+    .unwrap();
+    assert_eq!(report.end, RunEnd::BoundReached);
+    assert_eq!(s.by_key(), window);
+    let leases = s.store.snapshot();
+    assert!(leases.iter().all(|l| l.owner.is_none()), "{leases:?}");
+}
+
+/// A run bounded at the tip as of start leaves records that arrive later alone, and two
+/// workers of one bounded run both return, each shard processed once.
+#[tokio::test(start_paused = true)]
+async fn a_run_bounded_at_the_start_tip_ignores_later_records() {
+    let s = Setup::new(4);
+    let before = s.put(8, 5, 0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let runs: Vec<_> = ["w1", "w2"]
+        .into_iter()
+        .map(|w| {
+            let scheduler = s
+                .builder(w, None)
+                .stop_at(StopAt::TipAtStart)
+                .build()
+                .unwrap();
+            tokio::spawn(scheduler.run(CancellationToken::new()))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    s.put(8, 5, 100).await;
+    for run in runs {
+        let report = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("returns")
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.end, RunEnd::BoundReached);
+    }
+    assert_eq!(s.by_key(), before);
+}

@@ -68,6 +68,8 @@ pub(crate) struct ConsumerSettings {
     pub(crate) parent_shard_poll_interval: Duration,
     pub(crate) hash_range_check: Option<HashRangePolicy>,
     pub(crate) seed: u64,
+    /// A bounded run's bound: records that arrived at or after it are not delivered.
+    pub(crate) stop_at: Option<std::time::SystemTime>,
 }
 
 /// What happened to a shard consumer, for the scheduler's bookkeeping.
@@ -75,6 +77,8 @@ pub(crate) struct ConsumerSettings {
 pub(crate) enum Outcome {
     /// The shard was processed to its end.
     ShardEnded,
+    /// A bounded run's bound was reached; the lease stays held until `run` returns.
+    BoundReached,
     /// Stopped by a shutdown, hand-off or lease loss.
     Stopped(ShutdownReason),
     /// The failure policy stopped the shard, or retrieval failed for good; lease released.
@@ -228,6 +232,7 @@ impl ShardConsumer {
         );
         let mut auto = AutoCheckpoint::new(self.settings.checkpoint_policy);
         let idle = self.settings.idle_tick;
+        let wall = crate::clock::WallClock::start();
         let mut next_tick = idle.map(|t| tokio::time::Instant::now() + t);
         loop {
             let tick = async {
@@ -255,10 +260,14 @@ impl ShardConsumer {
                     continue;
                 }
             };
-            let batch = match batch {
+            let mut batch = match batch {
                 Ok(batch) => batch,
                 Err(e) => return self.retrieval_failed(e, &mut checkpointer).await,
             };
+            let bound_reached = self
+                .settings
+                .stop_at
+                .is_some_and(|bound| crate::scheduler::bound::cut(&mut batch, bound, wall.now()));
             let report = delivery.take_report();
             if report.malformed > 0 {
                 self.metrics.pass_throughs.increment(report.malformed);
@@ -290,6 +299,10 @@ impl ShardConsumer {
                 }
                 auto.after_batch(batch.records.len() as u64, &mut checkpointer, &self.info)
                     .await;
+            }
+            if bound_reached {
+                drop(delivery);
+                return self.bound_reached(&mut checkpointer).await;
             }
             if let Some(children) = batch.shard_end {
                 drop(delivery);
@@ -529,6 +542,19 @@ impl ShardConsumer {
         checkpointer.close().await;
         info!(shard_id = %self.info.shard_id, children = children.len(), "shard ended");
         Outcome::ShardEnded
+    }
+
+    /// A bounded run reached its bound on this shard: the processor checkpoints as at a
+    /// shutdown, and the lease stays held (not processed) until `run` returns, so no other
+    /// worker of the run processes the shard past the bound.
+    async fn bound_reached(mut self, checkpointer: &mut Checkpointer) -> Outcome {
+        let result = AssertUnwindSafe(self.processor.shutdown_requested(checkpointer))
+            .catch_unwind()
+            .await;
+        self.succeeded(result, "shutdown_requested");
+        checkpointer.close().await;
+        info!(shard_id = %self.info.shard_id, checkpoint = %checkpointer.last_checkpoint(), "shard reached the run's bound");
+        Outcome::BoundReached
     }
 
     async fn shut_down(

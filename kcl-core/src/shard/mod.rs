@@ -1,7 +1,7 @@
 //! Shards: the consumer task per held lease, the processor failure policy, and lineage.
 
 pub(crate) mod consumer;
-mod delivery;
+pub(crate) mod delivery;
 mod failure;
 pub mod lineage;
 

@@ -1,0 +1,194 @@
+//! Bounded runs: each shard stops at a timestamp (or at the stream's tip as of start), and
+//! `run` returns once every shard of the application got there — for backfills and replays
+//! into a separate application name.
+//!
+//! A shard has reached the bound when a read returned a record that arrived at or after it
+//! (records from there on are not delivered), or when a read at the tip (MillisBehindLatest 0)
+//! came back a margin after the bound. A child shard whose parent stopped at the bound holds
+//! only later records, so it counts as reached without being read. Arrival times are
+//! Kinesis's `ApproximateArrivalTimestamp`: the bound is on Kinesis's clock, and
+//! [`StopAt::TipAtStart`] takes this worker's clock at start (NTP keeps the two within a
+//! fraction of a second of each other).
+//!
+//! A worker returns only once it has seen every lease ended or reached the bound itself:
+//! leases it reached stay held (renewed, not processed) until `run` returns, and a lease
+//! another worker reached is released when that worker returns and verified again here from
+//! its checkpoint, which costs one read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use crate::lease::{Lease, MultiStreamKey};
+use crate::shard::delivery::Delivered;
+
+/// Where a bounded run stops each shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopAt {
+    /// Deliver records that arrived before this time, then stop the shard.
+    Timestamp(SystemTime),
+    /// Deliver what the stream held when `run` started (records that arrived before the
+    /// start), then stop.
+    TipAtStart,
+}
+
+impl StopAt {
+    /// The bound as a time, for a run starting at `start`.
+    pub(crate) fn resolve(self, start: SystemTime) -> SystemTime {
+        match self {
+            Self::Timestamp(t) => t,
+            Self::TipAtStart => start,
+        }
+    }
+}
+
+/// How long after the bound a read at the tip must come back to prove that nothing before the
+/// bound is still to come: covers a put in flight at the bound.
+pub(crate) const TIP_MARGIN: Duration = Duration::from_secs(1);
+
+/// Drops the records of `batch` that arrived at or after `bound`. Returns whether the shard has
+/// reached the bound: a record was dropped, or the read was at the tip past the margin (`now`
+/// is when the batch came back).
+pub(crate) fn cut(batch: &mut Delivered, bound: SystemTime, now: SystemTime) -> bool {
+    if let Some(at) = batch
+        .records
+        .iter()
+        .position(|r| r.approximate_arrival_timestamp >= bound)
+    {
+        batch.records.truncate(at);
+        // The shard's end lies beyond the bound: its children are not needed.
+        batch.shard_end = None;
+        return true;
+    }
+    batch.shard_end.is_none()
+        && batch.millis_behind_latest == 0
+        && now.duration_since(bound).is_ok_and(|d| d >= TIP_MARGIN)
+}
+
+/// The lease key of `parent` in `lease`'s stream.
+fn parent_key(lease: &Lease, parent: &str) -> String {
+    match lease.key.parse::<MultiStreamKey>() {
+        Ok(k) => format!("{}:{parent}", k.stream_identifier()),
+        Err(_) => parent.to_string(),
+    }
+}
+
+/// Whether every lease is done: ended, reached the bound on this worker (`reached`), or a
+/// descendant of one that reached it (such a shard opened after the bound).
+pub(crate) fn all_done(leases: &[Lease], reached: &BTreeSet<String>) -> bool {
+    let by_key: BTreeMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
+    let mut memo: BTreeMap<String, bool> = BTreeMap::new();
+    !leases.is_empty()
+        && leases
+            .iter()
+            .all(|l| l.is_shard_end() || past_bound(l, &by_key, reached, &mut memo, 0))
+}
+
+/// Whether `lease` reached the bound here, or descends from a lease that did.
+fn past_bound(
+    lease: &Lease,
+    by_key: &BTreeMap<&str, &Lease>,
+    reached: &BTreeSet<String>,
+    memo: &mut BTreeMap<String, bool>,
+    depth: usize,
+) -> bool {
+    if reached.contains(&lease.key) {
+        return true;
+    }
+    if let Some(&known) = memo.get(&lease.key) {
+        return known;
+    }
+    // A lineage deeper than this is a malformed table (a cycle): not done, never a hang.
+    let result = depth < 64
+        && lease.parent_shard_ids.iter().any(|p| {
+            let key = parent_key(lease, p.as_str());
+            match by_key.get(key.as_str()) {
+                Some(parent) => {
+                    !parent.is_shard_end() && past_bound(parent, by_key, reached, memo, depth + 1)
+                }
+                None => false,
+            }
+        });
+    memo.insert(lease.key.clone(), result);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ExtendedSequenceNumber, Record, SequenceNumber, ShardId};
+
+    fn record(seq: u128, arrival_secs: u64) -> Record {
+        let mut r = Record::new(SequenceNumber::from_u128(seq), "k", bytes::Bytes::new());
+        r.approximate_arrival_timestamp =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(arrival_secs);
+        r
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn records_at_or_after_the_bound_are_cut() {
+        let mut batch = Delivered {
+            records: vec![record(1, 10), record(2, 19), record(3, 20), record(4, 21)],
+            millis_behind_latest: 5_000,
+            shard_end: Some(Vec::new()),
+        };
+        assert!(cut(&mut batch, at(20), at(100)));
+        assert_eq!(batch.records.len(), 2);
+        assert!(batch.shard_end.is_none());
+    }
+
+    #[test]
+    fn the_tip_counts_only_a_margin_after_the_bound() {
+        let batch = || Delivered {
+            records: vec![record(1, 10)],
+            millis_behind_latest: 0,
+            shard_end: None,
+        };
+        assert!(!cut(&mut batch(), at(20), at(20)));
+        assert!(cut(&mut batch(), at(20), at(21)));
+        let mut behind = Delivered {
+            millis_behind_latest: 1,
+            ..batch()
+        };
+        assert!(!cut(&mut behind, at(20), at(30)));
+        let mut ended = Delivered {
+            shard_end: Some(Vec::new()),
+            ..batch()
+        };
+        assert!(!cut(&mut ended, at(20), at(30)), "a shard end is delivered");
+    }
+
+    fn lease(shard: u64, parents: &[u64], checkpoint: ExtendedSequenceNumber) -> Lease {
+        let mut l = Lease::new(&ShardId::from_index(shard), checkpoint);
+        l.parent_shard_ids = parents.iter().map(|p| ShardId::from_index(*p)).collect();
+        l
+    }
+
+    #[test]
+    fn descendants_of_a_shard_stopped_at_the_bound_are_done() {
+        let open = ExtendedSequenceNumber::TrimHorizon;
+        let leases = vec![
+            lease(0, &[], ExtendedSequenceNumber::ShardEnd),
+            lease(1, &[0], open.clone()),
+            lease(2, &[1], open.clone()),
+            lease(3, &[1, 4], open.clone()),
+            lease(4, &[], open.clone()),
+        ];
+        let mut reached: BTreeSet<String> = [ShardId::from_index(1).to_string()].into();
+        assert!(!all_done(&leases, &reached), "shard 4 is still open");
+        reached.insert(ShardId::from_index(4).to_string());
+        assert!(all_done(&leases, &reached));
+        assert!(!all_done(&[], &reached), "an empty table is not done");
+    }
+
+    #[test]
+    fn a_cycle_in_the_lineage_is_not_done() {
+        let open = ExtendedSequenceNumber::TrimHorizon;
+        let leases = vec![lease(1, &[2], open.clone()), lease(2, &[1], open)];
+        assert!(!all_done(&leases, &BTreeSet::new()));
+    }
+}
