@@ -1,0 +1,168 @@
+//! `kcl` against moto: leases, lineage, rewind (fenced), release and delete-app, human and JSON.
+
+use std::process::Stdio;
+
+use kcl_core::lease::{Lease, LeaseStore};
+use kcl_core::model::{ExtendedSequenceNumber, SequenceNumber, ShardId};
+
+async fn kcl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kcl"))
+        .args(args)
+        .env("KCL_WORKER_DYNAMODB_ENDPOINT", endpoint)
+        .env("KCL_WORKER_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run kcl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn seq(n: u128) -> ExtendedSequenceNumber {
+    ExtendedSequenceNumber::Sequence {
+        sequence: SequenceNumber::from_u128(n),
+        sub_sequence: 0,
+    }
+}
+
+#[tokio::test]
+async fn leases_lineage_rewind_release_and_delete_on_a_split_table() {
+    let Some(endpoint) = kcl_tests::emulator("KCL_DYNAMODB_ENDPOINT") else {
+        return;
+    };
+    let store = kcl_tests::lease_table(&endpoint, "cli").await;
+    let app = store.table().to_string();
+    let mut parent = Lease::new(&ShardId::from_index(0), ExtendedSequenceNumber::ShardEnd);
+    parent.child_shard_ids = vec![ShardId::from_index(1), ShardId::from_index(2)];
+    let mut left = Lease::new(&ShardId::from_index(1), seq(500));
+    left.parent_shard_ids = vec![ShardId::from_index(0)];
+    let mut right = Lease::new(&ShardId::from_index(2), ExtendedSequenceNumber::TrimHorizon);
+    right.parent_shard_ids = vec![ShardId::from_index(0)];
+    for l in [&parent, &left, &right] {
+        store.create_if_absent(l).await.unwrap();
+    }
+    // A worker owns the left child.
+    let got = store.get(&left.key).await.unwrap().unwrap();
+    let owned = store.take(&got, "w1").await.unwrap();
+
+    let (ok, out, err) = kcl(&endpoint, &["leases", &app, "--observe", "0s"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("SHARD") && out.contains("STATE"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("shardId-000000000001"))
+        .unwrap();
+    assert!(
+        line.contains("w1") && line.contains("500") && line.contains("processing"),
+        "{line}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("shardId-000000000000") && l.contains("ended"))
+    );
+    assert!(!out.contains('\u{1b}'), "no colour when piped: {out:?}");
+
+    let (ok, out, err) = kcl(&endpoint, &["leases", &app, "--observe", "1s", "--json"]).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let leases = v["leases"].as_array().unwrap();
+    assert_eq!(leases.len(), 3);
+    let l1 = leases
+        .iter()
+        .find(|l| l["shard_id"] == "shardId-000000000001")
+        .unwrap();
+    assert_eq!(l1["owner"], "w1");
+    assert_eq!(l1["checkpoint"], "500");
+    assert_eq!(l1["state"], "processing");
+    assert_eq!(l1["parents"][0], "shardId-000000000000");
+    assert_eq!(l1["counter_unchanged_whole_observation"], true);
+    assert!(l1["counter_unchanged_secs"].as_f64().unwrap() >= 1.0);
+    let l2 = leases
+        .iter()
+        .find(|l| l["shard_id"] == "shardId-000000000002")
+        .unwrap();
+    assert_eq!(l2["state"], "unowned");
+
+    let (ok, out, err) = kcl(&endpoint, &["lineage", &app]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "shardId-000000000000  ended\n├── shardId-000000000001  processing  w1\n└── shardId-000000000002  unowned\n"
+    );
+    let (_, out, _) = kcl(&endpoint, &["lineage", &app, "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["children"].as_array().unwrap().len(), 2);
+
+    // Rewind: a dry run writes nothing; a SHARD_END lease is refused without --force.
+    let (ok, out, err) = kcl(
+        &endpoint,
+        &["rewind", &app, "--all", "--to", "trim-horizon"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("dry run"), "{out}");
+    assert!(out.contains("SHARD_END (use --force)"), "{out}");
+    assert_eq!(store.get(&left.key).await.unwrap().unwrap(), owned);
+    let (ok, out, err) = kcl(
+        &endpoint,
+        &[
+            "rewind",
+            &app,
+            "--shard",
+            "shardId-000000000001",
+            "--to",
+            "sequence",
+            "100/3",
+            "--apply",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["applied"], true);
+    let rewound = store.get(&left.key).await.unwrap().unwrap();
+    assert_eq!(
+        rewound.checkpoint,
+        ExtendedSequenceNumber::Sequence {
+            sequence: SequenceNumber::from_u128(100),
+            sub_sequence: 3
+        }
+    );
+    assert_eq!(rewound.owner, None, "the owner lost the lease");
+    // The old owner's view is fenced: its next renewal and checkpoint fail.
+    assert!(store.renew(&owned).await.unwrap_err().is_lost());
+    assert!(
+        store
+            .checkpoint(&owned, kcl_core::lease::CheckpointUpdate::Commit(seq(900)))
+            .await
+            .unwrap_err()
+            .is_lost()
+    );
+
+    // Release asks first; with --yes it releases.
+    let got = store.get(&right.key).await.unwrap().unwrap();
+    store.take(&got, "w2").await.unwrap();
+    let (ok, _, err) = kcl(&endpoint, &["release", &app, "--worker", "w2"]).await;
+    assert!(!ok && err.contains("--yes"), "{err}");
+    let (ok, out, err) = kcl(&endpoint, &["release", &app, "--worker", "w2", "--yes"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("released shardId-000000000002 (was w2)"),
+        "{out}"
+    );
+    assert_eq!(store.get(&right.key).await.unwrap().unwrap().owner, None);
+
+    let (ok, _, _) = kcl(&endpoint, &["delete-app", &app]).await;
+    assert!(!ok, "refused without --yes");
+    let (ok, out, err) = kcl(&endpoint, &["delete-app", &app, "--yes"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("deleted lease table"));
+    let (ok, _, err) = kcl(&endpoint, &["leases", &app, "--observe", "0s"]).await;
+    assert!(!ok && err.contains(&app), "{err}");
+}
