@@ -8,7 +8,16 @@ mod ops;
 mod view;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+
+use kcl_core::kinesis::DeadlineKinesis;
+use kcl_core::lease::{DeadlineStore, LeaseStore};
+
+/// Deadline of each single-item call: a hung call fails the command instead of hanging it.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of a whole-table listing (paged).
+const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
 use clap::{Args, Parser, Subcommand};
 
@@ -120,11 +129,20 @@ impl Conn {
         aws_sdk_dynamodb::Client::new(&self.sdk(self.dynamodb_endpoint.as_ref()).await)
     }
 
-    pub(crate) async fn store(&self, app: &str) -> kcl_dynamo_leases::DynamoLeaseStore {
-        kcl_dynamo_leases::DynamoLeaseStore::new(self.dynamodb().await, self.table(app))
+    /// The lease table, every call under a deadline (as the worker's are).
+    pub(crate) async fn store(&self, app: &str) -> Arc<dyn LeaseStore> {
+        let store =
+            kcl_dynamo_leases::DynamoLeaseStore::new(self.dynamodb().await, self.table(app));
+        Arc::new(DeadlineStore::new(
+            Arc::new(store),
+            CALL_TIMEOUT,
+            LIST_TIMEOUT,
+        ))
     }
 
-    pub(crate) async fn kinesis(&self) -> kcl_aws::AwsKinesis {
-        kcl_aws::AwsKinesis::new(&self.sdk(self.kinesis_endpoint.as_ref()).await)
+    /// Kinesis, every call under a deadline.
+    pub(crate) async fn kinesis(&self) -> DeadlineKinesis {
+        let kinesis = kcl_aws::AwsKinesis::new(&self.sdk(self.kinesis_endpoint.as_ref()).await);
+        DeadlineKinesis::new(Arc::new(kinesis), CALL_TIMEOUT)
     }
 }

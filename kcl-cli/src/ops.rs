@@ -128,7 +128,7 @@ fn decrement(digits: &str) -> Option<String> {
 /// sequence number just below it (processing resumes after the checkpoint), or LATEST when no
 /// record arrived since `t`.
 async fn checkpoint_at(
-    kinesis: &kcl_aws::AwsKinesis,
+    kinesis: &kcl_core::kinesis::DeadlineKinesis,
     stream: &StreamIdentity,
     lease: &Lease,
     t: std::time::SystemTime,
@@ -251,7 +251,7 @@ pub(crate) async fn rewind(conn: &Conn, args: &RewindArgs, out: Output) -> Resul
         if lease.is_shard_end() && !args.force {
             change.skipped = Some("at SHARD_END (use --force)".into());
         } else if args.apply {
-            rewind_one(&store, &lease.key, &to)
+            rewind_one(store.as_ref(), &lease.key, &to)
                 .await
                 .with_context(|| format!("rewinding {}", lease.key))?;
             change.applied = true;
@@ -388,13 +388,19 @@ pub(crate) async fn delete_app(conn: &Conn, app: &str, yes: bool, out: Output) -
         &format!("delete lease table {table} and every checkpoint in it?"),
         yes,
     )?;
-    conn.dynamodb()
-        .await
-        .delete_table()
-        .table_name(&table)
-        .send()
-        .await
-        .with_context(|| format!("deleting table {table}"))?;
+    let client = conn.dynamodb().await;
+    tokio::time::timeout(
+        crate::CALL_TIMEOUT,
+        client.delete_table().table_name(&table).send(),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "DeleteTable {table} did not answer within {:?}",
+            crate::CALL_TIMEOUT
+        )
+    })?
+    .with_context(|| format!("deleting table {table}"))?;
     if out.json {
         out.json(&serde_json::json!({"deleted_table": table}));
     } else {

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use comfy_table::{Cell, Color, Table, presets};
 use kcl_core::kinesis::KinesisDataPlane;
-use kcl_core::lease::{Lease, LeaseListing, LeaseStore, MultiStreamKey};
-use kcl_core::model::{ExtendedSequenceNumber, ShardId, StartingPosition, StreamIdentity};
+use kcl_core::lease::{Lease, LeaseListing};
+use kcl_core::model::{ExtendedSequenceNumber, StartingPosition, StreamIdentity};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -123,14 +123,6 @@ pub(crate) struct Row {
     pub(crate) millis_behind_latest: Option<u64>,
 }
 
-/// The key of `parent` in `lease`'s stream.
-pub(crate) fn parent_key(lease: &Lease, parent: &ShardId) -> String {
-    match lease.key.parse::<MultiStreamKey>() {
-        Ok(k) => format!("{}:{parent}", k.stream_identifier()),
-        Err(_) => parent.to_string(),
-    }
-}
-
 pub(crate) fn state(lease: &Lease, by_key: &BTreeMap<&str, &Lease>) -> State {
     if lease.is_shard_end() {
         State::Ended
@@ -138,7 +130,7 @@ pub(crate) fn state(lease: &Lease, by_key: &BTreeMap<&str, &Lease>) -> State {
         State::HandingOff
     } else if lease.parent_shard_ids.iter().any(|p| {
         by_key
-            .get(parent_key(lease, p).as_str())
+            .get(lease.key_in_stream(p).as_str())
             .is_some_and(|parent| !parent.is_shard_end())
     }) {
         State::WaitingOnParents
@@ -149,27 +141,13 @@ pub(crate) fn state(lease: &Lease, by_key: &BTreeMap<&str, &Lease>) -> State {
     }
 }
 
-fn stream_of(lease: &Lease) -> Option<String> {
-    lease
-        .multi_stream
-        .as_ref()
-        .map(|m| m.stream_identifier.clone())
-        .or_else(|| {
-            lease
-                .key
-                .parse::<MultiStreamKey>()
-                .ok()
-                .map(|k| k.stream_identifier())
-        })
-}
-
 pub(crate) fn rows(leases: &[Lease]) -> Vec<Row> {
     let by_key: BTreeMap<&str, &Lease> = leases.iter().map(|l| (l.key.as_str(), l)).collect();
     leases
         .iter()
         .map(|l| Row {
             lease_key: l.key.clone(),
-            stream: stream_of(l),
+            stream: l.stream_identifier(),
             shard_id: l.shard_id().to_string(),
             owner: l.owner.clone(),
             checkpoint: match &l.checkpoint {
@@ -192,8 +170,8 @@ pub(crate) fn rows(leases: &[Lease]) -> Vec<Row> {
 
 /// Lists the table, failing with the table's name when it is not there.
 pub(crate) async fn list(conn: &Conn, app: &str) -> Result<LeaseListing> {
-    let store = conn.store(app).await;
-    store
+    conn.store(app)
+        .await
         .list()
         .await
         .with_context(|| format!("reading lease table {}", conn.table(app)))
@@ -493,7 +471,7 @@ pub(crate) fn forest(leases: &[Lease]) -> Vec<Node> {
     for l in leases {
         for p in &l.parent_shard_ids {
             children
-                .entry(parent_key(l, p))
+                .entry(l.key_in_stream(p))
                 .or_default()
                 .insert(l.key.clone());
         }
@@ -501,13 +479,13 @@ pub(crate) fn forest(leases: &[Lease]) -> Vec<Node> {
             children
                 .entry(l.key.clone())
                 .or_default()
-                .insert(parent_key(l, c));
+                .insert(l.key_in_stream(c));
         }
     }
     let roots = leases.iter().filter(|l| {
         !l.parent_shard_ids
             .iter()
-            .any(|p| by_key.contains_key(parent_key(l, p).as_str()))
+            .any(|p| by_key.contains_key(l.key_in_stream(p).as_str()))
     });
     roots.map(|r| node(&r.key, &by_key, &children, 0)).collect()
 }
@@ -604,6 +582,7 @@ pub(crate) async fn lineage(conn: &Conn, app: &str, out: Output) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kcl_core::model::ShardId;
 
     fn lease(shard: u64, parents: &[u64], end: bool, owner: Option<&str>) -> Lease {
         let mut l = Lease::new(

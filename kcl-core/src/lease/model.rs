@@ -83,6 +83,27 @@ impl Lease {
         }
     }
 
+    /// The key of `shard`'s lease in this lease's stream (a parent or child: same multi-stream
+    /// prefix, if any).
+    pub fn key_in_stream(&self, shard: &ShardId) -> String {
+        match self.stream_identifier() {
+            Some(id) => format!("{id}:{shard}"),
+            None => shard.to_string(),
+        }
+    }
+
+    /// `account:stream:creationEpoch` of a multi-stream lease; `None` in single-stream tables.
+    pub fn stream_identifier(&self) -> Option<String> {
+        match &self.multi_stream {
+            Some(m) => Some(m.stream_identifier.clone()),
+            None => self
+                .key
+                .parse::<MultiStreamKey>()
+                .ok()
+                .map(|k| k.stream_identifier()),
+        }
+    }
+
     /// Whether the shard has been processed to its end.
     pub fn is_shard_end(&self) -> bool {
         self.checkpoint == ExtendedSequenceNumber::ShardEnd

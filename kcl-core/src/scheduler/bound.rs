@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use crate::lease::{Lease, MultiStreamKey};
+use crate::lease::Lease;
 use crate::shard::delivery::Delivered;
 
 /// Where a bounded run stops each shard.
@@ -65,14 +65,6 @@ pub(crate) fn cut(batch: &mut Delivered, bound: SystemTime, now: SystemTime) -> 
         && now.duration_since(bound).is_ok_and(|d| d >= TIP_MARGIN)
 }
 
-/// The lease key of `parent` in `lease`'s stream.
-fn parent_key(lease: &Lease, parent: &str) -> String {
-    match lease.key.parse::<MultiStreamKey>() {
-        Ok(k) => format!("{}:{parent}", k.stream_identifier()),
-        Err(_) => parent.to_string(),
-    }
-}
-
 /// Whether every lease is done: ended, reached the bound on this worker (`reached`), or a
 /// descendant of one that reached it (such a shard opened after the bound).
 pub(crate) fn all_done(leases: &[Lease], reached: &BTreeSet<String>) -> bool {
@@ -101,7 +93,7 @@ fn past_bound(
     // A lineage deeper than this is a malformed table (a cycle): not done, never a hang.
     let result = depth < 64
         && lease.parent_shard_ids.iter().any(|p| {
-            let key = parent_key(lease, p.as_str());
+            let key = lease.key_in_stream(p);
             match by_key.get(key.as_str()) {
                 Some(parent) => {
                     !parent.is_shard_end() && past_bound(parent, by_key, reached, memo, depth + 1)
