@@ -5,6 +5,7 @@
 //! `--dynamodb-endpoint`, `--region` (or `KCL_WORKER_*`), credentials from the SDK's chain.
 
 mod ops;
+mod table;
 mod view;
 
 use std::process::ExitCode;
@@ -66,6 +67,9 @@ enum Command {
     Rewind(ops::RewindArgs),
     /// Release leases so workers take them again (asks first unless --yes).
     Release(ops::ReleaseArgs),
+    /// Show, create or upgrade the lease table.
+    #[command(subcommand)]
+    Table(table::TableCommand),
     /// Delete an application's lease table (asks first unless --yes).
     DeleteApp {
         /// Application name.
@@ -98,6 +102,7 @@ async fn main() -> ExitCode {
         Command::Watch(a) => view::watch(&cli.conn, &a, out).await,
         Command::Rewind(a) => ops::rewind(&cli.conn, &a, out).await,
         Command::Release(a) => ops::release(&cli.conn, &a, out).await,
+        Command::Table(t) => table::run(&cli.conn, &t, out).await,
         Command::DeleteApp { app, yes } => ops::delete_app(&cli.conn, &app, yes, out).await,
     };
     match result {
@@ -122,6 +127,12 @@ impl Conn {
         if let Some(r) = &self.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
+        // Every SDK call under a deadline (retries included), also those of table management.
+        loader = loader.timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(CALL_TIMEOUT)
+                .build(),
+        );
         loader.load().await
     }
 
@@ -131,13 +142,16 @@ impl Conn {
 
     /// The lease table, every call under a deadline (as the worker's are).
     pub(crate) async fn store(&self, app: &str) -> Arc<dyn LeaseStore> {
-        let store =
-            kcl_dynamo_leases::DynamoLeaseStore::new(self.dynamodb().await, self.table(app));
         Arc::new(DeadlineStore::new(
-            Arc::new(store),
+            Arc::new(self.table_admin(app).await),
             CALL_TIMEOUT,
             LIST_TIMEOUT,
         ))
+    }
+
+    /// The lease table for table management (create, describe, upgrade).
+    pub(crate) async fn table_admin(&self, app: &str) -> kcl_dynamo_leases::DynamoLeaseStore {
+        kcl_dynamo_leases::DynamoLeaseStore::new(self.dynamodb().await, self.table(app))
     }
 
     /// Kinesis, every call under a deadline.

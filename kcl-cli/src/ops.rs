@@ -388,19 +388,33 @@ pub(crate) async fn delete_app(conn: &Conn, app: &str, yes: bool, out: Output) -
         &format!("delete lease table {table} and every checkpoint in it?"),
         yes,
     )?;
+    let described = conn
+        .table_admin(app)
+        .await
+        .describe_table()
+        .await
+        .with_context(|| format!("describing table {table}"))?
+        .with_context(|| format!("lease table {table} does not exist"))?;
+    if described.deletion_protection {
+        bail!(
+            "lease table {table} has deletion protection on; turn it off first \
+             (aws dynamodb update-table --table-name {table} --no-deletion-protection-enabled)"
+        );
+    }
     let client = conn.dynamodb().await;
-    tokio::time::timeout(
-        crate::CALL_TIMEOUT,
-        client.delete_table().table_name(&table).send(),
-    )
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "DeleteTable {table} did not answer within {:?}",
-            crate::CALL_TIMEOUT
-        )
-    })?
-    .with_context(|| format!("deleting table {table}"))?;
+    client
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await
+        .map_err(|e| {
+            use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+            anyhow::anyhow!(
+                "deleting table {table}: {}: {}",
+                e.code().unwrap_or("error"),
+                e.message().unwrap_or(&e.to_string())
+            )
+        })?;
     if out.json {
         out.json(&serde_json::json!({"deleted_table": table}));
     } else {

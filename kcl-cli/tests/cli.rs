@@ -166,3 +166,104 @@ async fn leases_lineage_rewind_release_and_delete_on_a_split_table() {
     let (ok, _, err) = kcl(&endpoint, &["leases", &app, "--observe", "0s"]).await;
     assert!(!ok && err.contains(&app), "{err}");
 }
+
+#[tokio::test]
+async fn table_create_show_upgrade_and_protection() {
+    let Some(endpoint) = kcl_tests::emulator("KCL_DYNAMODB_ENDPOINT") else {
+        return;
+    };
+    let app = kcl_tests::unique("cli-table");
+    let (ok, _, err) = kcl(&endpoint, &["table", "show", &app]).await;
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let (ok, _, err) = kcl(
+        &endpoint,
+        &["table", "create", &app, "--provisioned", "0,5"],
+    )
+    .await;
+    assert!(!ok && err.contains("at least 1"), "{err}");
+    let (ok, _, err) = kcl(&endpoint, &["table", "create", &app, "--tag", "novalue"]).await;
+    assert!(!ok && err.contains("KEY=VALUE"), "{err}");
+
+    let (ok, out, err) = kcl(
+        &endpoint,
+        &[
+            "table",
+            "create",
+            &app,
+            "--provisioned",
+            "7,3",
+            "--pitr",
+            "--deletion-protection",
+            "--tag",
+            "team=streams",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with(&format!("created lease table {app}\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("billing                 provisioned (7 read, 3 write units)"),
+        "{out}"
+    );
+    assert!(out.contains("owner index             LeaseOwnerToLeaseKeyIndex (ACTIVE)"));
+    assert!(out.contains("point-in-time recovery  on"), "{out}");
+    assert!(out.contains("deletion protection     on"), "{out}");
+    assert!(
+        out.contains("tags                    team=streams"),
+        "{out}"
+    );
+    let (ok, _, err) = kcl(&endpoint, &["table", "create", &app]).await;
+    assert!(!ok && err.contains("exists already"), "{err}");
+    let (ok, out, err) = kcl(&endpoint, &["table", "show", &app, "--json"]).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["table"], app.as_str());
+    assert_eq!(v["deletion_protection"], true);
+    assert_eq!(v["tags"]["team"], "streams");
+    // Deletion protection holds against delete-app, and the error says why.
+    let (ok, _, err) = kcl(&endpoint, &["delete-app", &app, "--yes"]).await;
+    assert!(
+        !ok && err.to_lowercase().contains("deletion protection"),
+        "{err}"
+    );
+
+    // A table as the KCL 2.x creates it: no index, nothing on. Upgrade shows, then adds.
+    let plain = kcl_tests::lease_table(&endpoint, "cli-plain").await;
+    let plain = plain.table().to_string();
+    let (ok, out, err) = kcl(&endpoint, &["table", "show", &plain]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("owner index             missing"), "{out}");
+    let args = ["table", "upgrade", &plain, "--pitr", "--tag", "env=prod"];
+    let (ok, out, err) = kcl(&endpoint, &args).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "dry run (nothing written; --apply makes these changes):\n  would create index LeaseOwnerToLeaseKeyIndex\n  would enable point-in-time recovery\n  would tag env=prod\n"
+    );
+    let (_, out, _) = kcl(&endpoint, &["table", "show", &plain, "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["lease_owner_index"],
+        serde_json::Value::Null,
+        "dry run wrote nothing"
+    );
+    let (ok, out, err) = kcl(&endpoint, &[&args[..], &["--apply", "--json"]].concat()).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["applied"], true);
+    assert_eq!(v["changes"].as_array().unwrap().len(), 3);
+    let (_, out, _) = kcl(&endpoint, &["table", "show", &plain, "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["lease_owner_index"], "ACTIVE");
+    assert_eq!(v["point_in_time_recovery"], true);
+    assert_eq!(v["tags"]["env"], "prod");
+    assert_eq!(v["billing"], "on-demand");
+    let (ok, out, _) = kcl(&endpoint, &args).await;
+    assert!(ok);
+    assert_eq!(out, format!("table {plain} already has everything asked\n"));
+    let (ok, _, err) = kcl(&endpoint, &["delete-app", &plain, "--yes"]).await;
+    assert!(ok, "{err}");
+}

@@ -18,5 +18,7 @@
 
 pub mod item;
 mod store;
+mod table;
 
-pub use store::{DynamoLeaseStore, LEASE_OWNER_INDEX, TableOptions};
+pub use store::DynamoLeaseStore;
+pub use table::{Billing, LEASE_OWNER_INDEX, TableChange, TableDescription, TableOptions};

@@ -1,38 +1,24 @@
 //! `DynamoLeaseStore`: the `LeaseStore` contract as DynamoDB conditional writes.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, TableStatus,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use kcl_core::lease::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
 use kcl_core::model::{ExtendedSequenceNumber, ShardId};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::item::{Item, attr, checkpoint_attrs, from_item, n, s, string_set, to_item};
-
-/// Name of the optional index from owner to lease keys (the KCL 3.x name).
-pub const LEASE_OWNER_INDEX: &str = "LeaseOwnerToLeaseKeyIndex";
-
-/// How to create a missing lease table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TableOptions {
-    /// Also create the `LeaseOwnerToLeaseKeyIndex` GSI (hash `leaseOwner`, range `leaseKey`).
-    pub lease_owner_index: bool,
-}
+use crate::table::TableOptions;
 
 /// A lease table in DynamoDB, in the Java KCL's item schema.
 #[derive(Debug, Clone)]
 pub struct DynamoLeaseStore {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
     /// Whether rows of other entity types were reported (once per store, at debug level).
     other_entities_seen: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -143,70 +129,6 @@ impl DynamoLeaseStore {
         &self.table
     }
 
-    /// Creates the table (on-demand billing) unless it exists, and waits until it is ACTIVE.
-    pub async fn create_table_if_missing(&self, options: &TableOptions) -> Result<(), LeaseError> {
-        let key = |name: &str, kind| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-        };
-        let def = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-        };
-        let mut create = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key(attr::LEASE_KEY, KeyType::Hash).map_err(backend)?)
-            .attribute_definitions(def(attr::LEASE_KEY).map_err(backend)?);
-        if options.lease_owner_index {
-            create = create
-                .attribute_definitions(def(attr::LEASE_OWNER).map_err(backend)?)
-                .global_secondary_indexes(
-                    GlobalSecondaryIndex::builder()
-                        .index_name(LEASE_OWNER_INDEX)
-                        .key_schema(key(attr::LEASE_OWNER, KeyType::Hash).map_err(backend)?)
-                        .key_schema(key(attr::LEASE_KEY, KeyType::Range).map_err(backend)?)
-                        .projection(
-                            Projection::builder()
-                                .projection_type(ProjectionType::KeysOnly)
-                                .build(),
-                        )
-                        .build()
-                        .map_err(backend)?,
-                );
-        }
-        match create.send().await {
-            Ok(_) => info!(table = %self.table, "lease table created"),
-            Err(e) if e.code() == Some("ResourceInUseException") => {}
-            Err(e) => return Err(map_sdk(&self.table, &self.table, e)),
-        }
-        for _ in 0..600 {
-            let d = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| map_sdk(&self.table, &self.table, e))?;
-            if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Err(LeaseError::Unavailable {
-            message: format!(
-                "table {} did not become ACTIVE within 5 minutes",
-                self.table
-            ),
-        })
-    }
-
     /// Runs a conditional update and returns the stored lease after it.
     async fn update(&self, key: &str, mut u: Update) -> Result<Lease, LeaseError> {
         let condition = u.condition();
@@ -252,7 +174,7 @@ impl DynamoLeaseStore {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> LeaseError {
+pub(crate) fn backend(e: impl std::fmt::Display) -> LeaseError {
     LeaseError::Backend {
         message: e.to_string(),
     }
@@ -265,7 +187,7 @@ fn backend_msg(key: &str, msg: &str) -> LeaseError {
 }
 
 /// Maps an SDK error: throttling and 5xx are retryable, the rest typed.
-fn map_sdk<E, R>(table: &str, context: &str, e: SdkError<E, R>) -> LeaseError
+pub(crate) fn map_sdk<E, R>(table: &str, context: &str, e: SdkError<E, R>) -> LeaseError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
@@ -319,6 +241,7 @@ impl LeaseStore for DynamoLeaseStore {
     async fn ensure_table(&self) -> Result<(), LeaseError> {
         self.create_table_if_missing(&TableOptions {
             lease_owner_index: true,
+            ..TableOptions::default()
         })
         .await
     }

@@ -244,6 +244,7 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
             store
                 .create_table_if_missing(&TableOptions {
                     lease_owner_index: true,
+                    ..TableOptions::default()
                 })
                 .await
         },
