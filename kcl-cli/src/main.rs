@@ -5,6 +5,7 @@
 //! `--dynamodb-endpoint`, `--region` (or `KCL_WORKER_*`), credentials from the SDK's chain.
 
 mod ops;
+mod replay;
 mod table;
 mod view;
 
@@ -67,6 +68,8 @@ enum Command {
     Rewind(ops::RewindArgs),
     /// Release leases so workers take them again (asks first unless --yes).
     Release(ops::ReleaseArgs),
+    /// Replay a stream between two bounds into a separate application, as JSON lines.
+    Replay(replay::ReplayArgs),
     /// Show, create or upgrade the lease table.
     #[command(subcommand)]
     Table(table::TableCommand),
@@ -102,6 +105,7 @@ async fn main() -> ExitCode {
         Command::Watch(a) => view::watch(&cli.conn, &a, out).await,
         Command::Rewind(a) => ops::rewind(&cli.conn, &a, out).await,
         Command::Release(a) => ops::release(&cli.conn, &a, out).await,
+        Command::Replay(a) => replay::replay(&cli.conn, &a).await,
         Command::Table(t) => table::run(&cli.conn, &t, out).await,
         Command::DeleteApp { app, yes } => ops::delete_app(&cli.conn, &app, yes, out).await,
     };

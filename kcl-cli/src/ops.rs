@@ -6,6 +6,7 @@
 //! takes it next starts from the new position.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -103,61 +104,82 @@ struct Change {
     skipped: Option<String>,
 }
 
-/// A decimal string minus one (`None` for zero).
-fn decrement(digits: &str) -> Option<String> {
-    let mut d: Vec<u8> = digits.bytes().collect();
-    let mut i = d.len();
-    loop {
-        if i == 0 {
-            return None;
-        }
-        i -= 1;
-        if d[i] == b'0' {
-            d[i] = b'9';
-        } else {
-            d[i] -= 1;
-            break;
-        }
-    }
-    let s = String::from_utf8(d).ok()?;
-    let s = s.trim_start_matches('0');
-    Some(if s.is_empty() { "0".into() } else { s.into() })
-}
+/// How far back the search for the last record before a rewind time may go: Kinesis keeps
+/// records at most 365 days.
+const MAX_LOOK_BACK: Duration = Duration::from_secs(366 * 24 * 3600);
 
-/// The checkpoint that makes processing start at the first record at or after `t`: the
-/// sequence number just below it (processing resumes after the checkpoint), or LATEST when no
-/// record arrived since `t`.
+/// The checkpoint that makes processing start at the first record at or after `t`.
+///
+/// Processing resumes after the checkpoint and a checkpoint must name a record that exists
+/// (Kinesis refuses an iterator at a sequence number it does not hold), so this is the last
+/// record that arrived before `t` — covering every sub-record of a KPL aggregate — or
+/// TRIM_HORIZON when no record before `t` is left. Kinesis cannot read backwards: the search
+/// reads forward from `t − 1 s`, then `t − 10 s`, ... (each step ten times further back) until
+/// it sees a record before `t`, so it reads about ten times the records of the gap before the
+/// last one.
 async fn checkpoint_at(
     kinesis: &kcl_core::kinesis::DeadlineKinesis,
     stream: &StreamIdentity,
     lease: &Lease,
-    t: std::time::SystemTime,
+    t: SystemTime,
 ) -> Result<ExtendedSequenceNumber> {
     let shard = lease.shard_id();
+    let mut back = Duration::from_secs(1);
+    loop {
+        let start = match t.checked_sub(back) {
+            Some(from) if back < MAX_LOOK_BACK => StartingPosition::AtTimestamp(from),
+            _ => StartingPosition::TrimHorizon,
+        };
+        if let Some(last) = last_before(kinesis, stream, &shard, &start, t).await? {
+            return Ok(last);
+        }
+        if matches!(start, StartingPosition::TrimHorizon) {
+            return Ok(ExtendedSequenceNumber::TrimHorizon);
+        }
+        back *= 10;
+    }
+}
+
+/// Reads from `start` until a record at or after `t` (or the tip) and returns the position of
+/// the last record before `t`, if any.
+async fn last_before(
+    kinesis: &kcl_core::kinesis::DeadlineKinesis,
+    stream: &StreamIdentity,
+    shard: &kcl_core::model::ShardId,
+    start: &StartingPosition,
+    t: SystemTime,
+) -> Result<Option<ExtendedSequenceNumber>> {
     let mut iterator = kinesis
-        .get_shard_iterator(stream, &shard, &StartingPosition::AtTimestamp(t))
+        .get_shard_iterator(stream, shard, start)
         .await
-        .with_context(|| format!("GetShardIterator AT_TIMESTAMP for {shard}"))?;
+        .with_context(|| format!("GetShardIterator {start:?} for {shard}"))?;
+    let mut last = None;
     // Empty responses are normal with data ahead: follow the iterator until the tip.
-    for _ in 0..1000 {
+    for _ in 0..10_000 {
         let out = kinesis
-            .get_records(&iterator, 1)
+            .get_records(&iterator, 1000)
             .await
             .with_context(|| format!("GetRecords for {shard}"))?;
-        if let Some(first) = out.records.first() {
-            let below = decrement(&first.sequence_number.to_string())
-                .context("a record with sequence number 0")?;
-            return Ok(ExtendedSequenceNumber::Sequence {
-                sequence: SequenceNumber::new(&below)?,
-                sub_sequence: 0,
+        for r in &out.records {
+            if r.approximate_arrival_timestamp >= t {
+                return Ok(last);
+            }
+            // An aggregate arrived whole: its checkpoint covers its last sub-record.
+            let sub_sequence = kcl_core::aggregation::unpack(r)
+                .map_or(0, |users| users.len().saturating_sub(1) as u64);
+            last = Some(ExtendedSequenceNumber::Sequence {
+                sequence: r.sequence_number.clone(),
+                sub_sequence,
             });
         }
         match out.next_iterator {
-            Some(next) if out.millis_behind_latest != Some(0) => iterator = next,
-            _ => break,
+            Some(next) if !(out.records.is_empty() && out.millis_behind_latest == Some(0)) => {
+                iterator = next
+            }
+            _ => return Ok(last),
         }
     }
-    Ok(ExtendedSequenceNumber::Latest)
+    bail!("{shard}: no end of the shard after 10,000 GetRecords calls")
 }
 
 fn stream_for(lease: &Lease, given: Option<&String>) -> Result<StreamIdentity> {
@@ -426,17 +448,6 @@ pub(crate) async fn delete_app(conn: &Conn, app: &str, yes: bool, out: Output) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimal_decrement() {
-        assert_eq!(decrement("100").as_deref(), Some("99"));
-        assert_eq!(decrement("1").as_deref(), Some("0"));
-        assert_eq!(decrement("0"), None);
-        assert_eq!(
-            decrement("49590338271490256608559692538361571095921575989136588801").as_deref(),
-            Some("49590338271490256608559692538361571095921575989136588800")
-        );
-    }
 
     #[test]
     fn targets_parse() {

@@ -81,6 +81,27 @@ impl SequenceNumber {
         Self::new(&value.to_string()).expect("an integer's digits")
     }
 
+    /// The sequence number one below (`None` for zero): a checkpoint there makes processing
+    /// resume at `self` (what `kcl rewind --to timestamp` writes).
+    pub fn predecessor(&self) -> Option<Self> {
+        let mut buf = [0u8; INLINE_DIGITS];
+        let mut d: Vec<u8> = self.digits(&mut buf).bytes().collect();
+        let mut i = d.len();
+        loop {
+            if i == 0 {
+                return None;
+            }
+            i -= 1;
+            if d[i] == b'0' {
+                d[i] = b'9';
+            } else {
+                d[i] -= 1;
+                break;
+            }
+        }
+        Self::new(std::str::from_utf8(&d).expect("ASCII digits")).ok()
+    }
+
     /// Number of decimal digits.
     pub fn digit_count(&self) -> usize {
         match &self.0 {
@@ -264,6 +285,24 @@ mod tests {
 
     fn seq(s: &str) -> SequenceNumber {
         SequenceNumber::new(s).unwrap()
+    }
+
+    #[test]
+    fn predecessor_is_one_below() {
+        assert_eq!(seq("100").predecessor(), Some(seq("99")));
+        assert_eq!(seq("1").predecessor(), Some(seq("0")));
+        assert_eq!(seq("0").predecessor(), None);
+        let long = "49590338271490256608559692538361571095921575989136588801";
+        assert_eq!(
+            seq(long).predecessor(),
+            Some(seq(&long.replace("801", "800")))
+        );
+        assert_eq!(
+            seq("49590338271490256608559692538361571095921575989136588800").predecessor(),
+            Some(seq(
+                "49590338271490256608559692538361571095921575989136588799"
+            ))
+        );
     }
 
     #[test]
