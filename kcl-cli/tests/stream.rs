@@ -352,6 +352,20 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
         assert_eq!(f["leases"].as_array().unwrap().len(), 3);
     }
 
+    let (ok, out, err) = kcl(&e, &["watch", &app, "--count", "1", "--observe", "0s"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with(&format!("{app} — 3 leases, refreshed every 2s\n")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().eq(["live-worker", "2"])),
+        "leases per worker: {out}"
+    );
+    assert!(out.ends_with("balance: max − min = 0\n"), "{out}");
+    assert!(!out.contains('\u{1b}'), "no escape codes when piped");
+
     // The human views with a worker running (the README shows this output: --nocapture).
     let (ok, leases_text, err) = kcl(
         &e,
