@@ -95,6 +95,24 @@ fn by_shard<'a>(sent: &'a Sent, prefix: &str) -> BTreeMap<&'a str, Vec<(&'a str,
     out
 }
 
+/// `kcl leases APP --lag --json`: the lease objects.
+async fn leases_with_lag(e: &Endpoints, app: &str, stream: &str) -> Vec<serde_json::Value> {
+    let args = [
+        "leases",
+        app,
+        "--lag",
+        "--stream",
+        stream,
+        "--observe",
+        "0s",
+        "--json",
+    ];
+    let (ok, out, err) = kcl(e, &args).await;
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["leases"].as_array().unwrap().clone()
+}
+
 async fn lease_of(store: &dyn LeaseStore, shard: &str) -> Lease {
     store.get(shard).await.unwrap().expect("lease exists")
 }
@@ -198,23 +216,7 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
     assert!(ok && out.is_empty(), "{out}{err}");
     assert!(err.contains("replayed 0 records"), "{err}");
     // The replay stopped at t2: its children's checkpoints are behind the tip.
-    let (ok, out, err) = kcl(
-        &e,
-        &[
-            "leases",
-            &replay_app,
-            "--lag",
-            "--stream",
-            &stream,
-            "--observe",
-            "0s",
-            "--json",
-        ],
-    )
-    .await;
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for l in v["leases"].as_array().unwrap() {
+    for l in &leases_with_lag(&e, &replay_app, &stream).await {
         if l["shard_id"] == "shardId-000000000000" {
             assert_eq!(l["millis_behind_latest"], serde_json::Value::Null, "ended");
         } else {
@@ -287,23 +289,7 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
     };
     caught_up(&sent).await;
 
-    let (ok, out, err) = kcl(
-        &e,
-        &[
-            "leases",
-            &app,
-            "--lag",
-            "--stream",
-            &stream,
-            "--observe",
-            "0s",
-            "--json",
-        ],
-    )
-    .await;
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for l in v["leases"].as_array().unwrap() {
+    for l in &leases_with_lag(&e, &app, &stream).await {
         if l["shard_id"] != "shardId-000000000000" {
             assert_eq!(l["owner"], "live-worker");
             assert_eq!(l["millis_behind_latest"], 0, "caught up: {l}");
