@@ -1,7 +1,10 @@
 """kcl-rs's MultiLang worker beside the Java MultiLangDaemon (KCL 2.5.8), both running the
 unmodified amazon-kclpy sample (`sample_kclpy_app.py`) on the same kind of kinesis-local stream:
-4 shards, RECORDS records put before start. For each: time until every shard's lease is
-checkpointed at its last record (the sample checkpoints on its first batch, then every 30 s),
+4 shards, RECORDS records put before start, then one record per shard per second while it
+runs. For each: time until every shard's lease is checkpointed at or past the last record put
+before start (the sample checkpoints on its first batch, then on the first batch 30 s after its
+last checkpoint — without the trickle, a shard whose last batch came within those 30 s would
+never be checkpointed at its end, which is what happened at 100k records),
 peak RSS of the whole process tree (daemon + Python children, sampled every 0.2 s) and of the
 daemon alone, and the
 CPU seconds of the tree (daemon + reaped children) until it exits after SIGTERM.
@@ -15,6 +18,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import boto3
@@ -43,6 +47,18 @@ def fill(stream):
             if s not in last or int(r["SequenceNumber"]) > int(last[s]):
                 last[s] = r["SequenceNumber"]
     return last
+
+
+def trickle(stream, stop):
+    """One record per shard per second (explicit hash keys inside each shard) until `stop`."""
+    client = boto3.client("kinesis", endpoint_url=KINESIS, region_name="us-east-1")
+    shards = client.list_shards(StreamName=stream)["Shards"]
+    keys = [s["HashKeyRange"]["StartingHashKey"] for s in shards]
+    n = 0
+    while not stop.wait(1.0):
+        client.put_records(StreamName=stream, Records=[
+            {"Data": b"trickle-%d" % n, "PartitionKey": "trickle", "ExplicitHashKey": k} for k in keys])
+        n += 1
 
 
 def properties(dir, stream, app, extra=()):
@@ -101,7 +117,7 @@ def checkpointed(app, last):
     except dynamo.exceptions.ResourceNotFoundException:
         return False
     marks = {i["leaseKey"]["S"]: i.get("checkpoint", {}).get("S") for i in items}
-    return all(marks.get(s) == seq for s, seq in last.items())
+    return all(marks.get(s, "").isdigit() and int(marks[s]) >= int(seq) for s, seq in last.items())
 
 
 def owners(app):
@@ -191,7 +207,14 @@ def main():
             command.insert(1, "-Daws.cborEnabled=false")
         # Start-up before the first worker is stopped: the JVM takes over a minute here.
         wait = 10 if name == "kcl-rs" else 100
-        results.append(run(name, command, env, dir, app, last, wait))
+        stop = threading.Event()
+        feeder = threading.Thread(target=trickle, args=(stream, stop), daemon=True)
+        feeder.start()
+        try:
+            results.append(run(name, command, env, dir, app, last, wait))
+        finally:
+            stop.set()
+            feeder.join()
     for r in results:
         print("  ".join("%s: %s" % (k, ("%.1f" % v) if isinstance(v, float) else v) for k, v in r.items()))
 

@@ -34,6 +34,7 @@ async fn setup() -> Option<(aws_sdk_dynamodb::Client, DynamoLeaseStore)> {
     store
         .create_table_if_missing(&TableOptions {
             lease_owner_index: true,
+            ..TableOptions::default()
         })
         .await
         .unwrap();
