@@ -992,3 +992,51 @@ async fn a_run_bounded_at_the_start_tip_ignores_later_records() {
     }
     assert_eq!(s.by_key(), before);
 }
+
+#[tokio::test(start_paused = true)]
+async fn children_of_a_split_start_on_their_parents_owner() {
+    let s = Setup::new(4);
+    let sent = s.put(16, 10, 0).await;
+    let (t1, t2) = (CancellationToken::new(), CancellationToken::new());
+    let r1 = tokio::spawn(s.builder("w1", None).build().unwrap().run(t1.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r2 = tokio::spawn(s.builder("w2", None).build().unwrap().run(t2.clone()));
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let owner_of = |key: &str| {
+        s.store
+            .snapshot()
+            .into_iter()
+            .find(|l| l.key == key)
+            .and_then(|l| l.owner)
+    };
+    let parent = "shardId-000000000000";
+    let parent_owner = owner_of(parent).expect("the parent is held");
+    s.kinesis
+        .split_shard_evenly("s", &crate::model::ShardId::from_index(0))
+        .unwrap();
+    let sent = merge(sent, s.put(16, 10, 100).await);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    for child in ["shardId-000000000004", "shardId-000000000005"] {
+        assert_eq!(
+            owner_of(child).as_deref(),
+            Some(parent_owner.as_str()),
+            "{child} went to the worker that ended its parent: {:?}",
+            s.store.snapshot()
+        );
+    }
+    // Balance counts leases with work: the ended parent weighs nothing (3 + 2 here).
+    let counts = |w: &str| {
+        s.store
+            .snapshot()
+            .iter()
+            .filter(|l| !l.is_shard_end() && l.owner.as_deref() == Some(w))
+            .count()
+    };
+    assert_eq!(counts("w1") + counts("w2"), 5);
+    assert!(counts("w1").abs_diff(counts("w2")) <= 1);
+    t1.cancel();
+    t2.cancel();
+    r1.await.unwrap().unwrap();
+    r2.await.unwrap().unwrap();
+    assert_eq!(s.by_key(), sent);
+}

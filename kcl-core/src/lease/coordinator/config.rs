@@ -18,7 +18,10 @@ pub struct CoordinatorConfig {
     /// (failover + 25 ms) × 2 ≈ 20 s; here the failover time (10 s), so a crashed worker's
     /// leases move within failover + one taker interval instead of up to twice that.
     pub taker_interval: Duration,
-    /// `maxLeasesForWorker`: most leases this worker holds. KCL default: unlimited.
+    /// `maxLeasesForWorker`: most leases with work this worker takes by balancing. KCL default:
+    /// unlimited. Leases without work (at SHARD_END, or children waiting on a parent) are not
+    /// counted, and a child of a parent this worker holds is taken even at the limit (it starts
+    /// where its parent ended; balancing moves it on if another worker has room).
     pub max_leases_for_worker: usize,
     /// `maxLeasesToStealAtOneTime`: most leases stolen per taker cycle. KCL default: 1, which
     /// makes a fleet converge one lease per 20 s; here unlimited — the balancing plan bounds

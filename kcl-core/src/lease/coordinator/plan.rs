@@ -13,6 +13,14 @@
 //! workers in the order (leases held descending, id) and the floor for the rest; a fleet already
 //! within one lease of even therefore has every worker at its target and moves nothing (no
 //! ping-pong).
+//!
+//! Only leases that carry work count: a lease at SHARD_END and a child waiting on a parent that
+//! has not ended weigh nothing in targets and are never stolen (KCL #50, #54, #1247). Such
+//! leases still need an owner — the first to finish the parent, the second to start when it
+//! ends — so free ones are dealt out one per worker in turn. A free child whose parent (ended
+//! or not) is held by a live worker goes to that worker alone, beyond its target if need be: it
+//! starts where its parent ended, with no hand-off in between (KCL #78), and balancing moves it
+//! later only if the fleet is uneven then.
 
 use std::collections::BTreeMap;
 
@@ -53,24 +61,74 @@ pub(crate) struct PlanInput<'a> {
     pub(crate) max_steal: usize,
 }
 
+/// Whether a lease carries no work now: at SHARD_END, or a child whose parent (still listed) has
+/// not ended.
+fn weightless(lease: &Lease, by_key: &BTreeMap<&str, (&Lease, Availability)>) -> bool {
+    lease.is_shard_end()
+        || lease.parent_shard_ids.iter().any(|p| {
+            by_key
+                .get(lease.key_in_stream(p).as_str())
+                .is_some_and(|(parent, _)| !parent.is_shard_end())
+        })
+}
+
+/// The live worker holding one of a lease's parents (the first parent so held), if any.
+fn parent_owner<'a>(
+    lease: &Lease,
+    by_key: &BTreeMap<&str, (&'a Lease, Availability)>,
+) -> Option<&'a str> {
+    lease
+        .parent_shard_ids
+        .iter()
+        .find_map(|p| match by_key.get(lease.key_in_stream(p).as_str()) {
+            Some((parent, Availability::Live | Availability::Quiet)) => parent.owner.as_deref(),
+            _ => None,
+        })
+}
+
 pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
-    let n = input.leases.len();
+    let by_key: BTreeMap<&str, (&Lease, Availability)> = input
+        .leases
+        .iter()
+        .map(|(l, a)| (l.key.as_str(), (*l, *a)))
+        .collect();
+    let (loaded, weightless_leases): (Vec<(&Lease, Availability)>, Vec<_>) = input
+        .leases
+        .iter()
+        .partition(|(l, _)| !weightless(l, &by_key));
+    let n = loaded.len();
     // Live workers and what they hold; this worker always counts.
     // Each held lease with whether it may be stolen.
     let mut held: BTreeMap<&str, Vec<(&Lease, bool)>> = BTreeMap::new();
     held.insert(input.me, Vec::new());
+    for (lease, availability) in &weightless_leases {
+        if let (Availability::Live | Availability::Quiet, Some(owner)) =
+            (availability, lease.owner.as_deref())
+        {
+            held.entry(owner).or_default();
+        }
+    }
     let mut free: Vec<(u128, &Lease)> = Vec::new();
-    for (lease, availability) in &input.leases {
+    let mut to_parent_owner: Vec<Lease> = Vec::new();
+    for (lease, availability) in &loaded {
         match (availability, lease.owner.as_deref()) {
             (Availability::Live, Some(owner)) => held.entry(owner).or_default().push((lease, true)),
             (Availability::Quiet, Some(owner)) => {
                 held.entry(owner).or_default().push((lease, false))
+            }
+            // A child of a live worker's parent is that worker's (see the module docs).
+            (Availability::Free { .. }, _) if parent_owner(lease, &by_key).is_some() => {
+                if parent_owner(lease, &by_key) == Some(input.me) {
+                    to_parent_owner.push((*lease).clone());
+                }
             }
             (Availability::Free { order }, _) => free.push((*order, lease)),
             (Availability::Live | Availability::Quiet, None) => free.push((0, lease)),
         }
     }
     free.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key.cmp(&b.1.key)));
+    let mut inherited = deal_weightless(input.me, &held, &weightless_leases, &by_key);
+    inherited.append(&mut to_parent_owner);
 
     // Targets: the +1s go to the workers holding most, so an even fleet stays put.
     let workers = held.len();
@@ -103,6 +161,7 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
 
     let mut my_plan = Plan {
         target: targets[input.me],
+        take: inherited,
         ..Plan::default()
     };
     let mine = held[input.me].len();
@@ -137,13 +196,13 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
             .position(|w| *w == input.me)
             .expect("this worker is listed");
         let offset = rank * free.len() / workers;
-        my_plan.take = free
-            .iter()
-            .cycle()
-            .skip(offset)
-            .take(quota.min(free.len()))
-            .map(|(_, l)| (*l).clone())
-            .collect();
+        my_plan.take.extend(
+            free.iter()
+                .cycle()
+                .skip(offset)
+                .take(quota.min(free.len()))
+                .map(|(_, l)| (*l).clone()),
+        );
         return my_plan;
     }
     // Hand the surplus to the workers below target, in id order; a worker holding nothing is
@@ -165,6 +224,37 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     my_plan
+}
+
+/// This worker's share of the free weightless leases: a child whose parent a live worker holds
+/// goes to that worker; the rest are dealt one per worker in turn (every worker deals the same
+/// listing the same way, so they rarely collide).
+fn deal_weightless(
+    me: &str,
+    held: &BTreeMap<&str, Vec<(&Lease, bool)>>,
+    weightless: &[(&Lease, Availability)],
+    by_key: &BTreeMap<&str, (&Lease, Availability)>,
+) -> Vec<Lease> {
+    let workers: Vec<&str> = held.keys().copied().collect();
+    let mut turn = 0usize;
+    let mut mine = Vec::new();
+    for (lease, availability) in weightless {
+        let free = matches!(availability, Availability::Free { .. }) || lease.owner.is_none();
+        if !free {
+            continue;
+        }
+        let taker = match parent_owner(lease, by_key) {
+            Some(owner) => owner,
+            None => {
+                turn += 1;
+                workers[(turn - 1) % workers.len()]
+            }
+        };
+        if taker == me {
+            mine.push((*lease).clone());
+        }
+    }
+    mine
 }
 
 #[cfg(test)]
@@ -319,5 +409,84 @@ mod tests {
             max_steal: 1,
         };
         assert_eq!(plan(&input).steal.len(), 1);
+    }
+
+    fn with_availability(all: &[Lease]) -> Vec<(&Lease, Availability)> {
+        all.iter()
+            .map(|l| {
+                let a = if l.owner.is_some() {
+                    Availability::Live
+                } else {
+                    Availability::Free { order: 0 }
+                };
+                (l, a)
+            })
+            .collect()
+    }
+
+    fn plan_for<'a>(me: &'a str, all: &'a [Lease]) -> Plan {
+        plan(&PlanInput {
+            me,
+            leases: with_availability(all),
+            max_leases_for_worker: usize::MAX,
+            max_steal: usize::MAX,
+        })
+    }
+
+    #[test]
+    fn shard_end_leases_weigh_nothing_and_are_never_stolen() {
+        // a: 10 ended parents and 4 active leases; b: 1 active lease.
+        let mut all = leases(&[Some("a"); 15]);
+        for l in &mut all[..10] {
+            l.checkpoint = ExtendedSequenceNumber::ShardEnd;
+        }
+        all[14].owner = Some("b".into());
+        let p = plan_for("b", &all);
+        // 5 leases carry work: targets 3 and 2, so b steals one — an active one.
+        assert_eq!((p.target, p.steal.len()), (2, 1));
+        assert!(!p.steal[0].is_shard_end());
+        // Counted by all leases, a would have looked 13 over b.
+        assert!(plan_for("a", &all).steal.is_empty());
+    }
+
+    #[test]
+    fn a_waiting_child_goes_to_its_parents_owner_only() {
+        // a holds the active parent and is already above target; b holds one lease.
+        let mut all = leases(&[Some("a"), Some("a"), Some("b"), None]);
+        all[3].parent_shard_ids = vec![ShardId::from_index(0)];
+        let child = all[3].key.clone();
+        let a = plan_for("a", &all);
+        assert_eq!(a.take.iter().map(|l| &l.key).collect::<Vec<_>>(), [&child]);
+        assert!(plan_for("b", &all).take.is_empty(), "b leaves it to a");
+        // Once the parent ended the child carries work, and still goes to a (it holds the
+        // ended parent).
+        all[0].checkpoint = ExtendedSequenceNumber::ShardEnd;
+        let a = plan_for("a", &all);
+        assert_eq!(a.take.iter().map(|l| &l.key).collect::<Vec<_>>(), [&child]);
+        assert!(plan_for("b", &all).take.is_empty());
+        // With the parent's owner gone, it is taken by target (b is under).
+        all[0].owner = None;
+        let b = plan_for("b", &all);
+        assert!(b.take.iter().any(|l| l.key == child), "{b:?}");
+    }
+
+    #[test]
+    fn free_weightless_leases_are_dealt_in_turn() {
+        let mut all = leases(&[Some("a"), Some("b"), None, None, None, None]);
+        for l in &mut all[2..] {
+            l.checkpoint = ExtendedSequenceNumber::ShardEnd;
+        }
+        let a: Vec<String> = plan_for("a", &all)
+            .take
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        let b: Vec<String> = plan_for("b", &all)
+            .take
+            .into_iter()
+            .map(|l| l.key)
+            .collect();
+        assert_eq!((a.len(), b.len()), (2, 2));
+        assert!(a.iter().all(|k| !b.contains(k)), "disjoint: {a:?} {b:?}");
     }
 }
