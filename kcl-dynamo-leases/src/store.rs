@@ -324,6 +324,9 @@ impl LeaseStore for DynamoLeaseStore {
         let mut u = Update::default();
         u.require_held(expected)
             .set(attr::LEASE_COUNTER, n(expected.counter + 1));
+        if let Some(t) = expected.throughput_kbps {
+            u.set(attr::THROUGHPUT, n(t));
+        }
         self.update(&expected.key, u).await
     }
 

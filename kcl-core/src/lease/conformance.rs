@@ -173,6 +173,16 @@ pub async fn renew_requires_counter_and_owner(store: Store) {
     other_owner.owner = Some("w2".into());
     assert_condition_failed(store.renew(&other_owner).await, "renew by another owner");
     assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), renewed);
+    // A renewal carries the lease's throughput; one without leaves it as stored.
+    let mut loaded = renewed.clone();
+    loaded.throughput_kbps = Some(250.5);
+    let renewed = store.renew(&loaded).await.unwrap();
+    assert_eq!(renewed.throughput_kbps, Some(250.5));
+    let mut unmeasured = renewed.clone();
+    unmeasured.throughput_kbps = None;
+    let renewed = store.renew(&unmeasured).await.unwrap();
+    assert_eq!(renewed.throughput_kbps, Some(250.5));
+    assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), renewed);
 }
 
 /// `take` sets the owner, bumps the counter, counts owner switches and clears checkpointOwner.

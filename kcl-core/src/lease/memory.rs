@@ -268,7 +268,12 @@ impl LeaseStore for InMemoryLeaseStore {
             LeaseOperation::Renew,
             &expected.key,
             |s| held_as_expected(s, expected),
-            |l| l.counter += 1,
+            |l| {
+                l.counter += 1;
+                if expected.throughput_kbps.is_some() {
+                    l.throughput_kbps = expected.throughput_kbps;
+                }
+            },
         )
         .await
     }

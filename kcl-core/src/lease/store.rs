@@ -33,7 +33,9 @@ pub struct LeaseListing {
 ///   one) and returns once it can be used; calling it again changes nothing.
 /// - `get` reads the latest value (strongly consistent); `None` if absent.
 /// - `list` returns every lease, paging internally; malformed items are reported, not fatal.
-/// - `renew`: if `leaseCounter` = expected and `leaseOwner` = expected owner → counter + 1.
+/// - `renew`: if `leaseCounter` = expected and `leaseOwner` = expected owner → counter + 1,
+///   and `throughputKBps` = expected's when it is set (the load figure a renewal carries, as in
+///   the KCL 3.x); left as stored when it is not.
 /// - `take`: if `leaseCounter` = expected → `leaseOwner` = new owner, counter + 1,
 ///   `ownerSwitchesSinceCheckpoint` + 1 when the owner changes, `checkpointOwner` removed.
 /// - `hand_off`: if `leaseCounter` = expected, `leaseOwner` = expected owner and no
@@ -69,7 +71,7 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// Reads every lease.
     async fn list(&self) -> Result<LeaseListing, LeaseError>;
 
-    /// Renews a lease the caller holds.
+    /// Renews a lease the caller holds, writing its `throughput_kbps` if set.
     async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError>;
 
     /// Takes an unowned or expired lease, or steals one abruptly.

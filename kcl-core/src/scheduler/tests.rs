@@ -1040,3 +1040,37 @@ async fn children_of_a_split_start_on_their_parents_owner() {
     r2.await.unwrap().unwrap();
     assert_eq!(s.by_key(), sent);
 }
+
+#[tokio::test(start_paused = true)]
+async fn renewals_write_the_throughput_processed() {
+    let s = Setup::new(2);
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(s.builder("w1", None).build().unwrap().run(shutdown.clone()));
+    // About 1 KiB per second on shard 0 only (a key that hashes there), for 30 s.
+    let hot = (0..100)
+        .map(|k| format!("k{k}"))
+        .find(|k| crate::routing::partition_key_hash(k) < u128::MAX / 2)
+        .unwrap();
+    for _ in 0..30 {
+        s.kinesis
+            .put_record(
+                "s",
+                PutRecordEntry::new(&hot, Bytes::from(vec![b'x'; 1024])),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let leases = s.store.snapshot();
+    let kbps = |key: &str| {
+        leases
+            .iter()
+            .find(|l| l.key == key)
+            .and_then(|l| l.throughput_kbps)
+    };
+    let hot_kbps = kbps("shardId-000000000000").expect("written by renewals");
+    assert!((0.5..2.0).contains(&hot_kbps), "about 1 KB/s: {hot_kbps}");
+    assert_eq!(kbps("shardId-000000000001"), Some(0.0), "an idle shard");
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}

@@ -421,6 +421,8 @@ impl ShardConsumer {
                     let bytes: usize = batch.records.iter().map(|r| r.data.len()).sum();
                     self.metrics.records.increment(batch.records.len() as u64);
                     self.metrics.bytes.increment(bytes as u64);
+                    self.coordinator
+                        .record_processed_bytes(&self.lease.key, bytes as u64);
                     self.metrics.batch_size.record(batch.records.len() as f64);
                     return None;
                 }

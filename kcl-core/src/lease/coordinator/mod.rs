@@ -122,6 +122,9 @@ struct Held {
     token: LeaseToken,
     /// What readers may see without waiting for a write in flight.
     belief: Arc<Mutex<Belief>>,
+    /// Bytes processed since `measured_since`, for the `throughputKBps` renewals write.
+    load: Arc<std::sync::atomic::AtomicU64>,
+    measured_since: Instant,
 }
 
 /// The published view of a held lease: `until` is `valid_until` while ready and not gone.
@@ -162,6 +165,7 @@ struct HandingOff {
 struct Slot {
     held: Entry,
     belief: Arc<Mutex<Belief>>,
+    load: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -244,6 +248,7 @@ impl Shared {
             self.next_token
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         );
+        let load = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let held = Held {
             lease: lease.clone(),
             valid_until: sent + self.config.failover_time,
@@ -251,11 +256,14 @@ impl Shared {
             gone: false,
             token,
             belief: belief.clone(),
+            load: load.clone(),
+            measured_since: sent,
         };
         held.publish();
         let slot = Slot {
             held: Arc::new(tokio::sync::Mutex::new(held)),
             belief,
+            load,
         };
         let held_now = {
             let mut map = self.held.lock();
@@ -454,6 +462,16 @@ impl LeaseCoordinator {
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
+    }
+
+    /// Counts `bytes` of record data processed on `key`: the next renewal writes the lease's
+    /// `throughputKBps` from it (as the KCL 3.x does), which balancing can weigh. Never waits;
+    /// a key this worker does not hold is ignored.
+    pub fn record_processed_bytes(&self, key: &str, bytes: u64) {
+        if let Some(slot) = self.shared.held.lock().get(key) {
+            slot.load
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Whether this worker holds `key` and may process it right now. Never waits.

@@ -74,9 +74,22 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) {
         shared.lose(&key, &mut h, LostReason::RenewalsFailed);
         return;
     }
-    match shared.store.renew(&h.lease).await {
+    // Throughput since the last renewal, smoothed (half the new window, half the old figure) so
+    // one bursty batch does not swing balancing.
+    let bytes = h.load.load(std::sync::atomic::Ordering::Relaxed);
+    let window = sent.duration_since(h.measured_since).as_secs_f64();
+    let mut renewal = h.lease.clone();
+    if window > 0.0 {
+        let now = bytes as f64 / 1024.0 / window;
+        let smoothed = renewal.throughput_kbps.map_or(now, |old| (old + now) / 2.0);
+        renewal.throughput_kbps = Some((smoothed * 100.0).round() / 100.0);
+    }
+    match shared.store.renew(&renewal).await {
         Ok(lease) => {
             h.lease = lease;
+            h.load
+                .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+            h.measured_since = sent;
             h.valid_until = sent + shared.config.failover_time;
             h.publish();
             complete_hand_off(shared, &key, &mut h).await;
