@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::streams::{
     ActiveStream, ActiveStreams, RemovedStreamPolicy, StreamConfig, StreamSource, identifier_of,
@@ -54,7 +54,7 @@ impl ShardSync {
                     _ = tokio::time::sleep(self.interval) => {}
                 }
             }
-            match self.round().await {
+            match self.round(first).await {
                 Ok(true) => first = false,
                 Ok(false) => return,
                 Err(()) if first => {
@@ -70,8 +70,10 @@ impl ShardSync {
         }
     }
 
-    /// One sync round; `Ok(false)` when the scheduler must stop.
-    async fn round(&mut self) -> Result<bool, ()> {
+    /// One sync round; `Ok(false)` when the scheduler must stop. After the first, only the sync
+    /// leader ([`LeaseCoordinator::is_sync_leader`]) lists the table and the shards; the others
+    /// only follow the stream tracker (their set of consumed streams is their own).
+    async fn round(&mut self, first: bool) -> Result<bool, ()> {
         let multi = matches!(self.source, StreamSource::Multi(_));
         if let StreamSource::Multi(tracker) = &self.source {
             let configs = tracker.streams().await;
@@ -81,6 +83,10 @@ impl ShardSync {
                 info!(streams = ?removed, "streams no longer consumed");
                 let _ = self.notices.send(SyncNotice::StreamsRemoved(removed));
             }
+        }
+        if !first && !self.coordinator.is_sync_leader() {
+            debug!("shard sync skipped: another worker is the sync leader");
+            return Ok(true);
         }
         // One listing for every stream (their leases are disjoint) and the removal policy.
         let listing = match self.store.list().await {

@@ -1074,3 +1074,62 @@ async fn renewals_write_the_throughput_processed() {
     shutdown.cancel();
     run.await.unwrap().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_worker_at_a_time_runs_shard_sync_and_another_takes_over_when_it_stops() {
+    use crate::engine::KinesisOperation;
+    use crate::fault::FaultAction;
+    let s = Setup::new(6);
+    let faults = s.kinesis.faults();
+    // A zero delay on every ListShards call: the injector counts them.
+    faults.with_probability(
+        KinesisOperation::ListShards,
+        1.0,
+        FaultAction::Delay(Duration::ZERO),
+    );
+    let tokens: Vec<CancellationToken> = (0..3).map(|_| CancellationToken::new()).collect();
+    let runs: Vec<_> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let run = s
+                .builder(&format!("w{i}"), None)
+                .build()
+                .unwrap()
+                .run(t.clone());
+            tokio::spawn(run)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Ten sync intervals after start-up: one worker's rounds, not three.
+    let before = faults.injected();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let calls = faults.injected() - before;
+    assert!(
+        (9..=12).contains(&calls),
+        "ListShards calls in 10 sync intervals: {calls}"
+    );
+    // The leader owns the smallest lease; it stops (its leases are released) and another
+    // worker syncs from then on.
+    let leader = s
+        .store
+        .snapshot()
+        .into_iter()
+        .filter(|l| l.owner.is_some())
+        .min_by(|a, b| a.key.cmp(&b.key))
+        .and_then(|l| l.owner)
+        .unwrap();
+    let index: usize = leader[1..].parse().unwrap();
+    tokens[index].cancel();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let before = faults.injected();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let calls = faults.injected() - before;
+    assert!((9..=12).contains(&calls), "after the leader left: {calls}");
+    for t in &tokens {
+        t.cancel();
+    }
+    for r in runs {
+        r.await.unwrap().unwrap();
+    }
+}

@@ -181,6 +181,9 @@ struct Shared {
     metrics: crate::telemetry::LeaseMetrics,
     /// Workers owning leases in the last listing.
     fleet_size: std::sync::atomic::AtomicUsize,
+    /// The owner of the smallest owned lease key in the last listing: the worker that runs
+    /// periodic shard sync (`None` before the first listing, or when nothing is owned).
+    sync_leader: Mutex<Option<String>>,
     /// Leases being handed off by this worker, until `finish_hand_off`.
     handing_off: Mutex<BTreeMap<String, HandingOff>>,
     /// Cancelled when this worker stops taking; a taker cycle checks it once it has the turn.
@@ -410,6 +413,7 @@ impl LeaseCoordinator {
             filter: FilterSlot(Mutex::new(filter)),
             metrics,
             fleet_size: std::sync::atomic::AtomicUsize::new(1),
+            sync_leader: Mutex::new(None),
             handing_off: Mutex::default(),
             taking: CancellationToken::new(),
         });
@@ -462,6 +466,20 @@ impl LeaseCoordinator {
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
+    }
+
+    /// Whether this worker should run periodic shard sync: it owns the smallest owned lease key
+    /// of the last listing, or no listing has named a leader yet. Every worker derives the same
+    /// answer from the listing its taker makes anyway (no extra reads), so one worker syncs at a
+    /// time; if it dies, its leases expire and whoever takes that lease syncs next (one failover
+    /// time). Two workers may both sync while listings disagree, which is harmless: shard sync
+    /// only makes conditional writes.
+    pub fn is_sync_leader(&self) -> bool {
+        self.shared
+            .sync_leader
+            .lock()
+            .as_deref()
+            .is_none_or(|leader| leader == self.shared.me())
     }
 
     /// Counts `bytes` of record data processed on `key`: the next renewal writes the lease's

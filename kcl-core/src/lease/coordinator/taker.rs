@@ -60,6 +60,13 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     for bad in &listing.malformed {
         warn!(worker_id = %shared.me(), error = %bad, "skipping a malformed lease");
     }
+    // Before the filter, so that every worker names the same leader.
+    *shared.sync_leader.lock() = listing
+        .leases
+        .iter()
+        .filter(|l| l.owner.is_some())
+        .min_by(|a, b| a.key.cmp(&b.key))
+        .and_then(|l| l.owner.clone());
     let filter = shared.filter.0.lock().clone();
     if let Some(accept) = filter {
         listing.leases.retain(|l| accept(l));
