@@ -370,7 +370,13 @@ async fn two_workers_share_and_hand_over_on_shutdown() {
         .into_iter()
         .filter_map(|l| l.owner)
         .collect();
-    assert_eq!(owners.iter().filter(|o| *o == "w1").count(), 4);
+    let state: Vec<_> = s
+        .store
+        .snapshot()
+        .into_iter()
+        .map(|l| (l.key, l.owner, l.throughput_kbps))
+        .collect();
+    assert_eq!(owners.iter().filter(|o| *o == "w1").count(), 4, "{state:?}");
     assert_eq!(owners.iter().filter(|o| *o == "w2").count(), 4);
     t1.cancel();
     r1.await.unwrap().unwrap();

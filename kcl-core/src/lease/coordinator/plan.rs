@@ -146,19 +146,6 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
         })
         .collect();
 
-    // Surplus of over-target workers: their highest keys, never a lease already handing off
-    // or one whose owner was not seen renewing.
-    let mut surplus: Vec<&Lease> = Vec::new();
-    for (worker, leases) in &held {
-        let over = leases.len().saturating_sub(targets[worker]);
-        let movable: Vec<&Lease> = leases
-            .iter()
-            .filter(|(l, stealable)| *stealable && l.checkpoint_owner.is_none())
-            .map(|(l, _)| *l)
-            .collect();
-        surplus.extend(movable.iter().rev().take(over).copied());
-    }
-
     let mut my_plan = Plan {
         target: targets[input.me],
         take: inherited,
@@ -205,25 +192,116 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
         );
         return my_plan;
     }
-    // Hand the surplus to the workers below target, in id order; a worker holding nothing is
-    // invisible to the others, who may be planning without it, so it steals one lease to
-    // announce itself and balances from the next cycle on.
-    let mut surplus_iter = surplus.into_iter();
-    for (worker, leases) in &held {
-        let is_me = *worker == input.me;
-        let deficit = targets[worker].saturating_sub(leases.len());
-        let cap = if is_me && mine == 0 {
-            1
-        } else {
-            input.max_steal
+    my_plan.steal = rebalance(input, &held, mine);
+    my_plan
+}
+
+/// Below this mean throughput (KB/s) a fleet is idle or trickling and balances by count.
+const SIGNIFICANT_KBPS: f64 = 1.0;
+/// A move must leave a gap between the two workers' loads: this much (in units of an idle
+/// lease's weight) plus [`BAND`] of their mean load, so throughput figures that wander (by up to
+/// that band between listings) move nothing.
+const MARGIN: f64 = 0.25;
+/// The relative band (the KCL 3.x's `reBalanceThresholdPercentage` default is 10 %).
+const BAND: f64 = 0.1;
+
+/// A lease's share of the work: 1 for being a shard to poll, plus its `throughputKBps` over the
+/// mean throughput of the leases with work (a lease without a figure counts as the mean). While
+/// the mean is below [`SIGNIFICANT_KBPS`], every lease weighs 1 and balancing is by count.
+fn weights<'a>(leases: impl Iterator<Item = &'a Lease>) -> (impl Fn(&Lease) -> f64, bool) {
+    let known: Vec<f64> = leases.filter_map(|l| l.throughput_kbps).collect();
+    let mean = (!known.is_empty())
+        .then(|| known.iter().sum::<f64>() / known.len() as f64)
+        .filter(|m| *m >= SIGNIFICANT_KBPS);
+    let weight = move |l: &Lease| match mean {
+        Some(m) => 1.0 + l.throughput_kbps.unwrap_or(m) / m,
+        None => 1.0,
+    };
+    (weight, mean.is_some())
+}
+
+/// This worker's steals when nothing is free: the moves every worker computes alike from the
+/// same listing — repeatedly, from the most to the least loaded worker, the heaviest movable
+/// lease that still leaves a gap of more than [`MARGIN`] (plus [`BAND`] when weighing
+/// throughput) — of which it makes its own.
+/// Each move lowers the sum of squared loads by more than 2 · MARGIN (weights are at least 1), so the moves
+/// end, and a fleet whose loads no move can narrow moves nothing (no ping-pong). A worker holding
+/// nothing is invisible to the others, who may be planning without it, so it steals one lease
+/// to announce itself and balances from the next cycle on.
+fn rebalance(
+    input: &PlanInput<'_>,
+    held: &BTreeMap<&str, Vec<(&Lease, bool)>>,
+    mine: usize,
+) -> Vec<Lease> {
+    let (weight, by_throughput) = weights(held.values().flatten().map(|(l, _)| *l));
+    // Counts do not wander: the band is for throughput figures only.
+    let band = if by_throughput { BAND } else { 0.0 };
+    let mut load: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut movable: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
+    for (worker, leases) in held {
+        load.insert(*worker, leases.iter().map(|(l, _)| weight(l)).sum());
+        count.insert(*worker, leases.len());
+        // Never a lease already handing off or one whose owner was not seen renewing.
+        movable.insert(
+            *worker,
+            leases
+                .iter()
+                .filter(|(l, stealable)| *stealable && l.checkpoint_owner.is_none())
+                .map(|(l, _)| *l)
+                .collect(),
+        );
+    }
+    let my_cap = if mine == 0 { 1 } else { input.max_steal };
+    let mut stolen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut mine_stolen = Vec::new();
+    let total: usize = count.values().sum();
+    for _ in 0..total {
+        // Receivers that may still take one: under the lease limit and their steal limit.
+        let can_receive = |w: &str| {
+            let cap = if w == input.me {
+                my_cap
+            } else {
+                input.max_steal
+            };
+            count[w] < input.max_leases_for_worker && stolen.get(w).copied().unwrap_or(0) < cap
         };
-        for lease in surplus_iter.by_ref().take(deficit.min(cap)) {
-            if is_me {
-                my_plan.steal.push(lease.clone());
-            }
+        let by_load =
+            |a: &(&&str, &f64), b: &(&&str, &f64)| a.1.total_cmp(b.1).then_with(|| a.0.cmp(b.0));
+        // The least loaded receiver, and the most loaded worker with a lease that narrows the
+        // gap to it (the most loaded may hold only one lease too heavy to move).
+        let Some((&to, &lt)) = load.iter().filter(|(w, _)| can_receive(w)).min_by(by_load) else {
+            break;
+        };
+        let mut givers: Vec<(&&str, &f64)> = load.iter().filter(|(w, _)| **w != to).collect();
+        givers.sort_by(|a, b| by_load(b, a));
+        let pick = givers.iter().find_map(|(from, lf)| {
+            movable[**from]
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| lt + weight(l) + MARGIN + band * (lt + **lf) / 2.0 < **lf)
+                .max_by(|(_, a), (_, b)| {
+                    weight(a)
+                        .total_cmp(&weight(b))
+                        .then_with(|| a.key.cmp(&b.key))
+                })
+                .map(|(i, _)| (**from, i))
+        });
+        let Some((from, pos)) = pick else {
+            break;
+        };
+        let lease = movable.get_mut(from).expect("listed").remove(pos);
+        let w = weight(lease);
+        *load.get_mut(from).expect("listed") -= w;
+        *load.get_mut(to).expect("listed") += w;
+        *count.get_mut(from).expect("listed") -= 1;
+        *count.get_mut(to).expect("listed") += 1;
+        *stolen.entry(to).or_default() += 1;
+        if to == input.me {
+            mine_stolen.push(lease.clone());
         }
     }
-    my_plan
+    mine_stolen
 }
 
 /// This worker's share of the free weightless leases: a child whose parent a live worker holds
@@ -488,5 +566,64 @@ mod tests {
             .collect();
         assert_eq!((a.len(), b.len()), (2, 2));
         assert!(a.iter().all(|k| !b.contains(k)), "disjoint: {a:?} {b:?}");
+    }
+
+    #[test]
+    fn a_hot_shard_ends_up_on_a_worker_with_fewer_leases_and_nothing_ping_pongs() {
+        // Ten leases; lease 0 carries ten times the others' throughput.
+        let owners: Vec<Option<&str>> = (0..10)
+            .map(|i| Some(if i < 5 { "a" } else { "b" }))
+            .collect();
+        let mut all = leases(&owners);
+        let set_throughput = |all: &mut [Lease], round: u64| {
+            for (i, l) in all.iter_mut().enumerate() {
+                // Figures that wander by up to ±5 % per round (after the renewals' smoothing).
+                let noise = 1.0 + (((i as u64 * 7919 + round * 104_729) % 11) as f64 - 5.0) / 100.0;
+                l.throughput_kbps = Some(if i == 0 { 1000.0 } else { 100.0 } * noise);
+            }
+        };
+        let mut moves_per_round = Vec::new();
+        for r in 0..360 {
+            set_throughput(&mut all, r);
+            let before: Vec<Option<String>> = all.iter().map(|l| l.owner.clone()).collect();
+            round(&["a", "b"], &mut all);
+            let moved = all
+                .iter()
+                .zip(&before)
+                .filter(|(l, b)| l.owner != **b)
+                .count();
+            moves_per_round.push(moved);
+        }
+        let hot_owner = all[0].owner.clone().unwrap();
+        let held = |w: &str| all.iter().filter(|l| l.owner.as_deref() == Some(w)).count();
+        let other = if hot_owner == "a" { "b" } else { "a" };
+        assert!(
+            held(&hot_owner) < held(other),
+            "{} vs {}",
+            held(&hot_owner),
+            held(other)
+        );
+        let settled = moves_per_round.iter().position(|m| *m == 0).unwrap();
+        assert!(
+            settled <= 2,
+            "settled after {settled} rounds: {moves_per_round:?}"
+        );
+        assert!(
+            moves_per_round[settled..].iter().all(|m| *m == 0),
+            "no move in a simulated hour after settling: {moves_per_round:?}"
+        );
+    }
+
+    #[test]
+    fn equal_throughput_balances_by_count() {
+        let mut all = leases(&[Some("a"); 9]);
+        all[8].owner = Some("b".into());
+        for l in &mut all {
+            l.throughput_kbps = Some(50.0);
+        }
+        for _ in 0..3 {
+            round(&["a", "b"], &mut all);
+        }
+        assert_eq!(spread(&all, &["a", "b"]), (4, 5));
     }
 }

@@ -82,7 +82,9 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) {
     if window > 0.0 {
         let now = bytes as f64 / 1024.0 / window;
         let smoothed = renewal.throughput_kbps.map_or(now, |old| (old + now) / 2.0);
-        renewal.throughput_kbps = Some((smoothed * 100.0).round() / 100.0);
+        // Two decimals; what rounds below 0.01 is idle (so a figure decays to 0, not 0.01).
+        let rounded = (smoothed * 100.0).floor() / 100.0;
+        renewal.throughput_kbps = Some(rounded);
     }
     match shared.store.renew(&renewal).await {
         Ok(lease) => {
