@@ -153,30 +153,32 @@ async fn last_before(
         .get_shard_iterator(stream, shard, start)
         .await
         .with_context(|| format!("GetShardIterator {start:?} for {shard}"))?;
-    let mut last = None;
+    // The last record before `t` seen so far (its data is shared, not copied).
+    let mut last: Option<kcl_core::model::Record> = None;
+    // An aggregate arrived whole: its checkpoint covers its last sub-record.
+    let position = |r: Option<kcl_core::model::Record>| {
+        r.map(|r| ExtendedSequenceNumber::Sequence {
+            sub_sequence: kcl_core::aggregation::unpack(&r)
+                .map_or(0, |users| users.len().saturating_sub(1) as u64),
+            sequence: r.sequence_number,
+        })
+    };
     // Empty responses are normal with data ahead: follow the iterator until the tip.
     for _ in 0..10_000 {
         let out = kinesis
             .get_records(&iterator, 1000)
             .await
             .with_context(|| format!("GetRecords for {shard}"))?;
-        for r in &out.records {
+        let empty = out.records.is_empty();
+        for r in out.records {
             if r.approximate_arrival_timestamp >= t {
-                return Ok(last);
+                return Ok(position(last));
             }
-            // An aggregate arrived whole: its checkpoint covers its last sub-record.
-            let sub_sequence = kcl_core::aggregation::unpack(r)
-                .map_or(0, |users| users.len().saturating_sub(1) as u64);
-            last = Some(ExtendedSequenceNumber::Sequence {
-                sequence: r.sequence_number.clone(),
-                sub_sequence,
-            });
+            last = Some(r);
         }
         match out.next_iterator {
-            Some(next) if !(out.records.is_empty() && out.millis_behind_latest == Some(0)) => {
-                iterator = next
-            }
-            _ => return Ok(last),
+            Some(next) if !(empty && out.millis_behind_latest == Some(0)) => iterator = next,
+            _ => return Ok(position(last)),
         }
     }
     bail!("{shard}: no end of the shard after 10,000 GetRecords calls")

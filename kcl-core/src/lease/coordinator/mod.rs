@@ -483,8 +483,8 @@ impl LeaseCoordinator {
     }
 
     /// Counts `bytes` of record data processed on `key`: the next renewal writes the lease's
-    /// `throughputKBps` from it (as the KCL 3.x does), which balancing can weigh. Never waits;
-    /// a key this worker does not hold is ignored.
+    /// `throughputKBps` from it (as the KCL 3.x does), which balancing weighs. Does not await
+    /// (one short lock and an atomic add); a key this worker does not hold is ignored.
     pub fn record_processed_bytes(&self, key: &str, bytes: u64) {
         if let Some(slot) = self.shared.held.lock().get(key) {
             slot.load

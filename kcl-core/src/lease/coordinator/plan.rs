@@ -7,12 +7,15 @@
 //! of the free list, so those acting on one snapshot rarely collide (and a collision only costs a
 //! failed conditional write).
 //!
-//! Steals happen only when nothing is free. Every worker computes the same steal assignment from
-//! the same listing and executes only its own part, so thieves acting on one snapshot pick
-//! disjoint leases. Targets are `ceil(leases / live workers)` for the first `leases mod workers`
-//! workers in the order (leases held descending, id) and the floor for the rest; a fleet already
-//! within one lease of even therefore has every worker at its target and moves nothing (no
-//! ping-pong).
+//! Targets (for taking free leases) are `ceil(leases / live workers)` for the first
+//! `leases mod workers` workers in the order (leases held descending, id) and the floor for the
+//! rest.
+//!
+//! Steals happen only when nothing is free, by load rather than count (see [`rebalance`]: each
+//! lease weighs 1 plus its throughput over the fleet's mean). Every worker computes the same
+//! moves from the same listing and executes only its own part, so thieves acting on one snapshot
+//! pick disjoint leases; a move must leave a gap above a margin, so a fleet within one lease (or
+//! one band of load) of even moves nothing (no ping-pong).
 //!
 //! Only leases that carry work count: a lease at SHARD_END and a child waiting on a parent that
 //! has not ended weigh nothing in targets and are never stolen (KCL #50, #54, #1247). Such
@@ -116,13 +119,12 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
             (Availability::Quiet, Some(owner)) => {
                 held.entry(owner).or_default().push((lease, false))
             }
-            // A child of a live worker's parent is that worker's (see the module docs).
-            (Availability::Free { .. }, _) if parent_owner(lease, &by_key).is_some() => {
-                if parent_owner(lease, &by_key) == Some(input.me) {
-                    to_parent_owner.push((*lease).clone());
-                }
-            }
-            (Availability::Free { order }, _) => free.push((*order, lease)),
+            (Availability::Free { order }, _) => match parent_owner(lease, &by_key) {
+                // A child of a live worker's parent is that worker's (see the module docs).
+                Some(heir) if heir == input.me => to_parent_owner.push((*lease).clone()),
+                Some(_) => {}
+                None => free.push((*order, lease)),
+            },
             (Availability::Live | Availability::Quiet, None) => free.push((0, lease)),
         }
     }

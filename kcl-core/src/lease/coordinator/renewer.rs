@@ -78,15 +78,15 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) {
     // one bursty batch does not swing balancing.
     let bytes = h.load.load(std::sync::atomic::Ordering::Relaxed);
     let window = sent.duration_since(h.measured_since).as_secs_f64();
-    let mut renewal = h.lease.clone();
     if window > 0.0 {
         let now = bytes as f64 / 1024.0 / window;
-        let smoothed = renewal.throughput_kbps.map_or(now, |old| (old + now) / 2.0);
+        let smoothed = h.lease.throughput_kbps.map_or(now, |old| (old + now) / 2.0);
         // Two decimals; what rounds below 0.01 is idle (so a figure decays to 0, not 0.01).
-        let rounded = (smoothed * 100.0).floor() / 100.0;
-        renewal.throughput_kbps = Some(rounded);
+        // Set on the held copy, which the renewal writes (throughput is not part of its
+        // condition, so a failed renewal leaves nothing inconsistent).
+        h.lease.throughput_kbps = Some((smoothed * 100.0).floor() / 100.0);
     }
-    match shared.store.renew(&renewal).await {
+    match shared.store.renew(&h.lease).await {
         Ok(lease) => {
             h.lease = lease;
             h.load
