@@ -40,6 +40,10 @@ pub mod attr {
     pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
     /// Throughput in KB/s (N).
     pub const THROUGHPUT: &str = "throughputKBps";
+    /// kcl-rs: `counter:unix_millis` of the owner's last renewal (S).
+    pub const RENEWED_AT: &str = "kclRsRenewedAt";
+    /// kcl-rs: keys of leases offered to the owner in planned hand-offs (SS).
+    pub const INBOX: &str = "kclRsInbox";
     /// Stream identifier of a multi-stream lease (S).
     pub const STREAM_NAME: &str = "streamName";
     /// Shard id of a multi-stream lease (S).
@@ -119,6 +123,12 @@ pub fn to_item(lease: &Lease) -> Item {
     }
     if let Some(t) = lease.throughput_kbps {
         item.insert(attr::THROUGHPUT.into(), n(t));
+    }
+    if let Some(r) = &lease.renewed_at {
+        item.insert(attr::RENEWED_AT.into(), s(r.to_string()));
+    }
+    if !lease.inbox.is_empty() {
+        item.insert(attr::INBOX.into(), AttributeValue::Ss(lease.inbox.clone()));
     }
     if let Some(m) = &lease.multi_stream {
         item.insert(attr::STREAM_NAME.into(), s(&m.stream_identifier));
@@ -234,6 +244,21 @@ pub fn from_item(item: &Item) -> Result<Lease, LeaseError> {
         Some(_) => return Err(malformed(&key, "throughputKBps is not a number")),
     };
     lease.multi_stream = multi_stream;
+    // kcl-rs's own attributes: one that does not parse is ignored rather than making the lease
+    // unusable (observers then judge expiry by watching the counter, and an offer by its lease).
+    lease.renewed_at = match item.get(attr::RENEWED_AT) {
+        Some(AttributeValue::S(v)) => v.parse().ok(),
+        _ => None,
+    };
+    lease.inbox = match item.get(attr::INBOX) {
+        Some(AttributeValue::Ss(v)) => {
+            let mut keys = v.clone();
+            keys.sort();
+            keys.dedup();
+            keys
+        }
+        _ => Vec::new(),
+    };
     Ok(lease)
 }
 

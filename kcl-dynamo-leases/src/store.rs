@@ -28,6 +28,9 @@ pub struct DynamoLeaseStore {
 struct Update {
     set: Vec<String>,
     remove: Vec<String>,
+    /// `ADD` / `DELETE` clauses (set elements).
+    add: Vec<String>,
+    delete: Vec<String>,
     conditions: Vec<String>,
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
@@ -55,6 +58,26 @@ impl Update {
     fn remove(&mut self, attr: &str) -> &mut Self {
         let n = self.name(attr);
         self.remove.push(n);
+        self
+    }
+
+    fn add(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
+        let (n, v) = (self.name(attr), self.value(v));
+        self.add.push(format!("{n} {v}"));
+        self
+    }
+
+    fn delete(&mut self, attr: &str, v: AttributeValue) -> &mut Self {
+        let (n, v) = (self.name(attr), self.value(v));
+        self.delete.push(format!("{n} {v}"));
+        self
+    }
+
+    /// The caller's renewal stamp, when it brings one.
+    fn stamp(&mut self, expected: &Lease) -> &mut Self {
+        if let Some(r) = &expected.renewed_at {
+            self.set(attr::RENEWED_AT, s(r.to_string()));
+        }
         self
     }
 
@@ -86,6 +109,12 @@ impl Update {
         }
         if !self.remove.is_empty() {
             parts.push(format!("REMOVE {}", self.remove.join(", ")));
+        }
+        if !self.add.is_empty() {
+            parts.push(format!("ADD {}", self.add.join(", ")));
+        }
+        if !self.delete.is_empty() {
+            parts.push(format!("DELETE {}", self.delete.join(", ")));
         }
         parts.join(" ")
     }
@@ -327,6 +356,10 @@ impl LeaseStore for DynamoLeaseStore {
         if let Some(t) = expected.throughput_kbps {
             u.set(attr::THROUGHPUT, n(t));
         }
+        u.stamp(expected);
+        if !expected.inbox.is_empty() {
+            u.delete(attr::INBOX, AttributeValue::Ss(expected.inbox.clone()));
+        }
         self.update(&expected.key, u).await
     }
 
@@ -340,7 +373,8 @@ impl LeaseStore for DynamoLeaseStore {
                 attr::OWNER_SWITCHES,
                 n(expected.owner_switches_since_checkpoint + switch),
             )
-            .remove(attr::CHECKPOINT_OWNER);
+            .remove(attr::CHECKPOINT_OWNER)
+            .stamp(expected);
         self.update(&expected.key, u).await
     }
 
@@ -394,7 +428,8 @@ impl LeaseStore for DynamoLeaseStore {
     ) -> Result<Lease, LeaseError> {
         let mut u = Update::default();
         u.require_held(expected)
-            .set(attr::LEASE_COUNTER, n(expected.counter + 1));
+            .set(attr::LEASE_COUNTER, n(expected.counter + 1))
+            .stamp(expected);
         match &update {
             CheckpointUpdate::Commit(c) => commit(&mut u, c),
             CheckpointUpdate::Prepare { pending, state } => {
@@ -420,6 +455,16 @@ impl LeaseStore for DynamoLeaseStore {
             u.set(attr::CHILDREN, string_set(children));
         }
         self.update(key, u).await
+    }
+
+    async fn post(&self, key: &str, owner: &str, entries: &[String]) -> Result<(), LeaseError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut u = Update::default();
+        u.require_eq(attr::LEASE_OWNER, s(owner))
+            .add(attr::INBOX, AttributeValue::Ss(entries.to_vec()));
+        self.update(key, u).await.map(|_| ())
     }
 
     async fn delete(&self, expected: &Lease) -> Result<(), LeaseError> {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{CheckpointUpdate, Lease, LeaseError, LeaseStore, MultiStreamKey};
+use super::{CheckpointUpdate, Lease, LeaseError, LeaseStore, MultiStreamKey, RenewalStamp};
 use crate::model::{ExtendedSequenceNumber, HashKeyRange, SequenceNumber, ShardId};
 
 /// Expands to one `#[tokio::test]` per conformance case for the store `factory` builds.
@@ -42,7 +42,9 @@ macro_rules! lease_store_conformance {
             missing_lease_is_not_found,
             sixteen_concurrent_takers_one_wins,
             renew_racing_steal_one_wins,
-            counters_never_go_backwards
+            counters_never_go_backwards,
+            renewal_stamps_are_written_when_given,
+            posts_reach_the_owner_through_renewals
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -145,6 +147,11 @@ pub async fn every_field_round_trips(store: Store) {
     });
     lease.checkpoint_owner = Some("worker-b".into());
     lease.throughput_kbps = Some(12.5);
+    lease.renewed_at = Some(RenewalStamp {
+        counter: 41,
+        unix_millis: 1_765_000_000_123,
+    });
+    lease.inbox = vec!["shardId-000000000002".into(), "shardId-000000000003".into()];
     store.create_if_absent(&lease).await.unwrap();
     assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), lease);
     for checkpoint in [
@@ -399,6 +406,13 @@ pub async fn missing_lease_is_not_found(store: Store) {
         "finish_hand_off",
     );
     nf(store.evict(&ghost).await, "evict");
+    assert!(
+        matches!(
+            store.post(&ghost.key, "w1", &["x".into()]).await,
+            Err(LeaseError::NotFound { .. })
+        ),
+        "post"
+    );
     nf(
         store
             .checkpoint(&ghost, CheckpointUpdate::Commit(seq(1, 0)))
@@ -518,4 +532,71 @@ pub async fn counters_never_go_backwards(store: Store) {
         w.await.unwrap();
     }
     reader.await.unwrap();
+}
+
+/// `renew`, `take` and `checkpoint` write the caller's renewal stamp when it brings one, and
+/// leave the stored one otherwise.
+pub async fn renewal_stamps_are_written_when_given(store: Store) {
+    let stamp = |counter, unix_millis| {
+        Some(RenewalStamp {
+            counter,
+            unix_millis,
+        })
+    };
+    let lease = created(&store, "shardId-stamp").await;
+    let mut taking = lease.clone();
+    taking.renewed_at = stamp(lease.counter + 1, 1_000);
+    let taken = store.take(&taking, "w1").await.unwrap();
+    assert_eq!(taken.renewed_at, stamp(taken.counter, 1_000));
+    let mut renewing = taken.clone();
+    renewing.renewed_at = stamp(taken.counter + 1, 2_000);
+    let renewed = store.renew(&renewing).await.unwrap();
+    assert_eq!(renewed.renewed_at, stamp(renewed.counter, 2_000));
+    let mut checkpointing = renewed.clone();
+    checkpointing.renewed_at = stamp(renewed.counter + 1, 3_000);
+    let checkpointed = store
+        .checkpoint(&checkpointing, CheckpointUpdate::Commit(seq(5, 0)))
+        .await
+        .unwrap();
+    assert_eq!(checkpointed.renewed_at, stamp(checkpointed.counter, 3_000));
+    // A write without a stamp (a Java KCL worker's) leaves the old one, now behind the counter.
+    let mut plain = checkpointed.clone();
+    plain.renewed_at = None;
+    let renewed = store.renew(&plain).await.unwrap();
+    assert_eq!(renewed.renewed_at, stamp(checkpointed.counter, 3_000));
+    assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), renewed);
+}
+
+/// `post` adds to the inbox of the owner's lease without moving the counter; a renewal removes
+/// exactly the entries its caller saw; posts to a lease of another owner fail.
+pub async fn posts_reach_the_owner_through_renewals(store: Store) {
+    let lease = owned(&store, "shardId-inbox", "w1").await;
+    assert_condition_failed(
+        store.post(&lease.key, "w2", &["shardId-x".into()]).await,
+        "post naming another owner",
+    );
+    store
+        .post(&lease.key, "w1", &["shardId-b".into(), "shardId-a".into()])
+        .await
+        .unwrap();
+    store
+        .post(&lease.key, "w1", &["shardId-a".into()])
+        .await
+        .unwrap();
+    let seen = store.renew(&lease).await.unwrap();
+    assert_eq!(seen.counter, lease.counter + 1, "posting moved the counter");
+    assert_eq!(
+        seen.inbox,
+        vec!["shardId-a".to_string(), "shardId-b".into()]
+    );
+    // Posted after the renewal that saw the others: kept by the renewal that clears them.
+    store
+        .post(&lease.key, "w1", &["shardId-c".into()])
+        .await
+        .unwrap();
+    let cleared = store.renew(&seen).await.unwrap();
+    assert_eq!(cleared.inbox, vec!["shardId-c".to_string()]);
+    let empty = store.renew(&cleared).await.unwrap();
+    assert!(empty.inbox.is_empty(), "{:?}", empty.inbox);
+    assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), empty);
 }

@@ -154,6 +154,15 @@ impl LeaseStore for DeadlineStore {
         self.within("DeleteLease", self.call, self.inner.delete(expected))
             .await
     }
+
+    async fn post(&self, key: &str, owner: &str, entries: &[String]) -> Result<(), LeaseError> {
+        self.within(
+            "PostToInbox",
+            self.call,
+            self.inner.post(key, owner, entries),
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

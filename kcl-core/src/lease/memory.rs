@@ -36,11 +36,13 @@ pub enum LeaseOperation {
     SetChildShards,
     /// `delete`.
     Delete,
+    /// `post`.
+    Post,
 }
 
 impl LeaseOperation {
     /// Every operation, in order.
-    pub const ALL: [LeaseOperation; 11] = [
+    pub const ALL: [LeaseOperation; 12] = [
         Self::Create,
         Self::Get,
         Self::List,
@@ -52,6 +54,7 @@ impl LeaseOperation {
         Self::Checkpoint,
         Self::SetChildShards,
         Self::Delete,
+        Self::Post,
     ];
 }
 
@@ -96,6 +99,13 @@ pub struct InMemoryLeaseStore {
 impl Default for InMemoryLeaseStore {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Writes the caller's renewal stamp, when it brings one.
+fn stamp(stored: &mut Lease, expected: &Lease) {
+    if expected.renewed_at.is_some() {
+        stored.renewed_at = expected.renewed_at;
     }
 }
 
@@ -273,6 +283,8 @@ impl LeaseStore for InMemoryLeaseStore {
                 if expected.throughput_kbps.is_some() {
                     l.throughput_kbps = expected.throughput_kbps;
                 }
+                stamp(l, expected);
+                l.inbox.retain(|k| !expected.inbox.contains(k));
             },
         )
         .await
@@ -290,6 +302,7 @@ impl LeaseStore for InMemoryLeaseStore {
                 l.owner = Some(new_owner.to_string());
                 l.checkpoint_owner = None;
                 l.counter += 1;
+                stamp(l, expected);
             },
         )
         .await
@@ -361,6 +374,7 @@ impl LeaseStore for InMemoryLeaseStore {
                     }
                 }
                 l.counter += 1;
+                stamp(l, expected);
             },
         )
         .await
@@ -373,6 +387,24 @@ impl LeaseStore for InMemoryLeaseStore {
             |_| true,
             |l| l.child_shard_ids = children.to_vec(),
         )
+        .await
+    }
+
+    async fn post(&self, key: &str, owner: &str, entries: &[String]) -> Result<(), LeaseError> {
+        self.wait_while_hung(key).await;
+        self.run(LeaseOperation::Post, |leases| {
+            let l = leases.get_mut(key).ok_or_else(|| not_found(key))?;
+            if l.owner.as_deref() != Some(owner) {
+                return Err(condition_failed(key));
+            }
+            for e in entries {
+                if !l.inbox.contains(e) {
+                    l.inbox.push(e.clone());
+                }
+            }
+            l.inbox.sort();
+            Ok(())
+        })
         .await
     }
 

@@ -31,6 +31,8 @@ pub use deadline::DeadlineStore;
 pub use error::LeaseError;
 #[cfg(feature = "testing")]
 pub use memory::{InMemoryLeaseStore, LeaseOperation, LeaseStoreStats};
-pub use model::{CheckpointUpdate, Lease, MultiStreamKey, MultiStreamShard, ParseLeaseKeyError};
+pub use model::{
+    CheckpointUpdate, Lease, MultiStreamKey, MultiStreamShard, ParseLeaseKeyError, RenewalStamp,
+};
 pub use scope::LeaseScope;
 pub use store::{LeaseListing, LeaseStore};

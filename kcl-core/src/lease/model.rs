@@ -39,6 +39,44 @@ pub struct Lease {
     pub throughput_kbps: Option<f64>,
     /// `streamName` and `shardId` attributes of multi-stream leases.
     pub multi_stream: Option<MultiStreamShard>,
+    /// `kclRsRenewedAt` (kcl-rs only; the Java KCL ignores it): when the owner last proved it
+    /// holds the lease, on its wall clock. Trusted only while its counter is the lease's.
+    pub renewed_at: Option<RenewalStamp>,
+    /// `kclRsInbox` (kcl-rs only): keys of leases other workers offered this lease's owner in a
+    /// planned hand-off. The owner reads it from its renewals' responses (no extra reads).
+    pub inbox: Vec<String>,
+}
+
+/// A renewal's wall-clock time, tagged with the lease counter the write left.
+///
+/// An observer that sees `counter` equal to the lease's counter knows the owner's last write
+/// happened at `unix_millis` (its clock), so it can tell when the lease expires from a single
+/// listing instead of watching the counter for a whole failover time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalStamp {
+    /// The `leaseCounter` after the write.
+    pub counter: u64,
+    /// Milliseconds since the Unix epoch on the writer's clock.
+    pub unix_millis: u64,
+}
+
+impl fmt::Display for RenewalStamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.counter, self.unix_millis)
+    }
+}
+
+impl FromStr for RenewalStamp {
+    type Err = ();
+
+    /// `counter:unix_millis`, both canonical integers.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (c, t) = s.split_once(':').ok_or(())?;
+        Ok(Self {
+            counter: crate::model::parse_canonical_u64(c).ok_or(())?,
+            unix_millis: crate::model::parse_canonical_u64(t).ok_or(())?,
+        })
+    }
 }
 
 impl Lease {
@@ -58,6 +96,8 @@ impl Lease {
             checkpoint_owner: None,
             throughput_kbps: None,
             multi_stream: None,
+            renewed_at: None,
+            inbox: Vec::new(),
         }
     }
 

@@ -35,9 +35,15 @@ pub struct LeaseListing {
 /// - `list` returns every lease, paging internally; malformed items are reported, not fatal.
 /// - `renew`: if `leaseCounter` = expected and `leaseOwner` = expected owner → counter + 1,
 ///   and `throughputKBps` = expected's when it is set (the load figure a renewal carries, as in
-///   the KCL 3.x); left as stored when it is not.
+///   the KCL 3.x); left as stored when it is not. The entries of expected's `inbox` are removed
+///   from the stored inbox (entries posted since stay).
+/// - `renew`, `take` and `checkpoint` write `kclRsRenewedAt` = expected's `renewed_at` when it
+///   is set, and leave it as stored when it is not.
 /// - `take`: if `leaseCounter` = expected → `leaseOwner` = new owner, counter + 1,
 ///   `ownerSwitchesSinceCheckpoint` + 1 when the owner changes, `checkpointOwner` removed.
+/// - `post`: if `leaseOwner` = the given owner → the entries are added to `inbox` (a set: each
+///   once, concurrent posts all kept); the counter is unchanged, so the owner's renewals keep
+///   working and return it.
 /// - `hand_off`: if `leaseCounter` = expected, `leaseOwner` = expected owner and no
 ///   `checkpointOwner` → `leaseOwner` = new owner, `checkpointOwner` = previous owner,
 ///   counter + 1, `ownerSwitchesSinceCheckpoint` + 1. The previous owner's next renew fails.
@@ -103,4 +109,16 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes a lease.
     async fn delete(&self, expected: &Lease) -> Result<(), LeaseError>;
+
+    /// Adds `entries` to the inbox of lease `key` if `owner` holds it: how a worker offering
+    /// leases in a planned hand-off tells the receiver, which reads its inbox from its next
+    /// renewal's response. The default (a store without inboxes) refuses with
+    /// [`LeaseError::Backend`], and the coordinator then releases leases instead of offering
+    /// them. Wrappers must forward it.
+    async fn post(&self, key: &str, owner: &str, entries: &[String]) -> Result<(), LeaseError> {
+        let _ = (owner, entries);
+        Err(LeaseError::Backend {
+            message: format!("this lease store has no inboxes (posting to {key})"),
+        })
+    }
 }

@@ -310,30 +310,33 @@ impl Scheduler {
         while background.join_next().await.is_some() {}
         coordinator.stop_taking();
         consumers.pending.clear();
-        for r in consumers.running.values() {
-            r.signal
-                .send_if_modified(|s| raise(s, ShutdownReason::Requested));
+        // Planned hand-off: offered leases go on processing until their receivers accept, so
+        // the shards pass on with a gap of a few round trips; the rest checkpoint and release.
+        let offered: BTreeSet<String> = coordinator.offer_leases().await.into_iter().collect();
+        for (key, r) in &consumers.running {
+            if !offered.contains(key) {
+                r.signal
+                    .send_if_modified(|s| raise(s, ShutdownReason::Requested));
+            }
         }
         let mut aborted = 0;
         loop {
+            let offers_pending = coordinator.offers_pending();
+            if consumers.tasks.is_empty() && !offers_pending {
+                break;
+            }
             tokio::select! {
                 biased;
-                done = consumers.tasks.join_next() => match done {
-                    Some(done) => {
-                        if self.on_done(done, &ctx, &mut consumers, false).await {
-                            shards_ended += 1;
-                        }
-                    }
-                    None => break,
-                },
-                Some(event) = events.recv() => {
-                    // Losses during shutdown must still reach the consumers.
-                    if let LeaseEvent::Lost { key, .. } = event
-                        && let Some(r) = consumers.running.get(&key)
-                    {
-                        r.signal.send_if_modified(|s| raise(s, ShutdownReason::LeaseLost));
+                Some(done) = consumers.tasks.join_next(), if !consumers.tasks.is_empty() => {
+                    if self.on_done(done, &ctx, &mut consumers, false).await {
+                        shards_ended += 1;
                     }
                 }
+                Some(event) = events.recv() => {
+                    self.on_event_while_stopping(event, &ctx, &consumers).await;
+                }
+                // Offers whose leases have no consumer here: their polls decide them.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)), if consumers.tasks.is_empty() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     aborted = consumers.tasks.len();
                     warn!(worker_id = %worker_id, consumers = aborted, "shutdown timeout: aborting shard consumers");
@@ -450,6 +453,8 @@ impl Scheduler {
                         .send_if_modified(|s| raise(s, ShutdownReason::LeaseLost));
                 }
             }
+            // Offers are made only while stopping; a late one changes nothing while running.
+            LeaseEvent::OfferWithdrawn { .. } => {}
             LeaseEvent::HandingOff { lease } => {
                 consumers.pending.remove(&lease.key);
                 match consumers.running.get(&lease.key) {
@@ -466,6 +471,32 @@ impl Scheduler {
                     }
                 }
             }
+        }
+    }
+
+    /// Lease events after shutdown began: losses and hand-offs reach the consumers, and an
+    /// offer taken back is shut down like any other lease. Nothing new starts.
+    async fn on_event_while_stopping(
+        &self,
+        event: LeaseEvent,
+        ctx: &Context,
+        consumers: &Consumers,
+    ) {
+        let (key, reason) = match event {
+            LeaseEvent::Lost { key, .. } => (key, ShutdownReason::LeaseLost),
+            LeaseEvent::HandingOff { lease } => (lease.key, ShutdownReason::HandingOff),
+            LeaseEvent::OfferWithdrawn { key } => (key, ShutdownReason::Requested),
+            _ => return,
+        };
+        match consumers.running.get(&key) {
+            Some(r) => {
+                r.signal.send_if_modified(|s| raise(s, reason));
+            }
+            None if reason == ShutdownReason::HandingOff => {
+                // Nothing processes it here: end the hand-off now, so the receiver starts.
+                let _ = ctx.coordinator.finish_hand_off(&key, None).await;
+            }
+            None => {}
         }
     }
 

@@ -273,12 +273,16 @@ struct Shared {
     processor_failure: f64,
     slow_batch: f64,
     slow_batches: std::sync::atomic::AtomicU64,
+    /// Committed checkpoints (the store's log), to tell a user's batch that failed after its
+    /// checkpoint landed.
+    checkpoints: store::CheckpointLog,
 }
 
 struct SimProcessor {
     shared: Arc<Shared>,
     incarnation: u64,
     shard: ShardId,
+    lease_key: String,
     started_at: ExtendedSequenceNumber,
     /// The user's processor, when the run tests one.
     inner: Option<Box<dyn ShardRecordProcessor>>,
@@ -336,11 +340,24 @@ impl ShardRecordProcessor for SimProcessor {
             during: (began, tokio::time::Instant::now()),
         };
         if let Some(inner) = &mut self.inner {
-            // Recorded once the user's processor says the batch is processed.
-            inner.process_records(input).await?;
-            let entry = processed(records);
-            self.shared.ledger.lock().processed.push(entry);
-            return Ok(());
+            // Recorded once the user's processor says the batch is processed: it returned Ok,
+            // or a checkpoint at or past the batch's last record landed while it ran (the
+            // user declared the batch processed, even if the call then failed — e.g. that
+            // checkpoint's write landed but reported an error).
+            let logged = self.shared.checkpoints.lock().len();
+            let last = records.last().map(|r| r.2.clone());
+            let result = inner.process_records(input).await;
+            let declared = result.is_ok()
+                || self.shared.checkpoints.lock()[logged..]
+                    .iter()
+                    .any(|(key, c)| {
+                        *key == self.lease_key && last.as_ref().is_some_and(|l| c >= l)
+                    });
+            if declared {
+                let entry = processed(records);
+                self.shared.ledger.lock().processed.push(entry);
+            }
+            return result;
         }
         let entry = processed(records);
         self.shared.ledger.lock().processed.push(entry);
@@ -503,6 +520,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         processor_failure: config.processor_failure,
         slow_batch: config.slow_batch,
         slow_batches: Default::default(),
+        checkpoints: checkpoint_log.clone(),
     });
     let store = Arc::new(RecordingStore {
         inner: inner.clone(),
@@ -654,6 +672,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
                         shared: shared.clone(),
                         incarnation,
                         shard: ledger_shard(multi, &info.stream.name, &info.shard_id),
+                        lease_key: info.lease_key.clone(),
                         started_at: ExtendedSequenceNumber::TrimHorizon,
                         inner: user.as_ref().map(|u| (u.0)(info)),
                     }),

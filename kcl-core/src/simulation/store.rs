@@ -79,7 +79,15 @@ impl LeaseStore for RecordingStore {
         update: CheckpointUpdate,
     ) -> Result<Lease, LeaseError> {
         let result = self.inner.checkpoint(expected, update.clone()).await;
-        if let (Ok(_), CheckpointUpdate::Commit(c)) = (&result, update) {
+        // A write that lands but reports failure committed too: the stored lease shows it.
+        let landed = |c: &ExtendedSequenceNumber| {
+            self.inner.snapshot().iter().any(|l| {
+                l.key == expected.key && l.counter == expected.counter + 1 && l.checkpoint == *c
+            })
+        };
+        if let CheckpointUpdate::Commit(c) = update
+            && (result.is_ok() || landed(&c))
+        {
             tracing::debug!(lease_key = %expected.key, owner = ?expected.owner, checkpoint = %c, "checkpoint committed");
             self.log.lock().push((expected.key.clone(), c));
         }
@@ -87,6 +95,9 @@ impl LeaseStore for RecordingStore {
     }
     async fn set_child_shards(&self, key: &str, children: &[ShardId]) -> Result<Lease, LeaseError> {
         self.inner.set_child_shards(key, children).await
+    }
+    async fn post(&self, key: &str, owner: &str, entries: &[String]) -> Result<(), LeaseError> {
+        self.inner.post(key, owner, entries).await
     }
     async fn delete(&self, expected: &Lease) -> Result<(), LeaseError> {
         let result = self.inner.delete(expected).await;

@@ -48,6 +48,15 @@ pub struct CoordinatorConfig {
     pub store_call_timeout: Duration,
     /// Deadline of a listing of the whole table (paged). Default: the failover time.
     pub list_timeout: Duration,
+    /// How far apart the wall clocks of two workers may be. Renewals stamp the lease with the
+    /// owner's wall clock (`kclRsRenewedAt`), and another worker takes a lease whose stamp is
+    /// still current once `failover_time + clock_skew_margin` has passed since the stamp on its
+    /// own clock — from one listing, instead of watching the counter for a whole failover time
+    /// (which costs up to a taker interval more). Never later than the counter rule. Clocks
+    /// further apart than this can let a lease be taken before its owner's belief ends: the
+    /// owner's checkpoints stay fenced, so at most its batch in progress is processed twice.
+    /// Default: 500 ms (NTP-synchronised hosts agree within milliseconds).
+    pub clock_skew_margin: Duration,
 }
 
 impl CoordinatorConfig {
@@ -66,6 +75,7 @@ impl CoordinatorConfig {
             max_hand_off_extension: Duration::from_secs(300),
             store_call_timeout: kcl_renew_interval(failover),
             list_timeout: failover,
+            clock_skew_margin: Duration::from_millis(500),
         }
     }
 
@@ -98,6 +108,7 @@ impl CoordinatorConfig {
             ("max_hand_off_extension", self.max_hand_off_extension),
             ("store_call_timeout", self.store_call_timeout),
             ("list_timeout", self.list_timeout),
+            ("clock_skew_margin", self.clock_skew_margin),
         ] {
             if value > crate::limits::MAX_SETTING_DURATION {
                 return Err(E::TooLong { field, value });

@@ -6,11 +6,21 @@
 //! A worker believes it holds a lease until `failover_time` after it *sent* its last successful
 //! renewal. Another worker takes a lease only after seeing its counter unchanged for
 //! `failover_time` on its own clock, counted from a listing made after that renewal was applied,
-//! so the two beliefs never overlap — with no clock agreement between workers. A graceful steal
+//! so the two beliefs never overlap — with no clock agreement between workers. Or sooner, by
+//! the renewal's stamp: each renewal also writes the owner's wall-clock time of sending it with
+//! the counter it leaves (`kclRsRenewedAt`), and a listing that shows that counter lets the
+//! observer take the lease at stamp + `failover_time` + `clock_skew_margin` on its own wall
+//! clock — which is after the owner's belief ends as long as the two clocks differ by less than
+//! the margin. This is what makes crash failover one failover time and not up to one more taker
+//! interval. A stamp whose counter is not the lease's (a Java worker or a checkpoint wrote
+//! last) is not used, and clocks further apart than the margin cost at most a batch processed
+//! twice, never a checkpoint: every write stays conditional on the counter. A graceful steal
 //! moves the lease with `checkpointOwner` set: the thief does not process it until the victim
 //! has finished (or `graceful_handoff_timeout` ≥ `failover_time` has passed).
 
+mod clock;
 mod config;
+mod offer;
 mod plan;
 mod renewer;
 mod taker;
@@ -30,6 +40,14 @@ pub use config::{CoordinatorConfig, CoordinatorConfigError};
 
 use super::{CheckpointUpdate, Lease, LeaseError, LeaseStore};
 use crate::model::ExtendedSequenceNumber;
+
+/// The renewal stamp of a write, sent now, that leaves the lease at `counter`.
+fn stamp(counter: u64) -> crate::lease::RenewalStamp {
+    crate::lease::RenewalStamp {
+        counter,
+        unix_millis: clock::unix_millis_now(),
+    }
+}
 
 /// A change in what this worker holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +74,12 @@ pub enum LeaseEvent {
     HandingOff {
         /// The lease as stored (new owner in `owner`, this worker in `checkpoint_owner`).
         lease: Lease,
+    },
+    /// A lease offered by [`LeaseCoordinator::offer_leases`] found no taker in time: this
+    /// worker took it back and holds it as before (same token).
+    OfferWithdrawn {
+        /// The lease key.
+        key: String,
     },
 }
 
@@ -110,6 +134,17 @@ enum Phase {
     Ready,
     /// Owned after a graceful steal; the previous owner may still be finishing.
     Incoming { from: String, deadline: Instant },
+    /// Offered to `to` in a planned hand-off (stored with `leaseOwner` = `to`,
+    /// `checkpointOwner` = this worker): still processed here until `to` accepts by moving the
+    /// counter, and taken back at `deadline` if it has not.
+    Offered { to: String, deadline: Instant },
+}
+
+impl Phase {
+    /// Whether this worker may process the lease in this phase.
+    fn processable(&self) -> bool {
+        matches!(self, Self::Ready | Self::Offered { .. })
+    }
 }
 
 #[derive(Debug)]
@@ -138,7 +173,7 @@ impl Held {
     /// Publishes whether (and until when) this worker may process the lease.
     fn publish(&self) {
         *self.belief.lock() = Belief {
-            until: (!self.gone && self.phase == Phase::Ready).then_some(self.valid_until),
+            until: (!self.gone && self.phase.processable()).then_some(self.valid_until),
             lease: self.lease.clone(),
         };
     }
@@ -186,6 +221,8 @@ struct Shared {
     sync_leader: Mutex<Option<String>>,
     /// Leases being handed off by this worker, until `finish_hand_off`.
     handing_off: Mutex<BTreeMap<String, HandingOff>>,
+    /// Live workers of the last listing, for planned hand-offs.
+    peers: Mutex<BTreeMap<String, offer::Peer>>,
     /// Cancelled when this worker stops taking; a taker cycle checks it once it has the turn.
     taking: CancellationToken,
 }
@@ -415,6 +452,7 @@ impl LeaseCoordinator {
             fleet_size: std::sync::atomic::AtomicUsize::new(1),
             sync_leader: Mutex::new(None),
             handing_off: Mutex::default(),
+            peers: Mutex::default(),
             taking: CancellationToken::new(),
         });
         let renewer_cancel = CancellationToken::new();
@@ -534,11 +572,12 @@ impl LeaseCoordinator {
         for _attempt in 0..2 {
             if h.gone
                 || h.token != token
-                || h.phase != Phase::Ready
+                || !h.phase.processable()
                 || Instant::now() >= h.valid_until
             {
                 return Err(not_held());
             }
+            h.lease.renewed_at = Some(stamp(h.lease.counter + 1));
             match self.shared.store.checkpoint(&h.lease, update.clone()).await {
                 Ok(lease) => {
                     h.lease = lease.clone();
@@ -611,6 +650,11 @@ impl LeaseCoordinator {
             info!(worker_id = %self.shared.me(), lease_key = %key, previous_owner = %from, "incoming lease left to expire");
             return Ok(());
         }
+        if let Phase::Offered { to, .. } = &h.phase {
+            // Stored as `to`'s already: it accepts it, or it expires.
+            info!(worker_id = %self.shared.me(), lease_key = %key, receiver = %to, "offered lease left to its receiver");
+            return Ok(());
+        }
         let result = self.shared.store.evict(&h.lease).await;
         info!(worker_id = %self.shared.me(), lease_key = %key, ok = result.is_ok(), "lease released");
         self.shared.emit(LeaseEvent::Lost {
@@ -623,6 +667,30 @@ impl LeaseCoordinator {
             Err(e) if e.is_lost() => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Planned hand-off, the first step of a graceful shutdown: offers every held lease with
+    /// work to a live worker of the last listing (the least loaded first) and tells each
+    /// receiver through the inbox of a lease it holds. This worker goes on processing an
+    /// offered lease until its receiver accepts — then it gets [`LeaseEvent::HandingOff`] and
+    /// checkpoints through [`finish_hand_off`](Self::finish_hand_off), after which the receiver
+    /// starts at once — or until the offer times out (a renew interval and a second), when it
+    /// takes the lease back and gets [`LeaseEvent::OfferWithdrawn`]. So shards pass to live
+    /// workers with a gap of a few store round trips instead of waiting for their next listing.
+    /// Returns the keys offered; call [`stop_taking`](Self::stop_taking) first. Leases that
+    /// could not be offered (no live peer, a store without inboxes, a failed write) stay held.
+    pub async fn offer_leases(&self) -> Vec<String> {
+        offer::offer_all(&self.shared).await
+    }
+
+    /// Whether an offer of [`offer_leases`](Self::offer_leases) is still waiting for its
+    /// receiver (not yet handed off, taken back or lost).
+    pub fn offers_pending(&self) -> bool {
+        self.shared.entries().iter().any(|(_, entry)| {
+            entry.try_lock().map_or(true, |h| {
+                !h.gone && matches!(h.phase, Phase::Offered { .. })
+            })
+        })
     }
 
     /// Restricts the taker to the leases `filter` accepts (`None`: every lease). Leases it

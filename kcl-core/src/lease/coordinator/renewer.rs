@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -15,15 +16,20 @@ use tracing::{debug, warn};
 
 use super::{Entry, Held, LeaseEvent, LostReason, Phase, Shared};
 
+/// How often incoming and offered leases are polled: the processing gap of a hand-off.
+const HAND_OFF_POLL: Duration = Duration::from_millis(100);
+
 pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.renew_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut poll = tokio::time::interval(HAND_OFF_POLL.min(shared.config.renew_interval));
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Renewals in flight, by task, so a key is free again however its task ended.
     let mut in_flight: JoinSet<()> = JoinSet::new();
     // Keys are held leases, or (`true`) outgoing hand-offs being extended.
     let mut renewing: HashMap<tokio::task::Id, (bool, String)> = HashMap::new();
     loop {
-        tokio::select! {
+        let renew_all = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
             Some(done) = in_flight.join_next_with_id() => {
@@ -34,14 +40,30 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                 renewing.remove(&id);
                 continue;
             }
-            _ = tick.tick() => {}
-        }
+            _ = tick.tick() => true,
+            _ = poll.tick() => false,
+        };
         let busy: HashSet<&(bool, String)> = renewing.values().collect();
-        let due: Vec<_> = shared
+        let mut due: Vec<_> = shared
             .entries()
             .into_iter()
             .filter(|(key, _)| !busy.contains(&(false, key.clone())))
             .collect();
+        if !renew_all {
+            // Between renewals, only hand-offs in progress are looked at.
+            due.retain(|(_, entry)| {
+                entry.try_lock().is_ok_and(|h| {
+                    !h.gone && matches!(h.phase, Phase::Incoming { .. } | Phase::Offered { .. })
+                })
+            });
+            for (key, entry) in due {
+                let shared = shared.clone();
+                let k = key.clone();
+                let task = in_flight.spawn(async move { poll_hand_off(&shared, &k, entry).await });
+                renewing.insert(task.id(), (false, key));
+            }
+            continue;
+        }
         let outgoing: Vec<String> = shared
             .handing_off
             .lock()
@@ -52,7 +74,13 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         for (key, entry) in due {
             let shared = shared.clone();
             let k = key.clone();
-            let task = in_flight.spawn(async move { renew_one(&shared, k, entry).await });
+            let task = in_flight.spawn(async move {
+                let inbox = renew_one(&shared, k, entry).await;
+                // Leases offered to this worker, named in the renewal's response.
+                for offered in inbox {
+                    super::offer::accept(&shared, &offered).await;
+                }
+            });
             renewing.insert(task.id(), (false, key));
         }
         for key in outgoing {
@@ -64,15 +92,49 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     }
 }
 
-pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) {
+/// Polls a lease in a hand-off: an incoming one becomes ready as soon as its previous owner
+/// ended the hand-off (not at the next renewal), an offered one is handed off as soon as its
+/// receiver accepted.
+async fn poll_hand_off(shared: &Shared, key: &str, entry: Entry) {
     let mut h = entry.lock().await;
     if h.gone {
         return;
     }
+    match &h.phase {
+        Phase::Offered { .. } => super::offer::poll_offered(shared, key, &mut h).await,
+        Phase::Incoming { .. } => match shared.store.get(key).await {
+            Ok(Some(stored))
+                if stored.is_owned_by(shared.me()) && stored.checkpoint_owner.is_none() =>
+            {
+                h.lease = stored;
+                complete_hand_off(shared, key, &mut h).await;
+            }
+            Ok(Some(stored)) if stored.is_owned_by(shared.me()) => {}
+            Ok(_) => {
+                shared.reconcile(key, &mut h).await;
+            }
+            Err(e) => {
+                debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not poll an incoming lease");
+            }
+        },
+        Phase::Ready => {}
+    }
+}
+
+/// Renews one lease; returns the keys its inbox named (leases offered to this worker).
+pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec<String> {
+    let mut h = entry.lock().await;
+    if h.gone {
+        return Vec::new();
+    }
+    if let Phase::Offered { .. } = h.phase {
+        // Stored as the receiver's now: polled, never renewed.
+        return Vec::new();
+    }
     let sent = Instant::now();
     if sent >= h.valid_until {
         shared.lose(&key, &mut h, LostReason::RenewalsFailed);
-        return;
+        return Vec::new();
     }
     // Throughput since the last renewal, smoothed (half the new window, half the old figure) so
     // one bursty batch does not swing balancing.
@@ -86,6 +148,7 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) {
         // condition, so a failed renewal leaves nothing inconsistent).
         h.lease.throughput_kbps = Some((smoothed * 100.0).floor() / 100.0);
     }
+    h.lease.renewed_at = Some(super::stamp(h.lease.counter + 1));
     match shared.store.renew(&h.lease).await {
         Ok(lease) => {
             h.lease = lease;
@@ -95,12 +158,15 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) {
             h.valid_until = sent + shared.config.failover_time;
             h.publish();
             complete_hand_off(shared, &key, &mut h).await;
+            h.lease.inbox.clone()
         }
         Err(e) if e.is_lost() => {
             shared.reconcile(&key, &mut h).await;
+            Vec::new()
         }
         Err(e) => {
             debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "renewal failed, will retry");
+            Vec::new()
         }
     }
 }

@@ -17,8 +17,10 @@ pub(super) type Observed = BTreeMap<String, Seen>;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Seen {
     counter: u64,
-    /// When the counter was last seen to change (or first seen).
-    since: Instant,
+    /// When the lease expires unless its counter moves: failover after the listing that first
+    /// showed this counter, or sooner by the counter's renewal stamp (see the coordinator's
+    /// module docs).
+    expires: Instant,
     /// Whether it changed between the previous listing and the latest one: proof that its
     /// owner is renewing, which a graceful steal needs (a stopped owner cannot hand off).
     renewing: bool,
@@ -88,13 +90,25 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     // margin for its round trip) instead of a whole taker interval, so that a live owner can
     // prove itself before balancing needs a steal.
     let mut first_sightings = false;
+    let now_millis = super::clock::unix_millis_now();
+    let stamped_expiry = |lease: &Lease| {
+        let by_counter = now + failover;
+        match lease.renewed_at {
+            Some(stamp) if stamp.counter == lease.counter => by_counter.min(
+                super::clock::instant_of(stamp.unix_millis, now, now_millis)
+                    + failover
+                    + shared.config.clock_skew_margin,
+            ),
+            _ => by_counter,
+        }
+    };
     for lease in &listing.leases {
         match observed.get_mut(&lease.key) {
             Some(seen) => {
                 seen.renewing = seen.counter != lease.counter;
                 if seen.renewing {
                     seen.counter = lease.counter;
-                    seen.since = now;
+                    seen.expires = stamped_expiry(lease);
                 }
             }
             None => {
@@ -103,7 +117,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
                     lease.key.clone(),
                     Seen {
                         counter: lease.counter,
-                        since: now,
+                        expires: stamped_expiry(lease),
                         renewing: false,
                     },
                 );
@@ -112,7 +126,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     }
     let held: BTreeSet<String> = shared.entries().into_iter().map(|(k, _)| k).collect();
     let me = shared.me();
-    let epoch = observed.values().map(|s| s.since).min().unwrap_or(now);
+    let epoch = observed.values().map(|s| s.expires).min().unwrap_or(now);
     let renew = shared.config.renew_interval;
     let mut next_expiry: Option<Instant> =
         first_sightings.then(|| now + renew.saturating_add(renew / 2));
@@ -121,7 +135,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
         .iter()
         .map(|lease| {
             let Seen {
-                since, renewing, ..
+                expires, renewing, ..
             } = observed[&lease.key];
             let availability = match lease.owner.as_deref() {
                 None => Availability::Free { order: 0 },
@@ -145,14 +159,14 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
                         Availability::Free { order: 0 }
                     }
                 }
-                Some(_) if now.duration_since(since) >= failover => {
-                    // Longest-expired first: order by when the counter last moved.
+                Some(_) if now >= expires => {
+                    // Longest-expired first.
                     Availability::Free {
-                        order: since.duration_since(epoch).as_nanos(),
+                        order: expires.saturating_duration_since(epoch).as_nanos(),
                     }
                 }
                 Some(_) => {
-                    let expiry = since + failover;
+                    let expiry = expires;
                     next_expiry = Some(next_expiry.map_or(expiry, |e| e.min(expiry)));
                     if renewing {
                         Availability::Live
@@ -164,6 +178,12 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
             (lease, availability)
         })
         .collect();
+    let renewing: Vec<(&Lease, bool)> = listing
+        .leases
+        .iter()
+        .map(|l| (l, observed[&l.key].renewing))
+        .collect();
+    *shared.peers.lock() = super::offer::peers_of(me, &renewing);
     let input = PlanInput {
         me,
         leases,
@@ -197,7 +217,9 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
 
 async fn take(shared: &Shared, lease: &Lease) {
     let sent = Instant::now();
-    match shared.store.take(lease, shared.me()).await {
+    let mut lease = lease.clone();
+    lease.renewed_at = Some(super::stamp(lease.counter + 1));
+    match shared.store.take(&lease, shared.me()).await {
         Ok(taken) => {
             shared.metrics.taken.increment(1);
             shared.insert(taken, sent, Phase::Ready)

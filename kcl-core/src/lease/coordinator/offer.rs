@@ -1,0 +1,244 @@
+//! Planned hand-off: a worker that stops offers its leases to live workers instead of
+//! releasing them, so no shard waits for another worker's next listing.
+//!
+//! The giver writes the offer as a graceful hand-off (`leaseOwner` = receiver,
+//! `checkpointOwner` = giver, conditional on its counter) and posts the key to the inbox of a
+//! lease the receiver holds. The receiver reads its inbox from the response of its next
+//! renewal (no extra reads) and accepts by renewing the offered lease, which moves its counter.
+//! The giver processes until it sees that (polling the lease while the offer lasts), then ends
+//! the hand-off with its last checkpoint; the receiver, polling its incoming lease, starts
+//! right after. The gap is a couple of polls and a write; the drain takes at most a renew
+//! interval more. An offer nobody accepts within [`offer_timeout`] is taken back with a take
+//! conditional on the offer's counter, so an acceptance and a withdrawal can never both land.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{Entry, Held, LeaseEvent, LostReason, Phase, Shared};
+use crate::lease::Lease;
+
+/// A live worker of the last listing.
+#[derive(Debug, Clone)]
+pub(super) struct Peer {
+    /// A lease it holds and renews, whose inbox it reads.
+    pub(super) inbox_key: String,
+    /// Leases with work it holds.
+    pub(super) load: usize,
+}
+
+/// Workers other than this one that proved alive in the last listing (a lease of theirs whose
+/// counter moved since the previous listing, held without a hand-off in progress).
+pub(super) fn peers_of(me: &str, leases: &[(&Lease, bool)]) -> BTreeMap<String, Peer> {
+    let mut peers: BTreeMap<String, Peer> = BTreeMap::new();
+    for (lease, renewing) in leases {
+        let Some(owner) = lease.owner.as_deref().filter(|o| *o != me) else {
+            continue;
+        };
+        if *renewing && lease.checkpoint_owner.is_none() {
+            peers.entry(owner.to_string()).or_insert(Peer {
+                inbox_key: lease.key.clone(),
+                load: 0,
+            });
+        }
+    }
+    for (lease, _) in leases {
+        if let Some(p) = lease.owner.as_deref().and_then(|o| peers.get_mut(o))
+            && !lease.is_shard_end()
+        {
+            p.load += 1;
+        }
+    }
+    peers
+}
+
+/// How long a receiver has to accept: it reads its inbox at its next renewal.
+pub(super) fn offer_timeout(shared: &Shared) -> Duration {
+    (shared.config.renew_interval + Duration::from_secs(1)).min(shared.config.failover_time / 2)
+}
+
+pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
+    let mut peers = shared.peers.lock().clone();
+    if peers.is_empty() {
+        return Vec::new();
+    }
+    let deadline = Instant::now() + offer_timeout(shared);
+    let mut plan = Vec::new();
+    for (key, entry) in shared.entries() {
+        let Some((to, peer)) = peers
+            .iter_mut()
+            .min_by(|a, b| (a.1.load, a.0).cmp(&(b.1.load, b.0)))
+        else {
+            break;
+        };
+        peer.load += 1;
+        plan.push((key, entry, to.clone()));
+    }
+    let offers = plan
+        .into_iter()
+        .map(|(key, entry, to)| offer_one(shared, key, entry, to, deadline));
+    let mut by_receiver: BTreeMap<String, Vec<(String, Entry)>> = BTreeMap::new();
+    for (key, entry, to) in futures::future::join_all(offers)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        by_receiver.entry(to).or_default().push((key, entry));
+    }
+    let mut offered = Vec::new();
+    for (to, leases) in by_receiver {
+        let keys: Vec<String> = leases.iter().map(|(k, _)| k.clone()).collect();
+        match shared.store.post(&peers[&to].inbox_key, &to, &keys).await {
+            Ok(()) => {
+                info!(worker_id = %shared.me(), receiver = %to, leases = ?keys, "leases offered");
+                offered.extend(keys);
+            }
+            Err(e) => {
+                // The receiver will not hear of them: take them back now.
+                warn!(worker_id = %shared.me(), receiver = %to, error = %e, "could not tell the receiver of its offers; taking them back");
+                for (key, entry) in leases {
+                    let mut h = entry.lock().await;
+                    withdraw(shared, &key, &mut h).await;
+                }
+            }
+        }
+    }
+    offered
+}
+
+/// Offers one held lease to `to`; returns it if the offer was written.
+async fn offer_one(
+    shared: &Shared,
+    key: String,
+    entry: Entry,
+    to: String,
+    deadline: Instant,
+) -> Option<(String, Entry, String)> {
+    let mut h = entry.lock().await;
+    if h.gone || h.phase != Phase::Ready || h.lease.is_shard_end() {
+        return None;
+    }
+    let sent = Instant::now();
+    match shared.store.hand_off(&h.lease, &to).await {
+        Ok(offered) => {
+            h.lease = offered;
+            h.valid_until = sent + shared.config.failover_time;
+            h.phase = Phase::Offered {
+                to: to.clone(),
+                deadline,
+            };
+            h.publish();
+            drop(h);
+            Some((key, entry, to))
+        }
+        Err(e) if e.is_lost() => {
+            shared.reconcile(&key, &mut h).await;
+            None
+        }
+        Err(e) => {
+            debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not offer a lease; keeping it");
+            None
+        }
+    }
+}
+
+/// The giver's poll of an offered lease: hands it off once the receiver accepted (the counter
+/// moved), takes it back once the offer timed out.
+pub(super) async fn poll_offered(shared: &Shared, key: &str, h: &mut Held) {
+    let Phase::Offered { deadline, .. } = &h.phase else {
+        return;
+    };
+    let deadline = *deadline;
+    if Instant::now() >= h.valid_until {
+        shared.lose(key, h, LostReason::RenewalsFailed);
+        return;
+    }
+    match shared.store.get(key).await {
+        Ok(Some(stored)) if stored.counter == h.lease.counter => {
+            if Instant::now() >= deadline {
+                withdraw(shared, key, h).await;
+            }
+        }
+        // Accepted (reported as a hand-off), or moved on otherwise (lost).
+        Ok(_) => {
+            shared.reconcile(key, h).await;
+        }
+        Err(e) => {
+            debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not poll an offered lease");
+        }
+    }
+}
+
+/// Takes an offered lease back, conditional on the offer's counter.
+async fn withdraw(shared: &Shared, key: &str, h: &mut Held) {
+    if !matches!(h.phase, Phase::Offered { .. }) || h.gone {
+        return;
+    }
+    let sent = Instant::now();
+    let mut lease = h.lease.clone();
+    lease.renewed_at = Some(super::stamp(lease.counter + 1));
+    match shared.store.take(&lease, shared.me()).await {
+        Ok(taken) => {
+            h.lease = taken;
+            h.valid_until = sent + shared.config.failover_time;
+            h.phase = Phase::Ready;
+            h.publish();
+            info!(worker_id = %shared.me(), lease_key = %key, "offer not accepted in time; lease taken back");
+            shared.emit(LeaseEvent::OfferWithdrawn {
+                key: key.to_string(),
+            });
+        }
+        Err(e) if e.is_lost() => {
+            shared.reconcile(key, h).await;
+        }
+        Err(e) => {
+            debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not take an offer back, will retry");
+        }
+    }
+}
+
+/// The receiver's side: accepts a lease named in its inbox by renewing it (conditional on the
+/// counter the giver left), and waits for the giver's last checkpoint as for a graceful steal.
+pub(super) async fn accept(shared: &Shared, key: &str) {
+    // One at a time with the taker, which may find the same lease in a listing.
+    let _cycle = shared.observed.lock().await;
+    for _attempt in 0..3 {
+        if shared.taking.is_cancelled() || shared.entry(key).is_some() {
+            return;
+        }
+        let lease = match shared.store.get(key).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return,
+            Err(e) => {
+                debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not read an offered lease; its giver will take it back");
+                return;
+            }
+        };
+        let Some(from) = lease.checkpoint_owner.clone() else {
+            return;
+        };
+        let accepted_by_filter = shared.filter.0.lock().as_ref().is_none_or(|f| f(&lease));
+        if !lease.is_owned_by(shared.me()) || !accepted_by_filter {
+            return;
+        }
+        let sent = Instant::now();
+        let mut accepting = lease;
+        accepting.renewed_at = Some(super::stamp(accepting.counter + 1));
+        match shared.store.renew(&accepting).await {
+            Ok(accepted) => {
+                let deadline = sent + shared.config.graceful_handoff_timeout;
+                info!(worker_id = %shared.me(), lease_key = %key, giver = %from, "offered lease accepted");
+                shared.insert(accepted, sent, Phase::Incoming { from, deadline });
+                return;
+            }
+            // The giver checkpointed in between: read again.
+            Err(e) if e.is_lost() => continue,
+            Err(e) => {
+                debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not accept an offered lease");
+                return;
+            }
+        }
+    }
+}
