@@ -36,3 +36,9 @@ pub use model::{
 };
 pub use scope::LeaseScope;
 pub use store::{LeaseListing, LeaseStore};
+
+/// `KCL_TEST_LOG`-filtered logs in virtual time, for tests of other modules.
+#[cfg(test)]
+pub(crate) fn coordinator_test_logging() {
+    coordinator::tests::init_logging();
+}

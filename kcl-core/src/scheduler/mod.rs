@@ -676,3 +676,6 @@ fn raise(current: &mut ShutdownReason, to: ShutdownReason) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hand_off_tests;

@@ -804,4 +804,4 @@ impl Drop for LeaseCoordinator {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

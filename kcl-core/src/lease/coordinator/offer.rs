@@ -90,9 +90,10 @@ pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
     let mut offered = Vec::new();
     for (to, leases) in by_receiver {
         let keys: Vec<String> = leases.iter().map(|(k, _)| k.clone()).collect();
-        match shared.store.post(&peers[&to].inbox_key, &to, &keys).await {
+        let inbox = &peers[&to].inbox_key;
+        match shared.store.post(inbox, &to, &keys).await {
             Ok(()) => {
-                info!(worker_id = %shared.me(), receiver = %to, leases = ?keys, "leases offered");
+                info!(worker_id = %shared.me(), receiver = %to, %inbox, leases = ?keys, "leases offered");
                 offered.extend(keys);
             }
             Err(e) => {
@@ -204,8 +205,15 @@ async fn withdraw(shared: &Shared, key: &str, h: &mut Held) {
 pub(super) async fn accept(shared: &Shared, key: &str) {
     // One at a time with the taker, which may find the same lease in a listing.
     let _cycle = shared.observed.lock().await;
-    for _attempt in 0..3 {
+    accept_unlocked(shared, key).await;
+}
+
+/// [`accept`] for a caller that holds the taker's lock. The giver goes on checkpointing until
+/// it sees the acceptance, so a renewal from a read a moment old can miss: read and try again.
+pub(super) async fn accept_unlocked(shared: &Shared, key: &str) {
+    for _attempt in 0..5 {
         if shared.taking.is_cancelled() || shared.entry(key).is_some() {
+            debug!(worker_id = %shared.me(), lease_key = %key, stopping = shared.taking.is_cancelled(), "offer not accepted: stopping or held already");
             return;
         }
         let lease = match shared.store.get(key).await {

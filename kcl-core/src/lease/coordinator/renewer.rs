@@ -149,6 +149,9 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec
         h.lease.throughput_kbps = Some((smoothed * 100.0).floor() / 100.0);
     }
     h.lease.renewed_at = Some(super::stamp(h.lease.counter + 1));
+    // Offers this renewal acknowledges (it removes them from the stored inbox): seen in the
+    // response of an earlier write of this lease (a checkpoint's) and not acted on yet.
+    let acknowledged = h.lease.inbox.clone();
     match shared.store.renew(&h.lease).await {
         Ok(lease) => {
             h.lease = lease;
@@ -158,10 +161,31 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec
             h.valid_until = sent + shared.config.failover_time;
             h.publish();
             complete_hand_off(shared, &key, &mut h).await;
-            h.lease.inbox.clone()
+            let mut offers = acknowledged;
+            offers.extend(h.lease.inbox.iter().cloned());
+            offers.sort();
+            offers.dedup();
+            if !offers.is_empty() {
+                debug!(worker_id = %shared.me(), lease_key = %key, ?offers, "offers in the inbox");
+            }
+            offers
         }
         Err(e) if e.is_lost() => {
             shared.reconcile(&key, &mut h).await;
+            // An incoming lease whose previous owner is still writing (checkpoints during an
+            // offer, extensions during a steal): reconcile read it afresh, so go again at once
+            // rather than a renew interval later from a counter that old.
+            if !h.gone
+                && matches!(h.phase, Phase::Incoming { .. })
+                && h.lease.checkpoint_owner.is_some()
+            {
+                let sent = Instant::now();
+                h.lease.renewed_at = Some(super::stamp(h.lease.counter + 1));
+                if let Ok(lease) = shared.store.renew(&h.lease).await {
+                    h.lease = lease;
+                    h.valid_until = sent + shared.config.failover_time;
+                }
+            }
             Vec::new()
         }
         Err(e) => {

@@ -130,6 +130,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     let renew = shared.config.renew_interval;
     let mut next_expiry: Option<Instant> =
         first_sightings.then(|| now + renew.saturating_add(renew / 2));
+    let mut to_accept = Vec::new();
     let leases: Vec<(&Lease, Availability)> = listing
         .leases
         .iter()
@@ -142,18 +143,11 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
                 Some(owner) if owner == me => {
                     if held.contains(&lease.key) {
                         Availability::Live
-                    } else if let Some(from) = &lease.checkpoint_owner {
-                        // A graceful steal of ours that landed although it reported failure: the
-                        // previous owner may still be finishing, so wait for it like any steal.
-                        let deadline = now + shared.config.graceful_handoff_timeout;
-                        shared.insert(
-                            lease.clone(),
-                            now,
-                            Phase::Incoming {
-                                from: from.clone(),
-                                deadline,
-                            },
-                        );
+                    } else if lease.checkpoint_owner.is_some() {
+                        // Offered to this worker, or a graceful steal of ours that landed
+                        // although it reported failure: accept it below (a renewal), then wait
+                        // for the previous owner like any steal.
+                        to_accept.push(lease.key.clone());
                         Availability::Live
                     } else {
                         Availability::Free { order: 0 }
@@ -178,6 +172,9 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
             (lease, availability)
         })
         .collect();
+    for key in to_accept {
+        super::offer::accept_unlocked(shared, &key).await;
+    }
     let renewing: Vec<(&Lease, bool)> = listing
         .leases
         .iter()

@@ -321,7 +321,7 @@ async fn a_former_owner_cannot_checkpoint() {
 }
 
 /// `KCL_TEST_LOG=debug` shows the coordinators' logs, stamped with virtual time.
-fn init_logging() {
+pub(crate) fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("KCL_TEST_LOG"))
         .with_test_writer()
