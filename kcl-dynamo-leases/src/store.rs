@@ -390,6 +390,7 @@ impl LeaseStore for DynamoLeaseStore {
             .set(attr::LEASE_OWNER, s(new_owner))
             .set(attr::CHECKPOINT_OWNER, s(current))
             .set(attr::LEASE_COUNTER, n(expected.counter + 1))
+            .stamp(expected)
             .set(
                 attr::OWNER_SWITCHES,
                 n(expected.owner_switches_since_checkpoint + 1),

@@ -11,8 +11,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 /// The ledger file, shared by a worker's processors. Each line:
-/// `<worker> <stream> <shard> <sequence> <sub-sequence> <partition key> <data>`, written and
-/// flushed before the batch is checkpointed.
+/// `<worker> <stream> <shard> <sequence> <sub-sequence> <partition key> <data> <unix ms>`
+/// (the last: when the batch was processed, for measuring hand-off gaps), written and flushed
+/// before the batch is checkpointed.
 #[derive(Debug, Clone)]
 pub(crate) struct Ledger {
     file: Option<Arc<Mutex<tokio::fs::File>>>,
@@ -51,9 +52,12 @@ impl ShardRecordProcessor for LedgerProcessor {
     ) -> Result<(), ProcessorError> {
         if let Some(file) = &self.ledger.file {
             let mut lines = String::new();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
             for r in input.records {
                 lines.push_str(&format!(
-                    "{} {} {} {} {} {} {}\n",
+                    "{} {} {} {} {} {} {} {now}\n",
                     self.ledger.worker,
                     self.info.stream.name,
                     self.info.shard_id,

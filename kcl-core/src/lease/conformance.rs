@@ -534,8 +534,8 @@ pub async fn counters_never_go_backwards(store: Store) {
     reader.await.unwrap();
 }
 
-/// `renew`, `take` and `checkpoint` write the caller's renewal stamp when it brings one, and
-/// leave the stored one otherwise.
+/// `renew`, `take`, `hand_off` and `checkpoint` write the caller's renewal stamp when it brings
+/// one, and leave the stored one otherwise.
 pub async fn renewal_stamps_are_written_when_given(store: Store) {
     let stamp = |counter, unix_millis| {
         Some(RenewalStamp {
@@ -559,11 +559,16 @@ pub async fn renewal_stamps_are_written_when_given(store: Store) {
         .await
         .unwrap();
     assert_eq!(checkpointed.renewed_at, stamp(checkpointed.counter, 3_000));
+    let mut stealing = checkpointed.clone();
+    stealing.renewed_at = stamp(checkpointed.counter + 1, 3_500);
+    let stolen = store.hand_off(&stealing, "w2").await.unwrap();
+    assert_eq!(stolen.renewed_at, stamp(stolen.counter, 3_500));
+    let checkpointed = store.finish_hand_off(&lease.key, "w1", None).await.unwrap();
     // A write without a stamp (a Java KCL worker's) leaves the old one, now behind the counter.
     let mut plain = checkpointed.clone();
     plain.renewed_at = None;
     let renewed = store.renew(&plain).await.unwrap();
-    assert_eq!(renewed.renewed_at, stamp(checkpointed.counter, 3_000));
+    assert_eq!(renewed.renewed_at, stamp(checkpointed.counter, 3_500));
     assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), renewed);
 }
 

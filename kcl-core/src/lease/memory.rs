@@ -317,6 +317,7 @@ impl LeaseStore for InMemoryLeaseStore {
                 l.checkpoint_owner = l.owner.replace(new_owner.to_string());
                 l.owner_switches_since_checkpoint += 1;
                 l.counter += 1;
+                stamp(l, expected);
             },
         )
         .await

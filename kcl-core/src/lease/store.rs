@@ -37,8 +37,8 @@ pub struct LeaseListing {
 ///   and `throughputKBps` = expected's when it is set (the load figure a renewal carries, as in
 ///   the KCL 3.x); left as stored when it is not. The entries of expected's `inbox` are removed
 ///   from the stored inbox (entries posted since stay).
-/// - `renew`, `take` and `checkpoint` write `kclRsRenewedAt` = expected's `renewed_at` when it
-///   is set, and leave it as stored when it is not.
+/// - `renew`, `take`, `hand_off` and `checkpoint` write `kclRsRenewedAt` = expected's
+///   `renewed_at` when it is set, and leave it as stored when it is not.
 /// - `take`: if `leaseCounter` = expected → `leaseOwner` = new owner, counter + 1,
 ///   `ownerSwitchesSinceCheckpoint` + 1 when the owner changes, `checkpointOwner` removed.
 /// - `post`: if `leaseOwner` = the given owner → the entries are added to `inbox` (a set: each

@@ -312,7 +312,14 @@ impl Scheduler {
         consumers.pending.clear();
         // Planned hand-off: offered leases go on processing until their receivers accept, so
         // the shards pass on with a gap of a few round trips; the rest checkpoint and release.
-        let offered: BTreeSet<String> = coordinator.offer_leases().await.into_iter().collect();
+        // Three store calls at most (offer, post, take back), all leases at once; cut short by
+        // the deadline, an offer still in flight is settled by the lease's next write.
+        let offered: BTreeSet<String> =
+            tokio::time::timeout_at(deadline, coordinator.offer_leases())
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
         for (key, r) in &consumers.running {
             if !offered.contains(key) {
                 r.signal

@@ -741,12 +741,23 @@ impl LeaseCoordinator {
         }
         // A `take_now` cycle in flight; later ones see taking stopped and do nothing.
         let _ = tokio::time::timeout_at(deadline, self.shared.observed.lock()).await;
-        self.settle_incoming(deadline).await;
+        // Bounded as a whole: its reads of entries wait for calls in flight on them.
+        let _ = tokio::time::timeout_at(deadline, self.settle_incoming(deadline)).await;
         let keys: Vec<String> = self.shared.entries().into_iter().map(|(k, _)| k).collect();
         let releases = keys.iter().map(|k| self.release(k, None));
-        for (key, result) in keys.iter().zip(futures::future::join_all(releases).await) {
-            if let Err(e) = result {
-                warn!(worker_id = %self.shared.me(), lease_key = %key, error = %e, "lease not released; it will expire");
+        // A lease whose entry is busy with a slow call (a renewal, an offer's poll) waits for
+        // it, so the releases as a whole are bounded too.
+        let by = deadline.max(Instant::now()) + self.shared.config.store_call_timeout;
+        match tokio::time::timeout_at(by, futures::future::join_all(releases)).await {
+            Ok(results) => {
+                for (key, result) in keys.iter().zip(results) {
+                    if let Err(e) = result {
+                        warn!(worker_id = %self.shared.me(), lease_key = %key, error = %e, "lease not released; it will expire");
+                    }
+                }
+            }
+            Err(_) => {
+                warn!(worker_id = %self.shared.me(), "releases still waiting at the shutdown deadline; what is left will expire");
             }
         }
         self.renewer_cancel.cancel();

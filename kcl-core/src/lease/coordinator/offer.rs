@@ -87,26 +87,33 @@ pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
     {
         by_receiver.entry(to).or_default().push((key, entry));
     }
-    let mut offered = Vec::new();
-    for (to, leases) in by_receiver {
-        let keys: Vec<String> = leases.iter().map(|(k, _)| k.clone()).collect();
-        let inbox = &peers[&to].inbox_key;
-        match shared.store.post(inbox, &to, &keys).await {
-            Ok(()) => {
-                info!(worker_id = %shared.me(), receiver = %to, %inbox, leases = ?keys, "leases offered");
-                offered.extend(keys);
-            }
-            Err(e) => {
-                // The receiver will not hear of them: take them back now.
-                warn!(worker_id = %shared.me(), receiver = %to, error = %e, "could not tell the receiver of its offers; taking them back");
-                for (key, entry) in leases {
-                    let mut h = entry.lock().await;
-                    withdraw(shared, &key, &mut h).await;
+    // One post per receiver, all at once; a receiver that cannot be told gets nothing.
+    let posts = by_receiver.into_iter().map(|(to, leases)| {
+        let inbox = peers[&to].inbox_key.clone();
+        async move {
+            let keys: Vec<String> = leases.iter().map(|(k, _)| k.clone()).collect();
+            match shared.store.post(&inbox, &to, &keys).await {
+                Ok(()) => {
+                    info!(worker_id = %shared.me(), receiver = %to, %inbox, leases = ?keys, "leases offered");
+                    keys
+                }
+                Err(e) => {
+                    warn!(worker_id = %shared.me(), receiver = %to, error = %e, "could not tell the receiver of its offers; taking them back");
+                    let withdrawals = leases.into_iter().map(|(key, entry)| async move {
+                        let mut h = entry.lock().await;
+                        withdraw(shared, &key, &mut h).await;
+                    });
+                    futures::future::join_all(withdrawals).await;
+                    Vec::new()
                 }
             }
         }
-    }
-    offered
+    });
+    futures::future::join_all(posts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Offers one held lease to `to`; returns it if the offer was written.
@@ -122,6 +129,8 @@ async fn offer_one(
         return None;
     }
     let sent = Instant::now();
+    // Stamped, so the lease expires one failover time after the offer if neither side follows up.
+    h.lease.renewed_at = Some(super::stamp(h.lease.counter + 1));
     match shared.store.hand_off(&h.lease, &to).await {
         Ok(offered) => {
             h.lease = offered;

@@ -109,7 +109,15 @@ async fn poll_hand_off(shared: &Shared, key: &str, entry: Entry) {
                 h.lease = stored;
                 complete_hand_off(shared, key, &mut h).await;
             }
-            Ok(Some(stored)) if stored.is_owned_by(shared.me()) => {}
+            Ok(Some(stored)) if stored.is_owned_by(shared.me()) => {
+                // The previous owner is still finishing, or died: past the hand-off deadline
+                // the lease is taken now, not at the next renewal.
+                if matches!(h.phase, Phase::Incoming { deadline, .. } if Instant::now() >= deadline)
+                {
+                    h.lease = stored;
+                    complete_hand_off(shared, key, &mut h).await;
+                }
+            }
             Ok(_) => {
                 shared.reconcile(key, &mut h).await;
             }

@@ -233,7 +233,9 @@ async fn steal(shared: &Shared, lease: &Lease) {
     }
     let sent = Instant::now();
     let from = lease.owner.clone().unwrap_or_default();
-    match shared.store.hand_off(lease, shared.me()).await {
+    let mut lease = lease.clone();
+    lease.renewed_at = Some(super::stamp(lease.counter + 1));
+    match shared.store.hand_off(&lease, shared.me()).await {
         Ok(stolen) => {
             shared.metrics.stolen.increment(1);
             let deadline = sent + shared.config.graceful_handoff_timeout;
