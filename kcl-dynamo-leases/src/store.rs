@@ -158,6 +158,49 @@ impl DynamoLeaseStore {
         &self.table
     }
 
+    /// Every lease, by a paged Scan (strongly consistent or not).
+    async fn scan(&self, consistent: bool) -> Result<LeaseListing, LeaseError> {
+        let mut listing = LeaseListing::default();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(consistent)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| map_sdk(&self.table, &self.table, e))?;
+            for item in out.items() {
+                if crate::item::is_other_entity(item) {
+                    listing.other_entities += 1;
+                    continue;
+                }
+                match from_item(item) {
+                    Ok(lease) => listing.leases.push(lease),
+                    Err(e) => {
+                        warn!(table = %self.table, error = %e, "skipping a lease item that does not parse");
+                        listing.malformed.push(e);
+                    }
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        if listing.other_entities > 0
+            && !self
+                .other_entities_seen
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            debug!(table = %self.table, rows = listing.other_entities, "skipping rows that are not leases (KCL 3.x entityType)");
+        }
+        listing.leases.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listing)
+    }
+
     /// Runs a conditional update and returns the stored lease after it.
     async fn update(&self, key: &str, mut u: Update) -> Result<Lease, LeaseError> {
         let condition = u.condition();
@@ -308,45 +351,11 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn list(&self) -> Result<LeaseListing, LeaseError> {
-        let mut listing = LeaseListing::default();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| map_sdk(&self.table, &self.table, e))?;
-            for item in out.items() {
-                if crate::item::is_other_entity(item) {
-                    listing.other_entities += 1;
-                    continue;
-                }
-                match from_item(item) {
-                    Ok(lease) => listing.leases.push(lease),
-                    Err(e) => {
-                        warn!(table = %self.table, error = %e, "skipping a lease item that does not parse");
-                        listing.malformed.push(e);
-                    }
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
-        if listing.other_entities > 0
-            && !self
-                .other_entities_seen
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            debug!(table = %self.table, rows = listing.other_entities, "skipping rows that are not leases (KCL 3.x entityType)");
-        }
-        listing.leases.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(listing)
+        self.scan(true).await
+    }
+
+    async fn list_eventually(&self) -> Result<LeaseListing, LeaseError> {
+        self.scan(false).await
     }
 
     async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {

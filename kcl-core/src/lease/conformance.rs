@@ -126,6 +126,20 @@ pub async fn list_returns_every_lease(store: Store) {
     assert!(listing.malformed.is_empty());
     let listed: Vec<&str> = listing.leases.iter().map(|l| l.key.as_str()).collect();
     assert_eq!(listed, keys.iter().map(String::as_str).collect::<Vec<_>>());
+    // An eventually consistent listing catches up within moments.
+    let by = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let listing = store.list_eventually().await.unwrap();
+        let listed: Vec<&str> = listing.leases.iter().map(|l| l.key.as_str()).collect();
+        if listed == keys.iter().map(String::as_str).collect::<Vec<_>>() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < by,
+            "list_eventually never caught up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Every attribute of the KCL schema survives a write and a read.

@@ -90,6 +90,11 @@ impl LeaseStore for DeadlineStore {
             .await
     }
 
+    async fn list_eventually(&self) -> Result<LeaseListing, LeaseError> {
+        self.within("ListLeases", self.list, self.inner.list_eventually())
+            .await
+    }
+
     async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {
         self.within("RenewLease", self.call, self.inner.renew(expected))
             .await

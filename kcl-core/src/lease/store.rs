@@ -33,6 +33,7 @@ pub struct LeaseListing {
 ///   one) and returns once it can be used; calling it again changes nothing.
 /// - `get` reads the latest value (strongly consistent); `None` if absent.
 /// - `list` returns every lease, paging internally; malformed items are reported, not fatal.
+///   `list_eventually` likewise, but may miss writes of the last moments.
 /// - `renew`: if `leaseCounter` = expected and `leaseOwner` = expected owner → counter + 1,
 ///   and `throughputKBps` = expected's when it is set (the load figure a renewal carries, as in
 ///   the KCL 3.x); left as stored when it is not. The entries of expected's `inbox` are removed
@@ -76,6 +77,14 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
 
     /// Reads every lease.
     async fn list(&self) -> Result<LeaseListing, LeaseError>;
+
+    /// Reads every lease, possibly a moment stale (DynamoDB: an eventually consistent scan, at
+    /// half the read units). The coordinator's taker lists this way: each of its decisions is
+    /// a write conditional on the counter it read, so a stale listing costs at most a failed
+    /// write, never a wrong state. The default is [`list`](Self::list); wrappers must forward it.
+    async fn list_eventually(&self) -> Result<LeaseListing, LeaseError> {
+        self.list().await
+    }
 
     /// Renews a lease the caller holds, writing its `throughput_kbps` if set.
     async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError>;

@@ -42,6 +42,9 @@ impl LeaseStore for RecordingStore {
     async fn list(&self) -> Result<LeaseListing, LeaseError> {
         self.inner.list().await
     }
+    async fn list_eventually(&self) -> Result<LeaseListing, LeaseError> {
+        self.inner.list_eventually().await
+    }
     async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {
         self.inner.renew(expected).await
     }

@@ -52,7 +52,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
         return None;
     }
     let observed = &mut *observed;
-    let mut listing = match shared.store.list().await {
+    let mut listing = match shared.store.list_eventually().await {
         Ok(l) => l,
         Err(e) => {
             warn!(worker_id = %shared.me(), error = %e, "listing leases failed; retrying next cycle");
