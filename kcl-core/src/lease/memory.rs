@@ -192,6 +192,11 @@ impl InMemoryLeaseStore {
         self.leases.lock().values().cloned().collect()
     }
 
+    /// A copy of one lease.
+    pub fn snapshot_of(&self, key: &str) -> Option<Lease> {
+        self.leases.lock().get(key).cloned()
+    }
+
     /// Overwrites or inserts a lease unconditionally, for setting up tests.
     pub fn put_unconditionally(&self, lease: Lease) {
         self.leases.lock().insert(lease.key.clone(), lease);

@@ -33,7 +33,9 @@
 //! The same seed replays the same run exactly (the report carries a digest of the ledger).
 //! `kcl-core/tests/simulation.rs` runs 200 seeds in CI; see the README for longer runs.
 
+mod cost;
 mod ledger;
+mod scale;
 mod store;
 
 use std::collections::BTreeMap;
@@ -49,7 +51,9 @@ use rand::{Rng, SeedableRng};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use cost::{CostStore, Units, item_bytes};
 pub use ledger::LedgerSummary;
+pub use scale::{PhaseReport, ScaleConfig, simulate_scale};
 
 use self::ledger::{Ledger, Processed, Put};
 use self::store::RecordingStore;

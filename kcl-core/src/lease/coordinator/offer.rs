@@ -59,8 +59,52 @@ pub(super) fn offer_timeout(shared: &Shared) -> Duration {
     (shared.config.renew_interval + Duration::from_secs(1)).min(shared.config.failover_time / 2)
 }
 
+/// Workers that renewed a lease within a renew interval and a second, by the renewal stamps of
+/// one listing, each with the lease of its oldest stamp (its inbox: the lease likely renewed
+/// next). Leases without a current stamp (a Java writer) do not count.
+fn live_peers(shared: &Shared, leases: &[Lease]) -> BTreeMap<String, Peer> {
+    let now = super::clock::unix_millis_now();
+    let fresh = (shared.config.renew_interval + Duration::from_secs(1)).as_millis() as u64;
+    let mut oldest: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for l in leases {
+        let Some(owner) = l.owner.as_deref().filter(|o| *o != shared.me()) else {
+            continue;
+        };
+        if let Some(stamp) = l
+            .renewed_at
+            .filter(|s| s.counter == l.counter && now.saturating_sub(s.unix_millis) <= fresh)
+            && l.checkpoint_owner.is_none()
+        {
+            let e = oldest
+                .entry(owner.to_string())
+                .or_insert((stamp.unix_millis, l.key.clone()));
+            if stamp.unix_millis < e.0 {
+                *e = (stamp.unix_millis, l.key.clone());
+            }
+        }
+    }
+    let mut peers: BTreeMap<String, Peer> = oldest
+        .into_iter()
+        .map(|(w, (_, inbox_key))| (w, Peer { inbox_key, load: 0 }))
+        .collect();
+    for l in leases.iter().filter(|l| !l.is_shard_end()) {
+        if let Some(p) = l.owner.as_deref().and_then(|o| peers.get_mut(o)) {
+            p.load += 1;
+        }
+    }
+    peers
+}
+
 pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
-    let mut peers = shared.peers.lock().clone();
+    // A fresh listing (one per planned stop): the taker's may be a taker interval old, and a
+    // peer that stopped since would be offered leases it can no longer hear of.
+    let mut peers = match shared.store.list_eventually().await {
+        Ok(listing) => live_peers(shared, &listing.leases),
+        Err(e) => {
+            warn!(worker_id = %shared.me(), error = %e, "could not list live workers to offer leases to; using the last listing");
+            shared.peers.lock().clone()
+        }
+    };
     if peers.is_empty() {
         return Vec::new();
     }
