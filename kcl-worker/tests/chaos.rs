@@ -16,7 +16,7 @@ use kcl_dynamo_leases::DynamoLeaseStore;
 use kcl_tests::{create_stream, emulator, emulator_config, http_get, unique};
 
 mod fleet;
-use fleet::{Line, Producer, Run, Slot, read_ledger};
+use fleet::{Line, Producer, Run, ledger_paths, read_ledger};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -59,29 +59,14 @@ async fn chaos(seed: u64, kinesis_endpoint: &str, dynamo_endpoint: &str) -> Repo
         &emulator_config(dynamo_endpoint).await,
         &app,
     ));
-    let mut run = Run {
+    let mut run = Run::new(
         app,
-        stream: stream.clone(),
-        dir: dir.clone(),
-        kinesis: kinesis_endpoint.into(),
-        dynamo: dynamo_endpoint.into(),
-        slots: (0..WORKERS)
-            .map(|_| Slot {
-                child: None,
-                incarnation: 0,
-            })
-            .collect(),
-        killed: BTreeSet::new(),
-        settings: vec![("FAILOVER_SECS", FAILOVER_SECS.to_string())],
-        ports: (0..WORKERS)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .map(|a| a.port())
-                    .expect("a free port")
-            })
-            .collect(),
-    };
+        &stream,
+        &dir,
+        (kinesis_endpoint, dynamo_endpoint),
+        WORKERS,
+        vec![("FAILOVER_SECS", FAILOVER_SECS.to_string())],
+    );
     let mut report = Report {
         seed,
         ..Report::default()
@@ -291,20 +276,13 @@ async fn chaos(seed: u64, kinesis_endpoint: &str, dynamo_endpoint: &str) -> Repo
     }
     report.sent = producer.sent();
     let ledgers = || -> Vec<(PathBuf, Vec<Line>)> {
-        let mut out: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("ledger-"))
-            })
+        ledger_paths(&dir)
+            .into_iter()
             .map(|p| {
                 let lines = read_ledger(&p);
                 (p, lines)
             })
-            .collect();
-        out.sort();
-        out
+            .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -22,7 +22,7 @@ use kcl_dynamo_leases::DynamoLeaseStore;
 use kcl_tests::{create_stream, emulator, emulator_config, unique};
 
 mod fleet;
-use fleet::{Producer, Run, Slot, read_timed};
+use fleet::{Producer, Run, ledger_paths, read_timed};
 
 const WORKERS: usize = 4;
 const FAILOVER: Duration = Duration::from_secs(10);
@@ -44,14 +44,9 @@ struct Stop {
 
 /// Every processed batch of the run: (worker, shard, unix ms), in time order.
 fn batches(dir: &Path) -> Vec<(String, String, u64)> {
-    let mut all: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("ledger-"))
-        })
-        .flat_map(|p| read_timed(&p))
+    let mut all: Vec<_> = ledger_paths(dir)
+        .iter()
+        .flat_map(|p| read_timed(p))
         .collect();
     all.sort_by_key(|b| b.2);
     all.dedup();
@@ -99,30 +94,15 @@ async fn crash_and_sigterm_gaps_at_the_default_failover_time() {
         &emulator_config(&dynamo).await,
         &app,
     ));
-    let mut run = Run {
+    // The default failover time (10 s); polls every 250 ms, so gaps are measured finely.
+    let mut run = Run::new(
         app,
-        stream: stream.clone(),
-        dir: dir.clone(),
-        kinesis: kinesis.clone(),
-        dynamo: dynamo.clone(),
-        slots: (0..WORKERS)
-            .map(|_| Slot {
-                child: None,
-                incarnation: 0,
-            })
-            .collect(),
-        killed: BTreeSet::new(),
-        // The default failover time (10 s); polls every 250 ms, so gaps are measured finely.
-        settings: vec![("IDLE_TIME_BETWEEN_READS_MS", "250".into())],
-        ports: (0..WORKERS)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .map(|a| a.port())
-                    .expect("a free port")
-            })
-            .collect(),
-    };
+        &stream,
+        &dir,
+        (&kinesis, &dynamo),
+        WORKERS,
+        vec![("IDLE_TIME_BETWEEN_READS_MS", "250".into())],
+    );
     for slot in 0..WORKERS {
         run.start(slot);
     }
@@ -213,14 +193,9 @@ async fn crash_and_sigterm_gaps_at_the_default_failover_time() {
     // Nothing lost: every record produced is in some ledger.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let seen: BTreeSet<(String, u64)> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("ledger-"))
-            })
-            .flat_map(|p| fleet::read_ledger(&p))
+        let seen: BTreeSet<(String, u64)> = ledger_paths(&dir)
+            .iter()
+            .flat_map(|p| fleet::read_ledger(p))
             .map(|(k, v, _)| (k, v))
             .collect();
         if seen.len() as u64 >= producer.sent() {

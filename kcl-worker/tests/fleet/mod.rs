@@ -46,6 +46,41 @@ impl Drop for Run {
 }
 
 impl Run {
+    /// `workers` slots, none started, each with its own free HTTP port; `settings` are
+    /// `KCL_WORKER_*` values (without the prefix) every worker gets.
+    pub(crate) fn new(
+        app: String,
+        stream: &str,
+        dir: &Path,
+        (kinesis, dynamo): (&str, &str),
+        workers: usize,
+        settings: Vec<(&'static str, String)>,
+    ) -> Self {
+        Self {
+            app,
+            stream: stream.to_string(),
+            dir: dir.to_path_buf(),
+            kinesis: kinesis.to_string(),
+            dynamo: dynamo.to_string(),
+            slots: (0..workers)
+                .map(|_| Slot {
+                    child: None,
+                    incarnation: 0,
+                })
+                .collect(),
+            killed: BTreeSet::new(),
+            settings,
+            ports: (0..workers)
+                .map(|_| {
+                    std::net::TcpListener::bind("127.0.0.1:0")
+                        .and_then(|l| l.local_addr())
+                        .map(|a| a.port())
+                        .expect("a free port")
+                })
+                .collect(),
+        }
+    }
+
     /// A fixed port per slot, so the test can probe the worker's HTTP endpoints.
     pub(crate) fn http_port(&self, slot: usize) -> u16 {
         self.ports[slot]
@@ -219,4 +254,18 @@ pub(crate) fn read_timed(path: &Path) -> Vec<(String, String, u64)> {
             ))
         })
         .collect()
+}
+
+/// The ledger files in `dir`, sorted.
+pub(crate) fn ledger_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ledger-"))
+        })
+        .collect();
+    out.sort();
+    out
 }
