@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Entry, Held, LeaseEvent, LostReason, Phase, Shared};
+use super::{Entry, Held, LeaseEvent, Phase, Shared};
 use crate::lease::Lease;
 
 /// A live worker of the last listing.
@@ -205,10 +205,6 @@ pub(super) async fn poll_offered(shared: &Shared, key: &str, h: &mut Held) {
         return;
     };
     let deadline = *deadline;
-    if Instant::now() >= h.valid_until {
-        shared.lose(key, h, LostReason::RenewalsFailed);
-        return;
-    }
     match shared.store.get(key).await {
         Ok(Some(stored)) if stored.counter == h.lease.counter => {
             if Instant::now() >= deadline {

@@ -100,6 +100,12 @@ async fn poll_hand_off(shared: &Shared, key: &str, entry: Entry) {
     if h.gone {
         return;
     }
+    if Instant::now() >= h.valid_until {
+        // No write of ours landed for a failover time: others may have taken the lease (and
+        // even handed it back to us since), so whatever a read shows now is not ours to adopt.
+        shared.lose(key, &mut h, LostReason::RenewalsFailed);
+        return;
+    }
     match &h.phase {
         Phase::Offered { .. } => super::offer::poll_offered(shared, key, &mut h).await,
         Phase::Incoming { .. } => match shared.store.get(key).await {
