@@ -116,11 +116,13 @@ async fn poll_hand_off(shared: &Shared, key: &str, entry: Entry) {
                 complete_hand_off(shared, key, &mut h).await;
             }
             Ok(Some(stored)) if stored.is_owned_by(shared.me()) => {
-                // The previous owner is still finishing, or died: past the hand-off deadline
-                // the lease is taken now, not at the next renewal.
-                if matches!(h.phase, Phase::Incoming { deadline, .. } if Instant::now() >= deadline)
+                // The previous owner is still finishing, or died. Past the hand-off deadline,
+                // with nothing written since our last view, the lease is taken now rather than
+                // at the next renewal. A counter that moved (the previous owner extending its
+                // batch) is left to that renewal: its conflict extends the wait.
+                if stored.counter == h.lease.counter
+                    && matches!(h.phase, Phase::Incoming { deadline, .. } if Instant::now() >= deadline)
                 {
-                    h.lease = stored;
                     complete_hand_off(shared, key, &mut h).await;
                 }
             }
@@ -223,6 +225,9 @@ async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
         // first makes it fail (and extends the wait), so the previous owner, once its write
         // succeeded, knows we wait at least the hand-off timeout from then.
         let sent = Instant::now();
+        // A fresh stamp: the held copy may carry one of a renewal that never landed, whose
+        // counter this take would make current with a time long past.
+        h.lease.renewed_at = Some(super::stamp(h.lease.counter + 1));
         match shared.store.take(&h.lease, shared.me()).await {
             Ok(lease) => {
                 h.lease = lease;

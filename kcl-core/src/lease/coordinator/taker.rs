@@ -233,12 +233,26 @@ async fn steal(shared: &Shared, lease: &Lease) {
     }
     let sent = Instant::now();
     let from = lease.owner.clone().unwrap_or_default();
+    // The victim's last write: if it dies now, its lease would have expired one failover time
+    // after it, and a steal must not make it wait longer. A live victim sees the steal at its
+    // next renewal, well before, and extends the wait if its batch needs it.
+    let victim_expiry = match lease.renewed_at {
+        Some(s) if s.counter == lease.counter => Some(
+            super::clock::instant_of(s.unix_millis, sent, super::clock::unix_millis_now())
+                + shared.config.failover_time
+                + shared.config.clock_skew_margin,
+        ),
+        _ => None,
+    };
     let mut lease = lease.clone();
     lease.renewed_at = Some(super::stamp(lease.counter + 1));
     match shared.store.hand_off(&lease, shared.me()).await {
         Ok(stolen) => {
             shared.metrics.stolen.increment(1);
-            let deadline = sent + shared.config.graceful_handoff_timeout;
+            let deadline = victim_expiry
+                .map_or(sent + shared.config.graceful_handoff_timeout, |e| {
+                    e.min(sent + shared.config.graceful_handoff_timeout)
+                });
             shared.insert(stolen, sent, Phase::Incoming { from, deadline });
         }
         Err(e) => {
