@@ -56,7 +56,8 @@ pub struct CoordinatorConfig {
     /// (which costs up to a taker interval more). Never later than the counter rule. Clocks
     /// further apart than this can let a lease be taken before its owner's belief ends: the
     /// owner's checkpoints stay fenced, so at most its batch in progress is processed twice.
-    /// Default: 500 ms (NTP-synchronised hosts agree within milliseconds).
+    /// Default: 250 ms (NTP-synchronised hosts agree within milliseconds; AWS hosts on the
+    /// Amazon Time Sync Service within a millisecond).
     pub clock_skew_margin: Duration,
 }
 
@@ -76,7 +77,7 @@ impl CoordinatorConfig {
             max_hand_off_extension: Duration::from_secs(300),
             store_call_timeout: kcl_renew_interval(failover),
             list_timeout: failover,
-            clock_skew_margin: Duration::from_millis(500),
+            clock_skew_margin: Duration::from_millis(250),
         }
     }
 
