@@ -48,7 +48,7 @@ fn main() {
     typical.throughput_kbps = Some(12.5);
     let bytes = item_bytes(&typical);
     println!(
-        "phase | shards | workers | RRU/shard-h | WCU/shard-h | listings/h | balanced after | longest gap | moves | wall"
+        "phase | shards | workers | RRU/shard-h | WCU/shard-h | listings/h | balanced after (taker cycles) | longest gap | moves | wall"
     );
     for (shards, workers) in runs {
         let started = Instant::now();
@@ -63,8 +63,9 @@ fn main() {
                 r.units.listings as f64 / (r.duration.as_secs_f64() / 3600.0),
                 r.balanced_after
                     .map_or("not within the phase".into(), |d| format!(
-                        "{:.0} s",
-                        d.as_secs_f64()
+                        "{:.0} s ({:.1})",
+                        d.as_secs_f64(),
+                        d.as_secs_f64() / 10.0
                     )),
                 r.longest_gap.as_secs_f64(),
                 r.moves,
