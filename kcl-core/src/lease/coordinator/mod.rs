@@ -41,12 +41,14 @@ pub use config::{CoordinatorConfig, CoordinatorConfigError};
 use super::{CheckpointUpdate, Lease, LeaseError, LeaseStore};
 use crate::model::ExtendedSequenceNumber;
 
-/// The renewal stamp of a write, sent now, that leaves the lease at `counter`.
-fn stamp(counter: u64) -> crate::lease::RenewalStamp {
-    crate::lease::RenewalStamp {
-        counter,
+/// Stamps `lease` for a write sent now that moves its counter by one. Every counter-moving
+/// write of the coordinator stamps afresh: a stamp left from a write that never landed would
+/// name the counter this one makes current, with a time long past.
+fn stamp_next(lease: &mut Lease) {
+    lease.renewed_at = Some(crate::lease::RenewalStamp {
+        counter: lease.counter + 1,
         unix_millis: clock::unix_millis_now(),
-    }
+    });
 }
 
 /// A change in what this worker holds.
@@ -221,8 +223,6 @@ struct Shared {
     sync_leader: Mutex<Option<String>>,
     /// Leases being handed off by this worker, until `finish_hand_off`.
     handing_off: Mutex<BTreeMap<String, HandingOff>>,
-    /// Live workers of the last listing, for planned hand-offs.
-    peers: Mutex<BTreeMap<String, offer::Peer>>,
     /// Cancelled when this worker stops taking; a taker cycle checks it once it has the turn.
     taking: CancellationToken,
 }
@@ -452,7 +452,6 @@ impl LeaseCoordinator {
             fleet_size: std::sync::atomic::AtomicUsize::new(1),
             sync_leader: Mutex::new(None),
             handing_off: Mutex::default(),
-            peers: Mutex::default(),
             taking: CancellationToken::new(),
         });
         let renewer_cancel = CancellationToken::new();
@@ -577,7 +576,7 @@ impl LeaseCoordinator {
             {
                 return Err(not_held());
             }
-            h.lease.renewed_at = Some(stamp(h.lease.counter + 1));
+            stamp_next(&mut h.lease);
             match self.shared.store.checkpoint(&h.lease, update.clone()).await {
                 Ok(lease) => {
                     h.lease = lease.clone();

@@ -20,42 +20,17 @@ use tracing::{debug, info, warn};
 use super::{Entry, Held, LeaseEvent, Phase, Shared};
 use crate::lease::Lease;
 
-/// A live worker of the last listing.
+/// A live worker, by one listing.
 #[derive(Debug, Clone)]
-pub(super) struct Peer {
+struct Peer {
     /// A lease it holds and renews, whose inbox it reads.
-    pub(super) inbox_key: String,
+    inbox_key: String,
     /// Leases with work it holds.
-    pub(super) load: usize,
-}
-
-/// Workers other than this one that proved alive in the last listing (a lease of theirs whose
-/// counter moved since the previous listing, held without a hand-off in progress).
-pub(super) fn peers_of(me: &str, leases: &[(&Lease, bool)]) -> BTreeMap<String, Peer> {
-    let mut peers: BTreeMap<String, Peer> = BTreeMap::new();
-    for (lease, renewing) in leases {
-        let Some(owner) = lease.owner.as_deref().filter(|o| *o != me) else {
-            continue;
-        };
-        if *renewing && lease.checkpoint_owner.is_none() {
-            peers.entry(owner.to_string()).or_insert(Peer {
-                inbox_key: lease.key.clone(),
-                load: 0,
-            });
-        }
-    }
-    for (lease, _) in leases {
-        if let Some(p) = lease.owner.as_deref().and_then(|o| peers.get_mut(o))
-            && !lease.is_shard_end()
-        {
-            p.load += 1;
-        }
-    }
-    peers
+    load: usize,
 }
 
 /// How long a receiver has to accept: it reads its inbox at its next renewal.
-pub(super) fn offer_timeout(shared: &Shared) -> Duration {
+fn offer_timeout(shared: &Shared) -> Duration {
     (shared.config.renew_interval + Duration::from_secs(1)).min(shared.config.failover_time / 2)
 }
 
@@ -101,8 +76,8 @@ pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
     let mut peers = match shared.store.list_eventually().await {
         Ok(listing) => live_peers(shared, &listing.leases),
         Err(e) => {
-            warn!(worker_id = %shared.me(), error = %e, "could not list live workers to offer leases to; using the last listing");
-            shared.peers.lock().clone()
+            warn!(worker_id = %shared.me(), error = %e, "could not list live workers to offer leases to; releasing them instead");
+            return Vec::new();
         }
     };
     if peers.is_empty() {
@@ -174,7 +149,7 @@ async fn offer_one(
     }
     let sent = Instant::now();
     // Stamped, so the lease expires one failover time after the offer if neither side follows up.
-    h.lease.renewed_at = Some(super::stamp(h.lease.counter + 1));
+    super::stamp_next(&mut h.lease);
     match shared.store.hand_off(&h.lease, &to).await {
         Ok(offered) => {
             h.lease = offered;
@@ -228,7 +203,7 @@ async fn withdraw(shared: &Shared, key: &str, h: &mut Held) {
     }
     let sent = Instant::now();
     let mut lease = h.lease.clone();
-    lease.renewed_at = Some(super::stamp(lease.counter + 1));
+    super::stamp_next(&mut lease);
     match shared.store.take(&lease, shared.me()).await {
         Ok(taken) => {
             h.lease = taken;
@@ -282,7 +257,7 @@ pub(super) async fn accept_unlocked(shared: &Shared, key: &str) {
         }
         let sent = Instant::now();
         let mut accepting = lease;
-        accepting.renewed_at = Some(super::stamp(accepting.counter + 1));
+        super::stamp_next(&mut accepting);
         match shared.store.renew(&accepting).await {
             Ok(accepted) => {
                 let deadline = sent + shared.config.graceful_handoff_timeout;

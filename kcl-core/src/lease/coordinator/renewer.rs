@@ -164,7 +164,7 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec
         // condition, so a failed renewal leaves nothing inconsistent).
         h.lease.throughput_kbps = Some((smoothed * 100.0).floor() / 100.0);
     }
-    h.lease.renewed_at = Some(super::stamp(h.lease.counter + 1));
+    super::stamp_next(&mut h.lease);
     // Offers this renewal acknowledges (it removes them from the stored inbox): seen in the
     // response of an earlier write of this lease (a checkpoint's) and not acted on yet.
     let acknowledged = h.lease.inbox.clone();
@@ -196,7 +196,7 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec
                 && h.lease.checkpoint_owner.is_some()
             {
                 let sent = Instant::now();
-                h.lease.renewed_at = Some(super::stamp(h.lease.counter + 1));
+                super::stamp_next(&mut h.lease);
                 if let Ok(lease) = shared.store.renew(&h.lease).await {
                     h.lease = lease;
                     h.valid_until = sent + shared.config.failover_time;
@@ -225,9 +225,7 @@ async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
         // first makes it fail (and extends the wait), so the previous owner, once its write
         // succeeded, knows we wait at least the hand-off timeout from then.
         let sent = Instant::now();
-        // A fresh stamp: the held copy may carry one of a renewal that never landed, whose
-        // counter this take would make current with a time long past.
-        h.lease.renewed_at = Some(super::stamp(h.lease.counter + 1));
+        super::stamp_next(&mut h.lease);
         match shared.store.take(&h.lease, shared.me()).await {
             Ok(lease) => {
                 h.lease = lease;

@@ -93,14 +93,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     let now_millis = super::clock::unix_millis_now();
     let stamped_expiry = |lease: &Lease| {
         let by_counter = now + failover;
-        match lease.renewed_at {
-            Some(stamp) if stamp.counter == lease.counter => by_counter.min(
-                super::clock::instant_of(stamp.unix_millis, now, now_millis)
-                    + failover
-                    + shared.config.clock_skew_margin,
-            ),
-            _ => by_counter,
-        }
+        stamp_expiry(shared, lease, now, now_millis).map_or(by_counter, |e| e.min(by_counter))
     };
     for lease in &listing.leases {
         match observed.get_mut(&lease.key) {
@@ -160,8 +153,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
                     }
                 }
                 Some(_) => {
-                    let expiry = expires;
-                    next_expiry = Some(next_expiry.map_or(expiry, |e| e.min(expiry)));
+                    next_expiry = Some(next_expiry.map_or(expires, |e| e.min(expires)));
                     if renewing {
                         Availability::Live
                     } else {
@@ -175,12 +167,6 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     for key in to_accept {
         super::offer::accept_unlocked(shared, &key).await;
     }
-    let renewing: Vec<(&Lease, bool)> = listing
-        .leases
-        .iter()
-        .map(|l| (l, observed[&l.key].renewing))
-        .collect();
-    *shared.peers.lock() = super::offer::peers_of(me, &renewing);
     let input = PlanInput {
         me,
         leases,
@@ -212,10 +198,22 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     next_expiry
 }
 
+/// When `lease` expires by its renewal stamp (its last writer's send time + failover + the
+/// clock-skew margin, on this worker's clock, given the wall clock `now_millis` read at
+/// `now`); `None` when the stamp is not of the lease's counter (a Java writer wrote last).
+fn stamp_expiry(shared: &Shared, lease: &Lease, now: Instant, now_millis: u64) -> Option<Instant> {
+    let stamp = lease.renewed_at.filter(|s| s.counter == lease.counter)?;
+    Some(
+        super::clock::instant_of(stamp.unix_millis, now, now_millis)
+            + shared.config.failover_time
+            + shared.config.clock_skew_margin,
+    )
+}
+
 async fn take(shared: &Shared, lease: &Lease) {
     let sent = Instant::now();
     let mut lease = lease.clone();
-    lease.renewed_at = Some(super::stamp(lease.counter + 1));
+    super::stamp_next(&mut lease);
     match shared.store.take(&lease, shared.me()).await {
         Ok(taken) => {
             shared.metrics.taken.increment(1);
@@ -236,16 +234,9 @@ async fn steal(shared: &Shared, lease: &Lease) {
     // The victim's last write: if it dies now, its lease would have expired one failover time
     // after it, and a steal must not make it wait longer. A live victim sees the steal at its
     // next renewal, well before, and extends the wait if its batch needs it.
-    let victim_expiry = match lease.renewed_at {
-        Some(s) if s.counter == lease.counter => Some(
-            super::clock::instant_of(s.unix_millis, sent, super::clock::unix_millis_now())
-                + shared.config.failover_time
-                + shared.config.clock_skew_margin,
-        ),
-        _ => None,
-    };
+    let victim_expiry = stamp_expiry(shared, lease, sent, super::clock::unix_millis_now());
     let mut lease = lease.clone();
-    lease.renewed_at = Some(super::stamp(lease.counter + 1));
+    super::stamp_next(&mut lease);
     match shared.store.hand_off(&lease, shared.me()).await {
         Ok(stolen) => {
             shared.metrics.stolen.increment(1);

@@ -47,10 +47,18 @@ impl Fleet {
         let weak = Arc::downgrade(&c);
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if let (LeaseEvent::HandingOff { lease }, Some(c)) = (event, weak.upgrade()) {
-                    let _ = c
-                        .finish_hand_off(&lease.key, Some(lease.checkpoint.clone()))
-                        .await;
+                let Some(c) = weak.upgrade() else { break };
+                match event {
+                    LeaseEvent::HandingOff { lease } => {
+                        let _ = c
+                            .finish_hand_off(&lease.key, Some(lease.checkpoint.clone()))
+                            .await;
+                    }
+                    // Offers are made only while stopping: release what nobody took.
+                    LeaseEvent::OfferWithdrawn { key } => {
+                        let _ = c.release(&key, None).await;
+                    }
+                    _ => {}
                 }
             }
         });
@@ -409,15 +417,36 @@ async fn safety_run(seed: u64) {
         .collect();
     let end = Instant::now() + Duration::from_secs(600);
     let mut samples = 0;
+    // Workers stopping the scheduler's way: offered their leases, still sampled while the
+    // offers are decided, shut down a few seconds later.
+    let mut draining: BTreeMap<String, Instant> = BTreeMap::new();
     while Instant::now() < end {
         sleep(Duration::from_millis(250)).await;
         samples += 1;
+        let done: Vec<String> = draining
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= Duration::from_secs(6))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in done {
+            draining.remove(&n);
+            fleet.stop(&n).await;
+        }
         if samples % 40 == 0 {
-            // Every 10 s: crash, stop or restart someone.
+            // Every 10 s: crash, stop (with or without offers) or restart someone.
             let n = &names[rng.random_range(0..names.len())];
-            match (fleet.workers.contains_key(n), rng.random_range(0..3)) {
-                (true, 0) => fleet.crash(n),
-                (true, 1) => fleet.stop(n).await,
+            match (fleet.workers.contains_key(n), rng.random_range(0..4)) {
+                (true, 0) => {
+                    draining.remove(n);
+                    fleet.crash(n)
+                }
+                (true, 1) if !draining.contains_key(n) => fleet.stop(n).await,
+                (true, 2) if !draining.contains_key(n) => {
+                    let c = &fleet.workers[n];
+                    c.stop_taking();
+                    c.offer_leases().await;
+                    draining.insert(n.clone(), Instant::now());
+                }
                 (false, _) => fleet.start(n),
                 _ => {}
             }
