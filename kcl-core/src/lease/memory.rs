@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use super::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
 use crate::fault::{FaultAction, FaultInjector};
@@ -94,6 +96,17 @@ pub struct InMemoryLeaseStore {
     calls: [AtomicU64; LeaseOperation::ALL.len()],
     /// Keys whose single-lease calls hang until released (a stuck partition, a hung socket).
     hung: Mutex<std::collections::BTreeSet<String>>,
+    /// Eventually consistent listings that answer stale.
+    stale: Mutex<Stale>,
+}
+
+/// How `list_eventually` answers stale: with `probability`, the table as the previous
+/// eventually consistent listing saw it (seconds old, where DynamoDB's are usually under one).
+#[derive(Debug)]
+struct Stale {
+    probability: f64,
+    rng: SmallRng,
+    previous: Option<Vec<Lease>>,
 }
 
 impl Default for InMemoryLeaseStore {
@@ -134,7 +147,19 @@ impl InMemoryLeaseStore {
             faults: FaultInjector::new(seed),
             calls: std::array::from_fn(|_| AtomicU64::new(0)),
             hung: Mutex::default(),
+            stale: Mutex::new(Stale {
+                probability: 0.0,
+                rng: SmallRng::seed_from_u64(seed ^ 0x5747),
+                previous: None,
+            }),
         }
+    }
+
+    /// Makes `list_eventually` answer stale with `probability`: the table as the previous
+    /// eventually consistent listing saw it, as an eventually consistent Scan may (strongly
+    /// consistent `list` and `get` stay exact).
+    pub fn stale_listings(&self, probability: f64) {
+        self.stale.lock().probability = probability;
     }
 
     /// The fault injector.
@@ -276,6 +301,21 @@ impl LeaseStore for InMemoryLeaseStore {
             })
         })
         .await
+    }
+
+    async fn list_eventually(&self) -> Result<LeaseListing, LeaseError> {
+        let mut listing = self.list().await?;
+        let mut stale = self.stale.lock();
+        let fresh = listing.leases.clone();
+        let p = stale.probability;
+        if p > 0.0
+            && stale.rng.random_bool(p.min(1.0))
+            && let Some(previous) = stale.previous.clone()
+        {
+            listing.leases = previous;
+        }
+        stale.previous = Some(fresh);
+        Ok(listing)
     }
 
     async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {

@@ -601,6 +601,8 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         );
     }
     if config.store_fault > 0.0 {
+        // The takers' eventually consistent listings answer stale as often as a call fails.
+        inner.stale_listings(config.store_fault);
         let p = config.store_fault / 4.0;
         for op in LeaseOperation::ALL {
             let f = inner.faults();

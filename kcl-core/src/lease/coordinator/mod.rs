@@ -668,8 +668,9 @@ impl LeaseCoordinator {
         }
     }
 
-    /// Planned hand-off, the first step of a graceful shutdown: offers every held lease with
-    /// work to a live worker of the last listing (the least loaded first) and tells each
+    /// Planned hand-off, the first step of a graceful shutdown: lists the table once and
+    /// offers every held lease with work to a worker that renewed within a renew interval and
+    /// a second by its stamps (the least loaded first), and tells each
     /// receiver through the inbox of a lease it holds. This worker goes on processing an
     /// offered lease until its receiver accepts — then it gets [`LeaseEvent::HandingOff`] and
     /// checkpoints through [`finish_hand_off`](Self::finish_hand_off), after which the receiver
@@ -677,7 +678,8 @@ impl LeaseCoordinator {
     /// takes the lease back and gets [`LeaseEvent::OfferWithdrawn`]. So shards pass to live
     /// workers with a gap of a few store round trips instead of waiting for their next listing.
     /// Returns the keys offered; call [`stop_taking`](Self::stop_taking) first. Leases that
-    /// could not be offered (no live peer, a store without inboxes, a failed write) stay held.
+    /// could not be offered (no live peer, a failed listing, a store without inboxes, a failed
+    /// write) stay held.
     pub async fn offer_leases(&self) -> Vec<String> {
         offer::offer_all(&self.shared).await
     }

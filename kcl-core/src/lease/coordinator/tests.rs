@@ -379,6 +379,8 @@ async fn safety_run(seed: u64) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut fleet = Fleet::new(24, seed).await;
     let store = fleet.store.clone();
+    // The taker's eventually consistent listings answer stale now and then.
+    store.stale_listings(0.2);
     let faults = store.faults();
     for op in LeaseOperation::ALL {
         faults.with_probability(
@@ -476,6 +478,10 @@ async fn safety_run(seed: u64) {
     );
     // With faults off, the fleet recovers every lease.
     faults.clear();
+    store.stale_listings(0.0);
+    for n in std::mem::take(&mut draining).into_keys() {
+        fleet.stop(&n).await;
+    }
     for n in &names {
         if !fleet.workers.contains_key(n) {
             fleet.start(n);
