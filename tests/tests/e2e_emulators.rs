@@ -243,6 +243,19 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The killed worker's leases — its own and any it had just accepted from w1's planned
+    // hand-off — expire and move to w0, records or not, before w0 stops.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store
+        .list()
+        .await?
+        .leases
+        .iter()
+        .any(|l| l.owner.as_deref() == Some("w2"))
+    {
+        anyhow::ensure!(Instant::now() < deadline, "w2's leases never expired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (stop, run) = fleet.workers.remove("w0").unwrap();
     stop.cancel();
     run.await?;
