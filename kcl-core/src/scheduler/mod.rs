@@ -460,7 +460,8 @@ impl Scheduler {
                         .send_if_modified(|s| raise(s, ShutdownReason::LeaseLost));
                 }
             }
-            // Offers are made only while stopping; a late one changes nothing while running.
+            // An offer (a stop's, or the leader's passing on leases it took beyond its share)
+            // taken back: the lease is held as before and its consumer never stopped.
             LeaseEvent::OfferWithdrawn { .. } => {}
             LeaseEvent::HandingOff { lease } => {
                 consumers.pending.remove(&lease.key);

@@ -177,12 +177,8 @@ impl Fleet {
                                 .await;
                         }
                     }
-                    // Offers are made only while stopping: release what nobody took.
-                    LeaseEvent::OfferWithdrawn { key } => {
-                        if let Some(c) = weak.upgrade() {
-                            let _ = c.release(&key, None).await;
-                        }
-                    }
+                    // An offer taken back is held as before; a stop releases it at shutdown.
+                    LeaseEvent::OfferWithdrawn { .. } => {}
                 }
             }
         });

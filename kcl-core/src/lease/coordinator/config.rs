@@ -14,10 +14,13 @@ pub struct CoordinatorConfig {
     pub failover_time: Duration,
     /// How often held leases are renewed. KCL: failover / 3 − 25 ms (3,308 ms by default).
     pub renew_interval: Duration,
-    /// The longest time between two listings of the table by the taker (to take and balance
-    /// leases). KCL 2.x: (failover + 25 ms) × 2 ≈ 20 s; here the failover time (10 s). The
-    /// taker also lists at the earliest expiry a listing showed, so a crashed worker's leases
-    /// move one failover time (and `clock_skew_margin`) after its last renewal.
+    /// The longest time between two listings of the table by the fleet's leader (to take and
+    /// balance leases). KCL 2.x: (failover + 25 ms) × 2 ≈ 20 s; here the failover time (10 s).
+    /// The leader also lists at the earliest expiry a listing showed, so a crashed worker's
+    /// leases move one failover time (and `clock_skew_margin`) after its last renewal. Other
+    /// workers list this often only while they have leases to take or steal, and otherwise
+    /// once per this interval times the number of other workers, so the fleet's reads do not
+    /// grow with its size.
     pub taker_interval: Duration,
     /// `maxLeasesForWorker`: most leases with work this worker takes by balancing. KCL default:
     /// unlimited. Leases without work (at SHARD_END, or children waiting on a parent) are not

@@ -225,6 +225,13 @@ struct Shared {
     handing_off: Mutex<BTreeMap<String, HandingOff>>,
     /// Cancelled when this worker stops taking; a taker cycle checks it once it has the turn.
     taking: CancellationToken,
+    /// Notified when the inbox asked this worker to list the table now (see `offer::NUDGE`).
+    nudged: tokio::sync::Notify,
+    /// The deputy this worker, as leader, last told of its role.
+    told_deputy: Mutex<Option<String>>,
+    /// Leases this worker took as leader beyond its share and has not passed on (an upper
+    /// bound: the leader offers at most this many, and only while beyond its share).
+    owed: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -451,6 +458,9 @@ impl LeaseCoordinator {
             metrics,
             fleet_size: std::sync::atomic::AtomicUsize::new(1),
             sync_leader: Mutex::new(None),
+            nudged: tokio::sync::Notify::new(),
+            told_deputy: Mutex::new(None),
+            owed: std::sync::atomic::AtomicUsize::new(0),
             handing_off: Mutex::default(),
             taking: CancellationToken::new(),
         });
@@ -505,12 +515,14 @@ impl LeaseCoordinator {
         out
     }
 
-    /// Whether this worker should run periodic shard sync: it owns the smallest owned lease key
-    /// of the last listing, or no listing has named a leader yet. Every worker derives the same
-    /// answer from the listing its taker makes anyway (no extra reads), so one worker syncs at a
-    /// time; if it dies, its leases expire and whoever takes that lease syncs next (one failover
-    /// time). Two workers may both sync while listings disagree, which is harmless: shard sync
-    /// only makes conditional writes.
+    /// Whether this worker should run periodic shard sync: it is the fleet's leader by its last
+    /// listing — the smallest worker id among this worker and the owners seen renewing leases
+    /// with this framework's stamps — or it has not listed yet. The leader also lists the table
+    /// often and takes what is free (see the taker). Every worker derives the answer from the
+    /// listings it makes anyway (no extra reads); if the leader dies, its deputy (the next id)
+    /// sees its lease expire and leads from then on (one failover time). Two workers may both
+    /// sync while their listings disagree, which is harmless: shard sync only makes
+    /// conditional writes.
     pub fn is_sync_leader(&self) -> bool {
         self.shared
             .sync_leader
@@ -579,8 +591,13 @@ impl LeaseCoordinator {
             stamp_next(&mut h.lease);
             match self.shared.store.checkpoint(&h.lease, update.clone()).await {
                 Ok(lease) => {
+                    let ended = lease.is_shard_end() && !h.lease.is_shard_end();
                     h.lease = lease.clone();
                     h.publish();
+                    drop(h);
+                    if ended {
+                        self.take_children(&lease).await;
+                    }
                     return Ok(lease);
                 }
                 Err(e) if e.is_lost() => {
@@ -592,6 +609,37 @@ impl LeaseCoordinator {
             }
         }
         Err(not_held())
+    }
+
+    /// Takes the free leases of an ended shard's children: a child starts where its parent
+    /// ended, on the parent's worker (KCL #78), at once rather than at this worker's next
+    /// listing — which, on a worker that is not the fleet's leader, may be many taker intervals
+    /// away. A GetItem per child; a child taken meanwhile by another worker is left alone.
+    async fn take_children(&self, parent: &Lease) {
+        for child in &parent.child_shard_ids {
+            let key = parent.key_in_stream(child);
+            if self.shared.entry(&key).is_some() {
+                continue;
+            }
+            match self.shared.store.get(&key).await {
+                Ok(Some(lease))
+                    if lease.owner.is_none()
+                        && self
+                            .shared
+                            .filter
+                            .0
+                            .lock()
+                            .as_ref()
+                            .is_none_or(|f| f(&lease)) =>
+                {
+                    taker::take(&self.shared, &lease).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(worker_id = %self.shared.me(), lease_key = %key, error = %e, "could not read a child lease; the taker will find it")
+                }
+            }
+        }
     }
 
     /// Ends a hand-off this worker is the previous owner of, with its last checkpoint.
@@ -677,7 +725,9 @@ impl LeaseCoordinator {
     /// starts at once — or until the offer times out (a renew interval and a second), when it
     /// takes the lease back and gets [`LeaseEvent::OfferWithdrawn`]. So shards pass to live
     /// workers with a gap of a few store round trips instead of waiting for their next listing.
-    /// Returns the keys offered; call [`stop_taking`](Self::stop_taking) first. Leases that
+    /// Returns the keys offered, with those already on offer (the fleet's leader passes on
+    /// leases it took beyond its share the same way); call [`stop_taking`](Self::stop_taking)
+    /// first. Leases that
     /// could not be offered (no live peer, a failed listing, a store without inboxes, a failed
     /// write) stay held.
     pub async fn offer_leases(&self) -> Vec<String> {
@@ -760,6 +810,11 @@ impl LeaseCoordinator {
             Err(_) => {
                 warn!(worker_id = %self.shared.me(), "releases still waiting at the shutdown deadline; what is left will expire");
             }
+        }
+        if !keys.is_empty() {
+            // Released leases wait for a listing, and most workers list rarely: ask the ones
+            // that list first to list now (within what is left of the releases' bound).
+            let _ = tokio::time::timeout_at(by, offer::nudge_leaders(&self.shared)).await;
         }
         self.renewer_cancel.cancel();
         let renewer = self.renewer.lock().take();

@@ -20,6 +20,53 @@ use tracing::{debug, info, warn};
 use super::{Entry, Held, LeaseEvent, Phase, Shared};
 use crate::lease::Lease;
 
+/// An inbox entry that names no lease: it asks the receiver to list the table now. Posted by a
+/// leader to its new deputy, and by a worker that released leases to the workers that would
+/// lead after it. A framework that does not know it finds no lease by that key and ignores it.
+pub(super) const NUDGE: &str = "kcl-rs:list-now";
+
+/// How many of the smallest live ids a worker that released leases asks to list: enough that
+/// one of them outlives any few stops at once, few enough to cost next to nothing.
+const NUDGED_ON_RELEASE: usize = 8;
+
+/// Posts [`NUDGE`] to the inbox of each of `to` that one listing shows live; returns how many
+/// posts landed.
+pub(super) async fn nudge(shared: &Shared, leases: &[Lease], to: &[String]) -> usize {
+    let peers = live_peers(shared, leases);
+    let posts = to.iter().filter_map(|w| peers.get(w).map(|p| (w, p))).map(|(w, p)| async move {
+        match shared.store.post(&p.inbox_key, w, &[NUDGE.to_string()]).await {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(worker_id = %shared.me(), receiver = %w, error = %e, "could not ask a worker to list");
+                false
+            }
+        }
+    });
+    futures::future::join_all(posts)
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count()
+}
+
+/// After releasing leases: asks the live workers with the smallest ids — the leader and those
+/// that lead after it — to list now, from a fresh listing.
+pub(super) async fn nudge_leaders(shared: &Shared) {
+    match shared.store.list_eventually().await {
+        Ok(listing) => {
+            let peers: Vec<String> = live_peers(shared, &listing.leases)
+                .into_keys()
+                .take(NUDGED_ON_RELEASE)
+                .collect();
+            let told = nudge(shared, &listing.leases, &peers).await;
+            debug!(worker_id = %shared.me(), told, "asked the leading workers to list");
+        }
+        Err(e) => {
+            debug!(worker_id = %shared.me(), error = %e, "could not list to ask others to take released leases")
+        }
+    }
+}
+
 /// A live worker, by one listing.
 #[derive(Debug, Clone)]
 struct Peer {
@@ -70,7 +117,22 @@ fn live_peers(shared: &Shared, leases: &[Lease]) -> BTreeMap<String, Peer> {
     peers
 }
 
+/// Offers every held lease to live workers (a planned stop); returns the keys offered, with
+/// those already on offer (the leader passing leases on) — all of them pass on by the offers.
 pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
+    let mut on_offer = Vec::new();
+    for (key, entry) in shared.entries() {
+        let h = entry.lock().await;
+        if !h.gone && matches!(h.phase, Phase::Offered { .. }) {
+            on_offer.push(key);
+        }
+    }
+    let mut offered = offer_fresh(shared).await;
+    offered.extend(on_offer);
+    offered
+}
+
+async fn offer_fresh(shared: &Shared) -> Vec<String> {
     // A fresh listing (one per planned stop): the taker's may be a taker interval old, and a
     // peer that stopped since would be offered leases it can no longer hear of.
     let mut peers = match shared.store.list_eventually().await {
@@ -83,7 +145,6 @@ pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
     if peers.is_empty() {
         return Vec::new();
     }
-    let deadline = Instant::now() + offer_timeout(shared);
     let mut plan = Vec::new();
     for (key, entry) in shared.entries() {
         let Some((to, peer)) = peers
@@ -95,6 +156,70 @@ pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
         peer.load += 1;
         plan.push((key, entry, to.clone()));
     }
+    offer(shared, plan, &peers).await
+}
+
+/// The leader's part in balancing (see the taker): offers up to `at_most` (what it took beyond
+/// its share and has not passed on yet; the rest of balancing is left to steals) of the leases
+/// with work it holds beyond `ceiling` to the live workers holding fewest, each move narrowing
+/// the gap by more than one lease, and keeps its smallest keys (the lease its deputy watches).
+/// Returns how many it offered.
+pub(super) async fn shed(
+    shared: &Shared,
+    leases: &[Lease],
+    ceiling: usize,
+    at_most: usize,
+) -> usize {
+    let mut ready = Vec::new();
+    let mut mine = 0;
+    for (key, entry) in shared.entries() {
+        let h = entry.lock().await;
+        if h.gone || h.lease.is_shard_end() {
+            continue;
+        }
+        match h.phase {
+            Phase::Offered { .. } => continue,
+            Phase::Ready => ready.push((key, entry.clone())),
+            Phase::Incoming { .. } => {}
+        }
+        mine += 1;
+    }
+    if mine <= ceiling || at_most == 0 {
+        return 0;
+    }
+    let mut peers = live_peers(shared, leases);
+    let mut plan = Vec::new();
+    while mine > ceiling && plan.len() < at_most {
+        let Some((to, peer)) = peers
+            .iter_mut()
+            .min_by(|a, b| (a.1.load, a.0).cmp(&(b.1.load, b.0)))
+            .filter(|(_, p)| p.load + 1 < mine)
+        else {
+            break;
+        };
+        let Some((key, entry)) = ready.pop() else {
+            break;
+        };
+        peer.load += 1;
+        mine -= 1;
+        plan.push((key, entry, to.clone()));
+    }
+    if plan.is_empty() {
+        return 0;
+    }
+    debug!(worker_id = %shared.me(), offers = plan.len(), ceiling, "offering leases beyond this worker's share");
+    offer(shared, plan, &peers).await.len()
+}
+
+/// Writes the offers of `plan` (lease, its entry, receiver) and tells each receiver with one
+/// post to its inbox; returns the keys offered. A receiver that cannot be told gets nothing:
+/// its offers are taken back at once.
+async fn offer(
+    shared: &Shared,
+    plan: Vec<(String, Entry, String)>,
+    peers: &BTreeMap<String, Peer>,
+) -> Vec<String> {
+    let deadline = Instant::now() + offer_timeout(shared);
     let offers = plan
         .into_iter()
         .map(|(key, entry, to)| offer_one(shared, key, entry, to, deadline));
@@ -106,7 +231,6 @@ pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
     {
         by_receiver.entry(to).or_default().push((key, entry));
     }
-    // One post per receiver, all at once; a receiver that cannot be told gets nothing.
     let posts = by_receiver.into_iter().map(|(to, leases)| {
         let inbox = peers[&to].inbox_key.clone();
         async move {
@@ -211,6 +335,10 @@ async fn withdraw(shared: &Shared, key: &str, h: &mut Held) {
             h.phase = Phase::Ready;
             h.publish();
             info!(worker_id = %shared.me(), lease_key = %key, "offer not accepted in time; lease taken back");
+            // Still beyond this worker's share: the next leading cycle may offer it again.
+            shared
+                .owed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             shared.emit(LeaseEvent::OfferWithdrawn {
                 key: key.to_string(),
             });

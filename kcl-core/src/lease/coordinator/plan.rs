@@ -54,6 +54,9 @@ pub(crate) struct Plan {
 
     /// This worker's target.
     pub(crate) target: usize,
+    /// The most leases with work any worker should hold: `ceil(leases / workers)`, within
+    /// `max_leases_for_worker`.
+    pub(crate) ceiling: usize,
 }
 
 pub(crate) struct PlanInput<'a> {
@@ -62,6 +65,9 @@ pub(crate) struct PlanInput<'a> {
     pub(crate) leases: Vec<(&'a Lease, Availability)>,
     pub(crate) max_leases_for_worker: usize,
     pub(crate) max_steal: usize,
+    /// Take every free lease (up to `max_leases_for_worker`), not only this worker's share: the
+    /// fleet's leader does, as the only worker listing often, and offers the excess on.
+    pub(crate) take_all: bool,
 }
 
 /// Whether a lease carries no work now: at SHARD_END, or a child whose parent (still listed) has
@@ -148,8 +154,10 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
         })
         .collect();
 
+    let ceiling = n.div_ceil(workers).min(input.max_leases_for_worker);
     let mut my_plan = Plan {
         target: targets[input.me],
+        ceiling,
         take: inherited,
         ..Plan::default()
     };
@@ -175,11 +183,15 @@ pub(crate) fn plan(input: &PlanInput<'_>) -> Plan {
             .filter(|(w, _)| **w != input.me)
             .map(|(_, l)| base.saturating_sub(l.len()))
             .sum();
-        let ceiling = n.div_ceil(workers).min(input.max_leases_for_worker);
         let wanted = target
             .saturating_sub(mine)
             .max(free.len().saturating_sub(others_room));
-        let quota = wanted.min(ceiling.saturating_sub(mine));
+        let quota = if input.take_all {
+            free.len()
+                .min(input.max_leases_for_worker.saturating_sub(mine))
+        } else {
+            wanted.min(ceiling.saturating_sub(mine))
+        };
         let rank = held
             .keys()
             .position(|w| *w == input.me)
@@ -375,6 +387,7 @@ mod tests {
                 .collect(),
             max_leases_for_worker: usize::MAX,
             max_steal: usize::MAX,
+            take_all: false,
         };
         plan(&input)
     }
@@ -473,6 +486,7 @@ mod tests {
             leases: all.iter().map(|l| (l, Availability::Live)).collect(),
             max_leases_for_worker: 3,
             max_steal: 2,
+            take_all: false,
         };
         let p = plan(&input);
         assert_eq!(
@@ -487,6 +501,7 @@ mod tests {
             leases: all.iter().map(|l| (l, Availability::Live)).collect(),
             max_leases_for_worker: 3,
             max_steal: 1,
+            take_all: false,
         };
         assert_eq!(plan(&input).steal.len(), 1);
     }
@@ -510,6 +525,7 @@ mod tests {
             leases: with_availability(all),
             max_leases_for_worker: usize::MAX,
             max_steal: usize::MAX,
+            take_all: false,
         })
     }
 

@@ -78,7 +78,11 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                 let inbox = renew_one(&shared, k, entry).await;
                 // Leases offered to this worker, named in the renewal's response.
                 for offered in inbox {
-                    super::offer::accept(&shared, &offered).await;
+                    if offered == super::offer::NUDGE {
+                        shared.nudged.notify_one();
+                    } else {
+                        super::offer::accept(&shared, &offered).await;
+                    }
                 }
             });
             renewing.insert(task.id(), (false, key));

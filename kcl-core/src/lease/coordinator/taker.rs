@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -26,26 +27,98 @@ pub(super) struct Seen {
     renewing: bool,
 }
 
+/// When the taker lists next, and what the deputy watches until then.
+#[derive(Debug, Clone)]
+pub(super) struct Next {
+    list_at: Instant,
+    watch: Option<Watch>,
+}
+
+/// The deputy's watch on the leader: one lease of the leader's, read (one GetItem) each renew
+/// interval, so a leader that died or left is replaced within one failover time without the
+/// deputy listing the table.
+#[derive(Debug, Clone)]
+pub(super) struct Watch {
+    key: String,
+    owner: String,
+    counter: u64,
+    expires: Instant,
+    check_at: Instant,
+}
+
 pub(super) async fn run(shared: Arc<Shared>) {
-    let mut next = Instant::now();
+    let mut next = Next {
+        list_at: Instant::now(),
+        watch: None,
+    };
     loop {
+        let wake = next
+            .watch
+            .as_ref()
+            .map_or(next.list_at, |w| w.check_at.min(next.list_at));
         tokio::select! {
             biased;
             _ = shared.taking.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
+            _ = shared.nudged.notified() => next.list_at = Instant::now(),
+            _ = tokio::time::sleep_until(wake) => {}
         }
-        let periodic = Instant::now() + shared.config.taker_interval;
+        if Instant::now() < next.list_at
+            && let Some(watch) = next.watch.as_mut()
+            && !leader_gone(&shared, watch).await
+        {
+            continue;
+        }
         next = match cycle(&shared).await {
-            Some(deadline) => deadline.min(periodic),
-            None => periodic,
+            Some(n) => n,
+            // The listing failed: try again a taker interval later, still watching.
+            None => Next {
+                list_at: Instant::now() + shared.config.taker_interval,
+                watch: next.watch,
+            },
         };
     }
 }
 
-/// One taker cycle. Returns the earliest time a lease seen now could expire (or, after first
-/// sightings, when their owners should have renewed), so the next cycle can run right then
-/// instead of up to a taker interval later.
-pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
+/// The deputy's check of the leader's lease: `true` when the table must be listed now (the
+/// lease expired unrenewed, changed owner, is being handed off, or is gone).
+async fn leader_gone(shared: &Shared, watch: &mut Watch) -> bool {
+    let now = Instant::now();
+    let renew = shared.config.renew_interval;
+    match shared.store.get(&watch.key).await {
+        Ok(Some(lease))
+            if lease.owner.as_deref() == Some(watch.owner.as_str())
+                && lease.checkpoint_owner.is_none() =>
+        {
+            if lease.counter != watch.counter {
+                watch.counter = lease.counter;
+                let by_counter = now + shared.config.failover_time;
+                watch.expires = stamp_expiry(shared, &lease, now, super::clock::unix_millis_now())
+                    .map_or(by_counter, |e| e.min(by_counter));
+            } else if now >= watch.expires {
+                return true;
+            }
+            watch.check_at = (now + renew).min(watch.expires);
+            false
+        }
+        Ok(_) => true,
+        Err(e) => {
+            debug!(worker_id = %shared.me(), lease_key = %watch.key, error = %e, "could not read the leader's lease; trying again");
+            watch.check_at = now + renew;
+            false
+        }
+    }
+}
+
+/// One taker cycle: lists the table, takes and steals, and says when to list next (`None` when
+/// the listing failed or taking has stopped).
+///
+/// Only the fleet's leader — the smallest worker id among the owners of unexpired leases, this
+/// worker included — lists at every expiry it saw and takes every free or expired lease, then
+/// offers what is beyond its share to the workers below theirs. Every other worker lists once
+/// per `taker_interval × (workers − 1)` once it has nothing to take or steal, so the fleet's
+/// listings stay about two per taker interval whatever its size; the deputy (the next smallest
+/// id) watches one of the leader's leases in between. See `scale-design.md` for the argument.
+pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     // One cycle at a time: the periodic one and `take_now` share the observations.
     let mut observed = shared.observed.lock().await;
     if shared.taking.is_cancelled() {
@@ -62,28 +135,9 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
     for bad in &listing.malformed {
         warn!(worker_id = %shared.me(), error = %bad, "skipping a malformed lease");
     }
-    // Before the filter, so that every worker names the same leader.
-    *shared.sync_leader.lock() = listing
-        .leases
-        .iter()
-        .filter(|l| l.owner.is_some())
-        .min_by(|a, b| a.key.cmp(&b.key))
-        .and_then(|l| l.owner.clone());
-    let filter = shared.filter.0.lock().clone();
-    if let Some(accept) = filter {
-        listing.leases.retain(|l| accept(l));
-    }
-    let owners: BTreeSet<&str> = listing
-        .leases
-        .iter()
-        .filter_map(|l| l.owner.as_deref())
-        .collect();
-    shared.metrics.workers.set(owners.len().max(1) as f64);
-    shared
-        .fleet_size
-        .store(owners.len().max(1), std::sync::atomic::Ordering::Relaxed);
     let now = Instant::now();
     let failover = shared.config.failover_time;
+    let renew = shared.config.renew_interval;
     let listed: BTreeSet<&str> = listing.leases.iter().map(|l| l.key.as_str()).collect();
     observed.retain(|k, _| listed.contains(k.as_str()));
     // Leases of other owners seen for the first time: look again after one renewal (and a
@@ -117,10 +171,26 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
             }
         }
     }
+    // Before the filter, so that every worker names the same leader.
+    let roles = Roles::of(shared.me(), &listing.leases, observed, now, renew);
+    *shared.sync_leader.lock() = Some(roles.leader.clone());
+    let filter = shared.filter.0.lock().clone();
+    if let Some(accept) = filter {
+        listing.leases.retain(|l| accept(l));
+    }
+    let owners: BTreeSet<&str> = listing
+        .leases
+        .iter()
+        .filter_map(|l| l.owner.as_deref())
+        .collect();
+    shared.metrics.workers.set(owners.len().max(1) as f64);
+    shared
+        .fleet_size
+        .store(owners.len().max(1), std::sync::atomic::Ordering::Relaxed);
     let held: BTreeSet<String> = shared.entries().into_iter().map(|(k, _)| k).collect();
     let me = shared.me();
+    let leading = roles.leader == me;
     let epoch = observed.values().map(|s| s.expires).min().unwrap_or(now);
-    let renew = shared.config.renew_interval;
     let mut next_expiry: Option<Instant> =
         first_sightings.then(|| now + renew.saturating_add(renew / 2));
     let mut to_accept = Vec::new();
@@ -164,6 +234,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
             (lease, availability)
         })
         .collect();
+    let accepting = !to_accept.is_empty();
     for key in to_accept {
         super::offer::accept_unlocked(shared, &key).await;
     }
@@ -172,6 +243,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
         leases,
         max_leases_for_worker: shared.config.max_leases_for_worker,
         max_steal: shared.config.max_leases_to_steal_at_one_time,
+        take_all: leading,
     };
     let plan = plan(&input);
     if tracing::enabled!(tracing::Level::TRACE) {
@@ -189,13 +261,90 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Instant> {
         tracing::trace!(worker_id = %me, free, ?live, "taker view");
     }
     if !plan.take.is_empty() || !plan.steal.is_empty() {
-        debug!(worker_id = %me, target = plan.target, take = plan.take.len(), steal = plan.steal.len(), "taker plan");
+        debug!(worker_id = %me, target = plan.target, take = plan.take.len(), steal = plan.steal.len(), leading, "taker plan");
     }
     let takes = plan.take.iter().map(|l| take(shared, l));
     let steals = plan.steal.iter().map(|l| steal(shared, l));
     futures::future::join_all(takes).await;
     futures::future::join_all(steals).await;
-    next_expiry
+    if leading {
+        use std::sync::atomic::Ordering::Relaxed;
+        // What it took beyond its share by this listing (alone at start-up, nothing).
+        let beyond = (held.len() + plan.take.len()).saturating_sub(plan.ceiling);
+        let beyond = beyond.min(plan.take.len());
+        let owed = shared.owed.fetch_add(beyond, Relaxed) + beyond;
+        let offered = super::offer::shed(shared, &listing.leases, plan.ceiling, owed).await;
+        shared.owed.fetch_sub(offered.min(owed), Relaxed);
+        if let Some(deputy) = &roles.deputy
+            && shared.told_deputy.lock().as_ref() != Some(deputy)
+            && super::offer::nudge(shared, &listing.leases, std::slice::from_ref(deputy)).await > 0
+        {
+            *shared.told_deputy.lock() = Some(deputy.clone());
+        }
+    }
+    let fast = now + shared.config.taker_interval;
+    let fast = next_expiry.map_or(fast, |e| e.min(fast));
+    let settled = !first_sightings && !accepting && plan.take.is_empty() && plan.steal.is_empty();
+    let list_at = if leading || !settled {
+        fast
+    } else {
+        let others = u32::try_from(roles.workers.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+        now + shared.config.taker_interval.saturating_mul(others)
+    };
+    let watch = roles.watch.filter(|_| roles.deputy.as_deref() == Some(me));
+    Some(Next { list_at, watch })
+}
+
+/// Who leads the fleet by one listing: the smallest worker id among this worker and the owners
+/// of leases it does not consider expired; the deputy is the next smallest.
+struct Roles {
+    leader: String,
+    deputy: Option<String>,
+    /// Live workers, this one included.
+    workers: usize,
+    /// The leader's smallest lease, for the deputy to watch.
+    watch: Option<Watch>,
+}
+
+impl Roles {
+    fn of(me: &str, leases: &[Lease], observed: &Observed, now: Instant, renew: Duration) -> Self {
+        let mut live: BTreeMap<&str, Option<(&Lease, Instant)>> = BTreeMap::new();
+        live.insert(me, None);
+        for lease in leases {
+            let (Some(owner), Some(seen)) = (lease.owner.as_deref(), observed.get(&lease.key))
+            else {
+                continue;
+            };
+            // A worker that leads must be seen renewing (a stopped one is not, though its
+            // leases have not expired yet), with this framework's stamps (a Java worker renews
+            // but does not list for us).
+            let ours = lease.renewed_at.is_some_and(|s| s.counter == lease.counter);
+            if now < seen.expires && seen.renewing && ours {
+                // Any lease proves its owner live; one not being handed off is the one to watch.
+                let first = live.entry(owner).or_default();
+                if lease.checkpoint_owner.is_none() && first.is_none_or(|(l, _)| lease.key < l.key)
+                {
+                    *first = Some((lease, seen.expires));
+                }
+            }
+        }
+        let mut ids = live.iter();
+        let (leader, leads) = ids.next().expect("this worker is listed");
+        let deputy = ids.next().map(|(id, _)| id.to_string());
+        let watch = leads.map(|(lease, expires)| Watch {
+            key: lease.key.clone(),
+            owner: leader.to_string(),
+            counter: lease.counter,
+            expires,
+            check_at: expires.min(now + renew),
+        });
+        Self {
+            leader: leader.to_string(),
+            deputy,
+            workers: live.len(),
+            watch,
+        }
+    }
 }
 
 /// When `lease` expires by its renewal stamp (its last writer's send time + failover + the
@@ -210,7 +359,7 @@ fn stamp_expiry(shared: &Shared, lease: &Lease, now: Instant, now_millis: u64) -
     )
 }
 
-async fn take(shared: &Shared, lease: &Lease) {
+pub(super) async fn take(shared: &Shared, lease: &Lease) {
     let sent = Instant::now();
     let mut lease = lease.clone();
     super::stamp_next(&mut lease);

@@ -48,17 +48,12 @@ impl Fleet {
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 let Some(c) = weak.upgrade() else { break };
-                match event {
-                    LeaseEvent::HandingOff { lease } => {
-                        let _ = c
-                            .finish_hand_off(&lease.key, Some(lease.checkpoint.clone()))
-                            .await;
-                    }
-                    // Offers are made only while stopping: release what nobody took.
-                    LeaseEvent::OfferWithdrawn { key } => {
-                        let _ = c.release(&key, None).await;
-                    }
-                    _ => {}
+                // Other events need nothing: an offer taken back is held as before, and a stop
+                // releases it at shutdown.
+                if let LeaseEvent::HandingOff { lease } = event {
+                    let _ = c
+                        .finish_hand_off(&lease.key, Some(lease.checkpoint.clone()))
+                        .await;
                 }
             }
         });
