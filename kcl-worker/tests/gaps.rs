@@ -245,8 +245,10 @@ async fn crash_and_sigterm_gaps_at_the_default_failover_time() {
         &report,
     )
     .expect("report file");
-    let _ = std::fs::remove_dir_all(&dir);
     let limit = (FAILOVER + Duration::from_secs(1)).as_millis() as u64;
-    assert!(crash.iter().all(|t| *t <= limit), "{report}");
-    assert!(term.iter().all(|t| t.0 <= 1000), "{report}");
+    // The workers' logs stay for a failure's post-mortem.
+    let logs = dir.display();
+    assert!(crash.iter().all(|t| *t <= limit), "{report}\nlogs: {logs}");
+    assert!(term.iter().all(|t| t.0 <= 1000), "{report}\nlogs: {logs}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

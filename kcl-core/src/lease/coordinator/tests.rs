@@ -794,3 +794,100 @@ async fn a_stuck_victim_holds_the_hand_off_only_up_to_the_extension_limit() {
     );
     assert_eq!(stored.checkpoint, ExtendedSequenceNumber::TrimHorizon);
 }
+
+/// Listings a fleet of `workers` makes over ten minutes once balanced over `leases` leases.
+async fn steady_listings(leases: usize, workers: usize) -> u64 {
+    let mut fleet = Fleet::new(leases, 0).await;
+    for w in names("w", workers) {
+        fleet.start(&w);
+        sleep(Duration::from_millis(337)).await;
+    }
+    // Long enough for every worker's listings to have slowed down.
+    sleep(Duration::from_secs(30 * workers as u64)).await;
+    assert!(fleet.spread() <= 1, "{:?}", fleet.owner_counts());
+    fleet.store.reset_stats();
+    sleep(Duration::from_secs(600)).await;
+    fleet.store.stats().get(LeaseOperation::List)
+}
+
+/// Issue 15 §3: the fleet's listings do not grow with its size. Only the leader lists at every
+/// expiry (about every 7 s); the others once per taker interval × (workers − 1).
+#[tokio::test(start_paused = true)]
+async fn a_fleet_lists_about_as_often_at_twenty_workers_as_at_five() {
+    let five = steady_listings(40, 5).await;
+    let twenty = steady_listings(40, 20).await;
+    eprintln!("listings in ten minutes: {five} at five workers, {twenty} at twenty");
+    // Every worker listing each taker interval would be 300 and 1,200.
+    assert!(
+        five <= 200,
+        "five workers listed {five} times in ten minutes"
+    );
+    assert!(
+        twenty as f64 <= five as f64 * 1.2,
+        "twenty workers listed {twenty} times, five {five}"
+    );
+}
+
+/// Crash failover stays one failover time whoever dies: a worker that does not lead (the leader
+/// lists at its expiry), the leader (its deputy watches one of its leases), and then the new
+/// leader (the deputy it named at once).
+#[tokio::test(start_paused = true)]
+async fn crash_failover_is_one_failover_time_for_the_leader_and_the_others() {
+    let mut fleet = Fleet::new(12, 0).await;
+    for w in names("w", 6) {
+        fleet.start(&w);
+        sleep(Duration::from_millis(211)).await;
+    }
+    sleep(Duration::from_secs(120)).await;
+    assert!(fleet.spread() <= 1, "{:?}", fleet.owner_counts());
+    for victim in ["w03", "w00", "w01"] {
+        let theirs: Vec<String> = fleet
+            .owners()
+            .into_iter()
+            .filter(|(_, o)| o.as_deref() == Some(victim))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(!theirs.is_empty(), "{victim} holds leases");
+        fleet.crash(victim);
+        let crashed = Instant::now();
+        while fleet.held_by_live_workers().await.len() < 12 {
+            sleep(Duration::from_millis(50)).await;
+            assert!(
+                crashed.elapsed() <= F + Duration::from_secs(1),
+                "{victim}'s leases {theirs:?} not processed elsewhere within F + 1 s: {:?}",
+                fleet.owners()
+            );
+        }
+        // Let the survivors settle (offers of the leader's excess) before the next crash.
+        sleep(Duration::from_secs(60)).await;
+        assert!(
+            fleet.spread() <= 1,
+            "after {victim}: {:?}",
+            fleet.owner_counts()
+        );
+    }
+}
+
+/// A worker that releases its leases (no offers) asks the leading workers to list at once, so
+/// its leases do not wait for listings that come once per taker interval × workers.
+#[tokio::test(start_paused = true)]
+async fn released_leases_are_taken_within_a_renew_interval_and_a_listing() {
+    let mut fleet = Fleet::new(12, 0).await;
+    for w in names("w", 6) {
+        fleet.start(&w);
+        sleep(Duration::from_millis(211)).await;
+    }
+    sleep(Duration::from_secs(120)).await;
+    let leaving = names("w", 6).pop().unwrap();
+    fleet.stop(&leaving).await;
+    let stopped = Instant::now();
+    while fleet.held_by_live_workers().await.len() < 12 {
+        sleep(Duration::from_millis(50)).await;
+        let bound = CoordinatorConfig::new("x").renew_interval + Duration::from_secs(1);
+        assert!(
+            stopped.elapsed() <= bound,
+            "released leases not taken within {bound:?}: {:?}",
+            fleet.owners()
+        );
+    }
+}
