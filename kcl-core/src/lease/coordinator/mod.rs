@@ -218,8 +218,8 @@ struct Shared {
     metrics: crate::telemetry::LeaseMetrics,
     /// Workers owning leases in the last listing.
     fleet_size: std::sync::atomic::AtomicUsize,
-    /// The owner of the smallest owned lease key in the last listing: the worker that runs
-    /// periodic shard sync (`None` before the first listing, or when nothing is owned).
+    /// The fleet's leader by the last listing (see the taker): the worker that lists often
+    /// and runs periodic shard sync (`None` before the first listing).
     sync_leader: Mutex<Option<String>>,
     /// Leases being handed off by this worker, until `finish_hand_off`.
     handing_off: Mutex<BTreeMap<String, HandingOff>>,
@@ -227,6 +227,8 @@ struct Shared {
     taking: CancellationToken,
     /// Notified when the inbox asked this worker to list the table now (see `offer::NUDGE`).
     nudged: tokio::sync::Notify,
+    /// Inbox entries read from a lease that moved to another worker, for the renewer to act on.
+    late_offers: Mutex<Vec<String>>,
     /// The deputy this worker, as leader, last told of its role.
     told_deputy: Mutex<Option<String>>,
     /// Leases this worker took as leader beyond its share and has not passed on (an upper
@@ -354,7 +356,24 @@ impl Shared {
     /// another worker stole it gracefully, else report it lost. Returns whether it was adopted.
     async fn reconcile(&self, key: &str, held: &mut Held) -> bool {
         let asked = Instant::now();
-        match self.store.get(key).await {
+        let read = self.store.get(key).await;
+        if let Ok(Some(stored)) = &read
+            && !stored.is_owned_by(self.me())
+        {
+            // Offers posted to this lease's inbox after this worker last renewed it: it will
+            // not renew it again, so it reads them here (the giver waits for them).
+            let late: Vec<String> = stored
+                .inbox
+                .iter()
+                .filter(|e| !held.lease.inbox.contains(e))
+                .cloned()
+                .collect();
+            if !late.is_empty() {
+                debug!(worker_id = %self.me(), lease_key = %key, ?late, "offers in the inbox of a lease gone elsewhere");
+                self.late_offers.lock().extend(late);
+            }
+        }
+        match read {
             Ok(Some(stored))
                 if stored.is_owned_by(self.me()) && stored.checkpoint_owner.is_none() =>
             {
@@ -460,6 +479,7 @@ impl LeaseCoordinator {
             sync_leader: Mutex::new(None),
             nudged: tokio::sync::Notify::new(),
             told_deputy: Mutex::new(None),
+            late_offers: Mutex::new(Vec::new()),
             owed: std::sync::atomic::AtomicUsize::new(0),
             handing_off: Mutex::default(),
             taking: CancellationToken::new(),

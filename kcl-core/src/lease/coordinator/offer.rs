@@ -212,13 +212,53 @@ pub(super) async fn shed(
 }
 
 /// Writes the offers of `plan` (lease, its entry, receiver) and tells each receiver with one
-/// post to its inbox; returns the keys offered. A receiver that cannot be told gets nothing:
-/// its offers are taken back at once.
+/// post to its inbox; returns the keys offered. Offers to a receiver that cannot be told (its
+/// inbox lease moved since the listing, say) are taken back at once and made once more to the
+/// least-loaded other peer; what fails twice stays held here ([`LeaseEvent::OfferWithdrawn`]).
 async fn offer(
     shared: &Shared,
     plan: Vec<(String, Entry, String)>,
     peers: &BTreeMap<String, Peer>,
 ) -> Vec<String> {
+    let (mut offered, failed) = offer_round(shared, plan, peers).await;
+    let refused: std::collections::BTreeSet<&String> = failed.iter().map(|(_, _, to)| to).collect();
+    let next = peers
+        .iter()
+        .filter(|(w, _)| !refused.contains(w))
+        .min_by(|a, b| (a.1.load, a.0).cmp(&(b.1.load, b.0)))
+        .map(|(w, _)| w.clone());
+    let mut last_failed = Vec::new();
+    if let Some(next) = next.filter(|_| !failed.is_empty()) {
+        let retry = failed
+            .into_iter()
+            .map(|(key, entry, _)| (key, entry, next.clone()))
+            .collect();
+        let (more, again) = offer_round(shared, retry, peers).await;
+        offered.extend(more);
+        last_failed = again;
+    } else {
+        last_failed.extend(failed);
+    }
+    for (key, entry, _) in last_failed {
+        if entry.lock().await.phase == Phase::Ready {
+            shared
+                .owed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.emit(LeaseEvent::OfferWithdrawn { key });
+        }
+    }
+    offered
+}
+
+type Refused = Vec<(String, Entry, String)>;
+
+/// One round of [`offer`]: the keys offered, and the leases taken back because their receiver
+/// could not be told (held here again, not yet announced).
+async fn offer_round(
+    shared: &Shared,
+    plan: Vec<(String, Entry, String)>,
+    peers: &BTreeMap<String, Peer>,
+) -> (Vec<String>, Refused) {
     let deadline = Instant::now() + offer_timeout(shared);
     let offers = plan
         .into_iter()
@@ -238,25 +278,33 @@ async fn offer(
             match shared.store.post(&inbox, &to, &keys).await {
                 Ok(()) => {
                     info!(worker_id = %shared.me(), receiver = %to, %inbox, leases = ?keys, "leases offered");
-                    keys
+                    (keys, Vec::new())
                 }
                 Err(e) => {
                     warn!(worker_id = %shared.me(), receiver = %to, error = %e, "could not tell the receiver of its offers; taking them back");
-                    let withdrawals = leases.into_iter().map(|(key, entry)| async move {
-                        let mut h = entry.lock().await;
-                        withdraw(shared, &key, &mut h).await;
+                    let withdrawals = leases.into_iter().map(|(key, entry)| {
+                        let to = to.clone();
+                        async move {
+                            let back = {
+                                let mut h = entry.lock().await;
+                                withdraw(shared, &key, &mut h, false).await
+                            };
+                            back.then_some((key, entry, to))
+                        }
                     });
-                    futures::future::join_all(withdrawals).await;
-                    Vec::new()
+                    let back = futures::future::join_all(withdrawals).await;
+                    (Vec::new(), back.into_iter().flatten().collect())
                 }
             }
         }
     });
-    futures::future::join_all(posts)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    let mut offered = Vec::new();
+    let mut refused = Vec::new();
+    for (keys, back) in futures::future::join_all(posts).await {
+        offered.extend(keys);
+        refused.extend(back);
+    }
+    (offered, refused)
 }
 
 /// Offers one held lease to `to`; returns it if the offer was written.
@@ -307,7 +355,7 @@ pub(super) async fn poll_offered(shared: &Shared, key: &str, h: &mut Held) {
     match shared.store.get(key).await {
         Ok(Some(stored)) if stored.counter == h.lease.counter => {
             if Instant::now() >= deadline {
-                withdraw(shared, key, h).await;
+                withdraw(shared, key, h, true).await;
             }
         }
         // Accepted (reported as a hand-off), or moved on otherwise (lost).
@@ -320,10 +368,11 @@ pub(super) async fn poll_offered(shared: &Shared, key: &str, h: &mut Held) {
     }
 }
 
-/// Takes an offered lease back, conditional on the offer's counter.
-async fn withdraw(shared: &Shared, key: &str, h: &mut Held) {
+/// Takes an offered lease back, conditional on the offer's counter; `announce`: with
+/// [`LeaseEvent::OfferWithdrawn`]. Returns whether it is held here, ready, again.
+async fn withdraw(shared: &Shared, key: &str, h: &mut Held, announce: bool) -> bool {
     if !matches!(h.phase, Phase::Offered { .. }) || h.gone {
-        return;
+        return false;
     }
     let sent = Instant::now();
     let mut lease = h.lease.clone();
@@ -334,20 +383,25 @@ async fn withdraw(shared: &Shared, key: &str, h: &mut Held) {
             h.valid_until = sent + shared.config.failover_time;
             h.phase = Phase::Ready;
             h.publish();
-            info!(worker_id = %shared.me(), lease_key = %key, "offer not accepted in time; lease taken back");
-            // Still beyond this worker's share: the next leading cycle may offer it again.
-            shared
-                .owed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            shared.emit(LeaseEvent::OfferWithdrawn {
-                key: key.to_string(),
-            });
+            info!(worker_id = %shared.me(), lease_key = %key, "offer taken back");
+            if announce {
+                // Still beyond this worker's share: the next leading cycle may offer it again.
+                shared
+                    .owed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared.emit(LeaseEvent::OfferWithdrawn {
+                    key: key.to_string(),
+                });
+            }
+            true
         }
         Err(e) if e.is_lost() => {
             shared.reconcile(key, h).await;
+            false
         }
         Err(e) => {
             debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not take an offer back, will retry");
+            false
         }
     }
 }

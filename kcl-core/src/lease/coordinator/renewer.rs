@@ -43,6 +43,11 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = tick.tick() => true,
             _ = poll.tick() => false,
         };
+        let late = std::mem::take(&mut *shared.late_offers.lock());
+        if !late.is_empty() {
+            let shared = shared.clone();
+            in_flight.spawn(async move { read_inbox(&shared, late).await });
+        }
         let busy: HashSet<&(bool, String)> = renewing.values().collect();
         let mut due: Vec<_> = shared
             .entries()
@@ -77,13 +82,7 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             let task = in_flight.spawn(async move {
                 let inbox = renew_one(&shared, k, entry).await;
                 // Leases offered to this worker, named in the renewal's response.
-                for offered in inbox {
-                    if offered == super::offer::NUDGE {
-                        shared.nudged.notify_one();
-                    } else {
-                        super::offer::accept(&shared, &offered).await;
-                    }
-                }
+                read_inbox(&shared, inbox).await;
             });
             renewing.insert(task.id(), (false, key));
         }
@@ -92,6 +91,17 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             let k = key.clone();
             let task = in_flight.spawn(async move { extend_hand_off(&shared, &k).await });
             renewing.insert(task.id(), (true, key));
+        }
+    }
+}
+
+/// Acts on inbox entries: accepts the leases offered, lists on a nudge.
+async fn read_inbox(shared: &Shared, entries: Vec<String>) {
+    for entry in entries {
+        if entry == super::offer::NUDGE {
+            shared.nudged.notify_one();
+        } else {
+            super::offer::accept(shared, &entry).await;
         }
     }
 }

@@ -891,3 +891,97 @@ async fn released_leases_are_taken_within_a_renew_interval_and_a_listing() {
         );
     }
 }
+
+/// A planned stop whose post to the chosen receiver fails (its inbox lease moved since the
+/// listing, a throttle) offers the leases once more to another live worker instead of taking
+/// them back and releasing them (which left shards idle until someone listed: 5.75 s seen in
+/// the gap run).
+#[tokio::test(start_paused = true)]
+async fn an_offer_whose_post_fails_goes_to_another_worker() {
+    let mut fleet = Fleet::new(6, 0).await;
+    for w in ["a", "b", "c"] {
+        fleet.start(w);
+        sleep(Duration::from_millis(211)).await;
+    }
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(fleet.spread(), 0, "{:?}", fleet.owner_counts());
+    let leaving = fleet.workers["c"].clone();
+    let theirs: Vec<String> = leaving
+        .held_leases()
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    leaving.stop_taking();
+    fleet.store.faults().next_calls(
+        LeaseOperation::Post,
+        1,
+        FaultAction::Fail(LeaseError::Throttled {
+            message: "injected".into(),
+        }),
+    );
+    let mut offered = leaving.offer_leases().await;
+    offered.sort();
+    assert_eq!(
+        offered, theirs,
+        "every lease offered, after one failed post"
+    );
+    assert_eq!(fleet.store.faults().injected(), 1);
+    // The receiver accepts at its next renewal; the giver hands off at once.
+    sleep(CoordinatorConfig::new("x").renew_interval + Duration::from_millis(500)).await;
+    let owners = fleet.owners();
+    for key in &theirs {
+        let owner = owners[key].as_deref();
+        assert!(
+            matches!(owner, Some("a" | "b")),
+            "{key} not passed on: {owners:?}"
+        );
+    }
+    assert!(!leaving.offers_pending(), "offers still pending");
+}
+
+/// The receiver of an offer may lose the lease whose inbox named it before renewing that lease
+/// again (a new worker steals it): it then reads the inbox when it finds the lease gone, and
+/// still accepts in time (the gap run once left a shard idle 10 s on this).
+#[tokio::test(start_paused = true)]
+async fn an_offer_posted_to_a_lease_stolen_right_after_is_still_accepted() {
+    let mut fleet = Fleet::new(4, 0).await;
+    fleet.start("b");
+    sleep(Duration::from_millis(500)).await;
+    fleet.start("c");
+    sleep(Duration::from_secs(60)).await;
+    assert_eq!(fleet.spread(), 0, "{:?}", fleet.owner_counts());
+    let giver = fleet.workers["c"].clone();
+    let theirs: Vec<String> = giver
+        .held_leases()
+        .await
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    giver.stop_taking();
+    let offered = giver.offer_leases().await;
+    assert_eq!(offered.len(), theirs.len());
+    // A worker "x" steals the inbox lease gracefully before "b" renews it.
+    let inbox = fleet
+        .store
+        .snapshot()
+        .into_iter()
+        .find(|l| !l.inbox.is_empty())
+        .expect("an inbox was posted to");
+    assert_eq!(inbox.owner.as_deref(), Some("b"));
+    fleet.store.hand_off(&inbox, "x").await.unwrap();
+    let offered_at = Instant::now();
+    while giver.offers_pending() {
+        sleep(Duration::from_millis(50)).await;
+        assert!(
+            offered_at.elapsed()
+                < CoordinatorConfig::new("x").renew_interval + Duration::from_secs(1),
+            "offers not accepted in time: {:?}",
+            fleet.owners()
+        );
+    }
+    let owners = fleet.owners();
+    for key in &theirs {
+        assert_eq!(owners[key].as_deref(), Some("b"), "{owners:?}");
+    }
+}
