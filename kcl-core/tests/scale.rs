@@ -55,3 +55,24 @@ fn rolling_restart_crash_and_reshard_at_scale() {
         "{reshard:?}"
     );
 }
+
+/// Issue 15 §3: the fleet's lease-table reads grow with shards, not shards × workers — ten
+/// times the workers read about the same per shard-hour in the steady phase.
+#[test]
+fn steady_reads_do_not_grow_with_the_number_of_workers() {
+    let steady = |workers: usize| {
+        let config = ScaleConfig {
+            steady: Duration::from_secs(600),
+            settle: Duration::from_secs(30),
+            ..ScaleConfig::new(400, workers)
+        };
+        let phases = simulate_scale(&config);
+        phases[0].read_per_shard_hour()
+    };
+    let (few, many) = (steady(4), steady(40));
+    println!("steady RRU per shard-hour: {few:.1} at 4 workers, {many:.1} at 40");
+    assert!(
+        many <= few * 1.2 && few <= many * 1.2,
+        "{few:.1} RRU/shard-hour at 4 workers, {many:.1} at 40"
+    );
+}
