@@ -27,6 +27,9 @@ pub(super) struct Seen {
     renewing: bool,
 }
 
+/// The shortest time between two listings made for expiries.
+const EXPIRY_BATCH: Duration = Duration::from_millis(250);
+
 /// When the taker lists next, and what the deputy watches until then.
 #[derive(Debug, Clone)]
 pub(super) struct Next {
@@ -283,7 +286,9 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
         }
     }
     let fast = now + shared.config.taker_interval;
-    let fast = next_expiry.map_or(fast, |e| e.min(fast));
+    // Leases of a dead worker expire one after another over a renew interval: one listing per
+    // EXPIRY_BATCH takes them all, instead of one listing per expiry.
+    let fast = next_expiry.map_or(fast, |e| e.min(fast).max(now + EXPIRY_BATCH));
     let settled = !first_sightings && !accepting && plan.take.is_empty() && plan.steal.is_empty();
     let list_at = if leading || !settled {
         fast
