@@ -117,6 +117,15 @@ fn live_peers(shared: &Shared, leases: &[Lease]) -> BTreeMap<String, Peer> {
     peers
 }
 
+/// The peer holding fewest leases (smallest id among equals), other than `except`.
+fn least_loaded(peers: &BTreeMap<String, Peer>, except: &[&str]) -> Option<String> {
+    peers
+        .iter()
+        .filter(|(w, _)| !except.contains(&w.as_str()))
+        .min_by(|a, b| (a.1.load, a.0).cmp(&(b.1.load, b.0)))
+        .map(|(w, _)| w.clone())
+}
+
 /// Offers every held lease to live workers (a planned stop); returns the keys offered, with
 /// those already on offer (the leader passing leases on) — all of them pass on by the offers.
 pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
@@ -147,14 +156,11 @@ async fn offer_fresh(shared: &Shared) -> Vec<String> {
     }
     let mut plan = Vec::new();
     for (key, entry) in shared.entries() {
-        let Some((to, peer)) = peers
-            .iter_mut()
-            .min_by(|a, b| (a.1.load, a.0).cmp(&(b.1.load, b.0)))
-        else {
+        let Some(to) = least_loaded(&peers, &[]) else {
             break;
         };
-        peer.load += 1;
-        plan.push((key, entry, to.clone()));
+        peers.get_mut(&to).expect("a listed peer").load += 1;
+        plan.push((key, entry, to));
     }
     offer(shared, plan, &peers).await
 }
@@ -190,19 +196,15 @@ pub(super) async fn shed(
     let mut peers = live_peers(shared, leases);
     let mut plan = Vec::new();
     while mine > ceiling && plan.len() < at_most {
-        let Some((to, peer)) = peers
-            .iter_mut()
-            .min_by(|a, b| (a.1.load, a.0).cmp(&(b.1.load, b.0)))
-            .filter(|(_, p)| p.load + 1 < mine)
-        else {
+        let Some(to) = least_loaded(&peers, &[]).filter(|to| peers[to].load + 1 < mine) else {
             break;
         };
         let Some((key, entry)) = ready.pop() else {
             break;
         };
-        peer.load += 1;
+        peers.get_mut(&to).expect("a listed peer").load += 1;
         mine -= 1;
-        plan.push((key, entry, to.clone()));
+        plan.push((key, entry, to));
     }
     if plan.is_empty() {
         return 0;
@@ -221,12 +223,8 @@ async fn offer(
     peers: &BTreeMap<String, Peer>,
 ) -> Vec<String> {
     let (mut offered, failed) = offer_round(shared, plan, peers).await;
-    let refused: std::collections::BTreeSet<&String> = failed.iter().map(|(_, _, to)| to).collect();
-    let next = peers
-        .iter()
-        .filter(|(w, _)| !refused.contains(w))
-        .min_by(|a, b| (a.1.load, a.0).cmp(&(b.1.load, b.0)))
-        .map(|(w, _)| w.clone());
+    let refused: Vec<&str> = failed.iter().map(|(_, _, to)| to.as_str()).collect();
+    let next = least_loaded(peers, &refused);
     let mut last_failed = Vec::new();
     if let Some(next) = next.filter(|_| !failed.is_empty()) {
         let retry = failed

@@ -94,9 +94,7 @@ async fn leader_gone(shared: &Shared, watch: &mut Watch) -> bool {
         {
             if lease.counter != watch.counter {
                 watch.counter = lease.counter;
-                let by_counter = now + shared.config.failover_time;
-                watch.expires = stamp_expiry(shared, &lease, now, super::clock::unix_millis_now())
-                    .map_or(by_counter, |e| e.min(by_counter));
+                watch.expires = expiry(shared, &lease, now, super::clock::unix_millis_now());
             } else if now >= watch.expires {
                 return true;
             }
@@ -115,8 +113,8 @@ async fn leader_gone(shared: &Shared, watch: &mut Watch) -> bool {
 /// One taker cycle: lists the table, takes and steals, and says when to list next (`None` when
 /// the listing failed or taking has stopped).
 ///
-/// Only the fleet's leader — the smallest worker id among the owners of unexpired leases, this
-/// worker included — lists at every expiry it saw and takes every free or expired lease, then
+/// Only the fleet's leader — the smallest worker id among this worker and the owners seen
+/// renewing with kcl-rs stamps (see [`Roles`]) — lists at every expiry it saw and takes every free or expired lease, then
 /// offers what is beyond its share to the workers below theirs. Every other worker lists once
 /// per `taker_interval × (workers − 1)` once it has nothing to take or steal, so the fleet's
 /// listings stay about two per taker interval whatever its size; the deputy (the next smallest
@@ -139,7 +137,6 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
         warn!(worker_id = %shared.me(), error = %bad, "skipping a malformed lease");
     }
     let now = Instant::now();
-    let failover = shared.config.failover_time;
     let renew = shared.config.renew_interval;
     let listed: BTreeSet<&str> = listing.leases.iter().map(|l| l.key.as_str()).collect();
     observed.retain(|k, _| listed.contains(k.as_str()));
@@ -148,10 +145,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     // prove itself before balancing needs a steal.
     let mut first_sightings = false;
     let now_millis = super::clock::unix_millis_now();
-    let stamped_expiry = |lease: &Lease| {
-        let by_counter = now + failover;
-        stamp_expiry(shared, lease, now, now_millis).map_or(by_counter, |e| e.min(by_counter))
-    };
+    let stamped_expiry = |lease: &Lease| expiry(shared, lease, now, now_millis);
     for lease in &listing.leases {
         match observed.get_mut(&lease.key) {
             Some(seen) => {
@@ -301,7 +295,8 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
 }
 
 /// Who leads the fleet by one listing: the smallest worker id among this worker and the owners
-/// of leases it does not consider expired; the deputy is the next smallest.
+/// of unexpired leases seen renewing (counter moved since the previous listing) with a stamp of
+/// the current counter; the deputy is the next smallest.
 struct Roles {
     leader: String,
     deputy: Option<String>,
@@ -350,6 +345,13 @@ impl Roles {
             watch,
         }
     }
+}
+
+/// When `lease`, with a counter first seen at `now`, expires: by its stamp, and never later
+/// than one failover time from now (the counter rule).
+fn expiry(shared: &Shared, lease: &Lease, now: Instant, now_millis: u64) -> Instant {
+    let by_counter = now + shared.config.failover_time;
+    stamp_expiry(shared, lease, now, now_millis).map_or(by_counter, |e| e.min(by_counter))
 }
 
 /// When `lease` expires by its renewal stamp (its last writer's send time + failover + the
