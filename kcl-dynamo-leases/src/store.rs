@@ -7,7 +7,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use kcl_core::lease::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
+use kcl_core::lease::{
+    CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore, StoreCapabilities,
+};
 use kcl_core::model::{ExtendedSequenceNumber, ShardId};
 use tracing::{debug, warn};
 
@@ -309,6 +311,10 @@ fn is_conditional_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> boo
 
 #[async_trait]
 impl LeaseStore for DynamoLeaseStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        StoreCapabilities::all()
+    }
+
     /// [`create_table_if_missing`](Self::create_table_if_missing) with the owner index.
     async fn ensure_table(&self) -> Result<(), LeaseError> {
         self.create_table_if_missing(&TableOptions {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
+use super::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore, StoreCapabilities};
 use crate::model::{ExtendedSequenceNumber, ShardId};
 use crate::telemetry::LeaseMetrics;
 
@@ -65,6 +65,10 @@ impl DeadlineStore {
 
 #[async_trait]
 impl LeaseStore for DeadlineStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        self.inner.capabilities()
+    }
+
     async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
         self.within("CreateLease", self.call, self.inner.create_if_absent(lease))
             .await

@@ -68,6 +68,13 @@ pub enum LeaseError {
         /// What the backend said.
         message: String,
     },
+    /// The store does not support the operation (see
+    /// [`StoreCapabilities`](super::StoreCapabilities)). Nothing was written. Not retryable.
+    #[error("the lease store does not support {operation}")]
+    Unsupported {
+        /// The operation.
+        operation: &'static str,
+    },
     /// Any other backend error (validation, ...). Not retryable.
     #[error("lease store error: {message}")]
     Backend {

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore};
+use super::{CheckpointUpdate, Lease, LeaseError, LeaseListing, LeaseStore, StoreCapabilities};
 use crate::fault::{FaultAction, FaultInjector};
 use crate::model::{ExtendedSequenceNumber, ShardId};
 
@@ -98,6 +98,8 @@ pub struct InMemoryLeaseStore {
     hung: Mutex<std::collections::BTreeSet<String>>,
     /// Eventually consistent listings that answer stale.
     stale: Mutex<Stale>,
+    /// What it supports (all, unless built as a store without inboxes).
+    capabilities: StoreCapabilities,
 }
 
 /// How `list_eventually` answers stale: with `probability`, the table as the previous
@@ -152,7 +154,15 @@ impl InMemoryLeaseStore {
                 rng: SmallRng::seed_from_u64(seed ^ 0x5747),
                 previous: None,
             }),
+            capabilities: StoreCapabilities::all(),
         }
+    }
+
+    /// A store without inboxes, as some backends are: `post` answers
+    /// [`LeaseError::Unsupported`], and coordinators release leases instead of offering them.
+    pub fn without_inboxes(mut self) -> Self {
+        self.capabilities = StoreCapabilities::without_inboxes();
+        self
     }
 
     /// Makes `list_eventually` answer stale with `probability`: the table as the previous
@@ -275,6 +285,14 @@ fn commit(lease: &mut Lease, checkpoint: ExtendedSequenceNumber) {
 
 #[async_trait]
 impl LeaseStore for InMemoryLeaseStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        self.capabilities
+    }
+
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
     async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
         self.run(LeaseOperation::Create, |leases| {
             if leases.contains_key(&lease.key) {
@@ -439,6 +457,10 @@ impl LeaseStore for InMemoryLeaseStore {
     async fn post(&self, key: &str, owner: &str, entries: &[String]) -> Result<(), LeaseError> {
         self.wait_while_hung(key).await;
         self.run(LeaseOperation::Post, |leases| {
+            // Counted like any call, so a test can tell that nobody tried.
+            if !self.capabilities.inboxes {
+                return Err(LeaseError::Unsupported { operation: "post" });
+            }
             let l = leases.get_mut(key).ok_or_else(|| not_found(key))?;
             if l.owner.as_deref() != Some(owner) {
                 return Err(condition_failed(key));

@@ -35,7 +35,7 @@ pub use model::{
     CheckpointUpdate, Lease, MultiStreamKey, MultiStreamShard, ParseLeaseKeyError, RenewalStamp,
 };
 pub use scope::LeaseScope;
-pub use store::{LeaseListing, LeaseStore};
+pub use store::{LeaseListing, LeaseStore, StoreCapabilities};
 
 /// `KCL_TEST_LOG`-filtered logs in virtual time, for tests of other modules.
 #[cfg(test)]

@@ -20,6 +20,28 @@ pub struct LeaseListing {
     pub other_entities: usize,
 }
 
+/// What a store supports beyond the core contract. The coordinator asks once, when it starts,
+/// and leaves unsupported features alone instead of trying them and failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreCapabilities {
+    /// Lease inboxes ([`LeaseStore::post`], and renewals that return and trim them): planned
+    /// hand-off by offers. Without them, a stopping worker releases its leases instead.
+    pub inboxes: bool,
+}
+
+impl StoreCapabilities {
+    /// Everything the contract describes.
+    pub const fn all() -> Self {
+        Self { inboxes: true }
+    }
+
+    /// Everything but inboxes ([`LeaseStore::post`] answers [`LeaseError::Unsupported`]).
+    pub const fn without_inboxes() -> Self {
+        Self { inboxes: false }
+    }
+}
+
 /// The shared lease table.
 ///
 /// Every write that can race is conditional, so a fleet of workers needs no other coordination.
@@ -44,7 +66,8 @@ pub struct LeaseListing {
 ///   `ownerSwitchesSinceCheckpoint` + 1 when the owner changes, `checkpointOwner` removed.
 /// - `post`: if `leaseOwner` = the given owner → the entries are added to `inbox` (a set: each
 ///   once, concurrent posts all kept); the counter is unchanged, so the owner's renewals keep
-///   working and return it.
+///   working and return it. A store whose `capabilities()` say no inboxes answers
+///   `Unsupported` and writes nothing.
 /// - `hand_off`: if `leaseCounter` = expected, `leaseOwner` = expected owner and no
 ///   `checkpointOwner` → `leaseOwner` = new owner, `checkpointOwner` = previous owner,
 ///   counter + 1, `ownerSwitchesSinceCheckpoint` + 1. The previous owner's next renew fails.
@@ -60,14 +83,18 @@ pub struct LeaseListing {
 /// - `delete`: if `leaseCounter` = expected → the lease is removed.
 /// - A conditional write on a missing lease is `NotFound`; a failed condition is
 ///   `ConditionFailed`; in both cases nothing is written. Counters never decrease.
+///
+/// Every method is required: a wrapper (deadlines, metrics, recording) cannot forget to
+/// forward one and silently fall back to a default.
 #[async_trait]
 pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
+    /// What this store supports beyond the core contract.
+    fn capabilities(&self) -> StoreCapabilities;
+
     /// Creates the lease table if it does not exist (with the owner index the KCL 3.x uses,
-    /// where the backend has one) and waits until it is usable. The default does nothing: a
-    /// store without a table to create. Wrappers must forward it.
-    async fn ensure_table(&self) -> Result<(), LeaseError> {
-        Ok(())
-    }
+    /// where the backend has one) and waits until it is usable; a store without a table to
+    /// create returns `Ok(())`.
+    async fn ensure_table(&self) -> Result<(), LeaseError>;
 
     /// Creates the lease if its key is free.
     async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError>;
@@ -81,10 +108,8 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
     /// Reads every lease, possibly a moment stale (DynamoDB: an eventually consistent scan, at
     /// half the read units). The coordinator's taker lists this way: each of its decisions is
     /// a write conditional on the counter it read, so a stale listing costs at most a failed
-    /// write, never a wrong state. The default is [`list`](Self::list); wrappers must forward it.
-    async fn list_eventually(&self) -> Result<LeaseListing, LeaseError> {
-        self.list().await
-    }
+    /// write, never a wrong state. A store without a cheaper read answers as [`list`](Self::list).
+    async fn list_eventually(&self) -> Result<LeaseListing, LeaseError>;
 
     /// Renews a lease the caller holds, writing its `throughput_kbps` if set.
     async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError>;
@@ -121,13 +146,7 @@ pub trait LeaseStore: Send + Sync + fmt::Debug + 'static {
 
     /// Adds `entries` to the inbox of lease `key` if `owner` holds it: how a worker offering
     /// leases in a planned hand-off tells the receiver, which reads its inbox from its next
-    /// renewal's response. The default (a store without inboxes) refuses with
-    /// [`LeaseError::Backend`], and the coordinator then releases leases instead of offering
-    /// them. Wrappers must forward it.
-    async fn post(&self, key: &str, owner: &str, entries: &[String]) -> Result<(), LeaseError> {
-        let _ = (owner, entries);
-        Err(LeaseError::Backend {
-            message: format!("this lease store has no inboxes (posting to {key})"),
-        })
-    }
+    /// renewal's response. A store without inboxes ([`StoreCapabilities::inboxes`] false)
+    /// answers [`LeaseError::Unsupported`]; the coordinator never calls it then.
+    async fn post(&self, key: &str, owner: &str, entries: &[String]) -> Result<(), LeaseError>;
 }

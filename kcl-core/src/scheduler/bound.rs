@@ -16,10 +16,9 @@
 //! its checkpoint, which costs one read.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::lease::Lease;
-use crate::shard::delivery::Delivered;
 
 /// Where a bounded run stops each shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,29 +39,6 @@ impl StopAt {
             Self::TipAtStart => start,
         }
     }
-}
-
-/// How long after the bound a read at the tip must come back to prove that nothing before the
-/// bound is still to come: covers a put in flight at the bound.
-pub(crate) const TIP_MARGIN: Duration = Duration::from_secs(1);
-
-/// Drops the records of `batch` that arrived at or after `bound`. Returns whether the shard has
-/// reached the bound: a record was dropped, or the read was at the tip past the margin (`now`
-/// is when the batch came back).
-pub(crate) fn cut(batch: &mut Delivered, bound: SystemTime, now: SystemTime) -> bool {
-    if let Some(at) = batch
-        .records
-        .iter()
-        .position(|r| r.approximate_arrival_timestamp >= bound)
-    {
-        batch.records.truncate(at);
-        // The shard's end lies beyond the bound: its children are not needed.
-        batch.shard_end = None;
-        return true;
-    }
-    batch.shard_end.is_none()
-        && batch.millis_behind_latest == 0
-        && now.duration_since(bound).is_ok_and(|d| d >= TIP_MARGIN)
 }
 
 /// Whether every lease is done: ended, reached the bound on this worker (`reached`), or a
@@ -108,51 +84,7 @@ fn past_bound(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ExtendedSequenceNumber, Record, SequenceNumber, ShardId};
-
-    fn record(seq: u128, arrival_secs: u64) -> Record {
-        let mut r = Record::new(SequenceNumber::from_u128(seq), "k", bytes::Bytes::new());
-        r.approximate_arrival_timestamp =
-            SystemTime::UNIX_EPOCH + Duration::from_secs(arrival_secs);
-        r
-    }
-
-    fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
-    }
-
-    #[test]
-    fn records_at_or_after_the_bound_are_cut() {
-        let mut batch = Delivered {
-            records: vec![record(1, 10), record(2, 19), record(3, 20), record(4, 21)],
-            millis_behind_latest: 5_000,
-            shard_end: Some(Vec::new()),
-        };
-        assert!(cut(&mut batch, at(20), at(100)));
-        assert_eq!(batch.records.len(), 2);
-        assert!(batch.shard_end.is_none());
-    }
-
-    #[test]
-    fn the_tip_counts_only_a_margin_after_the_bound() {
-        let batch = || Delivered {
-            records: vec![record(1, 10)],
-            millis_behind_latest: 0,
-            shard_end: None,
-        };
-        assert!(!cut(&mut batch(), at(20), at(20)));
-        assert!(cut(&mut batch(), at(20), at(21)));
-        let mut behind = Delivered {
-            millis_behind_latest: 1,
-            ..batch()
-        };
-        assert!(!cut(&mut behind, at(20), at(30)));
-        let mut ended = Delivered {
-            shard_end: Some(Vec::new()),
-            ..batch()
-        };
-        assert!(!cut(&mut ended, at(20), at(30)), "a shard end is delivered");
-    }
+    use crate::model::{ExtendedSequenceNumber, ShardId};
 
     fn lease(shard: u64, parents: &[u64], checkpoint: ExtendedSequenceNumber) -> Lease {
         let mut l = Lease::new(&ShardId::from_index(shard), checkpoint);

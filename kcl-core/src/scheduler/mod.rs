@@ -40,6 +40,7 @@ pub use bound::StopAt;
 pub use config::{RetrievalMode, SchedulerBuilder, SchedulerConfig, SchedulerConfigError};
 pub use status::SchedulerStatus;
 pub use streams::{RemovedStreamPolicy, StreamConfig, StreamSet, StreamSource, StreamTracker};
+pub use sync::{SyncError, SyncReport, sync_shards};
 
 use crate::kinesis::KinesisDataPlane;
 use crate::lease::{

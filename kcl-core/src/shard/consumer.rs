@@ -267,7 +267,7 @@ impl ShardConsumer {
             let bound_reached = self
                 .settings
                 .stop_at
-                .is_some_and(|bound| crate::scheduler::bound::cut(&mut batch, bound, wall.now()));
+                .is_some_and(|bound| batch.cut(bound, wall.now()));
             let report = delivery.take_report();
             if report.malformed > 0 {
                 self.metrics.pass_throughs.increment(report.malformed);

@@ -3,7 +3,7 @@
 //! into `process_records` calls by the batching window. Done here once, whatever the retrieval.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -77,6 +77,33 @@ pub(crate) struct Delivered {
     pub(crate) millis_behind_latest: u64,
     /// Set on the last call of a closed shard.
     pub(crate) shard_end: Option<Vec<ChildShard>>,
+}
+
+/// How long after the bound a read at the tip must come back to prove that nothing before the
+/// bound is still to come: covers a put in flight at the bound.
+const TIP_MARGIN: Duration = Duration::from_secs(1);
+
+impl Delivered {
+    /// Drops the records that arrived at or after `bound` (a bounded run, see
+    /// `crate::scheduler::StopAt`). Returns whether the shard has reached the bound: a record
+    /// was dropped, or the read was at the tip past the margin (`now` is when the batch came
+    /// back).
+    pub(crate) fn cut(&mut self, bound: SystemTime, now: SystemTime) -> bool {
+        let batch = self;
+        if let Some(at) = batch
+            .records
+            .iter()
+            .position(|r| r.approximate_arrival_timestamp >= bound)
+        {
+            batch.records.truncate(at);
+            // The shard's end lies beyond the bound: its children are not needed.
+            batch.shard_end = None;
+            return true;
+        }
+        batch.shard_end.is_none()
+            && batch.millis_behind_latest == 0
+            && now.duration_since(bound).is_ok_and(|d| d >= TIP_MARGIN)
+    }
 }
 
 pub(crate) struct Delivery {
@@ -373,5 +400,58 @@ mod tests {
         );
         assert_eq!(seqs(&d.next().await.unwrap()), ["9/2", "9/3", "10/0"]);
         assert_eq!(d.take_report().aggregates, 1);
+    }
+
+    mod bounded {
+        use super::*;
+
+        fn arrived(seq: u128, arrival_secs: u64) -> Record {
+            let mut r = Record::new(SequenceNumber::from_u128(seq), "k", bytes::Bytes::new());
+            r.approximate_arrival_timestamp =
+                SystemTime::UNIX_EPOCH + Duration::from_secs(arrival_secs);
+            r
+        }
+
+        fn at(secs: u64) -> SystemTime {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+        }
+
+        #[test]
+        fn records_at_or_after_the_bound_are_cut() {
+            let mut batch = Delivered {
+                records: vec![
+                    arrived(1, 10),
+                    arrived(2, 19),
+                    arrived(3, 20),
+                    arrived(4, 21),
+                ],
+                millis_behind_latest: 5_000,
+                shard_end: Some(Vec::new()),
+            };
+            assert!(batch.cut(at(20), at(100)));
+            assert_eq!(batch.records.len(), 2);
+            assert!(batch.shard_end.is_none());
+        }
+
+        #[test]
+        fn the_tip_counts_only_a_margin_after_the_bound() {
+            let batch = || Delivered {
+                records: vec![arrived(1, 10)],
+                millis_behind_latest: 0,
+                shard_end: None,
+            };
+            assert!(!batch().cut(at(20), at(20)));
+            assert!(batch().cut(at(20), at(21)));
+            let mut behind = Delivered {
+                millis_behind_latest: 1,
+                ..batch()
+            };
+            assert!(!behind.cut(at(20), at(30)));
+            let mut ended = Delivered {
+                shard_end: Some(Vec::new()),
+                ..batch()
+            };
+            assert!(!ended.cut(at(20), at(30)), "a shard end is delivered");
+        }
     }
 }

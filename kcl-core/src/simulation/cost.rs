@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use crate::lease::{
     CheckpointUpdate, InMemoryLeaseStore, Lease, LeaseError, LeaseListing, LeaseStore,
+    StoreCapabilities,
 };
 use crate::model::{ExtendedSequenceNumber, ShardId};
 
@@ -143,6 +144,14 @@ impl CostStore {
 
 #[async_trait]
 impl LeaseStore for CostStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        self.inner.capabilities()
+    }
+
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        self.inner.ensure_table().await
+    }
+
     async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
         self.write(item_bytes(lease));
         self.inner.create_if_absent(lease).await

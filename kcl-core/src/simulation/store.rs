@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 
 use crate::lease::{
     CheckpointUpdate, InMemoryLeaseStore, Lease, LeaseError, LeaseListing, LeaseStore,
+    StoreCapabilities,
 };
 use crate::model::{ExtendedSequenceNumber, ShardId};
 
@@ -30,6 +31,9 @@ impl std::fmt::Debug for RecordingStore {
 
 #[async_trait]
 impl LeaseStore for RecordingStore {
+    fn capabilities(&self) -> StoreCapabilities {
+        self.inner.capabilities()
+    }
     async fn ensure_table(&self) -> Result<(), LeaseError> {
         self.inner.ensure_table().await
     }

@@ -96,6 +96,43 @@ impl CoordinatorConfig {
         self
     }
 
+    /// How recently a lease's owner must have renewed it (by its stamp, or a counter move seen
+    /// by a listing) for the owner to count as alive: one renew interval and a second for the
+    /// write's round trip and a listing's staleness, within the failover time.
+    pub fn liveness_window(&self) -> Duration {
+        (self.renew_interval + Duration::from_secs(1)).min(self.failover_time)
+    }
+
+    /// How long a receiver has to accept an offered lease: it reads its inbox at its next
+    /// renewal, so a renew interval and a second, within half the failover time.
+    pub fn offer_timeout(&self) -> Duration {
+        (self.renew_interval + Duration::from_secs(1)).min(self.failover_time / 2)
+    }
+
+    /// When the taker looks again at owners a listing showed for the first time without a
+    /// fresh stamp: after one renewal and half a renew interval for its round trip.
+    pub fn relist_after_first_sighting(&self) -> Duration {
+        self.renew_interval.saturating_add(self.renew_interval / 2)
+    }
+
+    /// The shortest time between two listings made for expiries: a dead worker's leases
+    /// expire one after another over a renew interval, and one listing per batch takes them.
+    pub fn expiry_batch(&self) -> Duration {
+        Duration::from_millis(250)
+    }
+
+    /// How often a lease in a hand-off is polled (the receiver waiting for the giver, the
+    /// giver waiting for an acceptance).
+    pub fn hand_off_poll(&self) -> Duration {
+        self.renew_interval.min(Duration::from_millis(100))
+    }
+
+    /// How many of the smallest live ids a worker that released leases asks to list: enough
+    /// that one of them outlives any few stops at once, few enough to cost next to nothing.
+    pub fn nudged_on_release(&self) -> usize {
+        8
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), CoordinatorConfigError> {
         use CoordinatorConfigError as E;

@@ -23,11 +23,12 @@ mod config;
 mod offer;
 mod plan;
 mod renewer;
+mod roles;
 mod taker;
+mod view;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -194,6 +195,10 @@ struct HandingOff {
     /// The thief's lease as last seen, for the next conditional renewal; `None` once this
     /// worker stopped extending (limit reached, or the thief ended the hand-off).
     lease: Option<Lease>,
+    /// A `finish_hand_off` call is in flight. Until it answers, this worker must not hold the
+    /// lease again: the call, landing late, would end a later hand-off of it (found by the
+    /// coordinator safety test: a delayed finish ended an offer this worker had made since).
+    finishing: bool,
 }
 
 /// What the map holds per lease: the state (locked around store writes, each under a
@@ -208,19 +213,19 @@ struct Slot {
 #[derive(Debug)]
 struct Shared {
     store: Arc<dyn LeaseStore>,
+    /// Whether the store has inboxes: without them nothing is offered or posted (planned
+    /// stops release leases), so no write is wasted on a call that cannot succeed.
+    inboxes: bool,
     config: CoordinatorConfig,
     held: Mutex<BTreeMap<String, Slot>>,
-    observed: tokio::sync::Mutex<taker::Observed>,
+    observed: tokio::sync::Mutex<view::Observed>,
     next_token: std::sync::atomic::AtomicU64,
     events: mpsc::UnboundedSender<LeaseEvent>,
     /// Which leases the taker considers; `None` means all.
     filter: FilterSlot,
     metrics: crate::telemetry::LeaseMetrics,
-    /// Workers owning leases in the last listing.
-    fleet_size: std::sync::atomic::AtomicUsize,
-    /// The fleet's leader by the last listing (see the taker): the worker that lists often
-    /// and runs periodic shard sync (`None` before the first listing).
-    sync_leader: Mutex<Option<String>>,
+    /// The fleet by the taker's last listing (`None` before the first one).
+    fleet: Mutex<Option<Arc<Fleet>>>,
     /// Leases being handed off by this worker, until `finish_hand_off`.
     handing_off: Mutex<BTreeMap<String, HandingOff>>,
     /// Cancelled when this worker stops taking; a taker cycle checks it once it has the turn.
@@ -234,6 +239,13 @@ struct Shared {
     /// Leases this worker took as leader beyond its share and has not passed on (an upper
     /// bound: the leader offers at most this many, and only while beyond its share).
     owed: std::sync::atomic::AtomicUsize,
+}
+
+/// The fleet as one listing showed it: who is alive, and who leads.
+#[derive(Debug)]
+struct Fleet {
+    view: view::View,
+    roles: roles::Roles,
 }
 
 #[derive(Default)]
@@ -258,6 +270,29 @@ impl Shared {
         &self.config.worker_id
     }
 
+    /// The clocks and settings liveness and expiry are judged by, now.
+    fn judge(&self) -> view::Judge {
+        view::Judge {
+            now: Instant::now(),
+            now_millis: clock::unix_millis_now(),
+            failover: self.config.failover_time,
+            skew: self.config.clock_skew_margin,
+            window: self.config.liveness_window(),
+        }
+    }
+
+    /// The fleet by a listing made now, for a one-off decision (a planned stop, a release):
+    /// liveness by stamps alone.
+    async fn fresh_view(&self) -> Result<view::View, LeaseError> {
+        let listing = self.store.list_eventually().await?;
+        Ok(view::View::of(
+            self.me(),
+            &listing.leases,
+            &view::Observed::new(),
+            &self.judge(),
+        ))
+    }
+
     fn emit(&self, event: LeaseEvent) {
         // A closed receiver means nobody listens any more (shutting down); events are advisory.
         let _ = self.events.send(event);
@@ -273,6 +308,12 @@ impl Shared {
 
     fn entry(&self, key: &str) -> Option<Entry> {
         self.held.lock().get(key).map(|s| s.held.clone())
+    }
+
+    /// Whether this worker is handing `key` off (see [`HandingOff::finishing`]): it must not
+    /// take or accept the lease meanwhile.
+    fn is_handing_off(&self, key: &str) -> bool {
+        self.handing_off.lock().contains_key(key)
     }
 
     /// Whether this worker may process `key` now, without waiting for writes in flight.
@@ -410,6 +451,7 @@ impl Shared {
                         since: Instant::now(),
                         safe_until: last_write + self.config.graceful_handoff_timeout,
                         lease: Some(stored.clone()),
+                        finishing: false,
                     },
                 );
                 self.emit(LeaseEvent::HandingOff { lease: stored });
@@ -466,17 +508,21 @@ impl LeaseCoordinator {
             super::DeadlineStore::new(store, config.store_call_timeout, config.list_timeout)
                 .with_metrics(metrics.clone()),
         );
+        let inboxes = store.capabilities().inboxes;
+        if !inboxes {
+            info!(worker_id = %config.worker_id, "the lease store has no inboxes: stopping workers release their leases instead of offering them");
+        }
         let shared = Arc::new(Shared {
             store,
+            inboxes,
             config,
             held: Mutex::new(BTreeMap::new()),
-            observed: tokio::sync::Mutex::new(taker::Observed::new()),
+            observed: tokio::sync::Mutex::new(view::Observed::new()),
             next_token: std::sync::atomic::AtomicU64::new(1),
             events,
             filter: FilterSlot(Mutex::new(filter)),
             metrics,
-            fleet_size: std::sync::atomic::AtomicUsize::new(1),
-            sync_leader: Mutex::new(None),
+            fleet: Mutex::new(None),
             nudged: tokio::sync::Notify::new(),
             told_deputy: Mutex::new(None),
             late_offers: Mutex::new(Vec::new()),
@@ -545,10 +591,10 @@ impl LeaseCoordinator {
     /// conditional writes.
     pub fn is_sync_leader(&self) -> bool {
         self.shared
-            .sync_leader
+            .fleet
             .lock()
-            .as_deref()
-            .is_none_or(|leader| leader == self.shared.me())
+            .as_ref()
+            .is_none_or(|f| f.roles.leads(self.shared.me()))
     }
 
     /// Counts `bytes` of record data processed on `key`: the next renewal writes the lease's
@@ -638,7 +684,7 @@ impl LeaseCoordinator {
     async fn take_children(&self, parent: &Lease) {
         for child in &parent.child_shard_ids {
             let key = parent.key_in_stream(child);
-            if self.shared.entry(&key).is_some() {
+            if self.shared.entry(&key).is_some() || self.shared.is_handing_off(&key) {
                 continue;
             }
             match self.shared.store.get(&key).await {
@@ -672,22 +718,28 @@ impl LeaseCoordinator {
         // failed write costs it one hand-off timeout, not the extension limit.
         if let Some(h) = self.shared.handing_off.lock().get_mut(key) {
             h.lease = None;
+            h.finishing = true;
         }
         let result = self
             .shared
             .store
             .finish_hand_off(key, self.shared.me(), checkpoint)
             .await;
+        let mut handing_off = self.shared.handing_off.lock();
         if !matches!(&result, Err(e) if e.is_retryable()) {
-            self.shared.handing_off.lock().remove(key);
+            handing_off.remove(key);
+        } else if let Some(h) = handing_off.get_mut(key) {
+            // Kept for a retry; the renewer drops it once the new owner starts anyway.
+            h.finishing = false;
         }
+        drop(handing_off);
         result
     }
 
     /// Whether this worker is handing `key` off to a thief (a checkpoint now must go through
     /// [`finish_hand_off`](Self::finish_hand_off)).
     pub fn is_handing_off(&self, key: &str) -> bool {
-        self.shared.handing_off.lock().contains_key(key)
+        self.shared.is_handing_off(key)
     }
 
     /// Releases a held lease so another worker takes it at its next taker cycle. With a
@@ -770,11 +822,14 @@ impl LeaseCoordinator {
         *self.shared.filter.0.lock() = filter;
     }
 
-    /// Workers owning leases when the taker last listed the table (at least 1).
+    /// Workers seen alive (renewing a lease, of any framework; this one included) when the
+    /// taker last listed the table (at least 1).
     pub fn fleet_size(&self) -> usize {
         self.shared
-            .fleet_size
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .fleet
+            .lock()
+            .as_ref()
+            .map_or(1, |f| f.view.workers)
     }
 
     /// Stops taking and stealing leases; held leases keep being renewed.
@@ -848,11 +903,7 @@ impl LeaseCoordinator {
     /// lost. Releasing one earlier would clear `checkpointOwner` while the previous owner may
     /// still be processing, so it would have to be left to expire instead.
     async fn settle_incoming(&self, give_up: Instant) {
-        let poll = self
-            .shared
-            .config
-            .renew_interval
-            .min(Duration::from_millis(100));
+        let poll = self.shared.config.hand_off_poll();
         loop {
             let mut incoming = Vec::new();
             for (key, entry) in self.shared.entries() {

@@ -8,33 +8,32 @@
 //! The giver processes until it sees that (polling the lease while the offer lasts), then ends
 //! the hand-off with its last checkpoint; the receiver, polling its incoming lease, starts
 //! right after. The gap is a couple of polls and a write; the drain takes at most a renew
-//! interval more. An offer nobody accepts within [`offer_timeout`] is taken back with a take
+//! interval more. An offer nobody accepts within the offer timeout
+//! (`CoordinatorConfig::offer_timeout`) is taken back with a take
 //! conditional on the offer's counter, so an acceptance and a withdrawal can never both land.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::view::View;
 use super::{Entry, Held, LeaseEvent, Phase, Shared};
-use crate::lease::Lease;
 
 /// An inbox entry that names no lease: it asks the receiver to list the table now. Posted by a
 /// leader to its new deputy, and by a worker that released leases to the workers that would
 /// lead after it. A framework that does not know it finds no lease by that key and ignores it.
 pub(super) const NUDGE: &str = "kcl-rs:list-now";
 
-/// How many of the smallest live ids a worker that released leases asks to list: enough that
-/// one of them outlives any few stops at once, few enough to cost next to nothing.
-const NUDGED_ON_RELEASE: usize = 8;
-
-/// Posts [`NUDGE`] to the inbox of each of `to` that one listing shows live; returns how many
-/// posts landed.
-pub(super) async fn nudge(shared: &Shared, leases: &[Lease], to: &[String]) -> usize {
-    let peers = live_peers(shared, leases);
+/// Posts [`NUDGE`] to the inbox of each of `to` that `view` shows live; returns how many posts
+/// landed.
+pub(super) async fn nudge(shared: &Shared, view: &View, to: &[String]) -> usize {
+    if !shared.inboxes {
+        return 0;
+    }
+    let peers = receivers(shared, view);
     let posts = to.iter().filter_map(|w| peers.get(w).map(|p| (w, p))).map(|(w, p)| async move {
-        match shared.store.post(&p.inbox_key, w, &[NUDGE.to_string()]).await {
+        match shared.store.post(&p.inbox, w, &[NUDGE.to_string()]).await {
             Ok(()) => true,
             Err(e) => {
                 debug!(worker_id = %shared.me(), receiver = %w, error = %e, "could not ask a worker to list");
@@ -52,13 +51,16 @@ pub(super) async fn nudge(shared: &Shared, leases: &[Lease], to: &[String]) -> u
 /// After releasing leases: asks the live workers with the smallest ids — the leader and those
 /// that lead after it — to list now, from a fresh listing.
 pub(super) async fn nudge_leaders(shared: &Shared) {
-    match shared.store.list_eventually().await {
-        Ok(listing) => {
-            let peers: Vec<String> = live_peers(shared, &listing.leases)
+    if !shared.inboxes {
+        return;
+    }
+    match shared.fresh_view().await {
+        Ok(view) => {
+            let peers: Vec<String> = receivers(shared, &view)
                 .into_keys()
-                .take(NUDGED_ON_RELEASE)
+                .take(shared.config.nudged_on_release())
                 .collect();
-            let told = nudge(shared, &listing.leases, &peers).await;
+            let told = nudge(shared, &view, &peers).await;
             debug!(worker_id = %shared.me(), told, "asked the leading workers to list");
         }
         Err(e) => {
@@ -67,58 +69,33 @@ pub(super) async fn nudge_leaders(shared: &Shared) {
     }
 }
 
-/// A live worker, by one listing.
+/// A live worker that can be offered leases.
 #[derive(Debug, Clone)]
-struct Peer {
-    /// A lease it holds and renews, whose inbox it reads.
-    inbox_key: String,
+struct Receiver {
+    /// A lease it holds and renews, whose inbox it reads next.
+    inbox: String,
     /// Leases with work it holds.
     load: usize,
 }
 
-/// How long a receiver has to accept: it reads its inbox at its next renewal.
-fn offer_timeout(shared: &Shared) -> Duration {
-    (shared.config.renew_interval + Duration::from_secs(1)).min(shared.config.failover_time / 2)
+/// The live workers of `view` other than this one that read an inbox.
+fn receivers(shared: &Shared, view: &View) -> BTreeMap<String, Receiver> {
+    view.receivers(shared.me())
+        .filter_map(|(w, p)| {
+            let inbox = p.inbox.clone()?;
+            Some((
+                w.clone(),
+                Receiver {
+                    inbox,
+                    load: p.load,
+                },
+            ))
+        })
+        .collect()
 }
 
-/// Workers that renewed a lease within a renew interval and a second, by the renewal stamps of
-/// one listing, each with the lease of its oldest stamp (its inbox: the lease likely renewed
-/// next). Leases without a current stamp (a Java writer) do not count.
-fn live_peers(shared: &Shared, leases: &[Lease]) -> BTreeMap<String, Peer> {
-    let now = super::clock::unix_millis_now();
-    let fresh = (shared.config.renew_interval + Duration::from_secs(1)).as_millis() as u64;
-    let mut oldest: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    for l in leases {
-        let Some(owner) = l.owner.as_deref().filter(|o| *o != shared.me()) else {
-            continue;
-        };
-        if let Some(stamp) = l
-            .renewed_at
-            .filter(|s| s.counter == l.counter && now.saturating_sub(s.unix_millis) <= fresh)
-            && l.checkpoint_owner.is_none()
-        {
-            let e = oldest
-                .entry(owner.to_string())
-                .or_insert((stamp.unix_millis, l.key.clone()));
-            if stamp.unix_millis < e.0 {
-                *e = (stamp.unix_millis, l.key.clone());
-            }
-        }
-    }
-    let mut peers: BTreeMap<String, Peer> = oldest
-        .into_iter()
-        .map(|(w, (_, inbox_key))| (w, Peer { inbox_key, load: 0 }))
-        .collect();
-    for l in leases.iter().filter(|l| !l.is_shard_end()) {
-        if let Some(p) = l.owner.as_deref().and_then(|o| peers.get_mut(o)) {
-            p.load += 1;
-        }
-    }
-    peers
-}
-
-/// The peer holding fewest leases (smallest id among equals), other than `except`.
-fn least_loaded(peers: &BTreeMap<String, Peer>, except: &[&str]) -> Option<String> {
+/// The receiver holding fewest leases (smallest id among equals), other than `except`.
+fn least_loaded(peers: &BTreeMap<String, Receiver>, except: &[&str]) -> Option<String> {
     peers
         .iter()
         .filter(|(w, _)| !except.contains(&w.as_str()))
@@ -129,6 +106,9 @@ fn least_loaded(peers: &BTreeMap<String, Peer>, except: &[&str]) -> Option<Strin
 /// Offers every held lease to live workers (a planned stop); returns the keys offered, with
 /// those already on offer (the leader passing leases on) — all of them pass on by the offers.
 pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
+    if !shared.inboxes {
+        return Vec::new();
+    }
     let mut on_offer = Vec::new();
     for (key, entry) in shared.entries() {
         let h = entry.lock().await;
@@ -144,8 +124,8 @@ pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
 async fn offer_fresh(shared: &Shared) -> Vec<String> {
     // A fresh listing (one per planned stop): the taker's may be a taker interval old, and a
     // peer that stopped since would be offered leases it can no longer hear of.
-    let mut peers = match shared.store.list_eventually().await {
-        Ok(listing) => live_peers(shared, &listing.leases),
+    let mut peers = match shared.fresh_view().await {
+        Ok(view) => receivers(shared, &view),
         Err(e) => {
             warn!(worker_id = %shared.me(), error = %e, "could not list live workers to offer leases to; releasing them instead");
             return Vec::new();
@@ -170,12 +150,10 @@ async fn offer_fresh(shared: &Shared) -> Vec<String> {
 /// with work it holds beyond `ceiling` to the live workers holding fewest, each move narrowing
 /// the gap by more than one lease, and keeps its smallest keys (the lease its deputy watches).
 /// Returns how many it offered.
-pub(super) async fn shed(
-    shared: &Shared,
-    leases: &[Lease],
-    ceiling: usize,
-    at_most: usize,
-) -> usize {
+pub(super) async fn shed(shared: &Shared, view: &View, ceiling: usize, at_most: usize) -> usize {
+    if !shared.inboxes {
+        return 0;
+    }
     let mut ready = Vec::new();
     let mut mine = 0;
     for (key, entry) in shared.entries() {
@@ -193,7 +171,7 @@ pub(super) async fn shed(
     if mine <= ceiling || at_most == 0 {
         return 0;
     }
-    let mut peers = live_peers(shared, leases);
+    let mut peers = receivers(shared, view);
     let mut plan = Vec::new();
     while mine > ceiling && plan.len() < at_most {
         let Some(to) = least_loaded(&peers, &[]).filter(|to| peers[to].load + 1 < mine) else {
@@ -220,7 +198,7 @@ pub(super) async fn shed(
 async fn offer(
     shared: &Shared,
     plan: Vec<(String, Entry, String)>,
-    peers: &BTreeMap<String, Peer>,
+    peers: &BTreeMap<String, Receiver>,
 ) -> Vec<String> {
     let (mut offered, failed) = offer_round(shared, plan, peers).await;
     let refused: Vec<&str> = failed.iter().map(|(_, _, to)| to.as_str()).collect();
@@ -255,9 +233,9 @@ type Refused = Vec<(String, Entry, String)>;
 async fn offer_round(
     shared: &Shared,
     plan: Vec<(String, Entry, String)>,
-    peers: &BTreeMap<String, Peer>,
+    peers: &BTreeMap<String, Receiver>,
 ) -> (Vec<String>, Refused) {
-    let deadline = Instant::now() + offer_timeout(shared);
+    let deadline = Instant::now() + shared.config.offer_timeout();
     let offers = plan
         .into_iter()
         .map(|(key, entry, to)| offer_one(shared, key, entry, to, deadline));
@@ -270,7 +248,7 @@ async fn offer_round(
         by_receiver.entry(to).or_default().push((key, entry));
     }
     let posts = by_receiver.into_iter().map(|(to, leases)| {
-        let inbox = peers[&to].inbox_key.clone();
+        let inbox = peers[&to].inbox.clone();
         async move {
             let keys: Vec<String> = leases.iter().map(|(k, _)| k.clone()).collect();
             match shared.store.post(&inbox, &to, &keys).await {
@@ -416,7 +394,8 @@ pub(super) async fn accept(shared: &Shared, key: &str) {
 /// it sees the acceptance, so a renewal from a read a moment old can miss: read and try again.
 pub(super) async fn accept_unlocked(shared: &Shared, key: &str) {
     for _attempt in 0..5 {
-        if shared.taking.is_cancelled() || shared.entry(key).is_some() {
+        if shared.taking.is_cancelled() || shared.entry(key).is_some() || shared.is_handing_off(key)
+        {
             debug!(worker_id = %shared.me(), lease_key = %key, stopping = shared.taking.is_cancelled(), "offer not accepted: stopping or held already");
             return;
         }

@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -16,13 +15,10 @@ use tracing::{debug, warn};
 
 use super::{Entry, Held, LeaseEvent, LostReason, Phase, Shared};
 
-/// How often incoming and offered leases are polled: the processing gap of a hand-off.
-const HAND_OFF_POLL: Duration = Duration::from_millis(100);
-
 pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.renew_interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut poll = tokio::time::interval(HAND_OFF_POLL.min(shared.config.renew_interval));
+    let mut poll = tokio::time::interval(shared.config.hand_off_poll());
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Renewals in flight, by task, so a key is free again however its task ended.
     let mut in_flight: JoinSet<()> = JoinSet::new();
@@ -69,6 +65,13 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             }
             continue;
         }
+        // Hand-offs no longer extended, with no finish in flight, past the time the new
+        // owner starts anyway: nothing of this worker's is left to do for them.
+        let now = Instant::now();
+        shared
+            .handing_off
+            .lock()
+            .retain(|_, h| h.lease.is_some() || h.finishing || now < h.safe_until);
         let outgoing: Vec<String> = shared
             .handing_off
             .lock()

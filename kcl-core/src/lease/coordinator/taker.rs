@@ -3,50 +3,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::plan::{Availability, PlanInput, plan};
-use super::{Phase, Shared};
+use super::roles::{Roles, Watch};
+use super::view::{View, observe};
+use super::{Fleet, Phase, Shared};
 use crate::lease::Lease;
-
-/// What this worker saw of each lease's counter.
-pub(super) type Observed = BTreeMap<String, Seen>;
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Seen {
-    counter: u64,
-    /// When the lease expires unless its counter moves: failover after the listing that first
-    /// showed this counter, or sooner by the counter's renewal stamp (see the coordinator's
-    /// module docs).
-    expires: Instant,
-    /// Whether it changed between the previous listing and the latest one: proof that its
-    /// owner is renewing, which a graceful steal needs (a stopped owner cannot hand off).
-    renewing: bool,
-}
-
-/// The shortest time between two listings made for expiries.
-const EXPIRY_BATCH: Duration = Duration::from_millis(250);
 
 /// When the taker lists next, and what the deputy watches until then.
 #[derive(Debug, Clone)]
 pub(super) struct Next {
     list_at: Instant,
     watch: Option<Watch>,
-}
-
-/// The deputy's watch on the leader: one lease of the leader's, read (one GetItem) each renew
-/// interval, so a leader that died or left is replaced within one failover time without the
-/// deputy listing the table.
-#[derive(Debug, Clone)]
-pub(super) struct Watch {
-    key: String,
-    owner: String,
-    counter: u64,
-    expires: Instant,
-    check_at: Instant,
 }
 
 pub(super) async fn run(shared: Arc<Shared>) {
@@ -94,7 +65,7 @@ async fn leader_gone(shared: &Shared, watch: &mut Watch) -> bool {
         {
             if lease.counter != watch.counter {
                 watch.counter = lease.counter;
-                watch.expires = expiry(shared, &lease, now, super::clock::unix_millis_now());
+                watch.expires = shared.judge().expiry(&lease);
             } else if now >= watch.expires {
                 return true;
             }
@@ -113,8 +84,8 @@ async fn leader_gone(shared: &Shared, watch: &mut Watch) -> bool {
 /// One taker cycle: lists the table, takes and steals, and says when to list next (`None` when
 /// the listing failed or taking has stopped).
 ///
-/// Only the fleet's leader — the smallest worker id among this worker and the owners seen
-/// renewing with kcl-rs stamps (see [`Roles`]) — lists at every expiry it saw and takes every free or expired lease, then
+/// Only the fleet's leader (see [`Roles`]) lists at every expiry it saw and takes every free or
+/// expired lease, then
 /// offers what is beyond its share to the workers below theirs. Every other worker lists once
 /// per `taker_interval × (workers − 1)` once it has nothing to take or steal, so the fleet's
 /// listings stay about two per taker interval whatever its size; the deputy (the next smallest
@@ -136,69 +107,39 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     for bad in &listing.malformed {
         warn!(worker_id = %shared.me(), error = %bad, "skipping a malformed lease");
     }
-    let now = Instant::now();
     let renew = shared.config.renew_interval;
-    let listed: BTreeSet<&str> = listing.leases.iter().map(|l| l.key.as_str()).collect();
-    observed.retain(|k, _| listed.contains(k.as_str()));
-    // Leases of other owners seen for the first time: look again after one renewal (and a
-    // margin for its round trip) instead of a whole taker interval, so that a live owner can
-    // prove itself before balancing needs a steal.
-    let mut first_sightings = false;
-    let now_millis = super::clock::unix_millis_now();
-    let stamped_expiry = |lease: &Lease| expiry(shared, lease, now, now_millis);
-    for lease in &listing.leases {
-        match observed.get_mut(&lease.key) {
-            Some(seen) => {
-                seen.renewing = seen.counter != lease.counter;
-                if seen.renewing {
-                    seen.counter = lease.counter;
-                    seen.expires = stamped_expiry(lease);
-                }
-            }
-            None => {
-                first_sightings |= lease.owner.as_deref().is_some_and(|o| o != shared.me());
-                observed.insert(
-                    lease.key.clone(),
-                    Seen {
-                        counter: lease.counter,
-                        expires: stamped_expiry(lease),
-                        renewing: false,
-                    },
-                );
-            }
-        }
-    }
+    let judge = shared.judge();
+    let now = judge.now;
+    let unknown_owners = observe(observed, &listing.leases, shared.me(), &judge);
     // Before the filter, so that every worker names the same leader.
-    let roles = Roles::of(shared.me(), &listing.leases, observed, now, renew);
-    *shared.sync_leader.lock() = Some(roles.leader.clone());
+    let view = View::of(shared.me(), &listing.leases, observed, &judge);
+    let roles = Roles::of(&view, now, renew);
+    shared.metrics.workers.set(view.workers as f64);
+    let fleet = Arc::new(Fleet { view, roles });
+    *shared.fleet.lock() = Some(fleet.clone());
+    let roles = &fleet.roles;
     let filter = shared.filter.0.lock().clone();
     if let Some(accept) = filter {
         listing.leases.retain(|l| accept(l));
     }
-    let owners: BTreeSet<&str> = listing
-        .leases
-        .iter()
-        .filter_map(|l| l.owner.as_deref())
-        .collect();
-    shared.metrics.workers.set(owners.len().max(1) as f64);
-    shared
-        .fleet_size
-        .store(owners.len().max(1), std::sync::atomic::Ordering::Relaxed);
     let held: BTreeSet<String> = shared.entries().into_iter().map(|(k, _)| k).collect();
     let me = shared.me();
-    let leading = roles.leader == me;
+    let leading = roles.leads(me);
     let epoch = observed.values().map(|s| s.expires).min().unwrap_or(now);
+    // Owners whose liveness a first sighting could not tell: look again after one renewal (and
+    // a margin for its round trip) instead of a whole taker interval.
     let mut next_expiry: Option<Instant> =
-        first_sightings.then(|| now + renew.saturating_add(renew / 2));
+        unknown_owners.then(|| now + shared.config.relist_after_first_sighting());
     let mut to_accept = Vec::new();
     let leases: Vec<(&Lease, Availability)> = listing
         .leases
         .iter()
         .map(|lease| {
-            let Seen {
-                expires, renewing, ..
-            } = observed[&lease.key];
+            let seen = &observed[&lease.key];
+            let expires = seen.expires;
             let availability = match lease.owner.as_deref() {
+                // Still handing it off: a finish in flight could end a new holding's hand-off.
+                _ if shared.is_handing_off(&lease.key) => Availability::Live,
                 None => Availability::Free { order: 0 },
                 Some(owner) if owner == me => {
                     if held.contains(&lease.key) {
@@ -221,7 +162,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
                 }
                 Some(_) => {
                     next_expiry = Some(next_expiry.map_or(expires, |e| e.min(expires)));
-                    if renewing {
+                    if judge.alive(lease, Some(seen)) {
                         Availability::Live
                     } else {
                         Availability::Quiet
@@ -270,100 +211,31 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
         let beyond = (held.len() + plan.take.len()).saturating_sub(plan.ceiling);
         let beyond = beyond.min(plan.take.len());
         let owed = shared.owed.fetch_add(beyond, Relaxed) + beyond;
-        let offered = super::offer::shed(shared, &listing.leases, plan.ceiling, owed).await;
+        let offered = super::offer::shed(shared, &fleet.view, plan.ceiling, owed).await;
         shared.owed.fetch_sub(offered.min(owed), Relaxed);
         if let Some(deputy) = &roles.deputy
             && shared.told_deputy.lock().as_ref() != Some(deputy)
-            && super::offer::nudge(shared, &listing.leases, std::slice::from_ref(deputy)).await > 0
+            && super::offer::nudge(shared, &fleet.view, std::slice::from_ref(deputy)).await > 0
         {
             *shared.told_deputy.lock() = Some(deputy.clone());
         }
     }
     let fast = now + shared.config.taker_interval;
     // Leases of a dead worker expire one after another over a renew interval: one listing per
-    // EXPIRY_BATCH takes them all, instead of one listing per expiry.
-    let fast = next_expiry.map_or(fast, |e| e.min(fast).max(now + EXPIRY_BATCH));
-    let settled = !first_sightings && !accepting && plan.take.is_empty() && plan.steal.is_empty();
+    // expiry batch takes them all, instead of one listing per expiry.
+    let batch = shared.config.expiry_batch();
+    let fast = next_expiry.map_or(fast, |e| e.min(fast).max(now + batch));
+    let settled = !unknown_owners && !accepting && plan.take.is_empty() && plan.steal.is_empty();
     let list_at = if leading || !settled {
         fast
     } else {
-        let others = u32::try_from(roles.workers.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+        // The live workers of this framework share the slow listings.
+        let others = fleet.view.peers.len().saturating_sub(1).max(1);
+        let others = u32::try_from(others).unwrap_or(u32::MAX);
         now + shared.config.taker_interval.saturating_mul(others)
     };
-    let watch = roles.watch.filter(|_| roles.deputy.as_deref() == Some(me));
+    let watch = roles.watch_for(me);
     Some(Next { list_at, watch })
-}
-
-/// Who leads the fleet by one listing: the smallest worker id among this worker and the owners
-/// of unexpired leases seen renewing (counter moved since the previous listing) with a stamp of
-/// the current counter; the deputy is the next smallest.
-struct Roles {
-    leader: String,
-    deputy: Option<String>,
-    /// Live workers, this one included.
-    workers: usize,
-    /// The leader's smallest lease, for the deputy to watch.
-    watch: Option<Watch>,
-}
-
-impl Roles {
-    fn of(me: &str, leases: &[Lease], observed: &Observed, now: Instant, renew: Duration) -> Self {
-        let mut live: BTreeMap<&str, Option<(&Lease, Instant)>> = BTreeMap::new();
-        live.insert(me, None);
-        for lease in leases {
-            let (Some(owner), Some(seen)) = (lease.owner.as_deref(), observed.get(&lease.key))
-            else {
-                continue;
-            };
-            // A worker that leads must be seen renewing (a stopped one is not, though its
-            // leases have not expired yet), with this framework's stamps (a Java worker renews
-            // but does not list for us).
-            let ours = lease.renewed_at.is_some_and(|s| s.counter == lease.counter);
-            if now < seen.expires && seen.renewing && ours {
-                // Any lease proves its owner live; one not being handed off is the one to watch.
-                let first = live.entry(owner).or_default();
-                if lease.checkpoint_owner.is_none() && first.is_none_or(|(l, _)| lease.key < l.key)
-                {
-                    *first = Some((lease, seen.expires));
-                }
-            }
-        }
-        let mut ids = live.iter();
-        let (leader, leads) = ids.next().expect("this worker is listed");
-        let deputy = ids.next().map(|(id, _)| id.to_string());
-        let watch = leads.map(|(lease, expires)| Watch {
-            key: lease.key.clone(),
-            owner: leader.to_string(),
-            counter: lease.counter,
-            expires,
-            check_at: expires.min(now + renew),
-        });
-        Self {
-            leader: leader.to_string(),
-            deputy,
-            workers: live.len(),
-            watch,
-        }
-    }
-}
-
-/// When `lease`, with a counter first seen at `now`, expires: by its stamp, and never later
-/// than one failover time from now (the counter rule).
-fn expiry(shared: &Shared, lease: &Lease, now: Instant, now_millis: u64) -> Instant {
-    let by_counter = now + shared.config.failover_time;
-    stamp_expiry(shared, lease, now, now_millis).map_or(by_counter, |e| e.min(by_counter))
-}
-
-/// When `lease` expires by its renewal stamp (its last writer's send time + failover + the
-/// clock-skew margin, on this worker's clock, given the wall clock `now_millis` read at
-/// `now`); `None` when the stamp is not of the lease's counter (a Java writer wrote last).
-fn stamp_expiry(shared: &Shared, lease: &Lease, now: Instant, now_millis: u64) -> Option<Instant> {
-    let stamp = lease.renewed_at.filter(|s| s.counter == lease.counter)?;
-    Some(
-        super::clock::instant_of(stamp.unix_millis, now, now_millis)
-            + shared.config.failover_time
-            + shared.config.clock_skew_margin,
-    )
 }
 
 pub(super) async fn take(shared: &Shared, lease: &Lease) {
@@ -390,7 +262,7 @@ async fn steal(shared: &Shared, lease: &Lease) {
     // The victim's last write: if it dies now, its lease would have expired one failover time
     // after it, and a steal must not make it wait longer. A live victim sees the steal at its
     // next renewal, well before, and extends the wait if its batch needs it.
-    let victim_expiry = stamp_expiry(shared, lease, sent, super::clock::unix_millis_now());
+    let victim_expiry = shared.judge().stamp_expiry(lease);
     let mut lease = lease.clone();
     super::stamp_next(&mut lease);
     match shared.store.hand_off(&lease, shared.me()).await {

@@ -549,14 +549,19 @@ async fn stop_mid_hand_off(short_deadline: bool) {
     });
     let (b, _b_events) =
         LeaseCoordinator::start(fleet.store.clone(), CoordinatorConfig::new("b")).unwrap();
-    // b steals only once it has seen a renew, at its second listing (1.5 renew intervals).
-    sleep(Duration::from_secs(5) + Duration::from_millis(10)).await;
-    let stolen: Vec<_> = fleet
-        .store
-        .snapshot()
-        .into_iter()
-        .filter(|l| l.owner.as_deref() == Some("b"))
-        .collect();
+    // b steals as soon as its listing shows a renewing (a's stamps are fresh).
+    let stolen = loop {
+        let stolen: Vec<_> = fleet
+            .store
+            .snapshot()
+            .into_iter()
+            .filter(|l| l.owner.as_deref() == Some("b"))
+            .collect();
+        if !stolen.is_empty() {
+            break stolen;
+        }
+        sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(stolen.len(), 1, "b stole one lease gracefully");
     assert_eq!(stolen[0].checkpoint_owner.as_deref(), Some("a"));
     let started = Instant::now();
@@ -984,4 +989,74 @@ async fn an_offer_posted_to_a_lease_stolen_right_after_is_still_accepted() {
     for key in &theirs {
         assert_eq!(owners[key].as_deref(), Some("b"), "{owners:?}");
     }
+}
+
+/// Issue 26's self-election defect: liveness was "the counter moved since my previous
+/// listing", so a worker listing twice within one renew interval (a nudge, the expiry batch)
+/// saw almost nobody alive and named itself leader — taking everything free, shedding, running
+/// shard sync. Listings 250 ms apart must leave the leader where it is.
+#[tokio::test(start_paused = true)]
+async fn listings_a_quarter_second_apart_do_not_make_a_worker_leader() {
+    let mut fleet = Fleet::new(6, 0).await;
+    for w in names("w", 3) {
+        fleet.start(&w);
+        sleep(Duration::from_millis(211)).await;
+    }
+    sleep(Duration::from_secs(60)).await;
+    assert!(fleet.spread() <= 1, "{:?}", fleet.owner_counts());
+    let last = fleet.workers["w02"].clone();
+    for listing in 0..16 {
+        last.take_now().await;
+        let leaders: Vec<&String> = fleet
+            .workers
+            .iter()
+            .filter(|(_, c)| c.is_sync_leader())
+            .map(|(w, _)| w)
+            .collect();
+        assert_eq!(leaders, ["w00"], "after listing {listing}");
+        assert_eq!(last.fleet_size(), 3, "after listing {listing}");
+        sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A store without inboxes (its capabilities say so): a planned stop offers nothing and posts
+/// nothing — no write wasted on a call that cannot succeed — and releases its leases, which the
+/// leader takes at its next listing.
+#[tokio::test(start_paused = true)]
+async fn a_store_without_inboxes_costs_no_posts_and_stops_release() {
+    let mut fleet = Fleet::new(6, 0).await;
+    fleet.store = Arc::new(InMemoryLeaseStore::with_seed(0).without_inboxes());
+    for i in 0..6 {
+        fleet
+            .store
+            .create_if_absent(&Lease::new(
+                &ShardId::from_index(i),
+                ExtendedSequenceNumber::TrimHorizon,
+            ))
+            .await
+            .unwrap();
+    }
+    for w in names("w", 3) {
+        fleet.start(&w);
+        sleep(Duration::from_millis(211)).await;
+    }
+    sleep(Duration::from_secs(60)).await;
+    assert!(fleet.spread() <= 1, "{:?}", fleet.owner_counts());
+    fleet.store.reset_stats();
+    let leaving = fleet.workers["w02"].clone();
+    leaving.stop_taking();
+    assert_eq!(leaving.offer_leases().await, Vec::<String>::new());
+    fleet.stop("w02").await;
+    let stopped = Instant::now();
+    while fleet.held_by_live_workers().await.len() < 6 {
+        sleep(Duration::from_millis(50)).await;
+        assert!(
+            stopped.elapsed() <= F + Duration::from_secs(1),
+            "released leases not taken within a taker interval: {:?}",
+            fleet.owners()
+        );
+    }
+    let stats = fleet.store.stats();
+    assert_eq!(stats.get(LeaseOperation::Post), 0, "no post tried");
+    assert!(stats.get(LeaseOperation::Evict) >= 1, "leases released");
 }

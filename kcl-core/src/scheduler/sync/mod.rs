@@ -10,12 +10,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+mod shards;
+
+use shards::sync_listed;
+pub use shards::{SyncError, SyncReport, sync_shards};
+
 use super::streams::{
     ActiveStream, ActiveStreams, RemovedStreamPolicy, StreamConfig, StreamSource, identifier_of,
 };
 use crate::kinesis::{KinesisDataPlane, KinesisError};
 use crate::lease::{Lease, LeaseCoordinator, LeaseScope, LeaseStore};
-use crate::shard::lineage::{SyncError, sync_listed};
 
 /// What shard sync tells the scheduler loop.
 #[derive(Debug)]
