@@ -1,5 +1,7 @@
 //! `AwsKinesis`: ListShards, GetShardIterator and GetRecords over aws-sdk-kinesis.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -22,22 +24,64 @@ use kcl_core::model::{
 };
 
 /// Kinesis over the AWS SDK.
+///
+/// Streams known by ARN are named by `StreamARN`, as the KCL does (needed for streams of other
+/// accounts). Some Kinesis-compatible services take no ARN parameters and answer
+/// `InvalidArgumentException`: a call refused that way is sent once more by stream name, and
+/// when that works, this data plane names streams from then on (with one warning).
 #[derive(Debug, Clone)]
 pub struct AwsKinesis {
     client: Client,
+    arns_refused: Arc<AtomicBool>,
 }
 
 impl AwsKinesis {
     /// A data plane with a client for `config` (region, endpoint, credentials).
     pub fn new(config: &aws_types::SdkConfig) -> Self {
-        Self {
-            client: Client::new(config),
-        }
+        Self::from_client(Client::new(config))
     }
 
     /// A data plane over an existing client.
     pub fn from_client(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            arns_refused: Arc::default(),
+        }
+    }
+
+    /// The ARN to name `stream` by, unless the endpoint refuses ARNs.
+    fn arn_of<'a>(&self, stream: &'a StreamIdentity) -> Option<&'a str> {
+        stream
+            .arn
+            .as_deref()
+            .filter(|_| !self.arns_refused.load(Ordering::Relaxed))
+    }
+
+    /// Sends a call that names `stream` (`send(Some(arn))` or `send(None)` for its name); on an
+    /// `InvalidArgument` answer to the ARN form, sends it once more by name and, if that
+    /// works, names streams from then on.
+    async fn by_stream<T, F, Fut>(
+        &self,
+        stream: &StreamIdentity,
+        send: F,
+    ) -> Result<T, KinesisError>
+    where
+        F: Fn(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, KinesisError>>,
+    {
+        let Some(arn) = self.arn_of(stream) else {
+            return send(None).await;
+        };
+        match send(Some(arn.to_string())).await {
+            Err(KinesisError::InvalidArgument { message }) => {
+                let by_name = send(None).await;
+                if by_name.is_ok() && !self.arns_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(stream = %stream.name, refusal = %message, "the Kinesis endpoint refuses StreamARN parameters; naming streams by name from now on");
+                }
+                by_name
+            }
+            other => other,
+        }
     }
 }
 
@@ -211,18 +255,42 @@ pub fn starting_position(p: &StartingPosition) -> sdk::StartingPosition {
     b.build().expect("the position type is always set")
 }
 
+/// GetShardIterator's position parameters.
+fn with_position(
+    call: aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder,
+    position: &StartingPosition,
+) -> aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder {
+    match position {
+        StartingPosition::AtSequenceNumber(s) => call
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(s.to_string()),
+        StartingPosition::AfterSequenceNumber(s) => call
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(s.to_string()),
+        StartingPosition::AtTimestamp(t) => call
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(DateTime::from(*t)),
+        StartingPosition::TrimHorizon => call.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        StartingPosition::Latest => call.shard_iterator_type(ShardIteratorType::Latest),
+    }
+}
+
 #[async_trait]
 impl KinesisDataPlane for AwsKinesis {
     async fn describe_stream(
         &self,
         stream: &StreamIdentity,
     ) -> Result<StreamSummary, KinesisError> {
-        let call = self.client.describe_stream_summary();
-        let call = match &stream.arn {
-            Some(arn) => call.stream_arn(arn.as_ref()),
-            None => call.stream_name(stream.name.as_ref()),
-        };
-        let out = call.send().await.map_err(map_err)?;
+        let out = self
+            .by_stream(stream, |arn| {
+                let call = self.client.describe_stream_summary();
+                let call = match arn {
+                    Some(arn) => call.stream_arn(arn),
+                    None => call.stream_name(stream.name.as_ref()),
+                };
+                async move { call.send().await.map_err(map_err) }
+            })
+            .await?;
         let d = out
             .stream_description_summary()
             .ok_or_else(|| KinesisError::InvalidArgument {
@@ -239,26 +307,35 @@ impl KinesisDataPlane for AwsKinesis {
         &self,
         request: ListShardsRequest,
     ) -> Result<ListShardsPage, KinesisError> {
-        let call = self.client.list_shards();
-        let call = match request {
+        let out = match request {
             ListShardsRequest::First {
                 stream,
                 filter: f,
                 max_results,
             } => {
-                let call = match &stream.arn {
-                    Some(arn) => call.stream_arn(arn.as_ref()),
-                    None => call.stream_name(stream.name.as_ref()),
-                };
-                call.set_shard_filter(f.as_ref().map(filter))
-                    .set_max_results(max_results.map(|m| m as i32))
+                self.by_stream(&stream, |arn| {
+                    let call = self.client.list_shards();
+                    let call = match arn {
+                        Some(arn) => call.stream_arn(arn),
+                        None => call.stream_name(stream.name.as_ref()),
+                    };
+                    let call = call
+                        .set_shard_filter(f.as_ref().map(filter))
+                        .set_max_results(max_results.map(|m| m as i32));
+                    async move { call.send().await.map_err(map_err) }
+                })
+                .await?
             }
             // Follow-ups send only the token: Kinesis rejects a stream name with it.
-            ListShardsRequest::Next { token, max_results } => call
+            ListShardsRequest::Next { token, max_results } => self
+                .client
+                .list_shards()
                 .next_token(token)
-                .set_max_results(max_results.map(|m| m as i32)),
+                .set_max_results(max_results.map(|m| m as i32))
+                .send()
+                .await
+                .map_err(map_err)?,
         };
-        let out = call.send().await.map_err(map_err)?;
         Ok(ListShardsPage {
             shards: out.shards().iter().map(shard).collect::<Result<_, _>>()?,
             next_token: out.next_token().map(str::to_string),
@@ -271,27 +348,17 @@ impl KinesisDataPlane for AwsKinesis {
         shard: &ShardId,
         position: &StartingPosition,
     ) -> Result<ShardIterator, KinesisError> {
-        let call = self.client.get_shard_iterator().shard_id(shard.as_str());
-        let call = match &stream.arn {
-            Some(arn) => call.stream_arn(arn.as_ref()),
-            None => call.stream_name(stream.name.as_ref()),
-        };
-        let call = match position {
-            StartingPosition::AtSequenceNumber(s) => call
-                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                .starting_sequence_number(s.to_string()),
-            StartingPosition::AfterSequenceNumber(s) => call
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(s.to_string()),
-            StartingPosition::AtTimestamp(t) => call
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from(*t)),
-            StartingPosition::TrimHorizon => {
-                call.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            StartingPosition::Latest => call.shard_iterator_type(ShardIteratorType::Latest),
-        };
-        let out = call.send().await.map_err(map_err)?;
+        let out = self
+            .by_stream(stream, |arn| {
+                let call = self.client.get_shard_iterator().shard_id(shard.as_str());
+                let call = match arn {
+                    Some(arn) => call.stream_arn(arn),
+                    None => call.stream_name(stream.name.as_ref()),
+                };
+                let call = with_position(call, position);
+                async move { call.send().await.map_err(map_err) }
+            })
+            .await?;
         out.shard_iterator()
             .map(|i| ShardIterator(i.to_string()))
             .ok_or_else(|| KinesisError::Unavailable {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use backon::BackoffBuilder;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -150,11 +149,12 @@ async fn flush(state: &State) {
 }
 
 async fn send(state: &State, batch: &[Datum]) -> bool {
-    let mut backoff = backon::ExponentialBuilder::default()
-        .with_min_delay(std::time::Duration::from_millis(100))
-        .with_max_delay(std::time::Duration::from_secs(2))
-        .with_jitter()
-        .build();
+    let mut backoff = kcl_core::retry::RetryConfig::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(2),
+    )
+    .with_max_attempts(u32::try_from(state.config.max_attempts).unwrap_or(u32::MAX))
+    .backoff(jitter_seed());
     for attempt in 1..=state.config.max_attempts {
         let timeout = state.config.call_timeout;
         let put = state.sink.put(&state.config.namespace, batch);
@@ -175,7 +175,9 @@ async fn send(state: &State, batch: &[Datum]) -> bool {
             }
             Err(e) if e.is_retryable() && attempt < state.config.max_attempts => {
                 debug!(error = %e, attempt, "PutMetricData failed; retrying");
-                let delay = backoff.next().unwrap_or(std::time::Duration::from_secs(1));
+                let delay = backoff
+                    .next_delay()
+                    .unwrap_or(std::time::Duration::from_secs(1));
                 tokio::time::sleep(delay).await;
             }
             Err(e) => {
@@ -185,4 +187,11 @@ async fn send(state: &State, batch: &[Datum]) -> bool {
         }
     }
     false
+}
+
+/// A seed that differs between processes and calls, so publishers of a fleet retrying one
+/// outage spread out.
+fn jitter_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
 }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use bytes::Bytes;
 use tracing::warn;
 
@@ -409,13 +408,10 @@ impl Shared {
 
     /// A conditional write through the coordinator, retrying throttles and outages briefly.
     async fn retrying(&self, update: CheckpointUpdate) -> Result<(), CheckpointError> {
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(4)
-            .with_jitter()
-            .with_jitter_seed(self.seed)
-            .build();
+        let mut delays =
+            crate::retry::RetryConfig::new(Duration::from_millis(100), Duration::from_secs(2))
+                .with_max_attempts(5)
+                .backoff(self.seed);
         loop {
             match self
                 .coordinator
@@ -438,7 +434,7 @@ impl Shared {
                     self.set_mode(Mode::Closed);
                     return Err(self.lost());
                 }
-                Err(e) if e.is_retryable() => match delays.next() {
+                Err(e) if e.is_retryable() => match delays.next_delay() {
                     Some(d) => tokio::time::sleep(d).await,
                     None => return Err(store_error(e)),
                 },

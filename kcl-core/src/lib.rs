@@ -37,6 +37,7 @@ pub mod model;
 pub mod parallel;
 pub mod processor;
 pub mod retrieval;
+pub mod retry;
 pub mod routing;
 pub mod scheduler;
 pub mod shard;

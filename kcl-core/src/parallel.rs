@@ -24,7 +24,6 @@ use std::time::Duration;
 use std::panic::AssertUnwindSafe;
 
 use async_trait::async_trait;
-use backon::BackoffBuilder;
 use bytestring::ByteString;
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -329,13 +328,8 @@ impl<H: RecordHandler> ShardRecordProcessor for KeyParallelProcessor<H> {
             self.tasks.spawn(async move {
                 let clock = WallClock::start();
                 while let Some(job) = dispatch.next(&cancel).await {
-                    let mut backoff = backon::ExponentialBuilder::default()
-                        .with_min_delay(config.min_backoff)
-                        .with_max_delay(config.max_backoff)
-                        .without_max_times()
-                        .with_jitter()
-                        .with_jitter_seed(job.index ^ worker as u64)
-                        .build();
+                    let mut backoff = crate::retry::RetryConfig::new(config.min_backoff, config.max_backoff)
+                        .backoff(job.index ^ worker as u64);
                     let mut attempts = 0u32;
                     let shard_id = &context.shard.shard_id;
                     let position = job.record.extended_sequence_number();
@@ -370,11 +364,11 @@ impl<H: RecordHandler> ShardRecordProcessor for KeyParallelProcessor<H> {
                                     }
                                     Err(e) => warn!(%shard_id, %position, error = %e, "dead-letter handler failed; retrying"),
                                 }
-                                let delay = backoff.next().unwrap_or(config.max_backoff);
+                                let delay = backoff.next_delay().unwrap_or(config.max_backoff);
                                 tokio::select! { biased; _ = cancel.cancelled() => return, _ = tokio::time::sleep(delay) => {} }
                             },
                         }
-                        let delay = backoff.next().unwrap_or(config.max_backoff);
+                        let delay = backoff.next_delay().unwrap_or(config.max_backoff);
                         tokio::select! { biased; _ = cancel.cancelled() => return, _ = tokio::time::sleep(delay) => {} }
                     }
                     tracker.lock().complete(job.index);

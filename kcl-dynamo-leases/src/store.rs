@@ -203,6 +203,34 @@ impl DynamoLeaseStore {
         Ok(listing)
     }
 
+    /// Classifies a failed condition on `key`: the lease changed (`ConditionFailed`) or is gone
+    /// (`NotFound`). DynamoDB returns the old item on a failed condition
+    /// (`ReturnValuesOnConditionCheckFailure = ALL_OLD`) exactly when there is one; some
+    /// DynamoDB-compatible services never return it, so without it one strongly consistent read
+    /// tells. A failed read answers `ConditionFailed`: nothing was written either way, and both
+    /// make the caller re-read the lease.
+    async fn condition_failure(&self, key: &str, old_item_returned: bool) -> LeaseError {
+        if old_item_returned {
+            return LeaseError::ConditionFailed {
+                key: key.to_string(),
+            };
+        }
+        match self.get(key).await {
+            Ok(None) => LeaseError::NotFound {
+                key: key.to_string(),
+            },
+            Ok(Some(_)) => LeaseError::ConditionFailed {
+                key: key.to_string(),
+            },
+            Err(e) => {
+                debug!(table = %self.table, lease_key = %key, error = %e, "could not read a lease after a failed condition");
+                LeaseError::ConditionFailed {
+                    key: key.to_string(),
+                }
+            }
+        }
+    }
+
     /// Runs a conditional update and returns the stored lease after it.
     async fn update(&self, key: &str, mut u: Update) -> Result<Lease, LeaseError> {
         let condition = u.condition();
@@ -235,12 +263,7 @@ impl DynamoLeaseStore {
                     _ => None,
                 };
                 Err(match old {
-                    Some(true) => LeaseError::ConditionFailed {
-                        key: key.to_string(),
-                    },
-                    Some(false) => LeaseError::NotFound {
-                        key: key.to_string(),
-                    },
+                    Some(returned) => self.condition_failure(key, returned).await,
                     None => map_sdk(&self.table, key, e),
                 })
             }
@@ -500,11 +523,8 @@ impl LeaseStore for DynamoLeaseStore {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(se)) => match se.err() {
                 aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(c) => {
-                    if c.item().is_some_and(|i| !i.is_empty()) {
-                        Err(LeaseError::ConditionFailed { key: expected.key.clone() })
-                    } else {
-                        Err(LeaseError::NotFound { key: expected.key.clone() })
-                    }
+                    let returned = c.item().is_some_and(|i| !i.is_empty());
+                    Err(self.condition_failure(&expected.key, returned).await)
                 }
                 _ => Err(map_sdk(&self.table, &expected.key, SdkError::ServiceError(se))),
             },

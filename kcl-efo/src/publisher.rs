@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::BackoffBuilder;
 use kcl_core::kinesis::KinesisError;
 use kcl_core::model::{StartingPosition, StreamIdentity};
 use kcl_core::retrieval::{RecordsBatch, RecordsPublisher, Retrieval, RetrievalError, ShardRead};
+use kcl_core::retry::{Backoff, RetryConfig};
 use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -189,14 +189,8 @@ fn consumer_key(stream: &StreamIdentity) -> Arc<str> {
 }
 
 impl Inner {
-    fn backoff(&self, seed: u64) -> backon::ExponentialBackoff {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(self.config.min_backoff)
-            .with_max_delay(self.config.max_backoff)
-            .without_max_times()
-            .with_jitter()
-            .with_jitter_seed(seed)
-            .build()
+    fn backoff(&self, seed: u64) -> Backoff {
+        RetryConfig::new(self.config.min_backoff, self.config.max_backoff).backoff(seed)
     }
 
     fn consumers_lock(
@@ -239,7 +233,7 @@ impl Inner {
             Err(e) => return Err(e),
         };
         while description.state != ConsumerState::Active {
-            tokio::time::sleep(backoff.next().unwrap_or(self.config.max_backoff)).await;
+            tokio::time::sleep(backoff.next_delay().unwrap_or(self.config.max_backoff)).await;
             description = self
                 .client
                 .describe_consumer(stream, &self.consumer_name)
@@ -299,7 +293,7 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
             Ok(arn) => break arn,
             Err(e) if e.is_retryable() => {
                 warn!(shard_id = %shard, error = %e, "registering the stream consumer failed; retrying");
-                tokio::time::sleep(backoff.next().unwrap_or(inner.config.max_backoff)).await;
+                tokio::time::sleep(backoff.next_delay().unwrap_or(inner.config.max_backoff)).await;
             }
             Err(e) => {
                 let _ = tx.send(Err(RetrievalError::Fatal(e))).await;
@@ -347,7 +341,7 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
                         return;
                     }
                 }
-                tokio::time::sleep(backoff.next().unwrap_or(inner.config.max_backoff)).await;
+                tokio::time::sleep(backoff.next_delay().unwrap_or(inner.config.max_backoff)).await;
                 continue;
             }
         };
@@ -358,7 +352,8 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
                 Err(e) => {
                     // Read timeouts and resets end a subscription; resume where it stopped.
                     debug!(shard_id = %shard, error = %e, "subscription ended with an error; resubscribing");
-                    tokio::time::sleep(backoff.next().unwrap_or(inner.config.max_backoff)).await;
+                    tokio::time::sleep(backoff.next_delay().unwrap_or(inner.config.max_backoff))
+                        .await;
                     break;
                 }
             };

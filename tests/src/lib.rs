@@ -151,6 +151,81 @@ pub async fn lease_table(endpoint: &str, prefix: &str) -> kcl_dynamo_leases::Dyn
     store
 }
 
+/// A fresh lease table on the emulator whose client answers failed conditions the way some
+/// DynamoDB-compatible services do: without the old item, whatever
+/// `ReturnValuesOnConditionCheckFailure` asked (an SDK interceptor strips it from the
+/// deserialized error before the store sees it).
+pub async fn lease_table_without_old_items(
+    endpoint: &str,
+    prefix: &str,
+) -> kcl_dynamo_leases::DynamoLeaseStore {
+    let config = aws_sdk_dynamodb::config::Builder::from(&emulator_config(endpoint).await)
+        .interceptor(StripOldItem)
+        .build();
+    let store = kcl_dynamo_leases::DynamoLeaseStore::new(
+        aws_sdk_dynamodb::Client::from_conf(config),
+        unique(prefix),
+    );
+    store
+        .create_table_if_missing(&kcl_dynamo_leases::TableOptions::default())
+        .await
+        .expect("create the lease table");
+    store
+}
+
+/// Removes the old item from `ConditionalCheckFailedException`s of UpdateItem and DeleteItem.
+#[derive(Debug)]
+struct StripOldItem;
+
+impl aws_sdk_dynamodb::config::Intercept for StripOldItem {
+    fn name(&self) -> &'static str {
+        "StripOldItem"
+    }
+
+    fn modify_before_completion(
+        &self,
+        context: &mut aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextMut<'_>,
+        _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+        use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+        use aws_smithy_runtime_api::client::interceptors::context::Error;
+        use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
+        let Some(Err(e)) = context.output_or_error_mut() else {
+            return Ok(());
+        };
+        let Some(op) = e.as_operation_error() else {
+            return Ok(());
+        };
+        let stripped = |c: &ConditionalCheckFailedException| {
+            ConditionalCheckFailedException::builder()
+                .set_message(c.message().map(str::to_string))
+                .meta(c.meta().clone())
+                .build()
+        };
+        let replaced = if let Some(UpdateItemError::ConditionalCheckFailedException(c)) =
+            op.downcast_ref::<UpdateItemError>()
+        {
+            Error::erase(UpdateItemError::ConditionalCheckFailedException(stripped(
+                c,
+            )))
+        } else if let Some(DeleteItemError::ConditionalCheckFailedException(c)) =
+            op.downcast_ref::<DeleteItemError>()
+        {
+            Error::erase(DeleteItemError::ConditionalCheckFailedException(stripped(
+                c,
+            )))
+        } else {
+            return Ok(());
+        };
+        *e = OrchestratorError::operation(replaced);
+        Ok(())
+    }
+}
+
 /// `GET path` on a local HTTP/1.0 server (the worker's health and metrics endpoints): status code
 /// and body, or `None` when nothing answers.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {

@@ -185,3 +185,167 @@ async fn reads_with_every_iterator_type_and_sees_child_shards_at_the_end() {
             .is_err()
     );
 }
+
+/// A Kinesis-compatible service without ARN parameters (issue 26 item 9): StreamARN calls
+/// answer InvalidArgumentException. The data plane sends a refused call once more by name and
+/// names streams from then on, instead of failing (the scheduler retried that every second,
+/// for ever, and never consumed).
+#[tokio::test]
+async fn a_service_that_refuses_stream_arns_is_called_by_stream_name() {
+    let Some(endpoint) = emulator("KCL_KINESIS_ENDPOINT") else {
+        return;
+    };
+    let config = emulator_config(&endpoint).await;
+    let client = aws_sdk_kinesis::Client::new(&config);
+    let name = unique("arnless");
+    create_stream(&client, &name, 2).await;
+    let arn = client
+        .describe_stream_summary()
+        .stream_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_string();
+    let refusing = arnless::RefuseStreamArn::default();
+    let refused = refusing.refused.clone();
+    let conf = aws_sdk_kinesis::config::Builder::from(&config)
+        .interceptor(refusing)
+        .build();
+    let kinesis = AwsKinesis::from_client(aws_sdk_kinesis::Client::from_conf(conf));
+    let stream = StreamIdentity::from_arn(&arn);
+    let shards = kinesis.list_all_shards(&stream, None).await.unwrap();
+    assert_eq!(shards.len(), 2);
+    kinesis
+        .get_shard_iterator(&stream, &shards[0].id, &StartingPosition::TrimHorizon)
+        .await
+        .unwrap();
+    let summary = kinesis.describe_stream(&stream).await.unwrap();
+    assert_eq!(&*summary.identity.name, name.as_str());
+    assert_eq!(
+        refused.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one refusal, then stream names"
+    );
+}
+
+mod arnless {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
+    use aws_sdk_kinesis::error::ErrorMetadata;
+    use aws_sdk_kinesis::operation::describe_stream_summary::{
+        DescribeStreamSummaryError, DescribeStreamSummaryInput,
+    };
+    use aws_sdk_kinesis::operation::get_shard_iterator::{
+        GetShardIteratorError, GetShardIteratorInput,
+    };
+    use aws_sdk_kinesis::operation::list_shards::{ListShardsError, ListShardsInput};
+    use aws_sdk_kinesis::types::error::InvalidArgumentException;
+    use aws_smithy_runtime_api::box_error::BoxError;
+    use aws_smithy_runtime_api::client::interceptors::context::{
+        BeforeSerializationInterceptorContextRef, Error, FinalizerInterceptorContextMut,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
+    use aws_smithy_types::config_bag::{Storable, StoreReplace};
+
+    /// Answers every call that names a stream by ARN with InvalidArgumentException, as a
+    /// Kinesis-compatible service without ARN parameters does.
+    #[derive(Debug, Default)]
+    pub(super) struct RefuseStreamArn {
+        pub(super) refused: Arc<AtomicUsize>,
+    }
+
+    /// Which operation named a stream by ARN, remembered from serialization to completion.
+    #[derive(Debug, Clone, Copy)]
+    enum ArnSent {
+        ListShards,
+        GetShardIterator,
+        DescribeStreamSummary,
+    }
+
+    impl Storable for ArnSent {
+        type Storer = StoreReplace<Self>;
+    }
+
+    fn invalid() -> InvalidArgumentException {
+        let message = "1 validation error detected: unknown parameter StreamARN";
+        InvalidArgumentException::builder()
+            .message(message)
+            .meta(
+                ErrorMetadata::builder()
+                    .code("InvalidArgumentException")
+                    .message(message)
+                    .build(),
+            )
+            .build()
+    }
+
+    impl Intercept for RefuseStreamArn {
+        fn name(&self) -> &'static str {
+            "RefuseStreamArn"
+        }
+
+        fn read_before_serialization(
+            &self,
+            context: &BeforeSerializationInterceptorContextRef<'_>,
+            _runtime_components: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let input = context.input();
+            let sent = if input
+                .downcast_ref::<ListShardsInput>()
+                .is_some_and(|i| i.stream_arn().is_some())
+            {
+                Some(ArnSent::ListShards)
+            } else if input
+                .downcast_ref::<GetShardIteratorInput>()
+                .is_some_and(|i| i.stream_arn().is_some())
+            {
+                Some(ArnSent::GetShardIterator)
+            } else if input
+                .downcast_ref::<DescribeStreamSummaryInput>()
+                .is_some_and(|i| i.stream_arn().is_some())
+            {
+                Some(ArnSent::DescribeStreamSummary)
+            } else {
+                None
+            };
+            if let Some(sent) = sent {
+                cfg.interceptor_state().store_put(sent);
+            }
+            Ok(())
+        }
+
+        fn modify_before_completion(
+            &self,
+            context: &mut FinalizerInterceptorContextMut<'_>,
+            _runtime_components: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let Some(sent) = cfg.load::<ArnSent>().copied() else {
+                return Ok(());
+            };
+            let Some(result) = context.output_or_error_mut() else {
+                return Ok(());
+            };
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            let error = match sent {
+                ArnSent::ListShards => {
+                    Error::erase(ListShardsError::InvalidArgumentException(invalid()))
+                }
+                ArnSent::GetShardIterator => {
+                    Error::erase(GetShardIteratorError::InvalidArgumentException(invalid()))
+                }
+                ArnSent::DescribeStreamSummary => Error::erase(
+                    DescribeStreamSummaryError::InvalidArgumentException(invalid()),
+                ),
+            };
+            *result = Err(OrchestratorError::operation(error));
+            Ok(())
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
+use crate::retry::Backoff;
 use futures::FutureExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -312,12 +312,9 @@ impl ShardConsumer {
     }
 
     /// Waits for the next retry delay; the shutdown reason if one arrived meanwhile.
-    async fn back_off(
-        &mut self,
-        backoff: &mut backon::ExponentialBackoff,
-    ) -> Option<ShutdownReason> {
+    async fn back_off(&mut self, backoff: &mut Backoff) -> Option<ShutdownReason> {
         let reason = self
-            .pause(backoff.next().unwrap_or(Duration::from_secs(30)))
+            .pause(backoff.next_delay().unwrap_or(Duration::from_secs(30)))
             .await;
         (reason != ShutdownReason::None).then_some(reason)
     }
@@ -341,15 +338,8 @@ impl ShardConsumer {
         }
     }
 
-    fn backoff(&self, seed: u64) -> backon::ExponentialBackoff {
-        let (min, max) = self.settings.failure_policy.backoff();
-        backon::ExponentialBuilder::default()
-            .with_min_delay(min)
-            .with_max_delay(max)
-            .without_max_times()
-            .with_jitter()
-            .with_jitter_seed(seed)
-            .build()
+    fn backoff(&self, seed: u64) -> Backoff {
+        self.settings.failure_policy.retry().backoff(seed)
     }
 
     /// Delivers one batch under the failure policy. Returns why processing must stop, if it must.

@@ -169,6 +169,12 @@ impl FailurePolicy {
         }
     }
 
+    /// The retry policy between attempts (no bound of its own: `decide` ends the retries).
+    pub(crate) fn retry(&self) -> crate::retry::RetryConfig {
+        let (min, max) = self.backoff();
+        crate::retry::RetryConfig::new(min, max)
+    }
+
     /// The backoff between attempts.
     pub(crate) fn backoff(&self) -> (Duration, Duration) {
         match self {

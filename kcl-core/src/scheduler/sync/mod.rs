@@ -20,6 +20,7 @@ use super::streams::{
 };
 use crate::kinesis::{KinesisDataPlane, KinesisError};
 use crate::lease::{Lease, LeaseCoordinator, LeaseScope, LeaseStore};
+use crate::retry::RetryConfig;
 
 /// What shard sync tells the scheduler loop.
 #[derive(Debug)]
@@ -50,6 +51,9 @@ pub(super) struct ShardSync {
 impl ShardSync {
     pub(super) async fn run(mut self, stop: CancellationToken) {
         let mut first = true;
+        // Start-up retries come sooner than a sync interval, backing off to it: an answer
+        // that will not change (a service refusing a parameter, say) is not asked every second.
+        let mut startup = RetryConfig::new(Duration::from_secs(1), self.interval).backoff(0);
         loop {
             if !first {
                 tokio::select! {
@@ -62,11 +66,11 @@ impl ShardSync {
                 Ok(true) => first = false,
                 Ok(false) => return,
                 Err(()) if first => {
-                    // Start-up: retry soon rather than a whole sync interval later.
+                    let delay = startup.next_delay().unwrap_or(self.interval);
                     tokio::select! {
                         biased;
                         _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
                 }
                 Err(()) => {}
