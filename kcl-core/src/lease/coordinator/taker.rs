@@ -126,8 +126,8 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     let me = shared.me();
     let leading = roles.leads(me);
     let epoch = observed.values().map(|s| s.expires).min().unwrap_or(now);
-    // Owners whose liveness a first sighting could not tell: look again after one renewal (and
-    // a margin for its round trip) instead of a whole taker interval.
+    // Leases of other owners seen for the first time: look again after one renewal (and a
+    // margin for its round trip) instead of a whole taker interval, to see them move.
     let mut next_expiry: Option<Instant> =
         unknown_owners.then(|| now + shared.config.relist_after_first_sighting());
     let mut to_accept = Vec::new();
@@ -162,7 +162,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
                 }
                 Some(_) => {
                     next_expiry = Some(next_expiry.map_or(expires, |e| e.min(expires)));
-                    if judge.alive(lease, Some(seen)) {
+                    if judge.alive(lease, Some(seen)) && seen.moved_at.is_some() {
                         Availability::Live
                     } else {
                         Availability::Quiet

@@ -30,7 +30,10 @@ pub(super) struct Seen {
     /// When the lease expires unless its counter moves: failover after the listing that first
     /// showed this counter, or sooner by the counter's renewal stamp.
     pub(super) expires: Instant,
-    /// When a listing last showed the counter moved (`None`: not since first seen).
+    /// When a listing last showed the counter moved (`None`: not since first seen). Balancing
+    /// steals only from leases seen moving by this worker itself, so a newcomer's first
+    /// listing steals nothing and owners get one renewal to show they are there, as before
+    /// stamps existed.
     pub(super) moved_at: Option<Instant>,
 }
 
@@ -85,8 +88,8 @@ impl Judge {
 }
 
 /// Folds one listing into `observed`; returns whether it showed a lease of another owner for the
-/// first time whose liveness it cannot tell yet (no fresh stamp): the taker looks again after
-/// one renewal, so a live owner can prove itself before balancing needs a steal.
+/// first time: the taker looks again after one renewal, to see its counter move before it
+/// steals (see [`Seen::moved_at`]).
 pub(super) fn observe(observed: &mut Observed, leases: &[Lease], me: &str, judge: &Judge) -> bool {
     let listed: BTreeSet<&str> = leases.iter().map(|l| l.key.as_str()).collect();
     observed.retain(|k, _| listed.contains(k.as_str()));
@@ -102,8 +105,7 @@ pub(super) fn observe(observed: &mut Observed, leases: &[Lease], me: &str, judge
             }
             Some(_) => {}
             None => {
-                let other = lease.owner.as_deref().is_some_and(|o| o != me);
-                unknown |= other && !judge.freshly_stamped(lease);
+                unknown |= lease.owner.as_deref().is_some_and(|o| o != me);
                 observed.insert(
                     lease.key.clone(),
                     Seen {
@@ -282,27 +284,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn first_sightings_without_fresh_stamps_are_unknown() {
+    async fn first_sightings_of_other_owners_ask_for_another_look() {
         let j = judge(Instant::now());
         let mut observed = Observed::new();
-        assert!(!observe(
-            &mut observed,
-            &[lease(0, "a", 1, Some(10))],
-            "me",
-            &j
-        ));
-        assert!(observe(
-            &mut observed,
-            &[lease(1, "java", 1, None)],
-            "me",
-            &j
-        ));
-        assert!(!observe(
-            &mut observed,
-            &[lease(2, "me", 1, None)],
-            "me",
-            &j
-        ));
+        let a_lease = [lease(0, "a", 1, Some(10))];
+        assert!(observe(&mut observed, &a_lease, "me", &j));
+        assert!(!observe(&mut observed, &a_lease, "me", &j), "seen before");
+        assert!(observe(&mut observed, &[lease(1, "java", 1, None)], "me", &j));
+        assert!(!observe(&mut observed, &[lease(2, "me", 1, None)], "me", &j));
     }
 
     #[tokio::test(start_paused = true)]
