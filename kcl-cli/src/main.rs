@@ -147,15 +147,18 @@ impl Conn {
     /// The lease table, every call under a deadline (as the worker's are).
     pub(crate) async fn store(&self, app: &str) -> Arc<dyn LeaseStore> {
         Arc::new(DeadlineStore::new(
-            Arc::new(self.table_admin(app).await),
+            Arc::new(kcl_dynamo_leases::DynamoLeaseStore::new(
+                self.dynamodb().await,
+                self.table(app),
+            )),
             CALL_TIMEOUT,
             LIST_TIMEOUT,
         ))
     }
 
     /// The lease table for table management (create, describe, upgrade).
-    pub(crate) async fn table_admin(&self, app: &str) -> kcl_dynamo_leases::DynamoLeaseStore {
-        kcl_dynamo_leases::DynamoLeaseStore::new(self.dynamodb().await, self.table(app))
+    pub(crate) async fn table_admin(&self, app: &str) -> kcl_dynamo_leases::LeaseTable {
+        kcl_dynamo_leases::LeaseTable::new(self.dynamodb().await, self.table(app))
     }
 
     /// Kinesis, every call under a deadline.

@@ -157,7 +157,7 @@ pub(crate) async fn replay(conn: &Conn, args: &ReplayArgs) -> Result<()> {
         bail!("--from must be before --until");
     }
     let admin = conn.table_admin(&args.app).await;
-    let table = admin.table().to_string();
+    let table = admin.name().to_string();
     admin
         .create_table_if_missing(&kcl_dynamo_leases::TableOptions {
             lease_owner_index: true,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use kcl_dynamo_leases::{Billing, DynamoLeaseStore, TableChange, TableDescription, TableOptions};
+use kcl_dynamo_leases::{Billing, LeaseTable, TableChange, TableDescription, TableOptions};
 use serde::Serialize;
 
 use crate::Conn;
@@ -159,12 +159,12 @@ fn print(d: &TableDescription) {
     );
 }
 
-async fn describe(store: &DynamoLeaseStore) -> Result<TableDescription> {
+async fn describe(store: &LeaseTable) -> Result<TableDescription> {
     store
         .describe_table()
         .await
-        .with_context(|| format!("describing table {}", store.table()))?
-        .with_context(|| format!("lease table {} does not exist", store.table()))
+        .with_context(|| format!("describing table {}", store.name()))?
+        .with_context(|| format!("lease table {} does not exist", store.name()))
 }
 
 /// Runs a `kcl table` command.
@@ -184,18 +184,18 @@ pub(crate) async fn run(conn: &Conn, command: &TableCommand, out: Output) -> Res
             let existed = store
                 .describe_table()
                 .await
-                .with_context(|| format!("describing table {}", store.table()))?
+                .with_context(|| format!("describing table {}", store.name()))?
                 .is_some();
             if existed {
                 bail!(
                     "lease table {} exists already (kcl table upgrade changes it)",
-                    store.table()
+                    store.name()
                 );
             }
             store
                 .create_table_if_missing(&options)
                 .await
-                .with_context(|| format!("creating table {}", store.table()))?;
+                .with_context(|| format!("creating table {}", store.name()))?;
             let d = describe(&store).await?;
             if out.json {
                 out.json(&shown(&d));
@@ -212,13 +212,13 @@ pub(crate) async fn run(conn: &Conn, command: &TableCommand, out: Output) -> Res
             let store = conn.table_admin(app).await;
             let changes = describe(&store).await?.upgrade_to(&options.options()?);
             if changes.is_empty() && !out.json {
-                println!("table {} already has everything asked", store.table());
+                println!("table {} already has everything asked", store.name());
             } else if *apply {
                 for c in &changes {
                     store
                         .apply_change(c)
                         .await
-                        .with_context(|| format!("upgrading {}: {c}", store.table()))?;
+                        .with_context(|| format!("upgrading {}: {c}", store.name()))?;
                     if !out.json {
                         println!("done: {c}");
                     }
@@ -232,7 +232,7 @@ pub(crate) async fn run(conn: &Conn, command: &TableCommand, out: Output) -> Res
             if out.json {
                 let list: Vec<String> = changes.iter().map(TableChange::to_string).collect();
                 out.json(&serde_json::json!({
-                    "table": store.table(),
+                    "table": store.name(),
                     "changes": list,
                     "applied": apply,
                 }));

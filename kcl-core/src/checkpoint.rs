@@ -37,8 +37,8 @@ pub enum CheckpointError {
         key: String,
     },
     /// The lease store failed; retryable errors were already retried.
-    #[error("lease store failed while checkpointing: {0}")]
-    Store(LeaseError),
+    #[error("lease store failed while checkpointing")]
+    Store(#[source] LeaseError),
 }
 
 impl CheckpointError {

@@ -16,9 +16,12 @@
 //! # Ok(()) }
 //! ```
 
+mod error;
 pub mod item;
 mod store;
 mod table;
 
 pub use store::DynamoLeaseStore;
-pub use table::{Billing, LEASE_OWNER_INDEX, TableChange, TableDescription, TableOptions};
+pub use table::{
+    Billing, LEASE_OWNER_INDEX, LeaseTable, TableChange, TableDescription, TableOptions,
+};

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use kcl_core::lease::{
@@ -13,8 +13,9 @@ use kcl_core::lease::{
 use kcl_core::model::{ExtendedSequenceNumber, ShardId};
 use tracing::{debug, warn};
 
+use crate::error::{backend_msg, is_conditional_failure, map_sdk};
 use crate::item::{Item, attr, checkpoint_attrs, from_item, n, s, string_set, to_item};
-use crate::table::TableOptions;
+use crate::table::{LeaseTable, TableOptions};
 
 /// A lease table in DynamoDB, in the Java KCL's item schema.
 #[derive(Debug, Clone)]
@@ -160,6 +161,26 @@ impl DynamoLeaseStore {
         &self.table
     }
 
+    /// Administration of this store's table (create, describe, upgrade).
+    pub fn admin(&self) -> LeaseTable {
+        LeaseTable::new(self.client.clone(), self.table.clone())
+    }
+
+    /// [`LeaseTable::create_table_if_missing`] on this store's table.
+    pub async fn create_table_if_missing(&self, options: &TableOptions) -> Result<(), LeaseError> {
+        self.admin().create_table_if_missing(options).await
+    }
+
+    /// [`LeaseTable::describe_table`] on this store's table.
+    pub async fn describe_table(&self) -> Result<Option<crate::TableDescription>, LeaseError> {
+        self.admin().describe_table().await
+    }
+
+    /// [`LeaseTable::apply_change`] on this store's table.
+    pub async fn apply_change(&self, change: &crate::TableChange) -> Result<(), LeaseError> {
+        self.admin().apply_change(change).await
+    }
+
     /// Every lease, by a paged Scan (strongly consistent or not).
     async fn scan(&self, consistent: bool) -> Result<LeaseListing, LeaseError> {
         let mut listing = LeaseListing::default();
@@ -269,67 +290,6 @@ impl DynamoLeaseStore {
             }
         }
     }
-}
-
-pub(crate) fn backend(e: impl std::fmt::Display) -> LeaseError {
-    LeaseError::Backend {
-        message: e.to_string(),
-    }
-}
-
-fn backend_msg(key: &str, msg: &str) -> LeaseError {
-    LeaseError::Backend {
-        message: format!("{key}: {msg}"),
-    }
-}
-
-/// Maps an SDK error: throttling and 5xx are retryable, the rest typed.
-pub(crate) fn map_sdk<E, R>(table: &str, context: &str, e: SdkError<E, R>) -> LeaseError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    if kcl_aws::is_credentials_error(&e) {
-        return LeaseError::CredentialsRejected {
-            message: format!("{context}: {}", kcl_aws::error_chain(&e)),
-        };
-    }
-    match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            LeaseError::Unavailable {
-                message: format!("{context}: {}", kcl_aws::error_chain(&e)),
-            }
-        }
-        _ => {
-            let code = e.code().unwrap_or("Unknown");
-            let message = format!("{context}: {code}: {}", e.message().unwrap_or_default());
-            match code {
-                "ProvisionedThroughputExceededException"
-                | "RequestLimitExceeded"
-                | "ThrottlingException"
-                | "Throttling"
-                | "LimitExceededException" => LeaseError::Throttled { message },
-                "InternalServerError" | "ServiceUnavailable" | "InternalFailure" => {
-                    LeaseError::Unavailable { message }
-                }
-                "ResourceNotFoundException" => LeaseError::TableNotFound {
-                    table: table.to_string(),
-                    message,
-                },
-                "AccessDeniedException" => LeaseError::AccessDenied { message },
-                "UnrecognizedClientException"
-                | "InvalidSignatureException"
-                | "ExpiredTokenException"
-                | "InvalidClientTokenId"
-                | "MissingAuthenticationToken" => LeaseError::CredentialsRejected { message },
-                _ => LeaseError::Backend { message },
-            }
-        }
-    }
-}
-
-fn is_conditional_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    e.code() == Some("ConditionalCheckFailedException")
 }
 
 #[async_trait]

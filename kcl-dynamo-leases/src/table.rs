@@ -20,9 +20,8 @@ use aws_sdk_dynamodb::types::{
 use kcl_core::lease::LeaseError;
 use tracing::info;
 
-use crate::DynamoLeaseStore;
+use crate::error::{backend, map_sdk};
 use crate::item::attr;
-use crate::store::{backend, map_sdk};
 
 /// Name of the optional index from owner to lease keys (the KCL 3.x name).
 pub const LEASE_OWNER_INDEX: &str = "LeaseOwnerToLeaseKeyIndex";
@@ -203,7 +202,28 @@ fn keys_only() -> Projection {
         .build()
 }
 
-impl DynamoLeaseStore {
+/// Administration of one lease table: create it, describe it, upgrade it. Used by the store
+/// (`ensure_table`) and by the operations CLI; it needs only the table's name and a client.
+#[derive(Debug, Clone)]
+pub struct LeaseTable {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl LeaseTable {
+    /// Administration of `table` through `client`.
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    pub fn name(&self) -> &str {
+        &self.table
+    }
+
     /// Creates the table unless it exists (an existing table is left as it is), waits until it
     /// is ACTIVE, and turns on point-in-time recovery if asked.
     pub async fn create_table_if_missing(&self, options: &TableOptions) -> Result<(), LeaseError> {

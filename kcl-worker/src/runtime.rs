@@ -434,7 +434,7 @@ async fn drive(s: &Settings, started: Started, signals: &mut Signals) -> Exit {
                     Exit::TempFail
                 }
                 Ok(Ok(Err(e))) => {
-                    error!("scheduler failed: {e}");
+                    error!("scheduler failed: {}", kcl_aws::error_chain(&e));
                     scheduler_exit(&e)
                 }
                 Ok(Err(e)) => {
@@ -455,7 +455,7 @@ async fn drive(s: &Settings, started: Started, signals: &mut Signals) -> Exit {
             }
             Ok(Ok(_)) => Exit::Drained,
             Ok(Err(e)) => {
-                error!("scheduler failed: {e}");
+                error!("scheduler failed: {}", kcl_aws::error_chain(&e));
                 scheduler_exit(&e)
             }
             Err(e) => {

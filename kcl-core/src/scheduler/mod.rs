@@ -86,17 +86,18 @@ pub enum SchedulerError {
     /// The lease coordinator could not start.
     #[error(transparent)]
     Config(#[from] SchedulerConfigError),
-    /// The lease table does not exist.
-    #[error("lease table missing: {0}")]
+    /// The lease table does not exist. (Each variant's message is its own; the cause is its
+    /// `source()`, so an error chain prints every part once.)
+    #[error("the lease table is missing")]
     LeaseTableMissing(#[source] crate::lease::LeaseError),
     /// The lease table refused this worker (IAM policy, KMS key).
-    #[error("access to the lease table denied: {0}")]
+    #[error("access to the lease table denied")]
     LeaseTableAccessDenied(#[source] crate::lease::LeaseError),
     /// The stream refused this worker (IAM policy, KMS key).
-    #[error("access to the stream denied: {0}")]
+    #[error("access to the stream denied")]
     StreamAccessDenied(#[source] crate::kinesis::KinesisError),
     /// The (single) stream does not exist.
-    #[error("stream {stream} not found: {source}")]
+    #[error("stream {stream} not found")]
     StreamNotFound {
         /// The stream.
         stream: String,

@@ -131,6 +131,10 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     let mut next_expiry: Option<Instant> =
         unknown_owners.then(|| now + shared.config.relist_after_first_sighting());
     let mut to_accept = Vec::new();
+    // Leases not seen moving yet (nor expired): balancing cannot steal them, so look again
+    // after a renewal instead of settling (a newcomer listing twice in quick succession saw
+    // most leases quiet and then waited a slow-listing interval to steal its share).
+    let mut quiet = false;
     let leases: Vec<(&Lease, Availability)> = listing
         .leases
         .iter()
@@ -165,6 +169,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
                     if judge.alive(lease, Some(seen)) && seen.moved_at.is_some() {
                         Availability::Live
                     } else {
+                        quiet = true;
                         Availability::Quiet
                     }
                 }
@@ -173,6 +178,10 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
         })
         .collect();
     let accepting = !to_accept.is_empty();
+    if quiet {
+        let again = now + shared.config.relist_after_first_sighting();
+        next_expiry = Some(next_expiry.map_or(again, |e| e.min(again)));
+    }
     for key in to_accept {
         super::offer::accept_unlocked(shared, &key).await;
     }
@@ -225,7 +234,8 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     // expiry batch takes them all, instead of one listing per expiry.
     let batch = shared.config.expiry_batch();
     let fast = next_expiry.map_or(fast, |e| e.min(fast).max(now + batch));
-    let settled = !unknown_owners && !accepting && plan.take.is_empty() && plan.steal.is_empty();
+    let settled =
+        !unknown_owners && !quiet && !accepting && plan.take.is_empty() && plan.steal.is_empty();
     let list_at = if leading || !settled {
         fast
     } else {

@@ -482,7 +482,14 @@ async fn safety_run(seed: u64) {
             fleet.start(n);
         }
     }
+    // Every lease is held by 4 F — or, if balancing is moving some just then (a graceful
+    // steal waits for its victim's next renewal), one renew interval and a poll later.
     sleep(4 * F).await;
+    let settle = CoordinatorConfig::new("x").renew_interval + Duration::from_millis(200);
+    let deadline = Instant::now() + settle;
+    while fleet.held_by_live_workers().await.len() < 24 && Instant::now() < deadline {
+        sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         fleet.held_by_live_workers().await.len(),
         24,

@@ -290,8 +290,18 @@ mod tests {
         let a_lease = [lease(0, "a", 1, Some(10))];
         assert!(observe(&mut observed, &a_lease, "me", &j));
         assert!(!observe(&mut observed, &a_lease, "me", &j), "seen before");
-        assert!(observe(&mut observed, &[lease(1, "java", 1, None)], "me", &j));
-        assert!(!observe(&mut observed, &[lease(2, "me", 1, None)], "me", &j));
+        assert!(observe(
+            &mut observed,
+            &[lease(1, "java", 1, None)],
+            "me",
+            &j
+        ));
+        assert!(!observe(
+            &mut observed,
+            &[lease(2, "me", 1, None)],
+            "me",
+            &j
+        ));
     }
 
     #[tokio::test(start_paused = true)]

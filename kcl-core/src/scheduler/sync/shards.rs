@@ -29,7 +29,7 @@ pub struct SyncReport {
 #[non_exhaustive]
 pub enum SyncError {
     /// The stream does not exist (any more).
-    #[error("stream {stream} not found: {source}")]
+    #[error("stream {stream} not found")]
     StreamGone {
         /// The stream.
         stream: String,
@@ -37,11 +37,11 @@ pub enum SyncError {
         source: KinesisError,
     },
     /// Listing shards failed.
-    #[error("listing shards failed: {0}")]
-    Kinesis(KinesisError),
+    #[error("listing shards failed")]
+    Kinesis(#[source] KinesisError),
     /// The lease store failed.
-    #[error("lease store failed: {0}")]
-    Store(LeaseError),
+    #[error("lease store failed")]
+    Store(#[source] LeaseError),
 }
 
 fn checkpoint_for(position: InitialPosition) -> ExtendedSequenceNumber {
