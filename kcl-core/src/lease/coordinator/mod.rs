@@ -20,6 +20,8 @@
 
 mod clock;
 mod config;
+mod inbox;
+mod leader;
 mod offer;
 mod plan;
 mod renewer;
@@ -230,7 +232,7 @@ struct Shared {
     handing_off: Mutex<BTreeMap<String, HandingOff>>,
     /// Cancelled when this worker stops taking; a taker cycle checks it once it has the turn.
     taking: CancellationToken,
-    /// Notified when the inbox asked this worker to list the table now (see `offer::NUDGE`).
+    /// Notified when the inbox asked this worker to list the table now (an `inbox::Entry::ListNow`).
     nudged: tokio::sync::Notify,
     /// Inbox entries read from a lease that moved to another worker, for the renewer to act on.
     late_offers: Mutex<Vec<String>>,
@@ -268,6 +270,17 @@ pub type LeaseFilter = Arc<dyn Fn(&Lease) -> bool + Send + Sync>;
 impl Shared {
     fn me(&self) -> &str {
         &self.config.worker_id
+    }
+
+    /// A seed for this worker's listing jitter: differs between workers and listings.
+    fn jitter_seed(&self) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let listing = self.next_token.load(std::sync::atomic::Ordering::Relaxed);
+        BuildHasherDefault::<DefaultHasher>::default().hash_one((
+            self.me(),
+            listing,
+            clock::unix_millis_now(),
+        ))
     }
 
     /// The clocks and settings liveness and expiry are judged by, now.

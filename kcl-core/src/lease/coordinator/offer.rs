@@ -18,14 +18,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::view::View;
-use super::{Entry, Held, LeaseEvent, Phase, Shared};
+use super::{Entry, Held, LeaseEvent, Phase, Shared, inbox};
 
-/// An inbox entry that names no lease: it asks the receiver to list the table now. Posted by a
-/// leader to its new deputy, and by a worker that released leases to the workers that would
-/// lead after it. A framework that does not know it finds no lease by that key and ignores it.
-pub(super) const NUDGE: &str = "kcl-rs:list-now";
-
-/// Posts [`NUDGE`] to the inbox of each of `to` that `view` shows live; returns how many posts
+/// Posts [`inbox::Entry::ListNow`] to the inbox of each of `to` that `view` shows live; returns how many posts
 /// landed.
 pub(super) async fn nudge(shared: &Shared, view: &View, to: &[String]) -> usize {
     if !shared.inboxes {
@@ -33,7 +28,7 @@ pub(super) async fn nudge(shared: &Shared, view: &View, to: &[String]) -> usize 
     }
     let peers = receivers(shared, view);
     let posts = to.iter().filter_map(|w| peers.get(w).map(|p| (w, p))).map(|(w, p)| async move {
-        match shared.store.post(&p.inbox, w, &[NUDGE.to_string()]).await {
+        match shared.store.post(&p.inbox, w, &[inbox::Entry::ListNow.encode()]).await {
             Ok(()) => true,
             Err(e) => {
                 debug!(worker_id = %shared.me(), receiver = %w, error = %e, "could not ask a worker to list");
@@ -251,7 +246,11 @@ async fn offer_round(
         let inbox = peers[&to].inbox.clone();
         async move {
             let keys: Vec<String> = leases.iter().map(|(k, _)| k.clone()).collect();
-            match shared.store.post(&inbox, &to, &keys).await {
+            let entries: Vec<String> = keys
+                .iter()
+                .map(|k| inbox::Entry::Offer(k.clone()).encode())
+                .collect();
+            match shared.store.post(&inbox, &to, &entries).await {
                 Ok(()) => {
                     info!(worker_id = %shared.me(), receiver = %to, %inbox, leases = ?keys, "leases offered");
                     (keys, Vec::new())

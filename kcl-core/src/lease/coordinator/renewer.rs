@@ -13,7 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Entry, Held, LeaseEvent, LostReason, Phase, Shared};
+use super::{Entry, Held, LeaseEvent, LostReason, Phase, Shared, inbox};
 
 pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.renew_interval);
@@ -98,13 +98,15 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     }
 }
 
-/// Acts on inbox entries: accepts the leases offered, lists on a nudge.
+/// Acts on inbox entries: accepts the leases offered, lists when asked to.
 async fn read_inbox(shared: &Shared, entries: Vec<String>) {
-    for entry in entries {
-        if entry == super::offer::NUDGE {
-            shared.nudged.notify_one();
-        } else {
-            super::offer::accept(shared, &entry).await;
+    for text in entries {
+        match inbox::Entry::decode(&text) {
+            inbox::Entry::ListNow => shared.nudged.notify_one(),
+            inbox::Entry::Offer(key) => super::offer::accept(shared, &key).await,
+            inbox::Entry::Unknown(text) => {
+                debug!(worker_id = %shared.me(), entry = %text, "ignoring an inbox entry of another version");
+            }
         }
     }
 }

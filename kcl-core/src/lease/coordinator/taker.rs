@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::leader;
 use super::plan::{Availability, PlanInput, plan};
 use super::roles::{Roles, Watch};
 use super::view::{View, observe};
@@ -38,7 +39,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         }
         if Instant::now() < next.list_at
             && let Some(watch) = next.watch.as_mut()
-            && !leader_gone(&shared, watch).await
+            && !leader::leader_gone(&shared, watch).await
         {
             continue;
         }
@@ -53,43 +54,11 @@ pub(super) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// The deputy's check of the leader's lease: `true` when the table must be listed now (the
-/// lease expired unrenewed, changed owner, is being handed off, or is gone).
-async fn leader_gone(shared: &Shared, watch: &mut Watch) -> bool {
-    let now = Instant::now();
-    let renew = shared.config.renew_interval;
-    match shared.store.get(&watch.key).await {
-        Ok(Some(lease))
-            if lease.owner.as_deref() == Some(watch.owner.as_str())
-                && lease.checkpoint_owner.is_none() =>
-        {
-            if lease.counter != watch.counter {
-                watch.counter = lease.counter;
-                watch.expires = shared.judge().expiry(&lease);
-            } else if now >= watch.expires {
-                return true;
-            }
-            watch.check_at = (now + renew).min(watch.expires);
-            false
-        }
-        Ok(_) => true,
-        Err(e) => {
-            debug!(worker_id = %shared.me(), lease_key = %watch.key, error = %e, "could not read the leader's lease; trying again");
-            watch.check_at = now + renew;
-            false
-        }
-    }
-}
-
 /// One taker cycle: lists the table, takes and steals, and says when to list next (`None` when
 /// the listing failed or taking has stopped).
 ///
-/// Only the fleet's leader (see [`Roles`]) lists at every expiry it saw and takes every free or
-/// expired lease, then
-/// offers what is beyond its share to the workers below theirs. Every other worker lists once
-/// per `taker_interval × (workers − 1)` once it has nothing to take or steal, so the fleet's
-/// listings stay about two per taker interval whatever its size; the deputy (the next smallest
-/// id) watches one of the leader's leases in between. See `scale-design.md` for the argument.
+/// Roles ([`Roles`]) decide what happens after the plan and when to list next: see
+/// [`leader`].
 pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     // One cycle at a time: the periodic one and `take_now` share the observations.
     let mut observed = shared.observed.lock().await;
@@ -215,35 +184,20 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     futures::future::join_all(takes).await;
     futures::future::join_all(steals).await;
     if leading {
-        use std::sync::atomic::Ordering::Relaxed;
-        // What it took beyond its share by this listing (alone at start-up, nothing).
-        let beyond = (held.len() + plan.take.len()).saturating_sub(plan.ceiling);
-        let beyond = beyond.min(plan.take.len());
-        let owed = shared.owed.fetch_add(beyond, Relaxed) + beyond;
-        let offered = super::offer::shed(shared, &fleet.view, plan.ceiling, owed).await;
-        shared.owed.fetch_sub(offered.min(owed), Relaxed);
-        if let Some(deputy) = &roles.deputy
-            && shared.told_deputy.lock().as_ref() != Some(deputy)
-            && super::offer::nudge(shared, &fleet.view, std::slice::from_ref(deputy)).await > 0
-        {
-            *shared.told_deputy.lock() = Some(deputy.clone());
-        }
+        let took = plan.take.len();
+        leader::pass_on(shared, &fleet, held.len() + took, took, plan.ceiling).await;
     }
-    let fast = now + shared.config.taker_interval;
-    // Leases of a dead worker expire one after another over a renew interval: one listing per
-    // expiry batch takes them all, instead of one listing per expiry.
-    let batch = shared.config.expiry_batch();
-    let fast = next_expiry.map_or(fast, |e| e.min(fast).max(now + batch));
     let settled =
         !unknown_owners && !quiet && !accepting && plan.take.is_empty() && plan.steal.is_empty();
-    let list_at = if leading || !settled {
-        fast
-    } else {
-        // The live workers of this framework share the slow listings.
-        let others = fleet.view.peers.len().saturating_sub(1).max(1);
-        let others = u32::try_from(others).unwrap_or(u32::MAX);
-        now + shared.config.taker_interval.saturating_mul(others)
-    };
+    let list_at = now
+        + leader::next_listing(
+            &shared.config,
+            leading,
+            settled,
+            next_expiry.map(|e| e.saturating_duration_since(now)),
+            fleet.view.peers.len(),
+            shared.jitter_seed(),
+        );
     let watch = roles.watch_for(me);
     Some(Next { list_at, watch })
 }
