@@ -62,7 +62,9 @@ fn store_cost() {
         );
         println!(
             "(failover {:?}, renew every {:?}, taker every {:?})",
-            config.failover_time, config.renew_interval, config.taker_interval
+            config.failover_time,
+            config.renew_interval(),
+            config.taker_interval()
         );
         println!(
             "{:<44} {:>10} {:>10} {:>8}",

@@ -223,7 +223,9 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Full lease-coordinator settings (its `worker_id` is replaced by the scheduler's).
+    /// Full lease-coordinator settings (its `worker_id` is replaced by the scheduler's). A
+    /// different failover time set by [`failover_time`](Self::failover_time) as well is a build
+    /// error, not a silent choice.
     pub fn coordinator_config(mut self, config: CoordinatorConfig) -> Self {
         self.coordinator = Some(config);
         self
@@ -348,6 +350,15 @@ impl SchedulerBuilder {
             .worker_id
             .unwrap_or_else(|| default_worker_id(&self.application_name));
         let mut coordinator = match (self.coordinator, self.failover_time) {
+            (Some(c), Some(f)) if c.failover_time != f => {
+                return Err(invalid(
+                    "failover_time",
+                    format!(
+                        "set to {f:?} by failover_time() and to {:?} by coordinator_config(); set it in one place",
+                        c.failover_time
+                    ),
+                ));
+            }
             (Some(c), _) => c,
             (None, Some(f)) => CoordinatorConfig::new(worker_id.clone()).with_failover_time(f),
             (None, None) => CoordinatorConfig::new(worker_id.clone()),

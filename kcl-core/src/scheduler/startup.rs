@@ -24,7 +24,7 @@ pub(super) async fn check(
 ) -> Result<(), SchedulerError> {
     // A probe that hangs counts as retryable (TimedOut): the run's own retries take over.
     let c = &config.coordinator;
-    let store = DeadlineStore::new(store, c.store_call_timeout, c.list_timeout);
+    let store = DeadlineStore::new(store, c.store_call_timeout(), c.list_timeout());
     let give_up = crate::limits::deadline_after(config.fail_fast_after);
     if config.create_lease_table {
         // A failure here is reported by the probe below, typed, like a table that is missing.

@@ -476,7 +476,7 @@ async fn shutdown_is_bounded_while_shard_sync_hangs() {
         .shutdown_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let slack = scheduler.config().coordinator.store_call_timeout;
+    let slack = scheduler.config().coordinator.store_call_timeout();
     let run = tokio::spawn(scheduler.run(shutdown.clone()));
     tokio::time::sleep(Duration::from_secs(5)).await;
     s.kinesis.faults().next_calls(
@@ -516,7 +516,7 @@ async fn shutdown_aborts_a_processor_that_never_returns() {
         })
         .build()
         .unwrap();
-    let slack = scheduler.config().coordinator.store_call_timeout;
+    let slack = scheduler.config().coordinator.store_call_timeout();
     let run = tokio::spawn(scheduler.run(shutdown.clone()));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cancelled = tokio::time::Instant::now();
@@ -646,6 +646,22 @@ fn durations_that_could_overflow_are_rejected() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("failover_time"), "{err}");
+    // Two places that disagree: an error, not a silent choice.
+    let err = s
+        .builder("w", None)
+        .failover_time(Duration::from_secs(20))
+        .coordinator_config(crate::lease::CoordinatorConfig::new("w"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("failover_time"), "{err}");
+    assert!(
+        s.builder("w", None)
+            .failover_time(Duration::from_secs(10))
+            .coordinator_config(crate::lease::CoordinatorConfig::new("w"))
+            .build()
+            .is_ok(),
+        "the same failover time twice agrees"
+    );
 }
 
 /// Issue 14 §5: ResourceNotFound for a shard that is still listed ended its consumer while the

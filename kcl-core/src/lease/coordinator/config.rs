@@ -4,24 +4,20 @@ use std::time::Duration;
 
 /// Settings of a [`super::LeaseCoordinator`]. Defaults follow the KCL where its users rely on
 /// them, and depart from it where its defaults make failover and rebalancing slow (each such
-/// field says so).
+/// setting says so).
+///
+/// It stores what was set and computes the rest: the renew and taker intervals, the hand-off
+/// timeout and the call deadlines follow the failover time unless set themselves, so no
+/// combination of settings can disagree with itself. Build it with [`CoordinatorConfig::new`]
+/// and the `with_*` setters (the public fields may also be assigned).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct CoordinatorConfig {
     /// This worker's id, written as `leaseOwner`. Unique in the fleet.
     pub worker_id: String,
     /// `failoverTimeMillis`: a lease whose counter has not changed for this long, on the
     /// observer's own clock, is expired and may be taken. KCL default: 10 s.
     pub failover_time: Duration,
-    /// How often held leases are renewed. KCL: failover / 3 − 25 ms (3,308 ms by default).
-    pub renew_interval: Duration,
-    /// The longest time between two listings of the table by the fleet's leader (to take and
-    /// balance leases). KCL 2.x: (failover + 25 ms) × 2 ≈ 20 s; here the failover time (10 s).
-    /// The leader also lists at the earliest expiry a listing showed, so a crashed worker's
-    /// leases move one failover time (and `clock_skew_margin`) after its last renewal. Other
-    /// workers list this often only while they have leases to take or steal, and otherwise
-    /// once per this interval times the number of other workers, so the fleet's reads do not
-    /// grow with its size.
-    pub taker_interval: Duration,
     /// `maxLeasesForWorker`: most leases with work this worker takes by balancing. KCL default:
     /// unlimited. Leases without work (at SHARD_END, or children waiting on a parent) are not
     /// counted, and a child of a parent this worker holds is taken even at the limit (it starts
@@ -34,24 +30,14 @@ pub struct CoordinatorConfig {
     /// Steal with a graceful hand-off (the victim checkpoints before the thief starts) instead
     /// of an abrupt take. The KCL 2.x steals abruptly.
     pub steal_gracefully: bool,
-    /// How long a thief waits for the victim of a graceful steal to finish before starting
-    /// anyway. Must be at least the failover time, so the victim's belief in the lease has
-    /// expired by then. KCL 3.x: 30 s.
-    pub graceful_handoff_timeout: Duration,
     /// How long the victim of a graceful steal, still inside a batch it started before the
-    /// steal, may keep the thief waiting past `graceful_handoff_timeout`: while it is, it renews
-    /// the thief's lease each renew interval (a write conditional on the thief's counter), and
-    /// the thief waits the hand-off timeout after the last such renewal. So a slow batch ends
+    /// steal, may keep the thief waiting past the hand-off timeout: while it is, it renews the
+    /// thief's lease each renew interval (a write conditional on the thief's counter), and the
+    /// thief waits the hand-off timeout after the last such renewal. So a slow batch ends
     /// before the thief starts and is not processed twice. Past this limit the victim stops
     /// renewing, warns, and the thief starts after one more hand-off timeout (the batch then
     /// may be processed twice). Zero: no extension. Default: 5 minutes.
     pub max_hand_off_extension: Duration,
-    /// Deadline of each single-lease store call (renew, take, checkpoint, ...). A call still
-    /// unanswered then counts as failed and is retried, so one hung call costs at most the
-    /// lease it concerns. Default: the renew interval; must be below the failover time.
-    pub store_call_timeout: Duration,
-    /// Deadline of a listing of the whole table (paged). Default: the failover time.
-    pub list_timeout: Duration,
     /// How far apart the wall clocks of two workers may be. Renewals stamp the lease with the
     /// owner's wall clock (`kclRsRenewedAt`), and another worker takes a lease whose stamp is
     /// still current once `failover_time + clock_skew_margin` has passed since the stamp on its
@@ -62,57 +48,157 @@ pub struct CoordinatorConfig {
     /// Default: 250 ms (NTP-synchronised hosts agree within milliseconds; AWS hosts on the
     /// Amazon Time Sync Service within a millisecond).
     pub clock_skew_margin: Duration,
+    /// Set explicitly, else derived from the failover time (see the methods of the same name).
+    renew_interval: Option<Duration>,
+    taker_interval: Option<Duration>,
+    graceful_handoff_timeout: Option<Duration>,
+    store_call_timeout: Option<Duration>,
+    list_timeout: Option<Duration>,
 }
 
 impl CoordinatorConfig {
     /// The defaults for a worker.
     pub fn new(worker_id: impl Into<String>) -> Self {
-        let failover = Duration::from_secs(10);
         Self {
             worker_id: worker_id.into(),
-            failover_time: failover,
-            renew_interval: kcl_renew_interval(failover),
-            taker_interval: failover,
+            failover_time: Duration::from_secs(10),
             max_leases_for_worker: usize::MAX,
             max_leases_to_steal_at_one_time: usize::MAX,
             steal_gracefully: true,
-            graceful_handoff_timeout: failover,
             max_hand_off_extension: Duration::from_secs(300),
-            store_call_timeout: kcl_renew_interval(failover),
-            list_timeout: failover,
             clock_skew_margin: Duration::from_millis(250),
+            renew_interval: None,
+            taker_interval: None,
+            graceful_handoff_timeout: None,
+            store_call_timeout: None,
+            list_timeout: None,
         }
     }
 
-    /// Sets the failover time and derives the renew interval (failover / 3 − 25 ms, at least
-    /// 1 ms), the taker interval and the hand-off timeout (both = failover) from it.
+    /// Sets the failover time; the settings derived from it follow unless set themselves.
     pub fn with_failover_time(mut self, failover: Duration) -> Self {
         self.failover_time = failover;
-        self.renew_interval = kcl_renew_interval(failover);
-        self.taker_interval = failover;
-        self.graceful_handoff_timeout = failover;
-        self.store_call_timeout = self.renew_interval;
-        self.list_timeout = failover;
         self
+    }
+
+    /// Sets how often held leases are renewed (see [`renew_interval`](Self::renew_interval)).
+    pub fn with_renew_interval(mut self, interval: Duration) -> Self {
+        self.renew_interval = Some(interval);
+        self
+    }
+
+    /// Sets the taker interval (see [`taker_interval`](Self::taker_interval)).
+    pub fn with_taker_interval(mut self, interval: Duration) -> Self {
+        self.taker_interval = Some(interval);
+        self
+    }
+
+    /// Sets the graceful hand-off timeout (see
+    /// [`graceful_handoff_timeout`](Self::graceful_handoff_timeout)).
+    pub fn with_graceful_handoff_timeout(mut self, timeout: Duration) -> Self {
+        self.graceful_handoff_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the deadline of single-lease store calls (see
+    /// [`store_call_timeout`](Self::store_call_timeout)).
+    pub fn with_store_call_timeout(mut self, timeout: Duration) -> Self {
+        self.store_call_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the deadline of a listing (see [`list_timeout`](Self::list_timeout)).
+    pub fn with_list_timeout(mut self, timeout: Duration) -> Self {
+        self.list_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets `maxLeasesForWorker`.
+    pub fn with_max_leases_for_worker(mut self, max: usize) -> Self {
+        self.max_leases_for_worker = max;
+        self
+    }
+
+    /// Sets `maxLeasesToStealAtOneTime`.
+    pub fn with_max_leases_to_steal_at_one_time(mut self, max: usize) -> Self {
+        self.max_leases_to_steal_at_one_time = max;
+        self
+    }
+
+    /// Sets whether steals are graceful hand-offs.
+    pub fn with_steal_gracefully(mut self, gracefully: bool) -> Self {
+        self.steal_gracefully = gracefully;
+        self
+    }
+
+    /// Sets the hand-off extension limit.
+    pub fn with_max_hand_off_extension(mut self, limit: Duration) -> Self {
+        self.max_hand_off_extension = limit;
+        self
+    }
+
+    /// Sets the clock-skew margin.
+    pub fn with_clock_skew_margin(mut self, margin: Duration) -> Self {
+        self.clock_skew_margin = margin;
+        self
+    }
+
+    /// How often held leases are renewed. KCL: failover / 3 − 25 ms (3,308 ms by default; at
+    /// least 1 ms).
+    pub fn renew_interval(&self) -> Duration {
+        self.renew_interval
+            .unwrap_or_else(|| kcl_renew_interval(self.failover_time))
+    }
+
+    /// The longest time between two listings of the table by the fleet's leader (to take and
+    /// balance leases). KCL 2.x: (failover + 25 ms) × 2 ≈ 20 s; by default here the failover
+    /// time. The leader also lists at the earliest expiry a listing showed, so a crashed
+    /// worker's leases move one failover time (and `clock_skew_margin`) after its last renewal.
+    /// Other workers list this often only while they have leases to take or steal, and
+    /// otherwise once per this interval times the number of other workers, so the fleet's
+    /// reads do not grow with its size.
+    pub fn taker_interval(&self) -> Duration {
+        self.taker_interval.unwrap_or(self.failover_time)
+    }
+
+    /// How long a thief waits for the victim of a graceful steal to finish before starting
+    /// anyway. At least the failover time, so the victim's belief in the lease has expired by
+    /// then. By default the failover time; KCL 3.x: 30 s.
+    pub fn graceful_handoff_timeout(&self) -> Duration {
+        self.graceful_handoff_timeout.unwrap_or(self.failover_time)
+    }
+
+    /// Deadline of each single-lease store call (renew, take, checkpoint, ...). A call still
+    /// unanswered then counts as failed and is retried, so one hung call costs at most the
+    /// lease it concerns. By default the renew interval; below the failover time.
+    pub fn store_call_timeout(&self) -> Duration {
+        self.store_call_timeout
+            .unwrap_or_else(|| self.renew_interval())
+    }
+
+    /// Deadline of a listing of the whole table (paged). By default the failover time.
+    pub fn list_timeout(&self) -> Duration {
+        self.list_timeout.unwrap_or(self.failover_time)
     }
 
     /// How recently a lease's owner must have renewed it (by its stamp, or a counter move seen
     /// by a listing) for the owner to count as alive: one renew interval and a second for the
     /// write's round trip and a listing's staleness, within the failover time.
     pub fn liveness_window(&self) -> Duration {
-        (self.renew_interval + Duration::from_secs(1)).min(self.failover_time)
+        (self.renew_interval() + Duration::from_secs(1)).min(self.failover_time)
     }
 
     /// How long a receiver has to accept an offered lease: it reads its inbox at its next
     /// renewal, so a renew interval and a second, within half the failover time.
     pub fn offer_timeout(&self) -> Duration {
-        (self.renew_interval + Duration::from_secs(1)).min(self.failover_time / 2)
+        (self.renew_interval() + Duration::from_secs(1)).min(self.failover_time / 2)
     }
 
     /// When the taker looks again at owners a listing showed for the first time without a
     /// fresh stamp: after one renewal and half a renew interval for its round trip.
     pub fn relist_after_first_sighting(&self) -> Duration {
-        self.renew_interval.saturating_add(self.renew_interval / 2)
+        let renew = self.renew_interval();
+        renew.saturating_add(renew / 2)
     }
 
     /// The shortest time between two listings made for expiries: a dead worker's leases
@@ -124,7 +210,7 @@ impl CoordinatorConfig {
     /// How often a lease in a hand-off is polled (the receiver waiting for the giver, the
     /// giver waiting for an acceptance).
     pub fn hand_off_poll(&self) -> Duration {
-        self.renew_interval.min(Duration::from_millis(100))
+        self.renew_interval().min(Duration::from_millis(100))
     }
 
     /// How many of the smallest live ids a worker that released leases asks to list: enough
@@ -144,34 +230,34 @@ impl CoordinatorConfig {
         }
         for (field, value) in [
             ("failover_time", self.failover_time),
-            ("renew_interval", self.renew_interval),
-            ("taker_interval", self.taker_interval),
-            ("graceful_handoff_timeout", self.graceful_handoff_timeout),
+            ("renew_interval", self.renew_interval()),
+            ("taker_interval", self.taker_interval()),
+            ("graceful_handoff_timeout", self.graceful_handoff_timeout()),
             ("max_hand_off_extension", self.max_hand_off_extension),
-            ("store_call_timeout", self.store_call_timeout),
-            ("list_timeout", self.list_timeout),
+            ("store_call_timeout", self.store_call_timeout()),
+            ("list_timeout", self.list_timeout()),
             ("clock_skew_margin", self.clock_skew_margin),
         ] {
             if value > crate::limits::MAX_SETTING_DURATION {
                 return Err(E::TooLong { field, value });
             }
         }
-        if self.store_call_timeout.is_zero() || self.store_call_timeout >= self.failover_time {
+        if self.store_call_timeout().is_zero() || self.store_call_timeout() >= self.failover_time {
             return Err(E::StoreCallTimeout {
-                timeout: self.store_call_timeout,
+                timeout: self.store_call_timeout(),
                 failover: self.failover_time,
             });
         }
-        if self.list_timeout.is_zero() {
+        if self.list_timeout().is_zero() {
             return Err(E::Zero("list_timeout"));
         }
-        if self.renew_interval.is_zero() || self.renew_interval >= self.failover_time {
+        if self.renew_interval().is_zero() || self.renew_interval() >= self.failover_time {
             return Err(E::RenewInterval {
-                renew: self.renew_interval,
+                renew: self.renew_interval(),
                 failover: self.failover_time,
             });
         }
-        if self.taker_interval.is_zero() {
+        if self.taker_interval().is_zero() {
             return Err(E::ZeroTakerInterval);
         }
         if self.max_leases_for_worker == 0 {
@@ -180,9 +266,9 @@ impl CoordinatorConfig {
         if self.max_leases_to_steal_at_one_time == 0 {
             return Err(E::Zero("max_leases_to_steal_at_one_time"));
         }
-        if self.graceful_handoff_timeout < self.failover_time {
+        if self.graceful_handoff_timeout() < self.failover_time {
             return Err(E::HandoffTimeout {
-                timeout: self.graceful_handoff_timeout,
+                timeout: self.graceful_handoff_timeout(),
                 failover: self.failover_time,
             });
         }
@@ -254,7 +340,9 @@ mod tests {
     fn defaults_match_the_kcl_where_users_rely_on_them() {
         let c = CoordinatorConfig::new("w");
         assert_eq!(c.failover_time, Duration::from_secs(10));
-        assert_eq!(c.renew_interval, Duration::from_millis(3308));
+        assert_eq!(c.renew_interval(), Duration::from_millis(3308));
+        assert_eq!(c.taker_interval(), Duration::from_secs(10));
+        assert_eq!(c.store_call_timeout(), c.renew_interval());
         assert_eq!(c.validate(), Ok(()));
     }
 
@@ -265,26 +353,22 @@ mod tests {
             CoordinatorConfig::new(" ").validate(),
             Err(CoordinatorConfigError::EmptyWorkerId)
         );
-        let bad = CoordinatorConfig {
-            renew_interval: Duration::from_secs(10),
-            ..base.clone()
-        };
+        let bad = base
+            .clone()
+            .with_renew_interval(Duration::from_secs(10))
+            .with_store_call_timeout(Duration::from_secs(1));
         assert!(matches!(
             bad.validate(),
             Err(CoordinatorConfigError::RenewInterval { .. })
         ));
-        let bad = CoordinatorConfig {
-            max_leases_for_worker: 0,
-            ..base.clone()
-        };
+        let bad = base.clone().with_max_leases_for_worker(0);
         assert_eq!(
             bad.validate(),
             Err(CoordinatorConfigError::Zero("max_leases_for_worker"))
         );
-        let bad = CoordinatorConfig {
-            graceful_handoff_timeout: Duration::from_secs(1),
-            ..base.clone()
-        };
+        let bad = base
+            .clone()
+            .with_graceful_handoff_timeout(Duration::from_secs(1));
         assert!(
             bad.validate()
                 .unwrap_err()
@@ -301,15 +385,35 @@ mod tests {
                 ..
             })
         ));
-        let bad = CoordinatorConfig {
-            store_call_timeout: Duration::from_secs(10),
-            ..base.clone()
-        };
+        let bad = base
+            .clone()
+            .with_store_call_timeout(Duration::from_secs(10));
         assert!(matches!(
             bad.validate(),
             Err(CoordinatorConfigError::StoreCallTimeout { .. })
         ));
-        let bad = base.with_failover_time(Duration::from_millis(10));
+        let bad = base.clone().with_failover_time(Duration::from_millis(10));
+        assert!(matches!(
+            bad.validate(),
+            Err(CoordinatorConfigError::FailoverTooShort(_))
+        ));
+    }
+
+    /// Derived settings follow the failover time whenever it is set, before or after the
+    /// others: a later failover time never leaves an earlier derived value behind.
+    #[test]
+    fn derived_settings_follow_the_failover_time_unless_set() {
+        let c = CoordinatorConfig::new("w").with_failover_time(Duration::from_secs(30));
+        assert_eq!(c.renew_interval(), Duration::from_millis(9975));
+        assert_eq!(c.taker_interval(), Duration::from_secs(30));
+        assert_eq!(c.graceful_handoff_timeout(), Duration::from_secs(30));
+        assert_eq!(c.list_timeout(), Duration::from_secs(30));
+        let c = CoordinatorConfig::new("w")
+            .with_taker_interval(Duration::from_secs(5))
+            .with_failover_time(Duration::from_secs(30));
+        assert_eq!(c.taker_interval(), Duration::from_secs(5), "set, so kept");
+        assert_eq!(c.renew_interval(), Duration::from_millis(9975));
+        let bad = CoordinatorConfig::new("w").with_failover_time(Duration::from_millis(10));
         assert!(matches!(
             bad.validate(),
             Err(CoordinatorConfigError::FailoverTooShort(_))

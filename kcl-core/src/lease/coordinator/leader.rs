@@ -53,14 +53,14 @@ pub(super) fn next_listing(
     peers: usize,
     seed: u64,
 ) -> Duration {
-    let fast = next_expiry.map_or(config.taker_interval, |e| {
-        e.min(config.taker_interval).max(config.expiry_batch())
+    let fast = next_expiry.map_or(config.taker_interval(), |e| {
+        e.min(config.taker_interval()).max(config.expiry_batch())
     });
     if leading || !settled {
         return fast;
     }
     let others = u32::try_from(peers.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
-    let slow = config.taker_interval.saturating_mul(others);
+    let slow = config.taker_interval().saturating_mul(others);
     // ±10 %, from the seed: deterministic per worker and listing.
     let tenth = slow / 10;
     let spread = u64::try_from(tenth.as_nanos()).unwrap_or(u64::MAX).max(1);
@@ -71,7 +71,7 @@ pub(super) fn next_listing(
 /// lease expired unrenewed, changed owner, is being handed off, or is gone).
 pub(super) async fn leader_gone(shared: &Shared, watch: &mut Watch) -> bool {
     let now = Instant::now();
-    let renew = shared.config.renew_interval;
+    let renew = shared.config.renew_interval();
     match shared.store.get(&watch.key).await {
         Ok(Some(lease))
             if lease.owner.as_deref() == Some(watch.owner.as_str())

@@ -222,6 +222,8 @@ struct Shared {
     held: Mutex<BTreeMap<String, Slot>>,
     observed: tokio::sync::Mutex<view::Observed>,
     next_token: std::sync::atomic::AtomicU64,
+    /// Listings decided so far (the jitter's seed).
+    listings: std::sync::atomic::AtomicU64,
     events: mpsc::UnboundedSender<LeaseEvent>,
     /// Which leases the taker considers; `None` means all.
     filter: FilterSlot,
@@ -272,15 +274,14 @@ impl Shared {
         &self.config.worker_id
     }
 
-    /// A seed for this worker's listing jitter: differs between workers and listings.
+    /// A seed for this worker's listing jitter: differs between workers and listings, and is
+    /// the same in every run (a simulation's seed replays exactly).
     fn jitter_seed(&self) -> u64 {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let listing = self.next_token.load(std::sync::atomic::Ordering::Relaxed);
-        BuildHasherDefault::<DefaultHasher>::default().hash_one((
-            self.me(),
-            listing,
-            clock::unix_millis_now(),
-        ))
+        let listing = self
+            .listings
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        BuildHasherDefault::<DefaultHasher>::default().hash_one((self.me(), listing))
     }
 
     /// The clocks and settings liveness and expiry are judged by, now.
@@ -443,7 +444,7 @@ impl Shared {
                 // timeout from now; our next renewal goes from its counter.
                 if let Phase::Incoming { deadline, .. } = &mut held.phase {
                     *deadline =
-                        (*deadline).max(Instant::now() + self.config.graceful_handoff_timeout);
+                        (*deadline).max(Instant::now() + self.config.graceful_handoff_timeout());
                 }
                 debug!(worker_id = %self.me(), lease_key = %key, "previous owner still finishing a batch; hand-off extended");
                 held.lease = stored;
@@ -462,7 +463,7 @@ impl Shared {
                     key.to_string(),
                     HandingOff {
                         since: Instant::now(),
-                        safe_until: last_write + self.config.graceful_handoff_timeout,
+                        safe_until: last_write + self.config.graceful_handoff_timeout(),
                         lease: Some(stored.clone()),
                         finishing: false,
                     },
@@ -518,7 +519,7 @@ impl LeaseCoordinator {
         let metrics = crate::telemetry::LeaseMetrics::new(&config.worker_id);
         // Every store call of the coordinator answers within its deadline and is measured.
         let store: Arc<dyn LeaseStore> = Arc::new(
-            super::DeadlineStore::new(store, config.store_call_timeout, config.list_timeout)
+            super::DeadlineStore::new(store, config.store_call_timeout(), config.list_timeout())
                 .with_metrics(metrics.clone()),
         );
         let inboxes = store.capabilities().inboxes;
@@ -532,6 +533,7 @@ impl LeaseCoordinator {
             held: Mutex::new(BTreeMap::new()),
             observed: tokio::sync::Mutex::new(view::Observed::new()),
             next_token: std::sync::atomic::AtomicU64::new(1),
+            listings: std::sync::atomic::AtomicU64::new(0),
             events,
             filter: FilterSlot(Mutex::new(filter)),
             metrics,
@@ -860,7 +862,7 @@ impl LeaseCoordinator {
         let config = &self.shared.config;
         // Renewals keep an incoming lease until its hand-off deadline; the failover time on top
         // bounds a store that renews but keeps failing to end the hand-off.
-        let by = Instant::now() + config.graceful_handoff_timeout + config.failover_time;
+        let by = Instant::now() + config.graceful_handoff_timeout() + config.failover_time;
         self.shutdown_by(by).await;
     }
 
@@ -886,7 +888,7 @@ impl LeaseCoordinator {
         let releases = keys.iter().map(|k| self.release(k, None));
         // A lease whose entry is busy with a slow call (a renewal, an offer's poll) waits for
         // it, so the releases as a whole are bounded too.
-        let by = deadline.max(Instant::now()) + self.shared.config.store_call_timeout;
+        let by = deadline.max(Instant::now()) + self.shared.config.store_call_timeout();
         match tokio::time::timeout_at(by, futures::future::join_all(releases)).await {
             Ok(results) => {
                 for (key, result) in keys.iter().zip(results) {

@@ -418,7 +418,7 @@ pub(super) async fn accept_unlocked(shared: &Shared, key: &str) {
         super::stamp_next(&mut accepting);
         match shared.store.renew(&accepting).await {
             Ok(accepted) => {
-                let deadline = sent + shared.config.graceful_handoff_timeout;
+                let deadline = sent + shared.config.graceful_handoff_timeout();
                 info!(worker_id = %shared.me(), lease_key = %key, giver = %from, "offered lease accepted");
                 shared.insert(accepted, sent, Phase::Incoming { from, deadline });
                 return;

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use super::{Entry, Held, LeaseEvent, LostReason, Phase, Shared, inbox};
 
 pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(shared.config.renew_interval);
+    let mut tick = tokio::time::interval(shared.config.renew_interval());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut poll = tokio::time::interval(shared.config.hand_off_poll());
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -344,7 +344,7 @@ async fn extend_hand_off(shared: &Shared, key: &str) {
     match renewed {
         Some(renewed) => {
             h.lease = Some(renewed);
-            h.safe_until = sent + shared.config.graceful_handoff_timeout;
+            h.safe_until = sent + shared.config.graceful_handoff_timeout();
         }
         None if Instant::now() >= h.safe_until => {
             drop(handing_off);

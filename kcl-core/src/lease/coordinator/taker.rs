@@ -47,7 +47,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             Some(n) => n,
             // The listing failed: try again a taker interval later, still watching.
             None => Next {
-                list_at: Instant::now() + shared.config.taker_interval,
+                list_at: Instant::now() + shared.config.taker_interval(),
                 watch: next.watch,
             },
         };
@@ -76,7 +76,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     for bad in &listing.malformed {
         warn!(worker_id = %shared.me(), error = %bad, "skipping a malformed lease");
     }
-    let renew = shared.config.renew_interval;
+    let renew = shared.config.renew_interval();
     let judge = shared.judge();
     let now = judge.now;
     let unknown_owners = observe(observed, &listing.leases, shared.me(), &judge);
@@ -233,8 +233,8 @@ async fn steal(shared: &Shared, lease: &Lease) {
         Ok(stolen) => {
             shared.metrics.stolen.increment(1);
             let deadline = victim_expiry
-                .map_or(sent + shared.config.graceful_handoff_timeout, |e| {
-                    e.min(sent + shared.config.graceful_handoff_timeout)
+                .map_or(sent + shared.config.graceful_handoff_timeout(), |e| {
+                    e.min(sent + shared.config.graceful_handoff_timeout())
                 });
             shared.insert(stolen, sent, Phase::Incoming { from, deadline });
         }

@@ -204,7 +204,7 @@ fn crash_failover_within_failover_plus_a_second_and_never_early() {
 fn balance_one_to_ten_then_ten_to_three_without_ping_pong() {
     for_each_seed(|seed| async move {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let cycle = CoordinatorConfig::new("x").taker_interval;
+        let cycle = CoordinatorConfig::new("x").taker_interval();
         let mut fleet = Fleet::new(100, seed).await;
         let workers = names("w", 10);
         fleet.start(&workers[0]);
@@ -269,7 +269,7 @@ fn graceful_stop_hands_leases_over_within_one_taker_cycle() {
         fleet.stop(leaving).await;
         tracing::info!(%leaving, "stopped");
         let stopped = Instant::now();
-        let cycle = CoordinatorConfig::new("x").taker_interval;
+        let cycle = CoordinatorConfig::new("x").taker_interval();
         loop {
             sleep(Duration::from_millis(100)).await;
             if fleet.held_by_live_workers().await.len() == leases {
@@ -485,7 +485,7 @@ async fn safety_run(seed: u64) {
     // Every lease is held by 4 F — or, if balancing is moving some just then (a graceful
     // steal waits for its victim's next renewal), one renew interval and a poll later.
     sleep(4 * F).await;
-    let settle = CoordinatorConfig::new("x").renew_interval + Duration::from_millis(200);
+    let settle = CoordinatorConfig::new("x").renew_interval() + Duration::from_millis(200);
     let deadline = Instant::now() + settle;
     while fleet.held_by_live_workers().await.len() < 24 && Instant::now() < deadline {
         sleep(Duration::from_millis(50)).await;
@@ -721,13 +721,11 @@ async fn a_live_owner_is_still_stolen_from_gracefully() {
 async fn slow_victim(batch: Duration, config: CoordinatorConfig) -> (Duration, Lease) {
     init_logging();
     let fleet = Fleet::new(2, 0).await;
-    let (a, mut a_events) = LeaseCoordinator::start(
-        fleet.store.clone(),
-        CoordinatorConfig {
-            worker_id: "a".into(),
-            ..config.clone()
-        },
-    )
+    let (a, mut a_events) = LeaseCoordinator::start(fleet.store.clone(), {
+        let mut c = config.clone();
+        c.worker_id = "a".into();
+        c
+    })
     .unwrap();
     let a = Arc::new(a);
     sleep(Duration::from_millis(1)).await;
@@ -744,13 +742,11 @@ async fn slow_victim(batch: Duration, config: CoordinatorConfig) -> (Duration, L
             }
         }
     });
-    let (b, _b_events) = LeaseCoordinator::start(
-        fleet.store.clone(),
-        CoordinatorConfig {
-            worker_id: "b".into(),
-            ..config
-        },
-    )
+    let (b, _b_events) = LeaseCoordinator::start(fleet.store.clone(), {
+        let mut c = config;
+        c.worker_id = "b".into();
+        c
+    })
     .unwrap();
     let stolen_at = loop {
         sleep(Duration::from_millis(10)).await;
@@ -795,10 +791,7 @@ async fn a_batch_outlasting_the_hand_off_timeout_is_waited_for() {
 /// the thief starts one hand-off timeout later (from the old checkpoint, as before).
 #[tokio::test(start_paused = true)]
 async fn a_stuck_victim_holds_the_hand_off_only_up_to_the_extension_limit() {
-    let config = CoordinatorConfig {
-        max_hand_off_extension: Duration::from_secs(30),
-        ..CoordinatorConfig::new("x")
-    };
+    let config = CoordinatorConfig::new("x").with_max_hand_off_extension(Duration::from_secs(30));
     let (waited, stored) = slow_victim(Duration::from_secs(3600), config).await;
     assert!(
         waited >= Duration::from_secs(30) && waited <= Duration::from_secs(30) + F + F / 2,
@@ -895,7 +888,7 @@ async fn released_leases_are_taken_within_a_renew_interval_and_a_listing() {
     let stopped = Instant::now();
     while fleet.held_by_live_workers().await.len() < 12 {
         sleep(Duration::from_millis(50)).await;
-        let bound = CoordinatorConfig::new("x").renew_interval + Duration::from_secs(1);
+        let bound = CoordinatorConfig::new("x").renew_interval() + Duration::from_secs(1);
         assert!(
             stopped.elapsed() <= bound,
             "released leases not taken within {bound:?}: {:?}",
@@ -940,7 +933,7 @@ async fn an_offer_whose_post_fails_goes_to_another_worker() {
     );
     assert_eq!(fleet.store.faults().injected(), 1);
     // The receiver accepts at its next renewal; the giver hands off at once.
-    sleep(CoordinatorConfig::new("x").renew_interval + Duration::from_millis(500)).await;
+    sleep(CoordinatorConfig::new("x").renew_interval() + Duration::from_millis(500)).await;
     let owners = fleet.owners();
     for key in &theirs {
         let owner = owners[key].as_deref();
@@ -987,7 +980,7 @@ async fn an_offer_posted_to_a_lease_stolen_right_after_is_still_accepted() {
         sleep(Duration::from_millis(50)).await;
         assert!(
             offered_at.elapsed()
-                < CoordinatorConfig::new("x").renew_interval + Duration::from_secs(1),
+                < CoordinatorConfig::new("x").renew_interval() + Duration::from_secs(1),
             "offers not accepted in time: {:?}",
             fleet.owners()
         );
