@@ -1,6 +1,41 @@
 //! The lease coordinator: one per worker. It renews the leases it holds, takes free and expired
 //! ones, balances the fleet, hands leases off gracefully, and reports every change as a
-//! [`LeaseEvent`].
+//! [`LeaseEvent`]. `scale-design.md` beside this file gives the argument; this is the map.
+//!
+//! # Rooms
+//! - `config.rs`: [`CoordinatorConfig`], inputs only; every timing is a field or a method.
+//! - `renewer.rs`: renews held leases each renew interval, polls leases in a hand-off every
+//!   100 ms, reads inboxes from the renewals' responses, extends a hand-off while the giver's
+//!   batch runs.
+//! - `taker.rs`: one listing → a [`view`] → roles → the balancing plan (`plan.rs`, pure) →
+//!   takes and steals; then the leader's part (`leader.rs`) and when to list next.
+//! - `view.rs`: the one liveness rule and what a listing says about the fleet (pure).
+//! - `roles.rs`: leader, deputy and the deputy's watch, from a view (pure).
+//! - `leader.rs`: what the roles do: pass on, watch the leader, the listing cadence.
+//! - `offer.rs`: planned hand-off — offer, accept, withdraw — and `ListNow` requests.
+//! - `inbox.rs`: the typed inbox entries (`Offer`, `ListNow`).
+//! - `clock.rs`: wall-clock stamps in tokio's (possibly virtual) time.
+//!
+//! # Who lists when
+//! The leader (smallest live id) at every expiry it saw, batched, at most a taker interval
+//! apart; the deputy (next id) reads one leader lease per renew interval and lists when it
+//! lapses; everyone else while it has something to take or steal, else once per taker interval
+//! × (live peers − 1). A `ListNow` in the inbox makes a worker list at once.
+//!
+//! # Lease states, as this worker sees them
+//! - *Ready* (`Phase::Ready`): held, processed, renewed.
+//! - *Incoming* (`Phase::Incoming`): owned after a graceful steal or an accepted offer; not
+//!   processed until the previous owner ends the hand-off (or its timeout passes).
+//! - *Offered* (`Phase::Offered`): stored as the receiver's, still processed here until it
+//!   accepts (→ *Outgoing*) or the offer times out (taken back → *Ready*).
+//! - *Outgoing* (the `handing_off` map): another worker owns it and waits for this one's last
+//!   checkpoint ([`LeaseCoordinator::finish_hand_off`]); this worker neither takes nor accepts
+//!   it meanwhile.
+//! - *Gone* (`Held::gone`): lost, released or handed off; its entry leaves the map.
+//!
+//! Transitions are writes conditional on the lease counter this worker last saw: take
+//! (→ Ready), steal (→ Incoming), offer (Ready → Offered), accept (→ Incoming), withdraw
+//! (Offered → Ready), evict (→ Gone); a failed condition re-reads the lease and reconciles.
 //!
 //! # Safety
 //! A worker believes it holds a lease until `failover_time` after it *sent* its last successful
@@ -11,12 +46,17 @@
 //! the counter it leaves (`kclRsRenewedAt`), and a listing that shows that counter lets the
 //! observer take the lease at stamp + `failover_time` + `clock_skew_margin` on its own wall
 //! clock — which is after the owner's belief ends as long as the two clocks differ by less than
-//! the margin. This is what makes crash failover one failover time and not up to one more taker
-//! interval. A stamp whose counter is not the lease's (a Java worker or a checkpoint wrote
+//! the margin. A stamp whose counter is not the lease's (a Java worker or a checkpoint wrote
 //! last) is not used, and clocks further apart than the margin cost at most a batch processed
 //! twice, never a checkpoint: every write stays conditional on the counter. A graceful steal
 //! moves the lease with `checkpointOwner` set: the thief does not process it until the victim
 //! has finished (or `graceful_handoff_timeout` ≥ `failover_time` has passed).
+//!
+//! # Liveness
+//! A crashed worker's leases move at its expiry (the leader lists then), a crashed leader's
+//! when its deputy sees its lease lapse: one failover time and the skew margin either way
+//! (tested: within F + 1 s). Leader and deputy lost together wait for the next listing of
+//! another worker — a nudge from a released lease, or its slow listing.
 
 mod clock;
 mod config;
