@@ -140,15 +140,8 @@ pub fn init_logging() {
 
 /// A fresh lease table (named `prefix` + a unique suffix) on the DynamoDB emulator at `endpoint`.
 pub async fn lease_table(endpoint: &str, prefix: &str) -> kcl_dynamo_leases::DynamoLeaseStore {
-    let store = kcl_dynamo_leases::DynamoLeaseStore::from_config(
-        &emulator_config(endpoint).await,
-        unique(prefix),
-    );
-    store
-        .create_table_if_missing(&kcl_dynamo_leases::TableOptions::default())
-        .await
-        .expect("create the lease table");
-    store
+    let client = aws_sdk_dynamodb::Client::new(&emulator_config(endpoint).await);
+    fresh_table(client, prefix).await
 }
 
 /// A fresh lease table on the emulator whose client answers failed conditions the way some
@@ -162,10 +155,14 @@ pub async fn lease_table_without_old_items(
     let config = aws_sdk_dynamodb::config::Builder::from(&emulator_config(endpoint).await)
         .interceptor(StripOldItem)
         .build();
-    let store = kcl_dynamo_leases::DynamoLeaseStore::new(
-        aws_sdk_dynamodb::Client::from_conf(config),
-        unique(prefix),
-    );
+    fresh_table(aws_sdk_dynamodb::Client::from_conf(config), prefix).await
+}
+
+async fn fresh_table(
+    client: aws_sdk_dynamodb::Client,
+    prefix: &str,
+) -> kcl_dynamo_leases::DynamoLeaseStore {
+    let store = kcl_dynamo_leases::DynamoLeaseStore::new(client, unique(prefix));
     store
         .create_table_if_missing(&kcl_dynamo_leases::TableOptions::default())
         .await

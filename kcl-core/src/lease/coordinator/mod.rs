@@ -643,13 +643,16 @@ impl LeaseCoordinator {
     /// listings it makes anyway (no extra reads); if the leader dies, its deputy (the next id)
     /// sees its lease expire and leads from then on (one failover time). Two workers may both
     /// sync while their listings disagree, which is harmless: shard sync only makes
-    /// conditional writes.
+    /// conditional writes. A worker that stopped taking (it is leaving) does not lead.
     pub fn is_sync_leader(&self) -> bool {
-        self.shared
-            .fleet
-            .lock()
-            .as_ref()
-            .is_none_or(|f| f.roles.leads(self.shared.me()))
+        // A worker that stopped taking is leaving: its last listing no longer speaks for it.
+        !self.shared.taking.is_cancelled()
+            && self
+                .shared
+                .fleet
+                .lock()
+                .as_ref()
+                .is_none_or(|f| f.roles.leads(self.shared.me()))
     }
 
     /// Counts `bytes` of record data processed on `key`: the next renewal writes the lease's
