@@ -100,9 +100,10 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     let mut next_expiry: Option<Instant> =
         unknown_owners.then(|| now + shared.config.relist_after_first_sighting());
     let mut to_accept = Vec::new();
-    // Leases not seen moving yet (nor expired): balancing cannot steal them, so look again
-    // after a renewal instead of settling (a newcomer listing twice in quick succession saw
-    // most leases quiet and then waited a slow-listing interval to steal its share).
+    // Leases not seen moving yet (nor expired): balancing cannot steal them, so a worker short
+    // of its target looks again after a renewal instead of settling (a newcomer listing twice
+    // in quick succession saw most leases quiet and then waited a slow-listing interval to
+    // steal its share).
     let mut quiet = false;
     let leases: Vec<(&Lease, Availability)> = listing
         .leases
@@ -147,10 +148,6 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
         })
         .collect();
     let accepting = !to_accept.is_empty();
-    if quiet {
-        let again = now + shared.config.relist_after_first_sighting();
-        next_expiry = Some(next_expiry.map_or(again, |e| e.min(again)));
-    }
     for key in to_accept {
         super::offer::accept_unlocked(shared, &key).await;
     }
@@ -162,6 +159,14 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
         take_all: leading,
     };
     let plan = plan(&input);
+    // Quiet leases matter only to a worker still short of its target (it would steal them);
+    // everyone relisting for them — at a crash, every survivor sees the dead worker's leases
+    // quiet until they expire — would multiply listings by the fleet's size.
+    let quiet = quiet && held.len() + plan.take.len() + plan.steal.len() < plan.target;
+    if quiet {
+        let again = now + shared.config.relist_after_first_sighting();
+        next_expiry = Some(next_expiry.map_or(again, |e| e.min(again)));
+    }
     if tracing::enabled!(tracing::Level::TRACE) {
         let free = input
             .leases
