@@ -136,7 +136,12 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
                 }
                 Some(_) => {
                     next_expiry = Some(next_expiry.map_or(expires, |e| e.min(expires)));
-                    if judge.alive(lease, Some(seen)) && seen.moved_at.is_some() {
+                    // Unread inbox entries (an offer, a request to list) are for the owner:
+                    // stealing the lease now would let the thief's renewal consume them.
+                    if judge.alive(lease, Some(seen))
+                        && seen.moved_at.is_some()
+                        && lease.inbox.is_empty()
+                    {
                         Availability::Live
                     } else {
                         quiet = true;
