@@ -79,7 +79,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     let renew = shared.config.renew_interval();
     let judge = shared.judge();
     let now = judge.now;
-    let unknown_owners = observe(observed, &listing.leases, shared.me(), &judge);
+    let first_sightings = observe(observed, &listing.leases, shared.me(), &judge);
     // Before the filter, so that every worker names the same leader.
     let view = View::of(shared.me(), &listing.leases, observed, &judge);
     let roles = Roles::of(&view, now, renew);
@@ -92,13 +92,15 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
         listing.leases.retain(|l| accept(l));
     }
     let held: BTreeSet<String> = shared.entries().into_iter().map(|(k, _)| k).collect();
+    // One lock for the listing, not one per lease.
+    let handing_off: BTreeSet<String> = shared.handing_off.lock().keys().cloned().collect();
     let me = shared.me();
     let leading = roles.leads(me);
     let epoch = observed.values().map(|s| s.expires).min().unwrap_or(now);
     // Leases of other owners seen for the first time: look again after one renewal (and a
     // margin for its round trip) instead of a whole taker interval, to see them move.
     let mut next_expiry: Option<Instant> =
-        unknown_owners.then(|| now + shared.config.relist_after_first_sighting());
+        first_sightings.then(|| now + shared.config.relist_after_first_sighting());
     let mut to_accept = Vec::new();
     // Leases not seen moving yet (nor expired): balancing cannot steal them, so a worker short
     // of its target looks again after a renewal instead of settling (a newcomer listing twice
@@ -113,7 +115,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
             let expires = seen.expires;
             let availability = match lease.owner.as_deref() {
                 // Still handing it off: a finish in flight could end a new holding's hand-off.
-                _ if shared.is_handing_off(&lease.key) => Availability::Live,
+                _ if handing_off.contains(&lease.key) => Availability::Live,
                 None => Availability::Free { order: 0 },
                 Some(owner) if owner == me => {
                     if held.contains(&lease.key) {
@@ -198,7 +200,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
         leader::pass_on(shared, &fleet, held.len() + took, took, plan.ceiling).await;
     }
     let settled =
-        !unknown_owners && !quiet && !accepting && plan.take.is_empty() && plan.steal.is_empty();
+        !first_sightings && !quiet && !accepting && plan.take.is_empty() && plan.steal.is_empty();
     let list_at = now
         + leader::next_listing(
             &shared.config,
