@@ -18,7 +18,7 @@
 //! | `DeaggregationPassThroughs`, `HashRangeDrops` | counter | same | INFO |
 //! | `Throttles`, `ExpiredIterator` | counter | Operation, ShardId, StreamId | INFO |
 //! | `CurrentLeases` | gauge | Operation, WorkerIdentifier | INFO |
-//! | `TakenLeases`, `LostLeases`, `StolenLeases`, `HandedOffLeases` | counter | Operation, WorkerIdentifier | INFO |
+//! | `TakenLeases`, `LostLeases`, `StolenLeases`, `HandedOffLeases`, `LeaderStepDowns` | counter | Operation, WorkerIdentifier | INFO |
 //! | `NumWorkers`, `LoadFactor`, `WorkersNeeded` | gauge | Operation, WorkerIdentifier | INFO |
 //! | `LeaseStore.Time` | histogram (ms) | Operation = the store call, WorkerIdentifier | DEBUG |
 //! | `LeaseStore.Errors` | counter | same | INFO |
@@ -62,6 +62,8 @@ pub mod names {
     pub const STOLEN_LEASES: &str = "StolenLeases";
     /// Leases handed off gracefully to a thief.
     pub const HANDED_OFF_LEASES: &str = "HandedOffLeases";
+    /// Times this worker stepped down from leading the fleet (its listings kept failing).
+    pub const LEADER_STEP_DOWNS: &str = "LeaderStepDowns";
     /// Workers owning leases, as this worker last saw the table.
     pub const NUM_WORKERS: &str = "NumWorkers";
     /// This worker's processing load: busy processor time per second over its capacity.
@@ -137,6 +139,11 @@ pub fn describe() {
     describe_counter!(LOST_LEASES, Unit::Count, "Leases lost");
     describe_counter!(STOLEN_LEASES, Unit::Count, "Leases stolen to balance");
     describe_counter!(HANDED_OFF_LEASES, Unit::Count, "Leases handed off");
+    describe_counter!(
+        LEADER_STEP_DOWNS,
+        Unit::Count,
+        "Times the fleet's leader stepped down after failed listings"
+    );
     describe_gauge!(NUM_WORKERS, Unit::Count, "Workers owning leases");
     describe_gauge!(LOAD_FACTOR, Unit::Percent, "Processing load of this worker");
     describe_gauge!(WORKERS_NEEDED, Unit::Count, "Workers the stream needs now");
@@ -222,6 +229,7 @@ pub(crate) struct LeaseMetrics {
     pub(crate) lost: Counter,
     pub(crate) stolen: Counter,
     pub(crate) handed_off: Counter,
+    pub(crate) stepped_down: Counter,
     pub(crate) workers: Gauge,
     worker: String,
 }
@@ -238,6 +246,7 @@ impl LeaseMetrics {
             lost: counter!(names::LOST_LEASES, &l),
             stolen: counter!(names::STOLEN_LEASES, &l),
             handed_off: counter!(names::HANDED_OFF_LEASES, &l),
+            stepped_down: counter!(names::LEADER_STEP_DOWNS, &l),
             workers: gauge!(names::NUM_WORKERS, &l),
             worker: worker.to_string(),
         }

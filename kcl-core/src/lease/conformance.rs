@@ -161,10 +161,7 @@ pub async fn every_field_round_trips(store: Store) {
     });
     lease.checkpoint_owner = Some("worker-b".into());
     lease.throughput_kbps = Some(12.5);
-    lease.renewed_at = Some(RenewalStamp {
-        counter: 41,
-        unix_millis: 1_765_000_000_123,
-    });
+    lease.renewed_at = Some(RenewalStamp::new(41, 1_765_000_000_123).stepped_down());
     lease.inbox = vec!["shardId-000000000002".into(), "shardId-000000000003".into()];
     store.create_if_absent(&lease).await.unwrap();
     assert_eq!(store.get(&lease.key).await.unwrap().unwrap(), lease);
@@ -556,12 +553,7 @@ pub async fn counters_never_go_backwards(store: Store) {
 /// `renew`, `take`, `hand_off` and `checkpoint` write the caller's renewal stamp when it brings
 /// one, and leave the stored one otherwise.
 pub async fn renewal_stamps_are_written_when_given(store: Store) {
-    let stamp = |counter, unix_millis| {
-        Some(RenewalStamp {
-            counter,
-            unix_millis,
-        })
-    };
+    let stamp = |counter, unix_millis| Some(RenewalStamp::new(counter, unix_millis));
     let lease = created(&store, "shardId-stamp").await;
     let mut taking = lease.clone();
     taking.renewed_at = stamp(lease.counter + 1, 1_000);

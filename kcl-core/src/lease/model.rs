@@ -52,29 +52,66 @@ pub struct Lease {
 /// An observer that sees `counter` equal to the lease's counter knows the owner's last write
 /// happened at `unix_millis` (its clock), so it can tell when the lease expires from a single
 /// listing instead of watching the counter for a whole failover time.
+///
+/// Stored as `counter:unix_millis`, with `:stepped-down` appended while the writer has stepped
+/// down from leading the fleet (its listings kept failing): other workers then pass it over
+/// when they choose the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RenewalStamp {
     /// The `leaseCounter` after the write.
     pub counter: u64,
     /// Milliseconds since the Unix epoch on the writer's clock.
     pub unix_millis: u64,
+    /// The writer does not lead the fleet for now.
+    pub stepped_down: bool,
+}
+
+const STEPPED_DOWN: &str = ":stepped-down";
+
+impl RenewalStamp {
+    /// A stamp of a writer that may lead.
+    pub fn new(counter: u64, unix_millis: u64) -> Self {
+        Self {
+            counter,
+            unix_millis,
+            stepped_down: false,
+        }
+    }
+
+    /// This stamp, of a writer that has stepped down from leading.
+    pub fn stepped_down(self) -> Self {
+        Self {
+            stepped_down: true,
+            ..self
+        }
+    }
 }
 
 impl fmt::Display for RenewalStamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.counter, self.unix_millis)
+        write!(f, "{}:{}", self.counter, self.unix_millis)?;
+        if self.stepped_down {
+            f.write_str(STEPPED_DOWN)?;
+        }
+        Ok(())
     }
 }
 
 impl FromStr for RenewalStamp {
     type Err = ();
 
-    /// `counter:unix_millis`, both canonical integers.
+    /// `counter:unix_millis`, both canonical integers, optionally followed by `:stepped-down`.
     fn from_str(s: &str) -> Result<Self, ()> {
+        let (s, stepped_down) = match s.strip_suffix(STEPPED_DOWN) {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
         let (c, t) = s.split_once(':').ok_or(())?;
         Ok(Self {
             counter: crate::model::parse_canonical_u64(c).ok_or(())?,
             unix_millis: crate::model::parse_canonical_u64(t).ok_or(())?,
+            stepped_down,
         })
     }
 }
@@ -259,6 +296,23 @@ pub enum CheckpointUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewal_stamps_round_trip_with_and_without_a_step_down() {
+        for stamp in [
+            RenewalStamp::new(41, 1_765_000_000_123),
+            RenewalStamp::new(41, 1_765_000_000_123).stepped_down(),
+        ] {
+            assert_eq!(stamp.to_string().parse::<RenewalStamp>(), Ok(stamp));
+        }
+        assert_eq!(
+            RenewalStamp::new(7, 9).stepped_down().to_string(),
+            "7:9:stepped-down"
+        );
+        for bad in ["7", "7:", ":9", "07:9", "7:9:other", "7:9:stepped-down:x"] {
+            assert_eq!(bad.parse::<RenewalStamp>(), Err(()), "{bad}");
+        }
+    }
 
     #[test]
     fn multi_stream_keys_round_trip() {

@@ -219,6 +219,19 @@ impl CoordinatorConfig {
         8
     }
 
+    /// How many listings in a row a leader may fail before it steps down (as the KCL 3.x
+    /// leader does after three failed lease-assignment runs): a leader that cannot list cannot
+    /// take a crashed worker's leases, while its renewals keep telling the fleet it leads.
+    pub fn leader_failed_listings(&self) -> u32 {
+        3
+    }
+
+    /// How long a worker that stepped down stays out of the lead: its renewals say so, and
+    /// the next worker by id leads meanwhile. Six taker intervals (a minute by default).
+    pub fn step_down_for(&self) -> Duration {
+        self.taker_interval().saturating_mul(6)
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), CoordinatorConfigError> {
         use CoordinatorConfigError as E;

@@ -68,7 +68,8 @@ pub(super) fn next_listing(
 }
 
 /// The deputy's check of the leader's lease: `true` when the table must be listed now (the
-/// lease expired unrenewed, changed owner, is being handed off, or is gone).
+/// lease expired unrenewed, changed owner, is being handed off, or is gone, or the leader
+/// stepped down).
 pub(super) async fn leader_gone(shared: &Shared, watch: &mut Watch) -> bool {
     let now = Instant::now();
     let renew = shared.config.renew_interval();
@@ -77,6 +78,13 @@ pub(super) async fn leader_gone(shared: &Shared, watch: &mut Watch) -> bool {
             if lease.owner.as_deref() == Some(watch.owner.as_str())
                 && lease.checkpoint_owner.is_none() =>
         {
+            if lease
+                .renewed_at
+                .is_some_and(|s| s.counter == lease.counter && s.stepped_down)
+            {
+                debug!(worker_id = %shared.me(), leader = %watch.owner, "the leader stepped down");
+                return true;
+            }
             if lease.counter != watch.counter {
                 watch.counter = lease.counter;
                 watch.expires = shared.judge().expiry(&lease);

@@ -23,15 +23,19 @@
 //! × (live peers − 1). A `ListNow` in the inbox makes a worker list at once.
 //!
 //! # Lease states, as this worker sees them
-//! - *Ready* (`Phase::Ready`): held, processed, renewed.
-//! - *Incoming* (`Phase::Incoming`): owned after a graceful steal or an accepted offer; not
-//!   processed until the previous owner ends the hand-off (or its timeout passes).
-//! - *Offered* (`Phase::Offered`): stored as the receiver's, still processed here until it
-//!   accepts (→ *Outgoing*) or the offer times out (taken back → *Ready*).
-//! - *Outgoing* (the `handing_off` map): another worker owns it and waits for this one's last
-//!   checkpoint ([`LeaseCoordinator::finish_hand_off`]); this worker neither takes nor accepts
-//!   it meanwhile.
-//! - *Gone* (`Held::gone`): lost, released or handed off; its entry leaves the map.
+//! One map (`Shared::leases`) holds every lease this worker has to do with; a key absent from
+//! it is not this worker's. A held lease ([`Slot`]`::Held`) is in one [`State`]:
+//! - *Ready*: held, processed, renewed.
+//! - *Incoming*: owned after a graceful steal or an accepted offer; not processed until the
+//!   previous owner ends the hand-off (or its timeout passes).
+//! - *Offered*: stored as the receiver's, still processed here until it accepts (→ *Outgoing*)
+//!   or the offer times out (taken back → *Ready*).
+//! - *Gone*: lost, released or handed off; out of the map (tasks still holding the entry see it).
+//!
+//! *Outgoing* (`Slot::Outgoing`): another worker owns it and waits for this one's last
+//! checkpoint ([`LeaseCoordinator::finish_hand_off`]); this worker neither takes nor accepts it
+//! meanwhile. `Shared::insert` (→ Ready/Incoming) and `Shared::forget` (→ Gone/Outgoing) are the
+//! only places a lease enters or leaves the map.
 //!
 //! Transitions are writes conditional on the lease counter this worker last saw: take
 //! (→ Ready), steal (→ Incoming), offer (Ready → Offered), accept (→ Incoming), withdraw
@@ -83,16 +87,6 @@ pub use config::{CoordinatorConfig, CoordinatorConfigError};
 
 use super::{CheckpointUpdate, Lease, LeaseError, LeaseStore};
 use crate::model::ExtendedSequenceNumber;
-
-/// Stamps `lease` for a write sent now that moves its counter by one. Every counter-moving
-/// write of the coordinator stamps afresh: a stamp left from a write that never landed would
-/// name the counter this one makes current, with a time long past.
-fn stamp_next(lease: &mut Lease) {
-    lease.renewed_at = Some(crate::lease::RenewalStamp {
-        counter: lease.counter + 1,
-        unix_millis: clock::unix_millis_now(),
-    });
-}
 
 /// A change in what this worker holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,22 +167,31 @@ impl HeldLeaseError {
     }
 }
 
+/// A lease's state as this worker sees it (the module doc draws the transitions). Outgoing is
+/// not here: an outgoing lease is no longer held, it is [`Slot::Outgoing`] in the same map.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
+enum State {
     /// Held and ready to process.
     Ready,
-    /// Owned after a graceful steal; the previous owner may still be finishing.
+    /// Owned after a graceful steal or an accepted offer; the previous owner may still be
+    /// finishing. Not processed until it ends the hand-off or `deadline` passes.
     Incoming { from: String, deadline: Instant },
     /// Offered to `to` in a planned hand-off (stored with `leaseOwner` = `to`,
     /// `checkpointOwner` = this worker): still processed here until `to` accepts by moving the
     /// counter, and taken back at `deadline` if it has not.
     Offered { to: String, deadline: Instant },
+    /// Lost, released or handed off: out of the map; tasks still holding the entry see this.
+    Gone,
 }
 
-impl Phase {
-    /// Whether this worker may process the lease in this phase.
+impl State {
+    /// Whether this worker may process the lease in this state.
     fn processable(&self) -> bool {
         matches!(self, Self::Ready | Self::Offered { .. })
+    }
+
+    fn is_gone(&self) -> bool {
+        *self == Self::Gone
     }
 }
 
@@ -197,17 +200,23 @@ struct Held {
     lease: Lease,
     /// Send time of the last successful write that proved ownership, plus the failover time.
     valid_until: Instant,
-    phase: Phase,
-    gone: bool,
+    state: State,
     token: LeaseToken,
-    /// What readers may see without waiting for a write in flight.
-    belief: Arc<Mutex<Belief>>,
-    /// Bytes processed since `measured_since`, for the `throughputKBps` renewals write.
-    load: Arc<std::sync::atomic::AtomicU64>,
+    /// What readers see without waiting for a write in flight (shared with the map's slot).
+    shown: Arc<Shown>,
     measured_since: Instant,
 }
 
-/// The published view of a held lease: `until` is `valid_until` while ready and not gone.
+/// The part of a holding readers take without waiting for the writes in flight on it.
+#[derive(Debug)]
+struct Shown {
+    /// `until` is `valid_until` while processable.
+    belief: Mutex<Belief>,
+    /// Bytes processed since `measured_since`, for the `throughputKBps` renewals write.
+    load: std::sync::atomic::AtomicU64,
+}
+
+/// The published view of a held lease.
 #[derive(Debug, Clone)]
 struct Belief {
     until: Option<Instant>,
@@ -217,8 +226,8 @@ struct Belief {
 impl Held {
     /// Publishes whether (and until when) this worker may process the lease.
     fn publish(&self) {
-        *self.belief.lock() = Belief {
-            until: (!self.gone && self.phase.processable()).then_some(self.valid_until),
+        *self.shown.belief.lock() = Belief {
+            until: self.state.processable().then_some(self.valid_until),
             lease: self.lease.clone(),
         };
     }
@@ -243,13 +252,20 @@ struct HandingOff {
     finishing: bool,
 }
 
-/// What the map holds per lease: the state (locked around store writes, each under a
-/// deadline) and its published belief, which readers take without waiting for those writes.
+impl HandingOff {
+    /// Whether anything of this worker's is left to do for the hand-off: extending it, a
+    /// finish in flight, or the time before the new owner starts anyway.
+    fn pending(&self, now: Instant) -> bool {
+        self.lease.is_some() || self.finishing || now < self.safe_until
+    }
+}
+
+/// One lease in this worker's map: held (Ready, Incoming, Offered — locked around its store
+/// writes, each under a deadline) or Outgoing. A key absent from the map is not this worker's.
 #[derive(Debug, Clone)]
-struct Slot {
-    held: Entry,
-    belief: Arc<Mutex<Belief>>,
-    load: Arc<std::sync::atomic::AtomicU64>,
+enum Slot {
+    Held { held: Entry, shown: Arc<Shown> },
+    Outgoing(Box<HandingOff>),
 }
 
 #[derive(Debug)]
@@ -259,7 +275,8 @@ struct Shared {
     /// stops release leases), so no write is wasted on a call that cannot succeed.
     inboxes: bool,
     config: CoordinatorConfig,
-    held: Mutex<BTreeMap<String, Slot>>,
+    /// Every lease this worker holds or hands off, by key.
+    leases: Mutex<BTreeMap<String, Slot>>,
     observed: tokio::sync::Mutex<view::Observed>,
     next_token: std::sync::atomic::AtomicU64,
     /// Listings decided so far (the jitter's seed).
@@ -270,8 +287,10 @@ struct Shared {
     metrics: crate::telemetry::LeaseMetrics,
     /// The fleet by the taker's last listing (`None` before the first one).
     fleet: Mutex<Option<Arc<Fleet>>>,
-    /// Leases being handed off by this worker, until `finish_hand_off`.
-    handing_off: Mutex<BTreeMap<String, HandingOff>>,
+    /// Listings failed in a row while this worker led.
+    failed_listings: std::sync::atomic::AtomicU32,
+    /// Until when this worker stays out of the lead (its listings kept failing as leader).
+    stepped_down_until: Mutex<Option<Instant>>,
     /// Cancelled when this worker stops taking; a taker cycle checks it once it has the turn.
     taking: CancellationToken,
     /// Notified when the inbox asked this worker to list the table now (an `inbox::Entry::ListNow`).
@@ -324,6 +343,56 @@ impl Shared {
         BuildHasherDefault::<DefaultHasher>::default().hash_one((self.me(), listing))
     }
 
+    /// Stamps `lease` for a write sent now that moves its counter by one. Every counter-moving
+    /// write of the coordinator stamps afresh: a stamp left from a write that never landed would
+    /// name the counter this one makes current, with a time long past.
+    fn stamp_next(&self, lease: &mut Lease) {
+        let stamp = crate::lease::RenewalStamp::new(lease.counter + 1, clock::unix_millis_now());
+        lease.renewed_at = Some(if self.stepped_down() {
+            stamp.stepped_down()
+        } else {
+            stamp
+        });
+    }
+
+    /// Whether this worker stays out of the lead now (see [`Shared::listing_failed`]).
+    fn stepped_down(&self) -> bool {
+        self.stepped_down_until
+            .lock()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Counts a failed listing: a leader that fails
+    /// [`CoordinatorConfig::leader_failed_listings`] in a row steps down for
+    /// [`CoordinatorConfig::step_down_for`]. Its renewals say so from then on, its deputy sees
+    /// it at its next check of the leader's lease and leads.
+    fn listing_failed(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let leading = self
+            .fleet
+            .lock()
+            .as_ref()
+            .is_some_and(|f| f.roles.leads(self.me()));
+        if !leading || self.stepped_down() {
+            self.failed_listings.store(0, Relaxed);
+            return;
+        }
+        let failed = self.failed_listings.fetch_add(1, Relaxed) + 1;
+        if failed >= self.config.leader_failed_listings() {
+            self.failed_listings.store(0, Relaxed);
+            let until = Instant::now() + self.config.step_down_for();
+            *self.stepped_down_until.lock() = Some(until);
+            self.metrics.stepped_down.increment(1);
+            warn!(worker_id = %self.me(), failed, step_down_for = ?self.config.step_down_for(), "leader stepping down: its listings keep failing");
+        }
+    }
+
+    /// Counts a successful listing.
+    fn listing_succeeded(&self) {
+        self.failed_listings
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The clocks and settings liveness and expiry are judged by, now.
     fn judge(&self) -> view::Judge {
         view::Judge {
@@ -352,69 +421,134 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
+    /// The leases this worker holds (Ready, Incoming, Offered).
     fn entries(&self) -> Vec<(String, Entry)> {
-        self.held
+        self.leases
             .lock()
             .iter()
-            .map(|(k, s)| (k.clone(), s.held.clone()))
+            .filter_map(|(k, s)| match s {
+                Slot::Held { held, .. } => Some((k.clone(), held.clone())),
+                Slot::Outgoing(_) => None,
+            })
             .collect()
     }
 
     fn entry(&self, key: &str) -> Option<Entry> {
-        self.held.lock().get(key).map(|s| s.held.clone())
+        match self.leases.lock().get(key) {
+            Some(Slot::Held { held, .. }) => Some(held.clone()),
+            _ => None,
+        }
     }
 
-    /// Whether this worker is handing `key` off (see [`HandingOff::finishing`]): it must not
-    /// take or accept the lease meanwhile.
+    fn shown(&self, key: &str) -> Option<Arc<Shown>> {
+        match self.leases.lock().get(key) {
+            Some(Slot::Held { shown, .. }) => Some(shown.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether `key` is in this worker's map at all: held, or outgoing (then see
+    /// [`HandingOff::finishing`]: it must not take or accept the lease meanwhile).
+    fn knows(&self, key: &str) -> bool {
+        self.leases.lock().contains_key(key)
+    }
+
+    /// Whether this worker is handing `key` off.
     fn is_handing_off(&self, key: &str) -> bool {
-        self.handing_off.lock().contains_key(key)
+        matches!(self.leases.lock().get(key), Some(Slot::Outgoing(_)))
+    }
+
+    /// The keys this worker is handing off.
+    fn outgoing(&self) -> std::collections::BTreeSet<String> {
+        self.leases
+            .lock()
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Outgoing(_)))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Runs `f` on the hand-off of `key`, if this worker is handing it off.
+    fn with_outgoing<R>(&self, key: &str, f: impl FnOnce(&mut HandingOff) -> R) -> Option<R> {
+        match self.leases.lock().get_mut(key) {
+            Some(Slot::Outgoing(h)) => Some(f(h)),
+            _ => None,
+        }
+    }
+
+    /// Drops the hand-offs with nothing of this worker's left to do (no longer extended, no
+    /// finish in flight, past the time the new owner starts anyway); returns the keys of those
+    /// still extended.
+    fn settle_outgoing(&self, now: Instant) -> Vec<String> {
+        let mut map = self.leases.lock();
+        map.retain(|_, s| !matches!(s, Slot::Outgoing(h) if !h.pending(now)));
+        map.iter()
+            .filter(|(_, s)| matches!(s, Slot::Outgoing(h) if h.lease.is_some()))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Outgoing → out of the map: the hand-off is over for this worker.
+    fn end_outgoing(&self, key: &str) {
+        let mut map = self.leases.lock();
+        if matches!(map.get(key), Some(Slot::Outgoing(_))) {
+            map.remove(key);
+        }
     }
 
     /// Whether this worker may process `key` now, without waiting for writes in flight.
     fn believes(&self, key: &str) -> bool {
-        let belief = self
-            .held
-            .lock()
-            .get(key)
-            .and_then(|s| s.belief.lock().until);
+        let belief = self.shown(key).and_then(|s| s.belief.lock().until);
         belief.is_some_and(|until| Instant::now() < until)
     }
 
-    /// Starts holding `lease`, written at `sent`.
-    fn insert(&self, lease: Lease, sent: Instant, phase: Phase) {
+    /// Reports how many leases this worker holds.
+    fn count_held(&self, map: &BTreeMap<String, Slot>) {
+        let held = map
+            .values()
+            .filter(|s| matches!(s, Slot::Held { .. }))
+            .count();
+        self.metrics.current.set(held as f64);
+    }
+
+    /// → Ready (a take) or → Incoming (a steal, an accepted offer): starts holding `lease`,
+    /// written at `sent`.
+    fn insert(&self, lease: Lease, sent: Instant, state: State) {
         let key = lease.key.clone();
-        let ready = phase == Phase::Ready;
-        let belief = Arc::new(Mutex::new(Belief {
-            until: None,
-            lease: lease.clone(),
-        }));
+        let ready = state == State::Ready;
+        let shown = Arc::new(Shown {
+            belief: Mutex::new(Belief {
+                until: None,
+                lease: lease.clone(),
+            }),
+            load: std::sync::atomic::AtomicU64::new(0),
+        });
         let token = LeaseToken(
             self.next_token
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         );
-        let load = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let held = Held {
             lease: lease.clone(),
             valid_until: sent + self.config.failover_time,
-            phase,
-            gone: false,
+            state,
             token,
-            belief: belief.clone(),
-            load: load.clone(),
+            shown: shown.clone(),
             measured_since: sent,
         };
         held.publish();
-        let slot = Slot {
+        let slot = Slot::Held {
             held: Arc::new(tokio::sync::Mutex::new(held)),
-            belief,
-            load,
+            shown,
         };
-        let held_now = {
-            let mut map = self.held.lock();
+        {
+            let mut map = self.leases.lock();
+            debug_assert!(
+                !matches!(map.get(&key), Some(Slot::Outgoing(_))),
+                "took a lease this worker is handing off"
+            );
             map.insert(key.clone(), slot);
-            map.len()
-        };
-        self.metrics.current.set(held_now as f64);
+            self.count_held(&map);
+        }
         if ready {
             info!(worker_id = %self.me(), lease_key = %key, "lease gained");
             self.emit(LeaseEvent::Gained { lease, token });
@@ -423,19 +557,21 @@ impl Shared {
         }
     }
 
-    fn forget(&self, key: &str, held: &mut Held) {
-        held.gone = true;
+    /// → Gone, or → Outgoing with `outgoing`: this worker stops processing the lease at once.
+    fn forget(&self, key: &str, held: &mut Held, outgoing: Option<HandingOff>) {
+        held.state = State::Gone;
         held.publish();
-        let held_now = {
-            let mut map = self.held.lock();
-            map.remove(key);
-            map.len()
+        let mut map = self.leases.lock();
+        match outgoing {
+            Some(h) => map.insert(key.to_string(), Slot::Outgoing(Box::new(h))),
+            None => map.remove(key),
         };
-        self.metrics.current.set(held_now as f64);
+        self.count_held(&map);
     }
 
+    /// → Gone, reported.
     fn lose(&self, key: &str, held: &mut Held, reason: LostReason) {
-        self.forget(key, held);
+        self.forget(key, held, None);
         warn!(worker_id = %self.me(), lease_key = %key, ?reason, "lease lost");
         if reason != LostReason::Released {
             self.metrics.lost.increment(1);
@@ -477,12 +613,12 @@ impl Shared {
             }
             Ok(Some(stored))
                 if stored.is_owned_by(self.me())
-                    && matches!(&held.phase, Phase::Incoming { from, .. }
+                    && matches!(&held.state, State::Incoming { from, .. }
                         if stored.checkpoint_owner.as_ref() == Some(from)) =>
             {
                 // The victim renewed our lease: still inside its batch. Wait the hand-off
                 // timeout from now; our next renewal goes from its counter.
-                if let Phase::Incoming { deadline, .. } = &mut held.phase {
+                if let State::Incoming { deadline, .. } = &mut held.state {
                     *deadline =
                         (*deadline).max(Instant::now() + self.config.graceful_handoff_timeout());
                 }
@@ -495,19 +631,16 @@ impl Shared {
                 false
             }
             Ok(Some(stored)) if stored.checkpoint_owner.as_deref() == Some(self.me()) => {
-                self.forget(key, held);
+                let last_write = held.valid_until - self.config.failover_time;
+                let outgoing = HandingOff {
+                    since: Instant::now(),
+                    safe_until: last_write + self.config.graceful_handoff_timeout(),
+                    lease: Some(stored.clone()),
+                    finishing: false,
+                };
+                self.forget(key, held, Some(outgoing));
                 info!(worker_id = %self.me(), lease_key = %key, new_owner = ?stored.owner, "lease handing off");
                 self.metrics.handed_off.increment(1);
-                let last_write = held.valid_until - self.config.failover_time;
-                self.handing_off.lock().insert(
-                    key.to_string(),
-                    HandingOff {
-                        since: Instant::now(),
-                        safe_until: last_write + self.config.graceful_handoff_timeout(),
-                        lease: Some(stored.clone()),
-                        finishing: false,
-                    },
-                );
                 self.emit(LeaseEvent::HandingOff { lease: stored });
                 false
             }
@@ -570,7 +703,7 @@ impl LeaseCoordinator {
             store,
             inboxes,
             config,
-            held: Mutex::new(BTreeMap::new()),
+            leases: Mutex::new(BTreeMap::new()),
             observed: tokio::sync::Mutex::new(view::Observed::new()),
             next_token: std::sync::atomic::AtomicU64::new(1),
             listings: std::sync::atomic::AtomicU64::new(0),
@@ -582,8 +715,9 @@ impl LeaseCoordinator {
             told_deputy: Mutex::new(None),
             late_offers: Mutex::new(Vec::new()),
             owed: std::sync::atomic::AtomicUsize::new(0),
-            handing_off: Mutex::default(),
             taking: CancellationToken::new(),
+            failed_listings: std::sync::atomic::AtomicU32::new(0),
+            stepped_down_until: Mutex::new(None),
         });
         let renewer_cancel = CancellationToken::new();
         let renewer = tokio::spawn(renewer::run(shared.clone(), renewer_cancel.clone()));
@@ -618,17 +752,20 @@ impl LeaseCoordinator {
     /// Leases this worker holds and may process now. Never waits for a store call in flight.
     pub async fn held_leases(&self) -> Vec<Lease> {
         let now = Instant::now();
-        let beliefs: Vec<Arc<Mutex<Belief>>> = self
+        let shown: Vec<Arc<Shown>> = self
             .shared
-            .held
+            .leases
             .lock()
             .values()
-            .map(|s| s.belief.clone())
+            .filter_map(|s| match s {
+                Slot::Held { shown, .. } => Some(shown.clone()),
+                Slot::Outgoing(_) => None,
+            })
             .collect();
-        let mut out: Vec<Lease> = beliefs
+        let mut out: Vec<Lease> = shown
             .iter()
-            .filter_map(|b| {
-                let b = b.lock();
+            .filter_map(|s| {
+                let b = s.belief.lock();
                 b.until.is_some_and(|u| now < u).then(|| b.lease.clone())
             })
             .collect();
@@ -647,6 +784,7 @@ impl LeaseCoordinator {
     pub fn is_sync_leader(&self) -> bool {
         // A worker that stopped taking is leaving: its last listing no longer speaks for it.
         !self.shared.taking.is_cancelled()
+            && !self.shared.stepped_down()
             && self
                 .shared
                 .fleet
@@ -659,8 +797,9 @@ impl LeaseCoordinator {
     /// `throughputKBps` from it (as the KCL 3.x does), which balancing weighs. Does not await
     /// (one short lock and an atomic add); a key this worker does not hold is ignored.
     pub fn record_processed_bytes(&self, key: &str, bytes: u64) {
-        if let Some(slot) = self.shared.held.lock().get(key) {
-            slot.load
+        if let Some(shown) = self.shared.shown(key) {
+            shown
+                .load
                 .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -688,7 +827,7 @@ impl LeaseCoordinator {
     pub async fn token(&self, key: &str) -> Option<LeaseToken> {
         let entry = self.shared.entry(key)?;
         let h = entry.lock().await;
-        (!h.gone).then_some(h.token)
+        (!h.state.is_gone()).then_some(h.token)
     }
 
     /// Writes a checkpoint of a held lease, fenced: unless this worker holds the lease under
@@ -705,14 +844,10 @@ impl LeaseCoordinator {
         let entry = self.shared.entry(key).ok_or_else(not_held)?;
         let mut h = entry.lock().await;
         for _attempt in 0..2 {
-            if h.gone
-                || h.token != token
-                || !h.phase.processable()
-                || Instant::now() >= h.valid_until
-            {
+            if h.token != token || !h.state.processable() || Instant::now() >= h.valid_until {
                 return Err(not_held());
             }
-            stamp_next(&mut h.lease);
+            self.shared.stamp_next(&mut h.lease);
             match self.shared.store.checkpoint(&h.lease, update.clone()).await {
                 Ok(lease) => {
                     let ended = lease.is_shard_end() && !h.lease.is_shard_end();
@@ -742,7 +877,7 @@ impl LeaseCoordinator {
     async fn take_children(&self, parent: &Lease) {
         for child in &parent.child_shard_ids {
             let key = parent.key_in_stream(child);
-            if self.shared.entry(&key).is_some() || self.shared.is_handing_off(&key) {
+            if self.shared.knows(&key) {
                 continue;
             }
             match self.shared.store.get(&key).await {
@@ -774,23 +909,21 @@ impl LeaseCoordinator {
     ) -> Result<Lease, LeaseError> {
         // The batch is over whatever this call answers: stop keeping the thief waiting, so a
         // failed write costs it one hand-off timeout, not the extension limit.
-        if let Some(h) = self.shared.handing_off.lock().get_mut(key) {
+        self.shared.with_outgoing(key, |h| {
             h.lease = None;
             h.finishing = true;
-        }
+        });
         let result = self
             .shared
             .store
             .finish_hand_off(key, self.shared.me(), checkpoint)
             .await;
-        let mut handing_off = self.shared.handing_off.lock();
         if !matches!(&result, Err(e) if e.is_retryable()) {
-            handing_off.remove(key);
-        } else if let Some(h) = handing_off.get_mut(key) {
+            self.shared.end_outgoing(key);
+        } else {
             // Kept for a retry; the renewer drops it once the new owner starts anyway.
-            h.finishing = false;
+            self.shared.with_outgoing(key, |h| h.finishing = false);
         }
-        drop(handing_off);
         result
     }
 
@@ -814,20 +947,21 @@ impl LeaseCoordinator {
                 key: key.to_string(),
             })?;
         let mut h = entry.lock().await;
-        if h.gone || token.is_some_and(|t| t != h.token) {
+        if h.state.is_gone() || token.is_some_and(|t| t != h.token) {
             return Err(HeldLeaseError::NotHeld {
                 key: key.to_string(),
             });
         }
+        let state = h.state.clone();
         // Stop believing first: from here on this worker must not process the shard.
-        self.shared.forget(key, &mut h);
-        if let Phase::Incoming { from, .. } = &h.phase {
+        self.shared.forget(key, &mut h, None);
+        if let State::Incoming { from, .. } = &state {
             // Evicting would clear `checkpointOwner` while the previous owner may still be
             // processing; another worker could then take the lease at once. Leave it to expire.
             info!(worker_id = %self.shared.me(), lease_key = %key, previous_owner = %from, "incoming lease left to expire");
             return Ok(());
         }
-        if let Phase::Offered { to, .. } = &h.phase {
+        if let State::Offered { to, .. } = &state {
             // Stored as `to`'s already: it accepts it, or it expires.
             info!(worker_id = %self.shared.me(), lease_key = %key, receiver = %to, "offered lease left to its receiver");
             return Ok(());
@@ -868,9 +1002,9 @@ impl LeaseCoordinator {
     /// receiver (not yet handed off, taken back or lost).
     pub fn offers_pending(&self) -> bool {
         self.shared.entries().iter().any(|(_, entry)| {
-            entry.try_lock().map_or(true, |h| {
-                !h.gone && matches!(h.phase, Phase::Offered { .. })
-            })
+            entry
+                .try_lock()
+                .map_or(true, |h| matches!(h.state, State::Offered { .. }))
         })
     }
 
@@ -966,7 +1100,7 @@ impl LeaseCoordinator {
             let mut incoming = Vec::new();
             for (key, entry) in self.shared.entries() {
                 let h = entry.lock().await;
-                if !h.gone && matches!(h.phase, Phase::Incoming { .. }) {
+                if matches!(h.state, State::Incoming { .. }) {
                     drop(h);
                     incoming.push((key, entry));
                 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::view::View;
-use super::{Entry, Held, LeaseEvent, Phase, Shared, inbox};
+use super::{Entry, Held, LeaseEvent, Shared, State, inbox};
 
 /// Posts [`inbox::Entry::ListNow`] to the inbox of each of `to` that `view` shows live; returns how many posts
 /// landed.
@@ -107,7 +107,7 @@ pub(super) async fn offer_all(shared: &Shared) -> Vec<String> {
     let mut on_offer = Vec::new();
     for (key, entry) in shared.entries() {
         let h = entry.lock().await;
-        if !h.gone && matches!(h.phase, Phase::Offered { .. }) {
+        if matches!(h.state, State::Offered { .. }) {
             on_offer.push(key);
         }
     }
@@ -153,13 +153,13 @@ pub(super) async fn shed(shared: &Shared, view: &View, ceiling: usize, at_most: 
     let mut mine = 0;
     for (key, entry) in shared.entries() {
         let h = entry.lock().await;
-        if h.gone || h.lease.is_shard_end() {
+        if h.lease.is_shard_end() {
             continue;
         }
-        match h.phase {
-            Phase::Offered { .. } => continue,
-            Phase::Ready => ready.push((key, entry.clone())),
-            Phase::Incoming { .. } => {}
+        match h.state {
+            State::Offered { .. } | State::Gone => continue,
+            State::Ready => ready.push((key, entry.clone())),
+            State::Incoming { .. } => {}
         }
         mine += 1;
     }
@@ -211,7 +211,7 @@ async fn offer(
         last_failed.extend(failed);
     }
     for (key, entry, _) in last_failed {
-        if entry.lock().await.phase == Phase::Ready {
+        if entry.lock().await.state == State::Ready {
             shared
                 .owed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -291,17 +291,17 @@ async fn offer_one(
     deadline: Instant,
 ) -> Option<(String, Entry, String)> {
     let mut h = entry.lock().await;
-    if h.gone || h.phase != Phase::Ready || h.lease.is_shard_end() {
+    if h.state != State::Ready || h.lease.is_shard_end() {
         return None;
     }
     let sent = Instant::now();
     // Stamped, so the lease expires one failover time after the offer if neither side follows up.
-    super::stamp_next(&mut h.lease);
+    shared.stamp_next(&mut h.lease);
     match shared.store.hand_off(&h.lease, &to).await {
         Ok(offered) => {
             h.lease = offered;
             h.valid_until = sent + shared.config.failover_time;
-            h.phase = Phase::Offered {
+            h.state = State::Offered {
                 to: to.clone(),
                 deadline,
             };
@@ -323,7 +323,7 @@ async fn offer_one(
 /// The giver's poll of an offered lease: hands it off once the receiver accepted (the counter
 /// moved), takes it back once the offer timed out.
 pub(super) async fn poll_offered(shared: &Shared, key: &str, h: &mut Held) {
-    let Phase::Offered { deadline, .. } = &h.phase else {
+    let State::Offered { deadline, .. } = &h.state else {
         return;
     };
     let deadline = *deadline;
@@ -346,17 +346,17 @@ pub(super) async fn poll_offered(shared: &Shared, key: &str, h: &mut Held) {
 /// Takes an offered lease back, conditional on the offer's counter; `announce`: with
 /// [`LeaseEvent::OfferWithdrawn`]. Returns whether it is held here, ready, again.
 async fn withdraw(shared: &Shared, key: &str, h: &mut Held, announce: bool) -> bool {
-    if !matches!(h.phase, Phase::Offered { .. }) || h.gone {
+    if !matches!(h.state, State::Offered { .. }) {
         return false;
     }
     let sent = Instant::now();
     let mut lease = h.lease.clone();
-    super::stamp_next(&mut lease);
+    shared.stamp_next(&mut lease);
     match shared.store.take(&lease, shared.me()).await {
         Ok(taken) => {
             h.lease = taken;
             h.valid_until = sent + shared.config.failover_time;
-            h.phase = Phase::Ready;
+            h.state = State::Ready;
             h.publish();
             info!(worker_id = %shared.me(), lease_key = %key, "offer taken back");
             if announce {
@@ -393,8 +393,7 @@ pub(super) async fn accept(shared: &Shared, key: &str) {
 /// it sees the acceptance, so a renewal from a read a moment old can miss: read and try again.
 pub(super) async fn accept_unlocked(shared: &Shared, key: &str) {
     for _attempt in 0..5 {
-        if shared.taking.is_cancelled() || shared.entry(key).is_some() || shared.is_handing_off(key)
-        {
+        if shared.taking.is_cancelled() || shared.knows(key) {
             debug!(worker_id = %shared.me(), lease_key = %key, stopping = shared.taking.is_cancelled(), "offer not accepted: stopping or held already");
             return;
         }
@@ -415,12 +414,12 @@ pub(super) async fn accept_unlocked(shared: &Shared, key: &str) {
         }
         let sent = Instant::now();
         let mut accepting = lease;
-        super::stamp_next(&mut accepting);
+        shared.stamp_next(&mut accepting);
         match shared.store.renew(&accepting).await {
             Ok(accepted) => {
                 let deadline = sent + shared.config.graceful_handoff_timeout();
                 info!(worker_id = %shared.me(), lease_key = %key, giver = %from, "offered lease accepted");
-                shared.insert(accepted, sent, Phase::Incoming { from, deadline });
+                shared.insert(accepted, sent, State::Incoming { from, deadline });
                 return;
             }
             // The giver checkpointed in between: read again.

@@ -13,7 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Entry, Held, LeaseEvent, LostReason, Phase, Shared, inbox};
+use super::{Entry, Held, LeaseEvent, LostReason, Shared, State, inbox};
 
 pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.renew_interval());
@@ -54,7 +54,7 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             // Between renewals, only hand-offs in progress are looked at.
             due.retain(|(_, entry)| {
                 entry.try_lock().is_ok_and(|h| {
-                    !h.gone && matches!(h.phase, Phase::Incoming { .. } | Phase::Offered { .. })
+                    matches!(h.state, State::Incoming { .. } | State::Offered { .. })
                 })
             });
             for (key, entry) in due {
@@ -65,19 +65,10 @@ pub(super) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             }
             continue;
         }
-        // Hand-offs no longer extended, with no finish in flight, past the time the new
-        // owner starts anyway: nothing of this worker's is left to do for them.
-        let now = Instant::now();
-        shared
-            .handing_off
-            .lock()
-            .retain(|_, h| h.lease.is_some() || h.finishing || now < h.safe_until);
         let outgoing: Vec<String> = shared
-            .handing_off
-            .lock()
-            .iter()
-            .filter(|(key, h)| h.lease.is_some() && !busy.contains(&(true, (*key).clone())))
-            .map(|(key, _)| key.clone())
+            .settle_outgoing(Instant::now())
+            .into_iter()
+            .filter(|key| !busy.contains(&(true, key.clone())))
             .collect();
         for (key, entry) in due {
             let shared = shared.clone();
@@ -116,7 +107,7 @@ async fn read_inbox(shared: &Shared, entries: Vec<String>) {
 /// receiver accepted.
 async fn poll_hand_off(shared: &Shared, key: &str, entry: Entry) {
     let mut h = entry.lock().await;
-    if h.gone {
+    if h.state.is_gone() {
         return;
     }
     if Instant::now() >= h.valid_until {
@@ -125,9 +116,9 @@ async fn poll_hand_off(shared: &Shared, key: &str, entry: Entry) {
         shared.lose(key, &mut h, LostReason::RenewalsFailed);
         return;
     }
-    match &h.phase {
-        Phase::Offered { .. } => super::offer::poll_offered(shared, key, &mut h).await,
-        Phase::Incoming { .. } => match shared.store.get(key).await {
+    match &h.state {
+        State::Offered { .. } => super::offer::poll_offered(shared, key, &mut h).await,
+        State::Incoming { .. } => match shared.store.get(key).await {
             Ok(Some(stored))
                 if stored.is_owned_by(shared.me()) && stored.checkpoint_owner.is_none() =>
             {
@@ -140,7 +131,7 @@ async fn poll_hand_off(shared: &Shared, key: &str, entry: Entry) {
                 // at the next renewal. A counter that moved (the previous owner extending its
                 // batch) is left to that renewal: its conflict extends the wait.
                 if stored.counter == h.lease.counter
-                    && matches!(h.phase, Phase::Incoming { deadline, .. } if Instant::now() >= deadline)
+                    && matches!(h.state, State::Incoming { deadline, .. } if Instant::now() >= deadline)
                 {
                     complete_hand_off(shared, key, &mut h).await;
                 }
@@ -152,17 +143,17 @@ async fn poll_hand_off(shared: &Shared, key: &str, entry: Entry) {
                 debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not poll an incoming lease");
             }
         },
-        Phase::Ready => {}
+        State::Ready | State::Gone => {}
     }
 }
 
 /// Renews one lease; returns the keys its inbox named (leases offered to this worker).
 pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec<String> {
     let mut h = entry.lock().await;
-    if h.gone {
+    if h.state.is_gone() {
         return Vec::new();
     }
-    if let Phase::Offered { .. } = h.phase {
+    if let State::Offered { .. } = h.state {
         // Stored as the receiver's now: polled, never renewed.
         return Vec::new();
     }
@@ -173,7 +164,7 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec
     }
     // Throughput since the last renewal, smoothed (half the new window, half the old figure) so
     // one bursty batch does not swing balancing.
-    let bytes = h.load.load(std::sync::atomic::Ordering::Relaxed);
+    let bytes = h.shown.load.load(std::sync::atomic::Ordering::Relaxed);
     let window = sent.duration_since(h.measured_since).as_secs_f64();
     if window > 0.0 {
         let now = bytes as f64 / 1024.0 / window;
@@ -183,14 +174,15 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec
         // condition, so a failed renewal leaves nothing inconsistent).
         h.lease.throughput_kbps = Some((smoothed * 100.0).floor() / 100.0);
     }
-    super::stamp_next(&mut h.lease);
+    shared.stamp_next(&mut h.lease);
     // Offers this renewal acknowledges (it removes them from the stored inbox): seen in the
     // response of an earlier write of this lease (a checkpoint's) and not acted on yet.
     let acknowledged = h.lease.inbox.clone();
     match shared.store.renew(&h.lease).await {
         Ok(lease) => {
             h.lease = lease;
-            h.load
+            h.shown
+                .load
                 .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
             h.measured_since = sent;
             h.valid_until = sent + shared.config.failover_time;
@@ -210,12 +202,9 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec
             // An incoming lease whose previous owner is still writing (checkpoints during an
             // offer, extensions during a steal): reconcile read it afresh, so go again at once
             // rather than a renew interval later from a counter that old.
-            if !h.gone
-                && matches!(h.phase, Phase::Incoming { .. })
-                && h.lease.checkpoint_owner.is_some()
-            {
+            if matches!(h.state, State::Incoming { .. }) && h.lease.checkpoint_owner.is_some() {
                 let sent = Instant::now();
-                super::stamp_next(&mut h.lease);
+                shared.stamp_next(&mut h.lease);
                 if let Ok(lease) = shared.store.renew(&h.lease).await {
                     h.lease = lease;
                     h.valid_until = sent + shared.config.failover_time;
@@ -233,7 +222,7 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec
 /// An incoming lease becomes ready once the previous owner cleared `checkpointOwner`, or when
 /// the hand-off timeout passes without news of the previous owner (then this worker clears it).
 async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
-    let Phase::Incoming { deadline, .. } = &h.phase else {
+    let State::Incoming { deadline, .. } = &h.state else {
         return;
     };
     if h.lease.checkpoint_owner.is_some() {
@@ -244,7 +233,7 @@ async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
         // first makes it fail (and extends the wait), so the previous owner, once its write
         // succeeded, knows we wait at least the hand-off timeout from then.
         let sent = Instant::now();
-        super::stamp_next(&mut h.lease);
+        shared.stamp_next(&mut h.lease);
         match shared.store.take(&h.lease, shared.me()).await {
             Ok(lease) => {
                 h.lease = lease;
@@ -262,7 +251,7 @@ async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
             }
         }
     }
-    h.phase = Phase::Ready;
+    h.state = State::Ready;
     h.publish();
     tracing::info!(worker_id = %shared.me(), lease_key = %key, "lease gained after hand-off");
     shared.emit(LeaseEvent::Gained {
@@ -276,10 +265,8 @@ async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
 /// thief reads as "still finishing" and waits on, up to `max_hand_off_extension`.
 async fn extend_hand_off(shared: &Shared, key: &str) {
     let Some((since, lease)) = shared
-        .handing_off
-        .lock()
-        .get(key)
-        .and_then(|h| Some((h.since, h.lease.clone()?)))
+        .with_outgoing(key, |h| Some((h.since, h.lease.clone()?)))
+        .flatten()
     else {
         return;
     };
@@ -287,10 +274,8 @@ async fn extend_hand_off(shared: &Shared, key: &str) {
     // progress is no longer this worker's to finish (reported as a lost lease).
     let stop = |why: &str, lapsed: bool| {
         let was_extending = shared
-            .handing_off
-            .lock()
-            .get_mut(key)
-            .and_then(|h| h.lease.take())
+            .with_outgoing(key, |h| h.lease.take())
+            .flatten()
             .is_some();
         if !was_extending {
             return; // finish_hand_off came first: the batch ended in time.
@@ -337,19 +322,24 @@ async fn extend_hand_off(shared: &Shared, key: &str) {
             }
         }
     }
-    let mut handing_off = shared.handing_off.lock();
-    let Some(h) = handing_off.get_mut(key).filter(|h| h.lease.is_some()) else {
-        return;
-    };
-    match renewed {
-        Some(renewed) => {
-            h.lease = Some(renewed);
-            h.safe_until = sent + shared.config.graceful_handoff_timeout();
+    let lapsed = shared.with_outgoing(key, |h| {
+        if h.lease.is_none() {
+            return false; // stopped meanwhile
         }
-        None if Instant::now() >= h.safe_until => {
-            drop(handing_off);
-            stop("extensions failed for a hand-off timeout", true);
+        match renewed {
+            Some(renewed) => {
+                h.lease = Some(renewed);
+                h.safe_until = sent + shared.config.graceful_handoff_timeout();
+                false
+            }
+            None if Instant::now() >= h.safe_until => true,
+            None => {
+                h.lease = Some(lease);
+                false
+            }
         }
-        None => h.lease = Some(lease),
+    });
+    if lapsed == Some(true) {
+        stop("extensions failed for a hand-off timeout", true);
     }
 }

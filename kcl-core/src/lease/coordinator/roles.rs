@@ -2,7 +2,9 @@
 //! rows of its own. Every worker computes the same answer from listings that agree.
 //!
 //! - The **leader** is the smallest worker id among the live peers (workers renewing with this
-//!   framework's stamps, this one included). It lists at every expiry, takes every free or
+//!   framework's stamps, this one included) that have not stepped down — a leader whose
+//!   listings keep failing steps down for a while and says so in its stamps; if every peer
+//!   has, the smallest id leads anyway. It lists at every expiry, takes every free or
 //!   expired lease, passes on what it took beyond its share by offers, and runs shard sync.
 //! - The **deputy** is the next smallest id. It watches one lease of the leader's (one GetItem
 //!   per renew interval) and lists the table when that lease expires or moves, so a dead leader
@@ -42,7 +44,11 @@ impl Roles {
     /// The roles `view` shows, judged at `now`; the deputy's first check comes one renew
     /// interval later (or at the lease's expiry, if sooner).
     pub(super) fn of(view: &View, now: Instant, renew: Duration) -> Self {
-        let mut ids = view.peers.iter();
+        let mut ids = view
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.stepped_down)
+            .chain(view.peers.iter().filter(|(_, p)| p.stepped_down));
         let (leader, leads) = ids.next().expect("a view holds its own worker");
         let deputy = ids.next().map(|(id, _)| id.clone());
         let watch = leads.watch.as_ref().map(|(lease, expires)| Watch {
@@ -96,10 +102,7 @@ mod tests {
         let mut l = Lease::new(&ShardId::from_index(i), ExtendedSequenceNumber::TrimHorizon);
         l.owner = Some(owner.to_string());
         l.counter = counter;
-        l.renewed_at = Some(RenewalStamp {
-            counter,
-            unix_millis: at_ms,
-        });
+        l.renewed_at = Some(RenewalStamp::new(counter, at_ms));
         l
     }
 
@@ -170,5 +173,22 @@ mod tests {
         assert_eq!(roles.leader, "z");
         assert_eq!(roles.deputy, None);
         assert_eq!(roles.watch, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stepped_down_worker_is_passed_over_unless_everyone_has_stepped_down() {
+        let now = Instant::now();
+        let mut a = stamped(0, "a", 4, NOW_MS - 100);
+        a.renewed_at = a.renewed_at.map(RenewalStamp::stepped_down);
+        let leases = [a.clone(), stamped(1, "b", 2, NOW_MS - 100)];
+        let roles = roles_at("c", &leases, &mut Observed::new(), &judge(now, NOW_MS));
+        assert_eq!(roles.leader, "b");
+        assert_eq!(roles.deputy.as_deref(), Some("c"));
+        assert_eq!(roles.watch_for("c").unwrap().key, leases[1].key);
+        // Alone with a stepped-down peer and stepped down itself (the taker sets its own flag):
+        // the smallest id leads anyway.
+        let mut view = View::of("b", &[a], &Observed::new(), &judge(now, NOW_MS));
+        view.peers.get_mut("b").unwrap().stepped_down = true;
+        assert_eq!(Roles::of(&view, now, RENEW).leader, "a");
     }
 }

@@ -11,7 +11,7 @@ use super::leader;
 use super::plan::{Availability, PlanInput, plan};
 use super::roles::{Roles, Watch};
 use super::view::{View, observe};
-use super::{Fleet, Phase, Shared};
+use super::{Fleet, Shared, State};
 use crate::lease::Lease;
 
 /// When the taker lists next, and what the deputy watches until then.
@@ -70,9 +70,11 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
         Ok(l) => l,
         Err(e) => {
             warn!(worker_id = %shared.me(), error = %e, "listing leases failed; retrying next cycle");
+            shared.listing_failed();
             return None;
         }
     };
+    shared.listing_succeeded();
     for bad in &listing.malformed {
         warn!(worker_id = %shared.me(), error = %bad, "skipping a malformed lease");
     }
@@ -81,7 +83,10 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     let now = judge.now;
     let first_sightings = observe(observed, &listing.leases, shared.me(), &judge);
     // Before the filter, so that every worker names the same leader.
-    let view = View::of(shared.me(), &listing.leases, observed, &judge);
+    let mut view = View::of(shared.me(), &listing.leases, observed, &judge);
+    if let Some(me) = view.peers.get_mut(shared.me()) {
+        me.stepped_down = shared.stepped_down();
+    }
     let roles = Roles::of(&view, now, renew);
     shared.metrics.workers.set(view.workers as f64);
     let fleet = Arc::new(Fleet { view, roles });
@@ -93,7 +98,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     }
     let held: BTreeSet<String> = shared.entries().into_iter().map(|(k, _)| k).collect();
     // One lock for the listing, not one per lease.
-    let handing_off: BTreeSet<String> = shared.handing_off.lock().keys().cloned().collect();
+    let handing_off: BTreeSet<String> = shared.outgoing();
     let me = shared.me();
     let leading = roles.leads(me);
     let epoch = observed.values().map(|s| s.expires).min().unwrap_or(now);
@@ -217,11 +222,11 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
 pub(super) async fn take(shared: &Shared, lease: &Lease) {
     let sent = Instant::now();
     let mut lease = lease.clone();
-    super::stamp_next(&mut lease);
+    shared.stamp_next(&mut lease);
     match shared.store.take(&lease, shared.me()).await {
         Ok(taken) => {
             shared.metrics.taken.increment(1);
-            shared.insert(taken, sent, Phase::Ready)
+            shared.insert(taken, sent, State::Ready)
         }
         Err(e) => {
             debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "take failed")
@@ -240,7 +245,7 @@ async fn steal(shared: &Shared, lease: &Lease) {
     // next renewal, well before, and extends the wait if its batch needs it.
     let victim_expiry = shared.judge().stamp_expiry(lease);
     let mut lease = lease.clone();
-    super::stamp_next(&mut lease);
+    shared.stamp_next(&mut lease);
     match shared.store.hand_off(&lease, shared.me()).await {
         Ok(stolen) => {
             shared.metrics.stolen.increment(1);
@@ -248,7 +253,7 @@ async fn steal(shared: &Shared, lease: &Lease) {
                 .map_or(sent + shared.config.graceful_handoff_timeout(), |e| {
                     e.min(sent + shared.config.graceful_handoff_timeout())
                 });
-            shared.insert(stolen, sent, Phase::Incoming { from, deadline });
+            shared.insert(stolen, sent, State::Incoming { from, deadline });
         }
         Err(e) => {
             debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "graceful steal failed")

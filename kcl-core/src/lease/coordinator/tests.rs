@@ -41,8 +41,12 @@ impl Fleet {
 
     /// Starts a worker whose "scheduler" answers hand-offs by checkpointing where the lease was.
     fn start(&mut self, id: &str) {
-        let (c, mut events) =
-            LeaseCoordinator::start(self.store.clone(), CoordinatorConfig::new(id)).unwrap();
+        self.start_on(id, self.store.clone());
+    }
+
+    /// [`start`](Self::start), calling the table through `store`.
+    fn start_on(&mut self, id: &str, store: Arc<dyn LeaseStore>) {
+        let (c, mut events) = LeaseCoordinator::start(store, CoordinatorConfig::new(id)).unwrap();
         let c = Arc::new(c);
         let weak = Arc::downgrade(&c);
         tokio::spawn(async move {
@@ -1108,4 +1112,150 @@ async fn a_rolling_restart_has_one_leader_almost_always() {
         f64::from(several) <= f64::from(samples) * 0.05,
         "{several} of {samples} samples had more than one leader"
     );
+}
+
+/// One worker's view of the table whose listings fail while `failing` is set (its scans time
+/// out, say, while its single-lease writes go through).
+#[derive(Debug)]
+struct ListingsFail {
+    inner: Arc<InMemoryLeaseStore>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ListingsFail {
+    fn check(&self) -> Result<(), LeaseError> {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(LeaseError::Unavailable {
+                message: "injected: this worker's listings fail".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaseStore for ListingsFail {
+    fn capabilities(&self) -> crate::lease::StoreCapabilities {
+        self.inner.capabilities()
+    }
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        self.inner.ensure_table().await
+    }
+    async fn create_if_absent(&self, lease: &Lease) -> Result<(), LeaseError> {
+        self.inner.create_if_absent(lease).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Lease>, LeaseError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self) -> Result<crate::lease::LeaseListing, LeaseError> {
+        self.check()?;
+        self.inner.list().await
+    }
+    async fn list_eventually(&self) -> Result<crate::lease::LeaseListing, LeaseError> {
+        self.check()?;
+        self.inner.list_eventually().await
+    }
+    async fn renew(&self, expected: &Lease) -> Result<Lease, LeaseError> {
+        self.inner.renew(expected).await
+    }
+    async fn take(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        self.inner.take(expected, new_owner).await
+    }
+    async fn hand_off(&self, expected: &Lease, new_owner: &str) -> Result<Lease, LeaseError> {
+        self.inner.hand_off(expected, new_owner).await
+    }
+    async fn finish_hand_off(
+        &self,
+        key: &str,
+        previous_owner: &str,
+        checkpoint: Option<ExtendedSequenceNumber>,
+    ) -> Result<Lease, LeaseError> {
+        self.inner
+            .finish_hand_off(key, previous_owner, checkpoint)
+            .await
+    }
+    async fn evict(&self, expected: &Lease) -> Result<Lease, LeaseError> {
+        self.inner.evict(expected).await
+    }
+    async fn checkpoint(
+        &self,
+        expected: &Lease,
+        update: CheckpointUpdate,
+    ) -> Result<Lease, LeaseError> {
+        self.inner.checkpoint(expected, update).await
+    }
+    async fn set_child_shards(&self, key: &str, children: &[ShardId]) -> Result<Lease, LeaseError> {
+        self.inner.set_child_shards(key, children).await
+    }
+    async fn post(&self, key: &str, owner: &str, entries: &[String]) -> Result<(), LeaseError> {
+        self.inner.post(key, owner, entries).await
+    }
+    async fn delete(&self, expected: &Lease) -> Result<(), LeaseError> {
+        self.inner.delete(expected).await
+    }
+}
+
+/// A leader whose listings keep failing (its renewals still landing, so the fleet would go on
+/// counting it as leader) steps down: the deputy leads, and a crash is still failed over within
+/// one failover time. Once its listings work again and the step-down time passes, it leads again.
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_listings_keep_failing_steps_down() {
+    let mut fleet = Fleet::new(8, 0).await;
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    fleet.start_on(
+        "w00",
+        Arc::new(ListingsFail {
+            inner: fleet.store.clone(),
+            failing: failing.clone(),
+        }),
+    );
+    for w in ["w01", "w02", "w03"] {
+        sleep(Duration::from_millis(211)).await;
+        fleet.start(w);
+    }
+    sleep(Duration::from_secs(90)).await;
+    assert!(fleet.spread() <= 1, "{:?}", fleet.owner_counts());
+    let leads = |fleet: &Fleet| -> Vec<String> {
+        fleet
+            .workers
+            .iter()
+            .filter(|(_, c)| c.is_sync_leader())
+            .map(|(w, _)| w.clone())
+            .collect()
+    };
+    assert_eq!(leads(&fleet), ["w00"]);
+
+    failing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let config = CoordinatorConfig::new("w00");
+    // Three failed listings a taker interval (10 s) apart, the step-down written by the next
+    // renewal, seen by the deputy's next check of the leader's lease: within 50 s.
+    let by = Duration::from_secs(50);
+    sleep(by).await;
+    assert_eq!(leads(&fleet), ["w01"], "after {by:?} of failed listings");
+    let stamp = fleet
+        .store
+        .snapshot()
+        .into_iter()
+        .find(|l| l.owner.as_deref() == Some("w00"))
+        .and_then(|l| l.renewed_at)
+        .expect("w00 still renews");
+    assert!(stamp.stepped_down, "w00's renewals say it stepped down");
+
+    // The new leader fails a crash over as the old one would have.
+    let theirs = fleet.owner_counts()["w02"];
+    assert!(theirs > 0);
+    fleet.crash("w02");
+    let crashed = Instant::now();
+    while fleet.held_by_live_workers().await.len() < 8 {
+        sleep(Duration::from_millis(50)).await;
+        assert!(
+            crashed.elapsed() <= F + Duration::from_secs(1),
+            "w02's leases not processed elsewhere within F + 1 s: {:?}",
+            fleet.owners()
+        );
+    }
+
+    failing.store(false, std::sync::atomic::Ordering::Relaxed);
+    sleep(config.step_down_for() + config.taker_interval() * 2).await;
+    assert_eq!(leads(&fleet), ["w00"], "w00 leads again");
 }

@@ -132,6 +132,9 @@ pub(super) struct Peer {
     pub(super) watch: Option<(Lease, Instant)>,
     /// Leases with work it holds (not at SHARD_END).
     pub(super) load: usize,
+    /// Its current stamps say it stepped down from leading (see
+    /// [`crate::lease::RenewalStamp::stepped_down`]).
+    pub(super) stepped_down: bool,
 }
 
 /// One listing's view of the fleet.
@@ -154,6 +157,7 @@ impl View {
                 inbox: None,
                 watch: None,
                 load: 0,
+                stepped_down: false,
             },
         );
         let mut alive_owners: BTreeSet<&str> = BTreeSet::from([me]);
@@ -173,7 +177,12 @@ impl View {
                 inbox: None,
                 watch: None,
                 load: 0,
+                stepped_down: false,
             });
+            // Its own word for itself comes from the worker, not from its last write.
+            if owner != me {
+                peer.stepped_down |= stamp.stepped_down;
+            }
             if lease.checkpoint_owner.is_some() {
                 continue;
             }
@@ -234,10 +243,7 @@ mod tests {
         let mut l = Lease::new(&ShardId::from_index(i), ExtendedSequenceNumber::TrimHorizon);
         l.owner = Some(owner.to_string());
         l.counter = counter;
-        l.renewed_at = stamp_age_ms.map(|age| RenewalStamp {
-            counter,
-            unix_millis: NOW_MS - age,
-        });
+        l.renewed_at = stamp_age_ms.map(|age| RenewalStamp::new(counter, NOW_MS - age));
         l
     }
 
