@@ -12,7 +12,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{self as sdk, ShardIteratorType};
 use bytes::Bytes;
 
-use crate::{error_chain, is_credentials_error};
+use crate::is_credentials_error;
 
 use kcl_core::kinesis::{
     GetRecordsOutput, KinesisDataPlane, KinesisError, ListShardsPage, ListShardsRequest,
@@ -73,7 +73,7 @@ impl AwsKinesis {
             return send(None).await;
         };
         match send(Some(arn.to_string())).await {
-            Err(KinesisError::InvalidArgument { message }) => {
+            Err(KinesisError::InvalidArgument { message, .. }) => {
                 let by_name = send(None).await;
                 if by_name.is_ok() && !self.arns_refused.swap(true, Ordering::Relaxed) {
                     tracing::warn!(stream = %stream.name, refusal = %message, "the Kinesis endpoint refuses StreamARN parameters; naming streams by name from now on");
@@ -96,18 +96,16 @@ fn to_system_time(t: &DateTime) -> SystemTime {
 }
 
 fn sequence(s: &str) -> Result<SequenceNumber, KinesisError> {
-    SequenceNumber::new(s).map_err(|e| KinesisError::Unavailable {
-        message: format!("Kinesis returned a bad sequence number: {e}"),
+    SequenceNumber::new(s).map_err(|e| {
+        KinesisError::unavailable(format!("Kinesis returned a bad sequence number: {e}"))
     })
 }
 
 fn hash_range(r: Option<&sdk::HashKeyRange>) -> Result<HashKeyRange, KinesisError> {
-    let r = r.ok_or_else(|| KinesisError::Unavailable {
-        message: "shard without hash key range".into(),
-    })?;
+    let r = r.ok_or_else(|| KinesisError::unavailable("shard without hash key range"))?;
     let parse = |v: &str| {
-        kcl_core::routing::parse_explicit_hash_key(v).ok_or_else(|| KinesisError::Unavailable {
-            message: format!("Kinesis returned a bad hash key {v:?}"),
+        kcl_core::routing::parse_explicit_hash_key(v).ok_or_else(|| {
+            KinesisError::unavailable(format!("Kinesis returned a bad hash key {v:?}"))
         })
     };
     Ok(HashKeyRange {
@@ -119,9 +117,7 @@ fn hash_range(r: Option<&sdk::HashKeyRange>) -> Result<HashKeyRange, KinesisErro
 fn shard(s: &sdk::Shard) -> Result<Shard, KinesisError> {
     let range = s
         .sequence_number_range()
-        .ok_or_else(|| KinesisError::Unavailable {
-            message: "shard without sequence number range".into(),
-        })?;
+        .ok_or_else(|| KinesisError::unavailable("shard without sequence number range"))?;
     Ok(Shard {
         id: ShardId::new(s.shard_id()),
         parent: s.parent_shard_id().map(ShardId::new),
@@ -159,61 +155,70 @@ fn filter(f: &ShardFilter) -> sdk::ShardFilter {
 
 /// Maps an SDK error by its code: expired iterators, throttles, missing resources, invalid
 /// requests, access errors; transport failures and 5xx are `Unavailable`.
+///
+/// A service error's code and message become the error's message (they are all it says); any
+/// other failure (a connection refused, a timeout, a credentials provider failing) keeps the SDK
+/// error as the source.
 pub fn map_err<E>(e: SdkError<E, HttpResponse>) -> KinesisError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let message = match e.message() {
-        Some(m) => format!("{}: {m}", e.code().unwrap_or("Unknown")),
-        None => error_chain(&e),
-    };
     if is_credentials_error(&e) {
-        return KinesisError::CredentialsRejected {
-            message: error_chain(&e),
+        let said = e
+            .code()
+            .map(|c| format!("{c}: {}", e.message().unwrap_or_default()));
+        return match said {
+            Some(said) => KinesisError::credentials_rejected(said),
+            None => KinesisError::credentials_rejected("credentials").with_source(e),
         };
     }
     match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            return KinesisError::Unavailable {
-                message: error_chain(&e),
-            };
+            return KinesisError::unavailable("request failed").with_source(e);
         }
         _ => {}
     }
+    let Some(text) = e.message() else {
+        // Nothing the service said to keep as text: keep the error itself.
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let what = e.code().unwrap_or("unknown error").to_string();
+        let error = classify(&e, &what, status);
+        return error.with_source(e);
+    };
+    let message = format!("{}: {text}", e.code().unwrap_or("Unknown"));
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    classify(&e, &message, status)
+}
+
+/// The typed error for `e`'s code, with `message`.
+fn classify<E: ProvideErrorMetadata>(e: &E, message: &str, status: Option<u16>) -> KinesisError {
     match e.code().unwrap_or_default() {
-        "ExpiredIteratorException" => KinesisError::ExpiredIterator { message },
-        "ProvisionedThroughputExceededException" => KinesisError::Throttled {
-            kind: ThrottleKind::ProvisionedThroughputExceeded,
-            message,
-        },
-        "KMSThrottlingException" => KinesisError::Throttled {
-            kind: ThrottleKind::KmsThrottling,
-            message,
-        },
-        "LimitExceededException" | "ThrottlingException" => KinesisError::Throttled {
-            kind: ThrottleKind::LimitExceeded,
-            message,
-        },
-        "ResourceNotFoundException" => KinesisError::ResourceNotFound { message },
-        "ResourceInUseException" => KinesisError::ResourceInUse { message },
+        "ExpiredIteratorException" => KinesisError::expired_iterator(message),
+        "ProvisionedThroughputExceededException" => KinesisError::throughput_exceeded(message),
+        "KMSThrottlingException" => KinesisError::throttled(ThrottleKind::KmsThrottling, message),
+        "LimitExceededException" | "ThrottlingException" => {
+            KinesisError::throttled(ThrottleKind::LimitExceeded, message)
+        }
+        "ResourceNotFoundException" => KinesisError::not_found(message),
+        "ResourceInUseException" => KinesisError::in_use(message),
         "InvalidArgumentException" | "ExpiredNextTokenException" | "ValidationException" => {
-            KinesisError::InvalidArgument { message }
+            KinesisError::invalid(message)
         }
         "AccessDeniedException"
         | "KMSAccessDeniedException"
         | "KMSDisabledException"
         | "KMSInvalidStateException"
         | "KMSNotFoundException"
-        | "KMSOptInRequired" => KinesisError::AccessDenied { message },
+        | "KMSOptInRequired" => KinesisError::access_denied(message),
         "UnrecognizedClientException"
         | "InvalidSignatureException"
         | "ExpiredTokenException"
         | "InvalidClientTokenId"
-        | "MissingAuthenticationToken" => KinesisError::CredentialsRejected { message },
+        | "MissingAuthenticationToken" => KinesisError::credentials_rejected(message),
         // An error without a known code: the HTTP status tells a bad request from an outage.
-        _ => match e.raw_response().map(|r| r.status().as_u16()) {
-            Some(400..=499) => KinesisError::InvalidArgument { message },
-            _ => KinesisError::Unavailable { message },
+        _ => match status {
+            Some(400..=499) => KinesisError::invalid(message),
+            _ => KinesisError::unavailable(message),
         },
     }
 }
@@ -291,11 +296,9 @@ impl KinesisDataPlane for AwsKinesis {
                 async move { call.send().await.map_err(map_err) }
             })
             .await?;
-        let d = out
-            .stream_description_summary()
-            .ok_or_else(|| KinesisError::InvalidArgument {
-                message: "DescribeStreamSummary returned no description".into(),
-            })?;
+        let d = out.stream_description_summary().ok_or_else(|| {
+            KinesisError::invalid("DescribeStreamSummary returned no description")
+        })?;
         Ok(StreamSummary {
             identity: StreamIdentity::from_arn(d.stream_arn()),
             creation_epoch_seconds: u64::try_from(d.stream_creation_timestamp().secs())
@@ -361,9 +364,7 @@ impl KinesisDataPlane for AwsKinesis {
             .await?;
         out.shard_iterator()
             .map(|i| ShardIterator(i.to_string()))
-            .ok_or_else(|| KinesisError::Unavailable {
-                message: "GetShardIterator returned no iterator".into(),
-            })
+            .ok_or_else(|| KinesisError::unavailable("GetShardIterator returned no iterator"))
     }
 
     async fn get_records(

@@ -39,14 +39,8 @@ pub fn is_credentials_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// An error and its sources, joined with `: ` (SDK errors say little at the top level).
+/// An error and its sources, joined with `: ` (SDK errors say little at the top level); the
+/// same text as [`kcl_core::error::Report`].
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    kcl_core::error::Report(e).to_string()
 }

@@ -174,14 +174,14 @@ async fn send(state: &State, batch: &[Datum]) -> bool {
                 return true;
             }
             Err(e) if e.is_retryable() && attempt < state.config.max_attempts => {
-                debug!(error = %e, attempt, "PutMetricData failed; retrying");
+                debug!(error = %kcl_core::error::Report(&e), attempt, "PutMetricData failed; retrying");
                 let delay = backoff
                     .next_delay()
                     .unwrap_or(std::time::Duration::from_secs(1));
                 tokio::time::sleep(delay).await;
             }
             Err(e) => {
-                warn!(error = %e, datums = batch.len(), "PutMetricData failed; keeping the datums for the next flush");
+                warn!(error = %kcl_core::error::Report(&e), datums = batch.len(), "PutMetricData failed; keeping the datums for the next flush");
                 return false;
             }
         }

@@ -196,7 +196,7 @@ impl Checkpointer {
                 .finish_hand_off(&self.shared.key, buffered.clone())
                 .await;
             if let (Err(e), Some(position)) = (result, buffered) {
-                warn!(lease_key = %self.shared.key, checkpoint = %position, error = %e,
+                warn!(lease_key = %self.shared.key, checkpoint = %position, error = %crate::error::Report(&e),
                     "the hand-off's final checkpoint was not written; the new owner resumes from an earlier one");
             }
         }

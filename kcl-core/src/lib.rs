@@ -4,6 +4,8 @@
 //! SDK adapters live in `kcl-aws` (Kinesis), `kcl-dynamo-leases`, `kcl-efo` and
 //! `kcl-cloudwatch`.
 //!
+//! - [`error`]: the backend's error kept as the source of every typed error, and [`error::Report`]
+//!   to print an error with its sources;
 //! - [`model`]: shards, sequence numbers ordered numerically, the KCL's extended sequence numbers
 //!   and sentinels, records, starting positions;
 //! - [`kinesis`]: the data-plane trait shard consumers read through ([`kinesis::KinesisDataPlane`])
@@ -28,6 +30,7 @@ pub mod checkpoint;
 mod clock;
 #[cfg(feature = "testing")]
 pub mod engine;
+pub mod error;
 #[cfg(feature = "testing")]
 pub mod fault;
 pub mod kinesis;

@@ -362,7 +362,7 @@ impl<H: RecordHandler> ShardRecordProcessor for KeyParallelProcessor<H> {
                                         telemetry::parallel_outcome(telemetry::names::RECORDS_DEAD_LETTERED, shard_id.as_str());
                                         break 'record;
                                     }
-                                    Err(e) => warn!(%shard_id, %position, error = %e, "dead-letter handler failed; retrying"),
+                                    Err(e) => warn!(%shard_id, %position, error = %crate::error::Report(&*e), "dead-letter handler failed; retrying"),
                                 }
                                 let delay = backoff.next_delay().unwrap_or(config.max_backoff);
                                 tokio::select! { biased; _ = cancel.cancelled() => return, _ = tokio::time::sleep(delay) => {} }

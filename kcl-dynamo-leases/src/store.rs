@@ -203,7 +203,7 @@ impl DynamoLeaseStore {
                 match from_item(item) {
                     Ok(lease) => listing.leases.push(lease),
                     Err(e) => {
-                        warn!(table = %self.table, error = %e, "skipping a lease item that does not parse");
+                        warn!(table = %self.table, error = %kcl_core::error::Report(&e), "skipping a lease item that does not parse");
                         listing.malformed.push(e);
                     }
                 }
@@ -244,7 +244,7 @@ impl DynamoLeaseStore {
                 key: key.to_string(),
             },
             Err(e) => {
-                debug!(table = %self.table, lease_key = %key, error = %e, "could not read a lease after a failed condition");
+                debug!(table = %self.table, lease_key = %key, error = %kcl_core::error::Report(&e), "could not read a lease after a failed condition");
                 LeaseError::ConditionFailed {
                     key: key.to_string(),
                 }

@@ -423,9 +423,8 @@ impl LeaseTable {
                 let arn = self
                     .describe_table()
                     .await?
-                    .ok_or_else(|| LeaseError::TableNotFound {
-                        table: table.clone(),
-                        message: "DescribeTable: no such table".into(),
+                    .ok_or_else(|| {
+                        LeaseError::table_not_found(table.clone(), "DescribeTable: no such table")
                     })?
                     .arn;
                 let mut request = self.client.tag_resource().resource_arn(arn);
@@ -465,13 +464,11 @@ impl LeaseTable {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= by {
-                return Err(LeaseError::Unavailable {
-                    message: format!(
-                        "table {} did not become ACTIVE within {} s",
-                        self.table,
-                        ACTIVE_WITHIN.as_secs()
-                    ),
-                });
+                return Err(LeaseError::unavailable(format!(
+                    "table {} did not become ACTIVE within {} s",
+                    self.table,
+                    ACTIVE_WITHIN.as_secs()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

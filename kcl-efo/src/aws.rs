@@ -42,9 +42,7 @@ impl AwsFanOut {
             .map_err(map_err)?;
         out.stream_description_summary()
             .map(|s| s.stream_arn().to_string())
-            .ok_or_else(|| KinesisError::Unavailable {
-                message: "DescribeStreamSummary returned no ARN".into(),
-            })
+            .ok_or_else(|| KinesisError::unavailable("DescribeStreamSummary returned no ARN"))
     }
 }
 
@@ -78,8 +76,8 @@ impl FanOutClient for AwsFanOut {
             .send()
             .await
             .map_err(map_err)?;
-        let c = out.consumer().ok_or_else(|| KinesisError::Unavailable {
-            message: "RegisterStreamConsumer returned no consumer".into(),
+        let c = out.consumer().ok_or_else(|| {
+            KinesisError::unavailable("RegisterStreamConsumer returned no consumer")
         })?;
         Ok(description(
             c.consumer_name(),
@@ -102,11 +100,9 @@ impl FanOutClient for AwsFanOut {
             .send()
             .await
             .map_err(map_err)?;
-        let c = out
-            .consumer_description()
-            .ok_or_else(|| KinesisError::Unavailable {
-                message: "DescribeStreamConsumer returned no consumer".into(),
-            })?;
+        let c = out.consumer_description().ok_or_else(|| {
+            KinesisError::unavailable("DescribeStreamConsumer returned no consumer")
+        })?;
         Ok(description(
             c.consumer_name(),
             c.consumer_arn(),
@@ -154,9 +150,9 @@ impl Subscription for AwsSubscription {
                 Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => Some(convert(e)),
                 // Events of kinds this SDK does not know: skip them.
                 Ok(Some(_)) => continue,
-                Err(e) => Some(Err(KinesisError::Unavailable {
-                    message: format!("subscription stream failed: {e}"),
-                })),
+                Err(e) => Some(Err(
+                    KinesisError::unavailable("subscription stream failed").with_source(e)
+                )),
             };
         }
     }
@@ -165,11 +161,9 @@ impl Subscription for AwsSubscription {
 fn convert(e: aws_sdk_kinesis::types::SubscribeToShardEvent) -> Result<FanOutEvent, KinesisError> {
     let continuation = match e.continuation_sequence_number() {
         "" => None,
-        c => Some(
-            SequenceNumber::new(c).map_err(|err| KinesisError::Unavailable {
-                message: format!("bad continuation sequence number: {err}"),
-            })?,
-        ),
+        c => Some(SequenceNumber::new(c).map_err(|err| {
+            KinesisError::unavailable("bad continuation sequence number").with_source(err)
+        })?),
     };
     let child_shards = e
         .child_shards()

@@ -46,9 +46,7 @@ impl FanOutClient for InMemoryFanOut {
             .into_iter()
             .find(|c| c.name == name)
             .map(describe)
-            .ok_or_else(|| KinesisError::ResourceNotFound {
-                message: format!("consumer {name} not found"),
-            })
+            .ok_or_else(|| KinesisError::not_found(format!("consumer {name} not found")))
     }
 
     async fn deregister_consumer(&self, consumer_arn: &str) -> Result<(), KinesisError> {

@@ -292,7 +292,7 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
         match inner.consumer_arn(&read.stream).await {
             Ok(arn) => break arn,
             Err(e) if e.is_retryable() => {
-                warn!(shard_id = %shard, error = %e, "registering the stream consumer failed; retrying");
+                warn!(shard_id = %shard, error = %kcl_core::error::Report(&e), "registering the stream consumer failed; retrying");
                 tokio::time::sleep(backoff.next_delay().unwrap_or(inner.config.max_backoff)).await;
             }
             Err(e) => {
@@ -327,14 +327,14 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
                                 &read.stream.name,
                             );
                         }
-                        debug!(shard_id = %shard, error = %e, "subscription not ready; retrying")
+                        debug!(shard_id = %shard, error = %kcl_core::error::Report(&e), "subscription not ready; retrying")
                     }
                     KinesisError::ResourceNotFound { .. } => {
                         let _ = tx.send(Err(RetrievalError::ShardGone(e))).await;
                         return;
                     }
                     e if e.is_retryable() => {
-                        warn!(shard_id = %shard, error = %e, "SubscribeToShard failed; retrying")
+                        warn!(shard_id = %shard, error = %kcl_core::error::Report(&e), "SubscribeToShard failed; retrying")
                     }
                     _ => {
                         let _ = tx.send(Err(RetrievalError::Fatal(e))).await;
@@ -351,7 +351,7 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
                 Ok(e) => e,
                 Err(e) => {
                     // Read timeouts and resets end a subscription; resume where it stopped.
-                    debug!(shard_id = %shard, error = %e, "subscription ended with an error; resubscribing");
+                    debug!(shard_id = %shard, error = %kcl_core::error::Report(&e), "subscription ended with an error; resubscribing");
                     tokio::time::sleep(backoff.next_delay().unwrap_or(inner.config.max_backoff))
                         .await;
                     break;

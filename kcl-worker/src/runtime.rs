@@ -118,7 +118,7 @@ fn scheduler_exit(e: &kcl_core::scheduler::SchedulerError) -> Exit {
     use kcl_core::scheduler::SchedulerError as E;
     match e {
         E::LeaseTableMissing(_) | E::StreamNotFound { .. } => Exit::NoInput,
-        E::LeaseTableAccessDenied(_) | E::StreamAccessDenied(_) | E::CredentialsRejected(_) => {
+        E::LeaseTableAccessDenied(_) | E::StreamAccessDenied(_) | E::CredentialsRejected { .. } => {
             Exit::NoPerm
         }
         E::Config(_) => Exit::Usage,
@@ -127,19 +127,25 @@ fn scheduler_exit(e: &kcl_core::scheduler::SchedulerError) -> Exit {
 }
 
 /// Retries a start-up check a few times (an emulator or sidecar may still be starting).
-async fn with_retries<T, E: std::fmt::Display>(
+async fn with_retries<T, E: std::error::Error>(
     what: &str,
     retryable: impl Fn(&E) -> bool,
     mut call: impl AsyncFnMut() -> Result<T, E>,
 ) -> Result<T, E> {
-    let mut delay = Duration::from_millis(500);
+    // Five attempts, 0.5 s doubling to 4 s, each with jitter up to the delay: 7.5-15 s of waiting.
+    let policy =
+        kcl_core::retry::RetryConfig::new(Duration::from_millis(500), Duration::from_secs(4))
+            .with_max_attempts(5);
+    let mut backoff = policy.backoff(std::process::id().into());
     let mut attempt = 1;
     loop {
         match call().await {
-            Err(e) if attempt < 5 && retryable(&e) => {
-                warn!(check = what, attempt, error = %e, "start-up check failed; retrying");
+            Err(e)
+                if retryable(&e)
+                    && let Some(delay) = backoff.next_delay() =>
+            {
+                warn!(check = what, attempt, error = %kcl_core::error::Report(&e), "start-up check failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay *= 2;
                 attempt += 1;
             }
             other => return other,

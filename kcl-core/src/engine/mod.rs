@@ -675,9 +675,7 @@ impl KinesisDataPlane for InMemoryKinesis {
                     KinesisError::invalid(format!("unknown or used ListShards token {token:?}"))
                 })?;
                 if elapsed.saturating_sub(cursor.issued) > Duration::from_secs(300) {
-                    return Err(KinesisError::ExpiredIterator {
-                        message: "ListShards token expired".into(),
-                    });
+                    return Err(KinesisError::expired_iterator("ListShards token expired"));
                 }
                 state.stream_by_nonce(cursor.stream_nonce)?;
                 (cursor, max_results)
@@ -755,12 +753,10 @@ impl KinesisDataPlane for InMemoryKinesis {
         }
         let elapsed = self.inner.clock.elapsed();
         if elapsed.saturating_sub(token.issued) > self.inner.config.iterator_ttl {
-            return Err(KinesisError::ExpiredIterator {
-                message: format!(
-                    "iterator issued {:?} ago",
-                    elapsed.saturating_sub(token.issued)
-                ),
-            });
+            return Err(KinesisError::expired_iterator(format!(
+                "iterator issued {:?} ago",
+                elapsed.saturating_sub(token.issued)
+            )));
         }
         let (now, instant) = (self.now(), Instant::now());
         let mut state = self.lock();

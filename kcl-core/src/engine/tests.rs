@@ -482,9 +482,7 @@ async fn injected_faults_fail_without_effect() {
     k.faults().next_calls(
         KinesisOperation::GetRecords,
         1,
-        FaultAction::Fail(KinesisError::Unavailable {
-            message: "reset".into(),
-        }),
+        FaultAction::Fail(KinesisError::unavailable("reset")),
     );
     let it = k
         .get_shard_iterator(

@@ -28,9 +28,9 @@ pub async fn drain_stream(
             .map(|s| s.id.clone())
             .collect();
         if ready.is_empty() {
-            return Err(KinesisError::InvalidArgument {
-                message: format!("shard lineage of {stream} has a cycle"),
-            });
+            return Err(KinesisError::invalid(format!(
+                "shard lineage of {stream} has a cycle"
+            )));
         }
         for id in ready {
             let mut it = Some(

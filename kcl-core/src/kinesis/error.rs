@@ -1,5 +1,7 @@
 //! Errors of the Kinesis data plane, independent of any SDK.
 
+use crate::error::Cause;
+
 /// Which quota a throttled call ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -22,56 +24,85 @@ impl std::fmt::Display for ThrottleKind {
     }
 }
 
-/// A failed Kinesis call.
+/// A failed Kinesis call. Backend failures keep the backend's own error as their
+/// [`source`](std::error::Error::source): print one with [`crate::error::Report`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KinesisError {
     /// The shard iterator is older than 5 minutes. Not retryable as is: get a new iterator after
     /// the last sequence number delivered.
     #[error("shard iterator expired: {message}")]
+    #[non_exhaustive]
     ExpiredIterator {
         /// What the backend said.
         message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// A quota was exceeded; retry after a backoff.
     #[error("throttled ({kind}): {message}")]
+    #[non_exhaustive]
     Throttled {
         /// The quota.
         kind: ThrottleKind,
         /// What the backend said.
         message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// The stream, shard or consumer does not exist (deleted, or a closed shard past retention).
     #[error("resource not found: {message}")]
+    #[non_exhaustive]
     ResourceNotFound {
         /// What the backend said.
         message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// The resource is busy: a second subscription for one consumer and shard, a stream being
     /// resharded, a consumer name already registered. Retry after a backoff.
     #[error("resource in use: {message}")]
+    #[non_exhaustive]
     ResourceInUse {
         /// What the backend said.
         message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// The request is invalid (bad iterator, sequence number outside the shard, limit out of
     /// range, record too large, …). Retrying the same call cannot help.
     #[error("invalid argument: {message}")]
+    #[non_exhaustive]
     InvalidArgument {
         /// What the backend said.
         message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// Credentials or permissions were refused (including KMS access errors).
     #[error("access denied: {message}")]
+    #[non_exhaustive]
     AccessDenied {
         /// What the backend said.
         message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// The credentials were rejected (unknown key, bad signature, expired token).
     #[error("credentials rejected: {message}")]
+    #[non_exhaustive]
     CredentialsRejected {
         /// What the backend said.
         message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// The call did not answer within its deadline. Retryable.
     #[error("Kinesis call {operation} timed out after {after:?}")]
@@ -83,9 +114,13 @@ pub enum KinesisError {
     },
     /// The service could not be reached or failed internally (timeouts, 5xx, connection reset).
     #[error("Kinesis unavailable: {message}")]
+    #[non_exhaustive]
     Unavailable {
         /// What went wrong.
         message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
 }
 
@@ -115,31 +150,90 @@ impl KinesisError {
         matches!(self, Self::Throttled { .. })
     }
 
-    #[cfg(feature = "testing")]
-    pub(crate) fn not_found(message: impl Into<String>) -> Self {
-        Self::ResourceNotFound {
+    /// [`KinesisError::ExpiredIterator`].
+    pub fn expired_iterator(message: impl Into<String>) -> Self {
+        Self::ExpiredIterator {
             message: message.into(),
+            source: None,
         }
     }
 
-    pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::InvalidArgument {
+    /// [`KinesisError::Throttled`].
+    pub fn throttled(kind: ThrottleKind, message: impl Into<String>) -> Self {
+        Self::Throttled {
+            kind,
             message: message.into(),
-        }
-    }
-
-    #[cfg(feature = "testing")]
-    pub(crate) fn in_use(message: impl Into<String>) -> Self {
-        Self::ResourceInUse {
-            message: message.into(),
+            source: None,
         }
     }
 
     /// A `ProvisionedThroughputExceeded` throttle.
     pub fn throughput_exceeded(message: impl Into<String>) -> Self {
-        Self::Throttled {
-            kind: ThrottleKind::ProvisionedThroughputExceeded,
+        Self::throttled(ThrottleKind::ProvisionedThroughputExceeded, message)
+    }
+
+    /// [`KinesisError::ResourceNotFound`].
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::ResourceNotFound {
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// [`KinesisError::ResourceInUse`].
+    pub fn in_use(message: impl Into<String>) -> Self {
+        Self::ResourceInUse {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`KinesisError::InvalidArgument`].
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`KinesisError::AccessDenied`].
+    pub fn access_denied(message: impl Into<String>) -> Self {
+        Self::AccessDenied {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`KinesisError::CredentialsRejected`].
+    pub fn credentials_rejected(message: impl Into<String>) -> Self {
+        Self::CredentialsRejected {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`KinesisError::Unavailable`].
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// This error with `cause` as its source (variants that carry a backend message; a
+    /// timeout is returned unchanged).
+    pub fn with_source(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        match &mut self {
+            Self::ExpiredIterator { source, .. }
+            | Self::Throttled { source, .. }
+            | Self::ResourceNotFound { source, .. }
+            | Self::ResourceInUse { source, .. }
+            | Self::InvalidArgument { source, .. }
+            | Self::AccessDenied { source, .. }
+            | Self::CredentialsRejected { source, .. }
+            | Self::Unavailable { source, .. } => *source = Some(Cause::new(cause)),
+            Self::TimedOut { .. } => {}
+        }
+        self
     }
 }

@@ -182,9 +182,7 @@ impl InMemoryLeaseStore {
         self.faults.next_calls(
             op,
             n,
-            FaultAction::Fail(LeaseError::Throttled {
-                message: "injected throttle".into(),
-            }),
+            FaultAction::Fail(LeaseError::throttled("injected throttle")),
         );
     }
 

@@ -320,17 +320,17 @@ impl Fetcher {
         match e {
             KinesisError::ResourceNotFound { .. } if self.not_found + 1 < NOT_FOUND_ATTEMPTS => {
                 self.not_found += 1;
-                warn!(%shard_id, error = %e, attempt = self.not_found, "shard not found; retrying after a backoff");
+                warn!(%shard_id, error = %crate::error::Report(&e), attempt = self.not_found, "shard not found; retrying after a backoff");
                 self.pacer.failed();
                 Step::Continue
             }
             KinesisError::ResourceNotFound { .. } => {
-                warn!(%shard_id, error = %e, "shard not found repeatedly");
+                warn!(%shard_id, error = %crate::error::Report(&e), "shard not found repeatedly");
                 let _ = self.tx.send(Err(RetrievalError::ShardGone(e))).await;
                 Step::Stop
             }
             KinesisError::Throttled { .. } => {
-                debug!(%shard_id, error = %e, "GetRecords throttled; widening the gap between calls");
+                debug!(%shard_id, error = %crate::error::Report(&e), "GetRecords throttled; widening the gap between calls");
                 telemetry::read_error(
                     telemetry::names::THROTTLES,
                     "GetRecords",
@@ -341,12 +341,12 @@ impl Fetcher {
                 Step::Continue
             }
             e if e.is_retryable() => {
-                warn!(%shard_id, error = %e, "GetRecords failed; retrying after a backoff");
+                warn!(%shard_id, error = %crate::error::Report(&e), "GetRecords failed; retrying after a backoff");
                 self.pacer.failed();
                 Step::Continue
             }
             e => {
-                warn!(%shard_id, error = %e, "GetRecords failed for good");
+                warn!(%shard_id, error = %crate::error::Report(&e), "GetRecords failed for good");
                 let _ = self.tx.send(Err(RetrievalError::Fatal(e))).await;
                 Step::Stop
             }

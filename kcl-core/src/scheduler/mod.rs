@@ -106,8 +106,14 @@ pub enum SchedulerError {
         source: crate::kinesis::KinesisError,
     },
     /// The lease store or Kinesis rejected the credentials.
-    #[error("credentials rejected: {0}")]
-    CredentialsRejected(String),
+    #[error("{service} rejected the credentials")]
+    CredentialsRejected {
+        /// `"the lease table"` or `"Kinesis"`.
+        service: &'static str,
+        /// The store's or Kinesis's error.
+        #[source]
+        source: crate::error::Cause,
+    },
 }
 
 impl SchedulerError {
@@ -382,7 +388,7 @@ impl Scheduler {
                 bound::all_done(&leases, reached)
             }
             Err(e) => {
-                warn!(error = %e, "could not list leases to check the run's bound");
+                warn!(error = %crate::error::Report(&e), "could not list leases to check the run's bound");
                 false
             }
         }
@@ -533,7 +539,7 @@ impl Scheduler {
             Err(e) => {
                 // Panics in processors are contained inside the consumer; this is a bug in
                 // kcl-rs itself. Release every lease whose consumer vanished so others retry.
-                error!(error = %e, "shard consumer task failed");
+                error!(error = %crate::error::Report(&e), "shard consumer task failed");
                 let orphans: Vec<(String, LeaseToken)> = consumers
                     .running
                     .iter()
@@ -654,13 +660,13 @@ fn signal_received() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> +
                 }
             }),
             (Ok(mut one), Err(e)) | (Err(e), Ok(mut one)) => {
-                warn!(error = %e, "could not watch one of SIGTERM/SIGINT");
+                warn!(error = %crate::error::Report(&e), "could not watch one of SIGTERM/SIGINT");
                 Box::pin(async move {
                     one.recv().await;
                 })
             }
             (Err(e), Err(_)) => {
-                warn!(error = %e, "could not watch SIGTERM or SIGINT; run_until_signal runs until the stream ends");
+                warn!(error = %crate::error::Report(&e), "could not watch SIGTERM or SIGINT; run_until_signal runs until the stream ends");
                 Box::pin(std::future::pending())
             }
         }

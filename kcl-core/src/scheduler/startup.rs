@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::{SchedulerConfig, SchedulerError, StreamSource};
+use crate::error::Cause;
 use crate::kinesis::{KinesisDataPlane, KinesisError};
 use crate::lease::{DeadlineStore, LeaseError, LeaseStore};
 
@@ -29,7 +30,7 @@ pub(super) async fn check(
     if config.create_lease_table {
         // A failure here is reported by the probe below, typed, like a table that is missing.
         if let Err(e) = store.ensure_table().await {
-            warn!(error = %e, "creating the lease table failed");
+            warn!(error = %crate::error::Report(&e), "creating the lease table failed");
         }
     }
     loop {
@@ -58,10 +59,11 @@ async fn probe(
         Err(e @ LeaseError::AccessDenied { .. }) => {
             return Some(SchedulerError::LeaseTableAccessDenied(e));
         }
-        Err(LeaseError::CredentialsRejected { message }) => {
-            return Some(SchedulerError::CredentialsRejected(format!(
-                "lease table: {message}"
-            )));
+        Err(e @ LeaseError::CredentialsRejected { .. }) => {
+            return Some(SchedulerError::CredentialsRejected {
+                service: "the lease table",
+                source: Cause::new(e),
+            });
         }
         _ => {}
     }
@@ -76,9 +78,12 @@ async fn probe(
             })
         }
         Err(e @ KinesisError::AccessDenied { .. }) => Some(SchedulerError::StreamAccessDenied(e)),
-        Err(KinesisError::CredentialsRejected { message }) => Some(
-            SchedulerError::CredentialsRejected(format!("Kinesis: {message}")),
-        ),
+        Err(e @ KinesisError::CredentialsRejected { .. }) => {
+            Some(SchedulerError::CredentialsRejected {
+                service: "Kinesis",
+                source: Cause::new(e),
+            })
+        }
         _ => None,
     }
 }

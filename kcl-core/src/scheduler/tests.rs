@@ -533,10 +533,10 @@ async fn a_missing_lease_table_fails_the_run_typed() {
     s.store.faults().with_probability(
         crate::lease::LeaseOperation::Get,
         1.0,
-        crate::fault::FaultAction::Fail(crate::lease::LeaseError::TableNotFound {
-            table: "app".into(),
-            message: "ResourceNotFoundException".into(),
-        }),
+        crate::fault::FaultAction::Fail(crate::lease::LeaseError::table_not_found(
+            "app",
+            "ResourceNotFoundException",
+        )),
     );
     let started = tokio::time::Instant::now();
     let err = s
@@ -587,9 +587,9 @@ async fn denied_access_and_rejected_credentials_fail_the_run_typed() {
     s.kinesis.faults().with_probability(
         crate::engine::KinesisOperation::DescribeStream,
         1.0,
-        crate::fault::FaultAction::Fail(crate::kinesis::KinesisError::AccessDenied {
-            message: "AccessDeniedException".into(),
-        }),
+        crate::fault::FaultAction::Fail(crate::kinesis::KinesisError::access_denied(
+            "AccessDeniedException",
+        )),
     );
     let err = start_up_error(&s).await;
     assert!(
@@ -600,13 +600,13 @@ async fn denied_access_and_rejected_credentials_fail_the_run_typed() {
     s.store.faults().with_probability(
         crate::lease::LeaseOperation::Get,
         1.0,
-        crate::fault::FaultAction::Fail(crate::lease::LeaseError::CredentialsRejected {
-            message: "UnrecognizedClientException".into(),
-        }),
+        crate::fault::FaultAction::Fail(crate::lease::LeaseError::credentials_rejected(
+            "UnrecognizedClientException",
+        )),
     );
     let err = start_up_error(&s).await;
     assert!(
-        matches!(err, SchedulerError::CredentialsRejected(_)),
+        matches!(err, SchedulerError::CredentialsRejected { .. }),
         "{err}"
     );
 }
@@ -672,9 +672,7 @@ async fn a_transient_resource_not_found_does_not_leave_the_shard_stuck() {
     s.kinesis.faults().next_calls(
         crate::engine::KinesisOperation::GetShardIterator,
         5,
-        crate::fault::FaultAction::Fail(crate::kinesis::KinesisError::ResourceNotFound {
-            message: "injected".into(),
-        }),
+        crate::fault::FaultAction::Fail(crate::kinesis::KinesisError::not_found("injected")),
     );
     let sent = s.put(3, 10, 0).await;
     let shutdown = CancellationToken::new();

@@ -156,7 +156,7 @@ impl ShardConsumer {
                     debug!(shard_id = %self.info.shard_id, "waiting for parent shards to end")
                 }
                 Err(e) => {
-                    warn!(shard_id = %self.info.shard_id, error = %e, "could not read parent leases")
+                    warn!(shard_id = %self.info.shard_id, error = %crate::error::Report(&e), "could not read parent leases")
                 }
             }
             let reason = self.pause(self.settings.parent_shard_poll_interval).await;
@@ -328,7 +328,7 @@ impl ShardConsumer {
         match result {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
-                warn!(shard_id = %self.info.shard_id, error = %e, "{callback} failed");
+                warn!(shard_id = %self.info.shard_id, error = %crate::error::Report(&*e), "{callback} failed");
                 false
             }
             Err(p) => {
@@ -359,7 +359,7 @@ impl ShardConsumer {
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                warn!(shard_id = %self.info.shard_id, error = %e, "process_records failed on an idle tick")
+                warn!(shard_id = %self.info.shard_id, error = %crate::error::Report(&*e), "process_records failed on an idle tick")
             }
             Err(_) => {
                 warn!(shard_id = %self.info.shard_id, "process_records panicked on an idle tick")
@@ -463,7 +463,7 @@ impl ShardConsumer {
                             return None;
                         }
                         Err(e) => {
-                            warn!(shard_id = %self.info.shard_id, error = %e, "dead-letter handler failed; retrying")
+                            warn!(shard_id = %self.info.shard_id, error = %crate::error::Report(&*e), "dead-letter handler failed; retrying")
                         }
                     }
                     if let Some(reason) = self.back_off(&mut backoff).await {
@@ -493,7 +493,7 @@ impl ShardConsumer {
                 create_child_leases(self.store.as_ref(), &self.scope, &self.lease.key, &children)
                     .await
             {
-                warn!(shard_id = %self.info.shard_id, error = %e, "could not create child leases; retrying");
+                warn!(shard_id = %self.info.shard_id, error = %crate::error::Report(&e), "could not create child leases; retrying");
             } else {
                 break;
             }
@@ -523,7 +523,7 @@ impl ShardConsumer {
                     }
                 }
                 Err(e) => {
-                    warn!(shard_id = %self.info.shard_id, error = %e, "could not checkpoint SHARD_END");
+                    warn!(shard_id = %self.info.shard_id, error = %crate::error::Report(&e), "could not checkpoint SHARD_END");
                     return self
                         .shut_down(ShutdownReason::LeaseLost, checkpointer)
                         .await;
@@ -627,7 +627,7 @@ impl ShardConsumer {
                 // that and deletes the lease) or Kinesis answered wrongly for a while. Keeping
                 // the lease without a consumer would leave the shard stuck for ever; releasing
                 // it lets a fresh consumer (here or elsewhere) retry from the checkpoint.
-                warn!(shard_id = %self.info.shard_id, error = %e, "shard not found; releasing its lease");
+                warn!(shard_id = %self.info.shard_id, error = %crate::error::Report(&e), "shard not found; releasing its lease");
                 checkpointer.close().await;
                 let _ = self
                     .coordinator
@@ -636,7 +636,7 @@ impl ShardConsumer {
                 Outcome::Failed
             }
             e => {
-                error!(shard_id = %self.info.shard_id, error = %e, "retrieval failed; releasing the lease");
+                error!(shard_id = %self.info.shard_id, error = %crate::error::Report(&e), "retrieval failed; releasing the lease");
                 self.stop_failed(checkpointer).await
             }
         }
@@ -685,7 +685,7 @@ impl AutoCheckpoint {
                     self.since = Instant::now();
                 }
                 Err(e) => {
-                    warn!(shard_id = %info.shard_id, error = %e, "automatic checkpoint failed")
+                    warn!(shard_id = %info.shard_id, error = %crate::error::Report(&e), "automatic checkpoint failed")
                 }
             }
         }

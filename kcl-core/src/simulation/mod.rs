@@ -544,16 +544,12 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         kinesis.faults().with_probability(
             KinesisOperation::SubscriptionEvent,
             config.throttle,
-            FaultAction::Fail(KinesisError::Unavailable {
-                message: "simulated read timeout".into(),
-            }),
+            FaultAction::Fail(KinesisError::unavailable("simulated read timeout")),
         );
         kinesis.faults().with_probability(
             KinesisOperation::SubscribeToShard,
             config.throttle,
-            FaultAction::Fail(KinesisError::ResourceInUse {
-                message: "simulated draining subscription".into(),
-            }),
+            FaultAction::Fail(KinesisError::in_use("simulated draining subscription")),
         );
     }
     let hang = FaultAction::Delay(HANG);
@@ -577,9 +573,9 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         }
     }
     let not_found = || {
-        FaultAction::Fail(KinesisError::ResourceNotFound {
-            message: "simulated transient ResourceNotFound".into(),
-        })
+        FaultAction::Fail(KinesisError::not_found(
+            "simulated transient ResourceNotFound",
+        ))
     };
     if config.transient_not_found > 0.0 {
         for op in [
@@ -595,9 +591,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         kinesis.faults().with_probability(
             KinesisOperation::GetRecords,
             config.iterator_expiry,
-            FaultAction::Fail(KinesisError::ExpiredIterator {
-                message: "simulated expiry mid-read".into(),
-            }),
+            FaultAction::Fail(KinesisError::expired_iterator("simulated expiry mid-read")),
         );
     }
     if config.store_fault > 0.0 {
@@ -606,26 +600,16 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         let p = config.store_fault / 4.0;
         for op in LeaseOperation::ALL {
             let f = inner.faults();
+            f.with_probability(op, p, FaultAction::Fail(LeaseError::throttled("simulated")));
             f.with_probability(
                 op,
                 p,
-                FaultAction::Fail(LeaseError::Throttled {
-                    message: "simulated".into(),
-                }),
+                FaultAction::Fail(LeaseError::unavailable("simulated")),
             );
             f.with_probability(
                 op,
                 p,
-                FaultAction::Fail(LeaseError::Unavailable {
-                    message: "simulated".into(),
-                }),
-            );
-            f.with_probability(
-                op,
-                p,
-                FaultAction::FailAfterApplying(LeaseError::Unavailable {
-                    message: "simulated timeout".into(),
-                }),
+                FaultAction::FailAfterApplying(LeaseError::unavailable("simulated timeout")),
             );
             f.with_probability(op, p, FaultAction::Delay(Duration::from_secs(2)));
         }

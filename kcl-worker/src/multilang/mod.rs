@@ -96,7 +96,7 @@ impl MultiLangProcessor {
         };
         let result = exchange(child, message, action, checkpointer, self.config.timeout).await;
         if let Err(e) = &result {
-            warn!(shard_id = %self.shard.shard_id, error = %e, "child failed; stopping it");
+            warn!(shard_id = %self.shard.shard_id, error = %kcl_core::error::Report(&e), "child failed; stopping it");
             if let Some(child) = self.child.take() {
                 child.kill().await;
             }

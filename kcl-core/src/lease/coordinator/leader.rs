@@ -96,7 +96,7 @@ pub(super) async fn leader_gone(shared: &Shared, watch: &mut Watch) -> bool {
         }
         Ok(_) => true,
         Err(e) => {
-            debug!(worker_id = %shared.me(), lease_key = %watch.key, error = %e, "could not read the leader's lease; trying again");
+            debug!(worker_id = %shared.me(), lease_key = %watch.key, error = %crate::error::Report(&e), "could not read the leader's lease; trying again");
             watch.check_at = now + renew;
             false
         }

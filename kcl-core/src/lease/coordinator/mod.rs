@@ -653,7 +653,7 @@ impl Shared {
                 false
             }
             Err(e) => {
-                warn!(worker_id = %self.me(), lease_key = %key, error = %e, "could not re-read a lease after a failed condition");
+                warn!(worker_id = %self.me(), lease_key = %key, error = %crate::error::Report(&e), "could not re-read a lease after a failed condition");
                 self.lose(key, held, LostReason::Taken);
                 false
             }
@@ -895,7 +895,7 @@ impl LeaseCoordinator {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    debug!(worker_id = %self.shared.me(), lease_key = %key, error = %e, "could not read a child lease; the taker will find it")
+                    debug!(worker_id = %self.shared.me(), lease_key = %key, error = %crate::error::Report(&e), "could not read a child lease; the taker will find it")
                 }
             }
         }
@@ -1070,7 +1070,7 @@ impl LeaseCoordinator {
             Ok(results) => {
                 for (key, result) in keys.iter().zip(results) {
                     if let Err(e) = result {
-                        warn!(worker_id = %self.shared.me(), lease_key = %key, error = %e, "lease not released; it will expire");
+                        warn!(worker_id = %self.shared.me(), lease_key = %key, error = %crate::error::Report(&e), "lease not released; it will expire");
                     }
                 }
             }

@@ -31,7 +31,7 @@ pub(super) async fn nudge(shared: &Shared, view: &View, to: &[String]) -> usize 
         match shared.store.post(&p.inbox, w, &[inbox::Entry::ListNow.encode()]).await {
             Ok(()) => true,
             Err(e) => {
-                debug!(worker_id = %shared.me(), receiver = %w, error = %e, "could not ask a worker to list");
+                debug!(worker_id = %shared.me(), receiver = %w, error = %crate::error::Report(&e), "could not ask a worker to list");
                 false
             }
         }
@@ -59,7 +59,7 @@ pub(super) async fn nudge_leaders(shared: &Shared) {
             debug!(worker_id = %shared.me(), told, "asked the leading workers to list");
         }
         Err(e) => {
-            debug!(worker_id = %shared.me(), error = %e, "could not list to ask others to take released leases")
+            debug!(worker_id = %shared.me(), error = %crate::error::Report(&e), "could not list to ask others to take released leases")
         }
     }
 }
@@ -122,7 +122,7 @@ async fn offer_fresh(shared: &Shared) -> Vec<String> {
     let mut peers = match shared.fresh_view().await {
         Ok(view) => receivers(shared, &view),
         Err(e) => {
-            warn!(worker_id = %shared.me(), error = %e, "could not list live workers to offer leases to; releasing them instead");
+            warn!(worker_id = %shared.me(), error = %crate::error::Report(&e), "could not list live workers to offer leases to; releasing them instead");
             return Vec::new();
         }
     };
@@ -256,7 +256,7 @@ async fn offer_round(
                     (keys, Vec::new())
                 }
                 Err(e) => {
-                    warn!(worker_id = %shared.me(), receiver = %to, error = %e, "could not tell the receiver of its offers; taking them back");
+                    warn!(worker_id = %shared.me(), receiver = %to, error = %crate::error::Report(&e), "could not tell the receiver of its offers; taking them back");
                     let withdrawals = leases.into_iter().map(|(key, entry)| {
                         let to = to.clone();
                         async move {
@@ -314,7 +314,7 @@ async fn offer_one(
             None
         }
         Err(e) => {
-            debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not offer a lease; keeping it");
+            debug!(worker_id = %shared.me(), lease_key = %key, error = %crate::error::Report(&e), "could not offer a lease; keeping it");
             None
         }
     }
@@ -338,7 +338,7 @@ pub(super) async fn poll_offered(shared: &Shared, key: &str, h: &mut Held) {
             shared.reconcile(key, h).await;
         }
         Err(e) => {
-            debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not poll an offered lease");
+            debug!(worker_id = %shared.me(), lease_key = %key, error = %crate::error::Report(&e), "could not poll an offered lease");
         }
     }
 }
@@ -375,7 +375,7 @@ async fn withdraw(shared: &Shared, key: &str, h: &mut Held, announce: bool) -> b
             false
         }
         Err(e) => {
-            debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not take an offer back, will retry");
+            debug!(worker_id = %shared.me(), lease_key = %key, error = %crate::error::Report(&e), "could not take an offer back, will retry");
             false
         }
     }
@@ -401,7 +401,7 @@ pub(super) async fn accept_unlocked(shared: &Shared, key: &str) {
             Ok(Some(lease)) => lease,
             Ok(None) => return,
             Err(e) => {
-                debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not read an offered lease; its giver will take it back");
+                debug!(worker_id = %shared.me(), lease_key = %key, error = %crate::error::Report(&e), "could not read an offered lease; its giver will take it back");
                 return;
             }
         };
@@ -425,7 +425,7 @@ pub(super) async fn accept_unlocked(shared: &Shared, key: &str) {
             // The giver checkpointed in between: read again.
             Err(e) if e.is_lost() => continue,
             Err(e) => {
-                debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not accept an offered lease");
+                debug!(worker_id = %shared.me(), lease_key = %key, error = %crate::error::Report(&e), "could not accept an offered lease");
                 return;
             }
         }

@@ -140,7 +140,7 @@ async fn poll_hand_off(shared: &Shared, key: &str, entry: Entry) {
                 shared.reconcile(key, &mut h).await;
             }
             Err(e) => {
-                debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not poll an incoming lease");
+                debug!(worker_id = %shared.me(), lease_key = %key, error = %crate::error::Report(&e), "could not poll an incoming lease");
             }
         },
         State::Ready | State::Gone => {}
@@ -213,7 +213,7 @@ pub(super) async fn renew_one(shared: &Shared, key: String, entry: Entry) -> Vec
             Vec::new()
         }
         Err(e) => {
-            debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "renewal failed, will retry");
+            debug!(worker_id = %shared.me(), lease_key = %key, error = %crate::error::Report(&e), "renewal failed, will retry");
             Vec::new()
         }
     }
@@ -246,7 +246,7 @@ async fn complete_hand_off(shared: &Shared, key: &str, h: &mut Held) {
                 }
             }
             Err(e) => {
-                warn!(worker_id = %shared.me(), lease_key = %key, error = %e, "could not end a timed-out hand-off, will retry");
+                warn!(worker_id = %shared.me(), lease_key = %key, error = %crate::error::Report(&e), "could not end a timed-out hand-off, will retry");
                 return;
             }
         }
@@ -317,7 +317,7 @@ async fn extend_hand_off(shared: &Shared, key: &str) {
                 Err(_) => break,
             },
             Err(e) => {
-                debug!(worker_id = %shared.me(), lease_key = %key, error = %e, "extending a hand-off failed, will retry");
+                debug!(worker_id = %shared.me(), lease_key = %key, error = %crate::error::Report(&e), "extending a hand-off failed, will retry");
                 break;
             }
         }

@@ -69,7 +69,7 @@ pub(super) async fn cycle(shared: &Shared) -> Option<Next> {
     let mut listing = match shared.store.list_eventually().await {
         Ok(l) => l,
         Err(e) => {
-            warn!(worker_id = %shared.me(), error = %e, "listing leases failed; retrying next cycle");
+            warn!(worker_id = %shared.me(), error = %crate::error::Report(&e), "listing leases failed; retrying next cycle");
             shared.listing_failed();
             return None;
         }
@@ -229,7 +229,7 @@ pub(super) async fn take(shared: &Shared, lease: &Lease) {
             shared.insert(taken, sent, State::Ready)
         }
         Err(e) => {
-            debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "take failed")
+            debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %crate::error::Report(&e), "take failed")
         }
     }
 }
@@ -256,7 +256,7 @@ async fn steal(shared: &Shared, lease: &Lease) {
             shared.insert(stolen, sent, State::Incoming { from, deadline });
         }
         Err(e) => {
-            debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %e, "graceful steal failed")
+            debug!(worker_id = %shared.me(), lease_key = %lease.key, error = %crate::error::Report(&e), "graceful steal failed")
         }
     }
 }

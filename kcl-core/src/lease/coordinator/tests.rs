@@ -385,23 +385,17 @@ async fn safety_run(seed: u64) {
         faults.with_probability(
             op,
             0.05,
-            FaultAction::Fail(LeaseError::Throttled {
-                message: "injected".into(),
-            }),
+            FaultAction::Fail(LeaseError::throttled("injected")),
         );
         faults.with_probability(
             op,
             0.03,
-            FaultAction::Fail(LeaseError::Unavailable {
-                message: "injected".into(),
-            }),
+            FaultAction::Fail(LeaseError::unavailable("injected")),
         );
         faults.with_probability(
             op,
             0.03,
-            FaultAction::FailAfterApplying(LeaseError::Unavailable {
-                message: "timeout".into(),
-            }),
+            FaultAction::FailAfterApplying(LeaseError::unavailable("timeout")),
         );
         faults.with_probability(
             op,
@@ -925,9 +919,7 @@ async fn an_offer_whose_post_fails_goes_to_another_worker() {
     fleet.store.faults().next_calls(
         LeaseOperation::Post,
         1,
-        FaultAction::Fail(LeaseError::Throttled {
-            message: "injected".into(),
-        }),
+        FaultAction::Fail(LeaseError::throttled("injected")),
     );
     let mut offered = leaving.offer_leases().await;
     offered.sort();
@@ -1125,9 +1117,9 @@ struct ListingsFail {
 impl ListingsFail {
     fn check(&self) -> Result<(), LeaseError> {
         if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(LeaseError::Unavailable {
-                message: "injected: this worker's listings fail".into(),
-            });
+            return Err(LeaseError::unavailable(
+                "injected: this worker's listings fail",
+            ));
         }
         Ok(())
     }

@@ -100,7 +100,7 @@ impl ShardSync {
         let listing = match self.store.list().await {
             Ok(l) => l,
             Err(e) => {
-                warn!(error = %e, "listing leases failed; retrying");
+                warn!(error = %crate::error::Report(&e), "listing leases failed; retrying");
                 return Err(());
             }
         };
@@ -144,7 +144,7 @@ impl ShardSync {
                     self.resolved.remove(name.as_str());
                 }
                 Err(e) => {
-                    warn!(stream = %stream.scope.stream(), error = %e, "shard sync failed; retrying");
+                    warn!(stream = %stream.scope.stream(), error = %crate::error::Report(&e), "shard sync failed; retrying");
                     failed = true;
                 }
             }
@@ -153,7 +153,7 @@ impl ShardSync {
         if let Some(RemovedStreamPolicy::DeleteAfter(grace)) = self.removal_policy()
             && let Err(e) = self.apply_removal_policy(grace, &listing.leases).await
         {
-            warn!(error = %e, "cleaning up leases of removed streams failed; retrying");
+            warn!(error = %crate::error::Report(&e), "cleaning up leases of removed streams failed; retrying");
         }
         if created > 0 {
             // New leases: take them now rather than at the next taker cycle.
@@ -192,7 +192,7 @@ impl ShardSync {
                         continue;
                     }
                     Err(e) => {
-                        warn!(stream = %config.stream, error = %e, "describing the stream failed; skipped this round");
+                        warn!(stream = %config.stream, error = %crate::error::Report(&e), "describing the stream failed; skipped this round");
                         continue;
                     }
                 },

@@ -224,7 +224,7 @@ pub(crate) async fn sync_listed(
                     false
                 }
                 Err(e) => {
-                    warn!(lease_key = %lease.key, error = %e, "could not confirm whether the shard is gone; lease kept");
+                    warn!(lease_key = %lease.key, error = %crate::error::Report(&e), "could not confirm whether the shard is gone; lease kept");
                     false
                 }
             },
@@ -387,9 +387,7 @@ mod tests {
         k.faults().next_calls(
             crate::engine::KinesisOperation::GetShardIterator,
             1,
-            crate::fault::FaultAction::Fail(KinesisError::ResourceNotFound {
-                message: "transient".into(),
-            }),
+            crate::fault::FaultAction::Fail(KinesisError::not_found("transient")),
         );
         let first = round(&k, &store, &scope, &BTreeSet::new()).await;
         assert_eq!(first.suspected_gone, BTreeSet::from([shard.to_string()]));
