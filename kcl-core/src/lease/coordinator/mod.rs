@@ -17,7 +17,8 @@
 //! - `clock.rs`: wall-clock stamps in tokio's (possibly virtual) time.
 //!
 //! # Who lists when
-//! The leader (smallest live id) at every expiry it saw, batched, at most a taker interval
+//! The leader (smallest live id that has not stepped down; a leader steps down after three
+//! failed listings in a row) at every expiry it saw, batched, at most a taker interval
 //! apart; the deputy (next id) reads one leader lease per renew interval and lists when it
 //! lapses; everyone else while it has something to take or steal, else once per taker interval
 //! × (live peers − 1). A `ListNow` in the inbox makes a worker list at once.
