@@ -43,6 +43,8 @@ pub(crate) struct WorkerConfig {
     /// `NONE`, `SUMMARY` or `DETAILED` (CloudWatch); Prometheus always gets everything.
     #[serde(default = "default_level")]
     pub(crate) metrics_level: String,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, or `off` (MultiLang mode's
+    /// default, as the Java daemon serves nothing).
     #[serde(default = "default_http")]
     pub(crate) http_addr: String,
     /// Graceful drain deadline after SIGTERM/SIGINT, in seconds.
@@ -71,6 +73,54 @@ pub(crate) struct WorkerConfig {
     /// Polling: wait after a call that finds the shard caught up, in ms (≥ 200; default 1,500).
     #[serde(default)]
     pub(crate) idle_time_between_reads_ms: Option<u64>,
+    /// Most leases this worker holds (default: no limit; the KCL's `maxLeasesForWorker`).
+    #[serde(default)]
+    pub(crate) max_leases_for_worker: Option<usize>,
+    /// Most leases stolen in one listing (the KCL's `maxLeasesToStealAtOneTime`).
+    #[serde(default)]
+    pub(crate) max_leases_to_steal_at_one_time: Option<usize>,
+    /// How long a thief waits for the victim of a graceful steal, in ms (≥ the failover time;
+    /// default the failover time; the KCL 3.x's `gracefulLeaseHandoffTimeoutMillis`).
+    #[serde(default)]
+    pub(crate) graceful_handoff_timeout_ms: Option<u64>,
+    /// Whether steals wait for the victim's last checkpoint (default true; the KCL 3.x's
+    /// `isGracefulLeaseHandoffEnabled`).
+    #[serde(default)]
+    pub(crate) steal_gracefully: Option<bool>,
+}
+
+/// The lease coordinator's settings beyond the failover time, when any is set.
+fn coordinator_config(
+    raw: &WorkerConfig,
+) -> Result<Option<kcl_core::lease::CoordinatorConfig>, ConfigError> {
+    if raw.max_leases_for_worker.is_none()
+        && raw.max_leases_to_steal_at_one_time.is_none()
+        && raw.graceful_handoff_timeout_ms.is_none()
+        && raw.steal_gracefully.is_none()
+    {
+        return Ok(None);
+    }
+    // The scheduler replaces the worker id with its own.
+    let mut c =
+        kcl_core::lease::CoordinatorConfig::new(raw.worker_id.as_deref().unwrap_or("worker"))
+            .with_failover_time(Duration::from_secs(raw.failover_secs));
+    if let Some(n) = raw.max_leases_for_worker {
+        c = c.with_max_leases_for_worker(n);
+    }
+    if let Some(n) = raw.max_leases_to_steal_at_one_time {
+        c = c.with_max_leases_to_steal_at_one_time(n);
+    }
+    if let Some(ms) = raw.graceful_handoff_timeout_ms {
+        c = c.with_graceful_handoff_timeout(Duration::from_millis(ms));
+    }
+    if let Some(g) = raw.steal_gracefully {
+        c = c.with_steal_gracefully(g);
+    }
+    c.validate().map_err(|e| ConfigError::Invalid {
+        field: "max_leases_for_worker / max_leases_to_steal_at_one_time / graceful_handoff_timeout_ms",
+        reason: e.to_string(),
+    })?;
+    Ok(Some(c))
 }
 
 fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -127,7 +177,10 @@ pub struct Settings {
     pub(crate) streams: Vec<kcl_core::model::StreamIdentity>,
     pub(crate) initial_position: kcl_core::model::InitialPosition,
     pub(crate) metrics_level: MetricsLevel,
-    pub(crate) http_addr: SocketAddr,
+    /// `None`: serve nothing.
+    pub(crate) http_addr: Option<SocketAddr>,
+    /// Lease coordinator settings beyond the failover time, when any is set.
+    pub(crate) coordinator: Option<kcl_core::lease::CoordinatorConfig>,
     pub(crate) shutdown_deadline: Duration,
     pub(crate) failover: Duration,
     pub(crate) shard_sync: Duration,
@@ -307,10 +360,18 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
             )
         })?;
     }
-    let http_addr = raw
-        .http_addr
-        .parse()
-        .map_err(|e| invalid("http_addr", format!("{:?}: {e}", raw.http_addr)))?;
+    let http_addr = match raw.http_addr.trim() {
+        off if off.is_empty() || off.eq_ignore_ascii_case("off") => None,
+        addr => Some(addr.parse().map_err(|e| {
+            invalid(
+                "http_addr",
+                format!(
+                    "{:?}: {e} (an address such as 0.0.0.0:8080, or off)",
+                    raw.http_addr
+                ),
+            )
+        })?),
+    };
     for (field, v) in [
         ("shutdown_deadline_secs", raw.shutdown_deadline_secs),
         ("failover_secs", raw.failover_secs),
@@ -375,6 +436,7 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
         initial_position,
         metrics_level,
         http_addr,
+        coordinator: coordinator_config(&raw)?,
         shutdown_deadline: Duration::from_secs(raw.shutdown_deadline_secs),
         failover: Duration::from_secs(raw.failover_secs),
         shard_sync: Duration::from_secs(raw.shard_sync_secs),

@@ -87,8 +87,11 @@ pub fn multilang_main(properties: &std::path::Path) -> ExitCode {
         }
     };
     runtime::init_logs(settings.json_logs);
+    for note in &from.notes {
+        tracing::info!("{note}");
+    }
     if !from.ignored.is_empty() {
-        tracing::warn!(keys = ?from.ignored, "properties that kcl-rs does not use (its defaults apply)");
+        tracing::warn!(keys = ?from.ignored, "properties with no effect in kcl-rs (its defaults apply)");
     }
     block_on(runtime::run(
         settings,

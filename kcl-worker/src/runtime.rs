@@ -179,7 +179,7 @@ pub(crate) async fn run(s: Settings, processors: Processors) -> Exit {
 struct Started {
     scheduler: kcl_core::scheduler::Scheduler,
     publisher: Option<CloudWatchPublisher>,
-    server: tokio::task::JoinHandle<()>,
+    server: Option<tokio::task::JoinHandle<()>>,
     http_stop: CancellationToken,
 }
 
@@ -371,6 +371,9 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
     if let Some(id) = &c.worker_id {
         builder = builder.worker_id(id);
     }
+    if let Some(coordinator) = &s.coordinator {
+        builder = builder.coordinator_config(coordinator.clone());
+    }
     builder = match s.hash_range_policy {
         Some(policy) => builder.hash_range_check(policy),
         None => builder.without_hash_range_check(),
@@ -387,18 +390,23 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
         }
     };
     let http_stop = CancellationToken::new();
-    let server = match crate::http::serve(
-        s.http_addr,
-        scheduler.status(),
-        prometheus_handle,
-        http_stop.clone(),
-    )
-    .await
-    {
-        Ok(server) => server,
-        Err(e) => {
-            error!(http_addr = %s.http_addr, "cannot serve health and metrics: {e}");
-            return Err(Exit::Usage);
+    let server = match s.http_addr {
+        None => None,
+        Some(addr) => {
+            match crate::http::serve(
+                addr,
+                scheduler.status(),
+                prometheus_handle,
+                http_stop.clone(),
+            )
+            .await
+            {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    error!(http_addr = %addr, "cannot serve health and metrics: {e} (set KCL_WORKER_HTTP_ADDR to another address, or off)");
+                    return Err(Exit::Usage);
+                }
+            }
         }
     };
     Ok(Started {
@@ -418,7 +426,7 @@ async fn drive(s: &Settings, started: Started, signals: &mut Signals) -> Exit {
         http_stop,
     } = started;
     let worker_id = scheduler.worker_id().to_string();
-    info!(worker_id = %worker_id, streams = ?s.raw.streams, http_addr = %s.http_addr, "worker started");
+    info!(worker_id = %worker_id, streams = ?s.raw.streams, http_addr = ?s.http_addr, "worker started");
     let shutdown = CancellationToken::new();
     let mut run = tokio::spawn(scheduler.run(shutdown.clone()));
     let signal = tokio::select! {
@@ -474,7 +482,9 @@ async fn drive(s: &Settings, started: Started, signals: &mut Signals) -> Exit {
         p.shutdown().await;
     }
     http_stop.cancel();
-    let _ = server.await;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     info!(worker_id = %worker_id, exit_code = exit as u8, "worker stopped");
     exit
 }

@@ -47,6 +47,25 @@ impl Worker {
     }
 
     fn start_with(properties: &Path, bin: &Path, env: &[(&str, PathBuf)]) -> Self {
+        let quiet = [
+            ("KCL_WORKER_METRICS_LEVEL", "NONE"),
+            ("KCL_WORKER_HTTP_ADDR", "127.0.0.1:0"),
+        ];
+        Self::spawn(properties, bin, env, &quiet)
+    }
+
+    /// As a user replacing the Java daemon runs it: no `KCL_WORKER_*` variable but the log
+    /// format (the properties file says everything).
+    fn start_as_the_daemon(properties: &Path, bin: &Path, env: &[(&str, PathBuf)]) -> Self {
+        Self::spawn(properties, bin, env, &[])
+    }
+
+    fn spawn(
+        properties: &Path,
+        bin: &Path,
+        env: &[(&str, PathBuf)],
+        settings: &[(&str, &str)],
+    ) -> Self {
         let log = properties.with_extension("log");
         let file = std::fs::File::create(&log).unwrap();
         let path = format!(
@@ -65,8 +84,7 @@ impl Worker {
             .env("PATH", path)
             .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
             .env("KCL_WORKER_LOG_FORMAT", "text")
-            .env("KCL_WORKER_METRICS_LEVEL", "NONE")
-            .env("KCL_WORKER_HTTP_ADDR", "127.0.0.1:0")
+            .envs(settings.iter().copied())
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -539,5 +557,93 @@ async fn a_child_that_crashes_prints_garbage_or_hangs_is_replaced_and_nothing_is
         }
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_file(script);
+    }
+}
+
+/// Two applications, and two workers of one, on one host with the daemon's properties alone:
+/// the Java daemon binds no port, so neither may kcl-rs (before, the second exited 64 on
+/// `0.0.0.0:8080`). `metricsLevel = NONE` (a daemon property) keeps CloudWatch out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_run_side_by_side_on_one_host() {
+    kcl_tests::init_logging();
+    let (Some(kinesis), Some(dynamo), Some((src, bin))) = (
+        emulator("KCL_KINESIS_ENDPOINT"),
+        emulator("KCL_DYNAMODB_ENDPOINT"),
+        kclpy(),
+    ) else {
+        return;
+    };
+    let config = emulator_config(&kinesis).await;
+    let client = aws_sdk_kinesis::Client::new(&config);
+    let stream = unique("multilang-side");
+    create_stream(&client, &stream, 2).await;
+    let records = 20;
+    for i in 0..records {
+        client
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("k{i}"))
+            .data(Blob::new(format!("side-{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let sample = src.join("samples");
+    let base = std::fs::read_to_string(sample.join("sample.properties")).unwrap();
+    let env = [("PYTHONPATH", src.clone())];
+    let mut workers = Vec::new();
+    for app in [unique("side-a"), unique("side-b")] {
+        for worker in ["w1", "w2"] {
+            if workers.len() == 3 {
+                break; // two workers of the first application, one of the second
+            }
+            let mut extra = settings(&stream, &app, &kinesis, &dynamo);
+            extra.push(("metricsLevel", "NONE".into()));
+            extra.push(("workerId", format!("{app}-{worker}")));
+            let dir = app_dir(&sample.join("sample_kclpy_app.py"), &base, &extra);
+            workers.push((
+                app.clone(),
+                Worker::start_as_the_daemon(&dir.join("app.properties"), &bin, &env),
+            ));
+        }
+    }
+    // Each application processes every record: the first split across its two workers.
+    let by = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut done = true;
+        for app in [&workers[0].0, &workers[2].0] {
+            let seen: usize = workers
+                .iter()
+                .filter(|(a, _)| a == app)
+                .map(|(_, w)| w.log().matches("Record (Partition Key:").count())
+                .sum();
+            done &= seen >= records;
+        }
+        // And each daemon holds a shard and runs its child: all three work, not just start.
+        done &= workers
+            .iter()
+            .all(|(_, w)| w.log().contains("child process started"));
+        if done {
+            break;
+        }
+        for (_, w) in &mut workers {
+            if let Some(status) = w.child.try_wait().unwrap() {
+                panic!("a daemon exited ({status}) beside the others:\n{}", w.log());
+            }
+        }
+        assert!(
+            Instant::now() < by,
+            "not every record processed by both applications:\n{}",
+            workers
+                .iter()
+                .map(|(_, w)| w.log())
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for (_, w) in workers {
+        let (code, log) = w.sigterm().await;
+        assert_eq!(code, 0, "drained:\n{log}");
     }
 }

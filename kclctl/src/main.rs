@@ -1,4 +1,4 @@
-//! `kcl`: operate a kcl-rs (or Java KCL 2.x/3.x) application — see its leases, lineage and lag,
+//! `kclctl`: operate a kcl-rs (or Java KCL 2.x/3.x) application — see its leases, lineage and lag,
 //! rewind or replay safely, release leases, and manage its lease table.
 //!
 //! Endpoints, region and credentials follow the worker's conventions: `--kinesis-endpoint`,
@@ -25,7 +25,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Operate a Kinesis consumer application's lease table.
 #[derive(Debug, Parser)]
-#[command(name = "kcl", version, about)]
+#[command(name = "kclctl", version, about)]
 struct Cli {
     #[command(flatten)]
     conn: Conn,
@@ -112,7 +112,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kcl: {e:#}");
+            eprintln!("kclctl: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,4 @@
-//! Writing the table: `kcl rewind`, `kcl release`, `kcl delete-app`.
+//! Writing the table: `kclctl rewind`, `kclctl release`, `kclctl delete-app`.
 //!
 //! Every change is a conditional write on the lease counter as read, so it is safe while
 //! workers run: a rewind takes the lease (the owner's next renewal fails, so it stops and its
@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::Conn;
 use crate::view::Output;
 
-/// `kcl rewind`.
+/// `kclctl rewind`.
 #[derive(Debug, Args)]
 pub(crate) struct RewindArgs {
     /// Application name.
@@ -197,7 +197,7 @@ fn stream_for(lease: &Lease, given: Option<&String>) -> Result<StreamIdentity> {
 
 /// The operator's owner id while it holds a lease for a moment.
 fn operator() -> String {
-    format!("kcl-cli-{}", std::process::id())
+    format!("kclctl-{}", std::process::id())
 }
 
 /// Fenced rewind of one lease: take it (the owner's renewals and checkpoints now fail), write
@@ -230,7 +230,7 @@ async fn rewind_one(
     }
 }
 
-/// `kcl rewind`.
+/// `kclctl rewind`.
 pub(crate) async fn rewind(conn: &Conn, args: &RewindArgs, out: Output) -> Result<()> {
     let target = target(&args.to)?;
     let listing = crate::view::list(conn, &args.app).await?;
@@ -325,7 +325,7 @@ fn confirm(question: &str, yes: bool) -> Result<()> {
     }
 }
 
-/// `kcl release`.
+/// `kclctl release`.
 #[derive(Debug, Args)]
 pub(crate) struct ReleaseArgs {
     /// Application name.
@@ -344,7 +344,7 @@ pub(crate) struct ReleaseArgs {
     yes: bool,
 }
 
-/// `kcl release`.
+/// `kclctl release`.
 pub(crate) async fn release(conn: &Conn, args: &ReleaseArgs, out: Output) -> Result<()> {
     if args.shards.is_empty() && args.worker.is_none() && !args.all {
         bail!("name leases to release: --shard, --worker or --all");
@@ -405,7 +405,7 @@ pub(crate) async fn release(conn: &Conn, args: &ReleaseArgs, out: Output) -> Res
     Ok(())
 }
 
-/// `kcl delete-app`: deletes the lease table.
+/// `kclctl delete-app`: deletes the lease table.
 pub(crate) async fn delete_app(conn: &Conn, app: &str, yes: bool, out: Output) -> Result<()> {
     let table = conn.table(app);
     confirm(

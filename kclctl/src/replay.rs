@@ -1,9 +1,9 @@
-//! `kcl replay`: a bounded run into a separate application, printing every record as a JSON
+//! `kclctl replay`: a bounded run into a separate application, printing every record as a JSON
 //! line — a backfill or an incident replay that never touches the live application's leases.
 //!
 //! Each batch is written and flushed to stdout before it is checkpointed, so an interrupted
 //! replay resumed with `--resume` repeats at most the batch in flight (at least once), and a
-//! closed pipe (`kcl replay ... | head`) stops the replay with only what was written
+//! closed pipe (`kclctl replay ... | head`) stops the replay with only what was written
 //! checkpointed.
 
 use std::io::Write;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Conn;
 
-/// `kcl replay`.
+/// `kclctl replay`.
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
     /// The application name of the replay (its own lease table; never the live application's).
@@ -146,7 +146,7 @@ fn start(from: &str) -> Result<InitialPosition> {
     })
 }
 
-/// Runs `kcl replay`.
+/// Runs `kclctl replay`.
 pub(crate) async fn replay(conn: &Conn, args: &ReplayArgs) -> Result<()> {
     let stream = StreamIdentity::parse(&args.stream)?;
     let position = start(&args.from)?;
@@ -212,14 +212,14 @@ pub(crate) async fn replay(conn: &Conn, args: &ReplayArgs) -> Result<()> {
     match report.end {
         RunEnd::BoundReached => {
             eprintln!(
-                "kcl: replayed {records} records in {secs:.1} s; every shard reached the bound"
+                "kclctl: replayed {records} records in {secs:.1} s; every shard reached the bound"
             );
             Ok(())
         }
         RunEnd::StreamDeleted => bail!("stream deleted after {records} records"),
         _ if sink.stop.is_cancelled() => {
             // Ctrl-C or a closed pipe: what was printed is checkpointed.
-            eprintln!("kcl: stopped after {records} records (resume with --resume)");
+            eprintln!("kclctl: stopped after {records} records (resume with --resume)");
             Ok(())
         }
         other => bail!("replay ended early ({other:?}) after {records} records"),

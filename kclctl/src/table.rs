@@ -1,4 +1,4 @@
-//! `kcl table show | create | upgrade`: the lease table itself.
+//! `kclctl table show | create | upgrade`: the lease table itself.
 //!
 //! Both create and upgrade include the owner index (kcl-rs and the KCL 3.x query it); upgrade
 //! only adds (see `kcl_dynamo_leases::TableDescription::upgrade_to`) and is a dry run unless
@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::Conn;
 use crate::view::Output;
 
-/// `kcl table ...`.
+/// `kclctl table ...`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum TableCommand {
     /// The table's status, billing, index, backups, protection and tags.
@@ -143,7 +143,7 @@ fn print(d: &TableDescription) {
     println!(
         "owner index             {}",
         d.lease_owner_index.as_deref().map_or_else(
-            || "missing (kcl table upgrade adds it)".to_string(),
+            || "missing (kclctl table upgrade adds it)".to_string(),
             |s| format!("{} ({s})", kcl_dynamo_leases::LEASE_OWNER_INDEX)
         )
     );
@@ -167,7 +167,7 @@ async fn describe(store: &LeaseTable) -> Result<TableDescription> {
         .with_context(|| format!("lease table {} does not exist", store.name()))
 }
 
-/// Runs a `kcl table` command.
+/// Runs a `kclctl table` command.
 pub(crate) async fn run(conn: &Conn, command: &TableCommand, out: Output) -> Result<()> {
     match command {
         TableCommand::Show { app } => {
@@ -188,7 +188,7 @@ pub(crate) async fn run(conn: &Conn, command: &TableCommand, out: Output) -> Res
                 .is_some();
             if existed {
                 bail!(
-                    "lease table {} exists already (kcl table upgrade changes it)",
+                    "lease table {} exists already (kclctl table upgrade changes it)",
                     store.name()
                 );
             }

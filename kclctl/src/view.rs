@@ -1,4 +1,4 @@
-//! Reading the table: `kcl leases`, `kcl lineage`, `kcl watch`.
+//! Reading the table: `kclctl leases`, `kclctl lineage`, `kclctl watch`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
@@ -30,7 +30,7 @@ impl Output {
     }
 }
 
-/// `kcl leases`.
+/// `kclctl leases`.
 #[derive(Debug, Args)]
 pub(crate) struct LeasesArgs {
     /// Application name.
@@ -47,7 +47,7 @@ pub(crate) struct LeasesArgs {
     pub(crate) stream: Option<String>,
 }
 
-/// `kcl watch`.
+/// `kclctl watch`.
 #[derive(Debug, Args)]
 pub(crate) struct WatchArgs {
     #[command(flatten)]
@@ -352,7 +352,7 @@ async fn leases_rows(conn: &Conn, args: &LeasesArgs) -> Result<(LeaseListing, Ve
     Ok((listing, rows))
 }
 
-/// `kcl leases APP`.
+/// `kclctl leases APP`.
 pub(crate) async fn leases(conn: &Conn, args: &LeasesArgs, out: Output) -> Result<()> {
     let (listing, rows) = leases_rows(conn, args).await?;
     print_leases(conn, &args.app, &listing, &rows, out);
@@ -410,7 +410,7 @@ pub(crate) fn balance(rows: &[Row]) -> Balance {
     }
 }
 
-/// `kcl watch APP`.
+/// `kclctl watch APP`.
 pub(crate) async fn watch(conn: &Conn, args: &WatchArgs, out: Output) -> Result<()> {
     let mut n = 0u64;
     loop {
@@ -563,7 +563,7 @@ fn render(node: &Node, prefix: &str, last: bool, root: bool, out: &mut String) {
     }
 }
 
-/// `kcl lineage APP`.
+/// `kclctl lineage APP`.
 pub(crate) async fn lineage(conn: &Conn, app: &str, out: Output) -> Result<()> {
     let listing = list(conn, app).await?;
     let trees = forest(&listing.leases);

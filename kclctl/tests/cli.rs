@@ -1,12 +1,12 @@
-//! `kcl` against moto: leases, lineage, rewind (fenced), release and delete-app, human and JSON.
+//! `kclctl` against moto: leases, lineage, rewind (fenced), release and delete-app, human and JSON.
 
 use std::process::Stdio;
 
 use kcl_core::lease::{Lease, LeaseStore};
 use kcl_core::model::{ExtendedSequenceNumber, SequenceNumber, ShardId};
 
-async fn kcl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kcl"))
+async fn kclctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kclctl"))
         .args(args)
         .env("KCL_WORKER_DYNAMODB_ENDPOINT", endpoint)
         .env("KCL_WORKER_REGION", "us-east-1")
@@ -15,7 +15,7 @@ async fn kcl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
         .stdin(Stdio::null())
         .output()
         .await
-        .expect("run kcl");
+        .expect("run kclctl");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -50,7 +50,7 @@ async fn leases_lineage_rewind_release_and_delete_on_a_split_table() {
     let got = store.get(&left.key).await.unwrap().unwrap();
     let owned = store.take(&got, "w1").await.unwrap();
 
-    let (ok, out, err) = kcl(&endpoint, &["leases", &app, "--observe", "0s"]).await;
+    let (ok, out, err) = kclctl(&endpoint, &["leases", &app, "--observe", "0s"]).await;
     assert!(ok, "{err}");
     assert!(out.contains("SHARD") && out.contains("STATE"), "{out}");
     let line = out
@@ -67,7 +67,7 @@ async fn leases_lineage_rewind_release_and_delete_on_a_split_table() {
     );
     assert!(!out.contains('\u{1b}'), "no colour when piped: {out:?}");
 
-    let (ok, out, err) = kcl(&endpoint, &["leases", &app, "--observe", "1s", "--json"]).await;
+    let (ok, out, err) = kclctl(&endpoint, &["leases", &app, "--observe", "1s", "--json"]).await;
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let leases = v["leases"].as_array().unwrap();
@@ -88,18 +88,18 @@ async fn leases_lineage_rewind_release_and_delete_on_a_split_table() {
         .unwrap();
     assert_eq!(l2["state"], "unowned");
 
-    let (ok, out, err) = kcl(&endpoint, &["lineage", &app]).await;
+    let (ok, out, err) = kclctl(&endpoint, &["lineage", &app]).await;
     assert!(ok, "{err}");
     assert_eq!(
         out,
         "shardId-000000000000  ended\n├── shardId-000000000001  processing  w1\n└── shardId-000000000002  unowned\n"
     );
-    let (_, out, _) = kcl(&endpoint, &["lineage", &app, "--json"]).await;
+    let (_, out, _) = kclctl(&endpoint, &["lineage", &app, "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["children"].as_array().unwrap().len(), 2);
 
     // Rewind: a dry run writes nothing; a SHARD_END lease is refused without --force.
-    let (ok, out, err) = kcl(
+    let (ok, out, err) = kclctl(
         &endpoint,
         &["rewind", &app, "--all", "--to", "trim-horizon"],
     )
@@ -108,7 +108,7 @@ async fn leases_lineage_rewind_release_and_delete_on_a_split_table() {
     assert!(out.contains("dry run"), "{out}");
     assert!(out.contains("SHARD_END (use --force)"), "{out}");
     assert_eq!(store.get(&left.key).await.unwrap().unwrap(), owned);
-    let (ok, out, err) = kcl(
+    let (ok, out, err) = kclctl(
         &endpoint,
         &[
             "rewind",
@@ -148,9 +148,9 @@ async fn leases_lineage_rewind_release_and_delete_on_a_split_table() {
     // Release asks first; with --yes it releases.
     let got = store.get(&right.key).await.unwrap().unwrap();
     store.take(&got, "w2").await.unwrap();
-    let (ok, _, err) = kcl(&endpoint, &["release", &app, "--worker", "w2"]).await;
+    let (ok, _, err) = kclctl(&endpoint, &["release", &app, "--worker", "w2"]).await;
     assert!(!ok && err.contains("--yes"), "{err}");
-    let (ok, out, err) = kcl(&endpoint, &["release", &app, "--worker", "w2", "--yes"]).await;
+    let (ok, out, err) = kclctl(&endpoint, &["release", &app, "--worker", "w2", "--yes"]).await;
     assert!(ok, "{err}");
     assert!(
         out.contains("released shardId-000000000002 (was w2)"),
@@ -158,12 +158,12 @@ async fn leases_lineage_rewind_release_and_delete_on_a_split_table() {
     );
     assert_eq!(store.get(&right.key).await.unwrap().unwrap().owner, None);
 
-    let (ok, _, _) = kcl(&endpoint, &["delete-app", &app]).await;
+    let (ok, _, _) = kclctl(&endpoint, &["delete-app", &app]).await;
     assert!(!ok, "refused without --yes");
-    let (ok, out, err) = kcl(&endpoint, &["delete-app", &app, "--yes"]).await;
+    let (ok, out, err) = kclctl(&endpoint, &["delete-app", &app, "--yes"]).await;
     assert!(ok, "{err}");
     assert!(out.contains("deleted lease table"));
-    let (ok, _, err) = kcl(&endpoint, &["leases", &app, "--observe", "0s"]).await;
+    let (ok, _, err) = kclctl(&endpoint, &["leases", &app, "--observe", "0s"]).await;
     assert!(!ok && err.contains(&app), "{err}");
 }
 
@@ -173,18 +173,18 @@ async fn table_create_show_upgrade_and_protection() {
         return;
     };
     let app = kcl_tests::unique("cli-table");
-    let (ok, _, err) = kcl(&endpoint, &["table", "show", &app]).await;
+    let (ok, _, err) = kclctl(&endpoint, &["table", "show", &app]).await;
     assert!(!ok && err.contains("does not exist"), "{err}");
-    let (ok, _, err) = kcl(
+    let (ok, _, err) = kclctl(
         &endpoint,
         &["table", "create", &app, "--provisioned", "0,5"],
     )
     .await;
     assert!(!ok && err.contains("at least 1"), "{err}");
-    let (ok, _, err) = kcl(&endpoint, &["table", "create", &app, "--tag", "novalue"]).await;
+    let (ok, _, err) = kclctl(&endpoint, &["table", "create", &app, "--tag", "novalue"]).await;
     assert!(!ok && err.contains("KEY=VALUE"), "{err}");
 
-    let (ok, out, err) = kcl(
+    let (ok, out, err) = kclctl(
         &endpoint,
         &[
             "table",
@@ -215,16 +215,16 @@ async fn table_create_show_upgrade_and_protection() {
         out.contains("tags                    team=streams"),
         "{out}"
     );
-    let (ok, _, err) = kcl(&endpoint, &["table", "create", &app]).await;
+    let (ok, _, err) = kclctl(&endpoint, &["table", "create", &app]).await;
     assert!(!ok && err.contains("exists already"), "{err}");
-    let (ok, out, err) = kcl(&endpoint, &["table", "show", &app, "--json"]).await;
+    let (ok, out, err) = kclctl(&endpoint, &["table", "show", &app, "--json"]).await;
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["table"], app.as_str());
     assert_eq!(v["deletion_protection"], true);
     assert_eq!(v["tags"]["team"], "streams");
     // Deletion protection holds against delete-app, and the error says why.
-    let (ok, _, err) = kcl(&endpoint, &["delete-app", &app, "--yes"]).await;
+    let (ok, _, err) = kclctl(&endpoint, &["delete-app", &app, "--yes"]).await;
     assert!(
         !ok && err.to_lowercase().contains("deletion protection"),
         "{err}"
@@ -233,37 +233,37 @@ async fn table_create_show_upgrade_and_protection() {
     // A table as the KCL 2.x creates it: no index, nothing on. Upgrade shows, then adds.
     let plain = kcl_tests::lease_table(&endpoint, "cli-plain").await;
     let plain = plain.table().to_string();
-    let (ok, out, err) = kcl(&endpoint, &["table", "show", &plain]).await;
+    let (ok, out, err) = kclctl(&endpoint, &["table", "show", &plain]).await;
     assert!(ok, "{err}");
     assert!(out.contains("owner index             missing"), "{out}");
     let args = ["table", "upgrade", &plain, "--pitr", "--tag", "env=prod"];
-    let (ok, out, err) = kcl(&endpoint, &args).await;
+    let (ok, out, err) = kclctl(&endpoint, &args).await;
     assert!(ok, "{err}");
     assert_eq!(
         out,
         "dry run (nothing written; --apply makes these changes):\n  would create index LeaseOwnerToLeaseKeyIndex\n  would enable point-in-time recovery\n  would tag env=prod\n"
     );
-    let (_, out, _) = kcl(&endpoint, &["table", "show", &plain, "--json"]).await;
+    let (_, out, _) = kclctl(&endpoint, &["table", "show", &plain, "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         v["lease_owner_index"],
         serde_json::Value::Null,
         "dry run wrote nothing"
     );
-    let (ok, out, err) = kcl(&endpoint, &[&args[..], &["--apply", "--json"]].concat()).await;
+    let (ok, out, err) = kclctl(&endpoint, &[&args[..], &["--apply", "--json"]].concat()).await;
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["applied"], true);
     assert_eq!(v["changes"].as_array().unwrap().len(), 3);
-    let (_, out, _) = kcl(&endpoint, &["table", "show", &plain, "--json"]).await;
+    let (_, out, _) = kclctl(&endpoint, &["table", "show", &plain, "--json"]).await;
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["lease_owner_index"], "ACTIVE");
     assert_eq!(v["point_in_time_recovery"], true);
     assert_eq!(v["tags"]["env"], "prod");
     assert_eq!(v["billing"], "on-demand");
-    let (ok, out, _) = kcl(&endpoint, &args).await;
+    let (ok, out, _) = kclctl(&endpoint, &args).await;
     assert!(ok);
     assert_eq!(out, format!("table {plain} already has everything asked\n"));
-    let (ok, _, err) = kcl(&endpoint, &["delete-app", &plain, "--yes"]).await;
+    let (ok, _, err) = kclctl(&endpoint, &["delete-app", &plain, "--yes"]).await;
     assert!(ok, "{err}");
 }

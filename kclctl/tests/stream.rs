@@ -1,4 +1,4 @@
-//! `kcl` on kinesis-local + moto with a worker running: a replay between two times across a
+//! `kclctl` on kinesis-local + moto with a worker running: a replay between two times across a
 //! split, `--lag`, `watch`, and a rewind to a timestamp while the worker runs — the ledger shows
 //! the worker re-processing from the new position, nothing lost, and no checkpoint of the old
 //! owner lands after the rewind.
@@ -26,8 +26,8 @@ struct Endpoints {
     dynamodb: String,
 }
 
-async fn kcl(e: &Endpoints, args: &[&str]) -> (bool, String, String) {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_kcl"))
+async fn kclctl(e: &Endpoints, args: &[&str]) -> (bool, String, String) {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_kclctl"))
         .args(args)
         .env("KCL_WORKER_KINESIS_ENDPOINT", &e.kinesis)
         .env("KCL_WORKER_DYNAMODB_ENDPOINT", &e.dynamodb)
@@ -39,8 +39,8 @@ async fn kcl(e: &Endpoints, args: &[&str]) -> (bool, String, String) {
         .output();
     let out = tokio::time::timeout(Duration::from_secs(120), run)
         .await
-        .unwrap_or_else(|_| panic!("kcl {args:?} did not finish within 120 s"))
-        .expect("run kcl");
+        .unwrap_or_else(|_| panic!("kclctl {args:?} did not finish within 120 s"))
+        .expect("run kclctl");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -95,7 +95,7 @@ fn by_shard<'a>(sent: &'a Sent, prefix: &str) -> BTreeMap<&'a str, Vec<(&'a str,
     out
 }
 
-/// `kcl leases APP --lag --json`: the lease objects.
+/// `kclctl leases APP --lag --json`: the lease objects.
 async fn leases_with_lag(e: &Endpoints, app: &str, stream: &str) -> Vec<serde_json::Value> {
     let args = [
         "leases",
@@ -107,7 +107,7 @@ async fn leases_with_lag(e: &Endpoints, app: &str, stream: &str) -> Vec<serde_js
         "0s",
         "--json",
     ];
-    let (ok, out, err) = kcl(e, &args).await;
+    let (ok, out, err) = kclctl(e, &args).await;
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["leases"].as_array().unwrap().clone()
@@ -178,7 +178,7 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
         &until,
         "--text",
     ];
-    let (ok, out, err) = kcl(&e, &replay).await;
+    let (ok, out, err) = kclctl(&e, &replay).await;
     assert!(ok, "{err}");
     let lines: Vec<serde_json::Value> = out
         .lines()
@@ -210,9 +210,9 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
     assert!(err.contains("replayed 12 records"), "{err}");
     // The replay's table is its own: a second run is refused unless it resumes (then: nothing
     // left to replay).
-    let (ok, _, err) = kcl(&e, &replay).await;
+    let (ok, _, err) = kclctl(&e, &replay).await;
     assert!(!ok && err.contains("--resume"), "{err}");
-    let (ok, out, err) = kcl(&e, &[&replay[..], &["--resume"]].concat()).await;
+    let (ok, out, err) = kclctl(&e, &[&replay[..], &["--resume"]].concat()).await;
     assert!(ok && out.is_empty(), "{out}{err}");
     assert!(err.contains("replayed 0 records"), "{err}");
     // The replay stopped at t2: its children's checkpoints are behind the tip.
@@ -295,7 +295,7 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
             assert_eq!(l["millis_behind_latest"], 0, "caught up: {l}");
         }
     }
-    let (ok, out, err) = kcl(
+    let (ok, out, err) = kclctl(
         &e,
         &[
             "leases",
@@ -311,7 +311,7 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
     assert!(ok, "{err}");
     assert!(out.contains("BEHIND"), "a lag column: {out}");
 
-    let (ok, out, err) = kcl(
+    let (ok, out, err) = kclctl(
         &e,
         &[
             "watch",
@@ -338,7 +338,7 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
         assert_eq!(f["leases"].as_array().unwrap().len(), 3);
     }
 
-    let (ok, out, err) = kcl(&e, &["watch", &app, "--count", "1", "--observe", "0s"]).await;
+    let (ok, out, err) = kclctl(&e, &["watch", &app, "--count", "1", "--observe", "0s"]).await;
     assert!(ok, "{err}");
     assert!(
         out.starts_with(&format!("{app} — 3 leases, refreshed every 2s\n")),
@@ -353,7 +353,7 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
     assert!(!out.contains('\u{1b}'), "no escape codes when piped");
 
     // The human views with a worker running (the README shows this output: --nocapture).
-    let (ok, leases_text, err) = kcl(
+    let (ok, leases_text, err) = kclctl(
         &e,
         &[
             "leases",
@@ -367,7 +367,7 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
     )
     .await;
     assert!(ok, "{err}");
-    let (ok, lineage_text, err) = kcl(&e, &["lineage", &app]).await;
+    let (ok, lineage_text, err) = kclctl(&e, &["lineage", &app]).await;
     assert!(ok, "{err}");
     assert_eq!(
         lineage_text,
@@ -384,7 +384,7 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
         );
     }
     println!(
-        "$ kcl leases APP --observe 2s --lag --stream S\n{leases_text}\n$ kcl lineage APP\n{lineage_text}"
+        "$ kclctl leases APP --observe 2s --lag --stream S\n{leases_text}\n$ kclctl lineage APP\n{lineage_text}"
     );
 
     // Rewind the child with the most c* records to t2 while the worker runs.
@@ -401,7 +401,7 @@ async fn replay_lag_watch_and_a_rewind_to_a_timestamp_while_a_worker_runs() {
         })
         .unwrap();
     let before = lease_of(store.as_ref(), &shard).await;
-    let (ok, out, err) = kcl(
+    let (ok, out, err) = kclctl(
         &e,
         &[
             "rewind",

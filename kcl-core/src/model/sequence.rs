@@ -82,7 +82,7 @@ impl SequenceNumber {
     }
 
     /// The sequence number one below (`None` for zero): a checkpoint there makes processing
-    /// resume at `self` (what `kcl rewind --to timestamp` writes).
+    /// resume at `self` (what `kclctl rewind --to timestamp` writes).
     pub fn predecessor(&self) -> Option<Self> {
         let mut buf = [0u8; INLINE_DIGITS];
         let mut d: Vec<u8> = self.digits(&mut buf).bytes().collect();
