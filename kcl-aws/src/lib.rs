@@ -16,6 +16,9 @@
 //!
 //! [`KinesisDataPlane`]: kcl_core::kinesis::KinesisDataPlane
 
+// docs.rs (nightly, `--cfg docsrs`) marks items behind a feature with a badge.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod dead_letter;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;

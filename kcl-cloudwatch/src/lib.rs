@@ -25,6 +25,9 @@
 //! # }
 //! ```
 
+// docs.rs (nightly, `--cfg docsrs`) marks items behind a feature with a badge.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod publisher;
 mod recorder;
 mod sink;

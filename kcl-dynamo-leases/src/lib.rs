@@ -16,6 +16,9 @@
 //! # Ok(()) }
 //! ```
 
+// docs.rs (nightly, `--cfg docsrs`) marks items behind a feature with a badge.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod error;
 pub mod item;
 mod store;

@@ -28,6 +28,9 @@
 //! kcl-core's in-memory engine (so tests drive subscription expiry, errors and shard end under
 //! paused time — no emulator signals shard end over SubscribeToShard).
 
+// docs.rs (nightly, `--cfg docsrs`) marks items behind a feature with a badge.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod aws;
 mod client;
 mod deadline;

@@ -37,6 +37,9 @@
 //! internal error; 73 the ledger file cannot be opened; 75 the drain missed its deadline (leases
 //! left to expire); 77 credentials missing or rejected.
 
+// docs.rs (nightly, `--cfg docsrs`) marks items behind a feature with a badge.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 mod http;
 mod ledger;
