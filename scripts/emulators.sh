@@ -28,7 +28,18 @@ stop_emulators() {
   for pid in "${EMULATOR_PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
+  # kinesis-local can take 40 s to exit on SIGTERM (seen at the end of the test command);
+  # nothing of it is kept, so after 5 s it is killed.
+  for _ in $(seq 50); do
+    local alive=0
+    for pid in "${EMULATOR_PIDS[@]}"; do
+      kill -0 "$pid" 2>/dev/null && alive=1
+    done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
   for pid in "${EMULATOR_PIDS[@]}"; do
+    kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
   EMULATOR_PIDS=()

@@ -309,7 +309,12 @@ def impls(path, ids):
         if v.get("trait") is not None:
             trait = path_str(v["trait"])
             if not trait.endswith("StructuralPartialEq"):
-                out.add(f"impl {trait} for {path}")
+                # The implementing type as written (a `From<Local> for Foreign` is listed with
+                # the local type, but implemented for the foreign one).
+                target = ty(v["for"]) if v.get("for") else path
+                if target.split("<")[0].split("::")[-1] == path.split("::")[-1]:
+                    target = path
+                out.add(f"impl {trait} for {target}")
             continue
         for c in v["items"]:
             ci = item(c)

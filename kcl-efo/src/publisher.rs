@@ -376,3 +376,10 @@ async fn subscribe_loop(inner: Arc<Inner>, read: ShardRead, tx: Sender) {
         }
     }
 }
+
+/// `builder.retrieval(fan_out)`: enhanced fan-out as the scheduler's retrieval mode.
+impl From<FanOutRetrieval> for kcl_core::scheduler::RetrievalMode {
+    fn from(fan_out: FanOutRetrieval) -> Self {
+        Self::Custom(std::sync::Arc::new(fan_out))
+    }
+}

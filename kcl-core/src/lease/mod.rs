@@ -9,7 +9,7 @@
 //!   store in one, and records each call's latency and failures there);
 //! - `conformance` (feature `conformance`): the suite every store runs, through
 //!   `kcl_core::lease_store_conformance!`;
-//! - [`LeaseCoordinator`]: one per worker; renews, detects expiry, takes and balances leases,
+//! - the lease coordinator (configured by [`CoordinatorConfig`]): one per worker; renews, detects expiry, takes and balances leases,
 //!   hands them off on shutdown, and reports what it gained and lost.
 
 #[cfg(feature = "conformance")]
@@ -23,9 +23,12 @@ mod model;
 mod scope;
 mod store;
 
+pub use coordinator::{CoordinatorConfig, CoordinatorConfigError};
+/// The lease coordinator the scheduler runs on: an engine part, not a supported API (its call
+/// order lives in the scheduler); public for the benchmarks and tests of this repository.
+#[doc(hidden)]
 pub use coordinator::{
-    CoordinatorConfig, CoordinatorConfigError, HeldLeaseError, LeaseCoordinator, LeaseEvent,
-    LeaseFilter, LeaseToken, LostReason,
+    HeldLeaseError, LeaseCoordinator, LeaseEvent, LeaseFilter, LeaseToken, LostReason,
 };
 pub use deadline::DeadlineStore;
 pub use error::LeaseError;

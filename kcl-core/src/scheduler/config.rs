@@ -47,6 +47,18 @@ pub enum RetrievalMode {
     Custom(SharedRetrieval),
 }
 
+impl From<PollingConfig> for RetrievalMode {
+    fn from(config: PollingConfig) -> Self {
+        Self::Polling(config)
+    }
+}
+
+impl From<SharedRetrieval> for RetrievalMode {
+    fn from(retrieval: SharedRetrieval) -> Self {
+        Self::Custom(retrieval)
+    }
+}
+
 /// The settings a built scheduler runs with.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -205,9 +217,11 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Polling (default) or a custom retrieval.
-    pub fn retrieval(mut self, mode: RetrievalMode) -> Self {
-        self.retrieval = mode;
+    /// How records are read: polling (the default; a [`PollingConfig`] converts), enhanced
+    /// fan-out (`kcl_efo::FanOutRetrieval` converts), or a retrieval of your own
+    /// ([`SharedRetrieval`] converts).
+    pub fn retrieval(mut self, mode: impl Into<RetrievalMode>) -> Self {
+        self.retrieval = mode.into();
         self
     }
 
@@ -325,8 +339,9 @@ impl SchedulerBuilder {
         self
     }
 
-    /// Seed for retry jitter (simulations).
-    pub fn seed(mut self, seed: u64) -> Self {
+    /// Seed for retry jitter (the simulation's, so that a seed replays exactly).
+    #[cfg(feature = "testing")]
+    pub(crate) fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
