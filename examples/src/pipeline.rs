@@ -204,11 +204,11 @@ pub async fn run(endpoints: &Endpoints, orders: usize) -> anyhow::Result<Summary
         .lease_store(Arc::new(store) as Arc<dyn LeaseStore>)
         .kinesis(Arc::new(AwsKinesis::new(&kinesis_config)))
         .initial_position(InitialPosition::TrimHorizon)
-        .retrieval(RetrievalMode::Polling(PollingConfig {
-            max_records: 40,
-            idle_time_between_reads: Duration::from_millis(250),
-            ..PollingConfig::default()
-        }))
+        .retrieval(RetrievalMode::Polling(
+            PollingConfig::default()
+                .with_max_records(40)
+                .with_idle_time_between_reads(Duration::from_millis(250)),
+        ))
         // Calls of up to 100 records or 1 MiB, or whatever arrived within 1 s.
         .batching_window(BatchingWindow::new(100, 1 << 20, Duration::from_secs(1)))
         .failure_policy(FailurePolicy::RetryThen {

@@ -57,10 +57,9 @@ async fn run(p: usize) -> (f64, f64, u64) {
         .lease_store(store.clone() as Arc<dyn LeaseStore>)
         .kinesis(Arc::new(kinesis.clone()))
         .initial_position(InitialPosition::TrimHorizon)
-        .retrieval(RetrievalMode::Polling(PollingConfig {
-            max_records: 1000,
-            ..Default::default()
-        }))
+        .retrieval(RetrievalMode::Polling(
+            PollingConfig::default().with_max_records(1000),
+        ))
         .processor_factory(key_parallel(
             Arc::new(SlowHandler(handled.clone())),
             ParallelConfig::new(p),

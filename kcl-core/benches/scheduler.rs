@@ -103,10 +103,7 @@ async fn throughput(workers: usize) {
     }
     let store = preassigned(SHARDS, workers);
     let counter = Arc::new(AtomicU64::new(0));
-    let polling = PollingConfig {
-        max_records: 10_000,
-        ..Default::default()
-    };
+    let polling = PollingConfig::default().with_max_records(10_000);
     let stop = CancellationToken::new();
     let start = Instant::now();
     let runs: Vec<_> = (0..workers)

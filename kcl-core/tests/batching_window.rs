@@ -82,11 +82,9 @@ fn scheduler(
 ) -> kcl_core::scheduler::Scheduler {
     let calls = calls.clone();
     // Two Kinesis records (10 user records) per GetRecords: calls must accumulate reads.
-    let polling = PollingConfig {
-        max_records: 2,
-        idle_time_between_reads: Duration::from_millis(200),
-        ..PollingConfig::default()
-    };
+    let polling = PollingConfig::default()
+        .with_max_records(2)
+        .with_idle_time_between_reads(Duration::from_millis(200));
     SchedulerBuilder::new(stream.clone(), "app")
         .lease_store(store.clone())
         .kinesis(Arc::new(kinesis.clone()))

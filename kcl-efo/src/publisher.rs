@@ -18,6 +18,7 @@ use crate::client::{ConsumerState, FanOutClient};
 
 /// Settings of fan-out retrieval.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FanOutConfig {
     /// Events buffered ahead of the processor per shard; a slow processor stops the
     /// subscription from being read (backpressure) instead of growing a buffer.
@@ -44,6 +45,38 @@ impl Default for FanOutConfig {
             call_timeout: Duration::from_secs(10),
             event_timeout: Duration::from_secs(35),
         }
+    }
+}
+
+impl FanOutConfig {
+    /// Sets [`max_buffered_events`](Self::max_buffered_events).
+    pub fn with_max_buffered_events(mut self, max_buffered_events: usize) -> Self {
+        self.max_buffered_events = max_buffered_events;
+        self
+    }
+
+    /// Sets [`min_backoff`](Self::min_backoff).
+    pub fn with_min_backoff(mut self, min_backoff: Duration) -> Self {
+        self.min_backoff = min_backoff;
+        self
+    }
+
+    /// Sets [`max_backoff`](Self::max_backoff).
+    pub fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// Sets [`call_timeout`](Self::call_timeout).
+    pub fn with_call_timeout(mut self, call_timeout: Duration) -> Self {
+        self.call_timeout = call_timeout;
+        self
+    }
+
+    /// Sets [`event_timeout`](Self::event_timeout).
+    pub fn with_event_timeout(mut self, event_timeout: Duration) -> Self {
+        self.event_timeout = event_timeout;
+        self
     }
 }
 

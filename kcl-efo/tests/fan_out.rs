@@ -372,26 +372,13 @@ fn invalid_fan_out_settings_are_rejected() {
         .map(|_| ())
     };
     assert_eq!(build(FanOutConfig::default()), Ok(()));
-    let zero = build(FanOutConfig {
-        call_timeout: Duration::ZERO,
-        ..FanOutConfig::default()
-    })
-    .unwrap_err();
+    let zero = build(FanOutConfig::default().with_call_timeout(Duration::ZERO)).unwrap_err();
     assert!(zero.to_string().contains("call_timeout"), "{zero}");
     assert!(
-        build(FanOutConfig {
-            event_timeout: Duration::MAX,
-            ..FanOutConfig::default()
-        })
-        .unwrap_err()
-        .to_string()
-        .contains("event_timeout")
+        build(FanOutConfig::default().with_event_timeout(Duration::MAX))
+            .unwrap_err()
+            .to_string()
+            .contains("event_timeout")
     );
-    assert!(
-        build(FanOutConfig {
-            min_backoff: Duration::from_secs(20),
-            ..FanOutConfig::default()
-        })
-        .is_err()
-    );
+    assert!(build(FanOutConfig::default().with_min_backoff(Duration::from_secs(20))).is_err());
 }

@@ -104,10 +104,9 @@ async fn consume(
         .worker_id("w")
         .lease_store(store.clone() as Arc<dyn LeaseStore>)
         .kinesis(Arc::new(AwsKinesis::new(config)))
-        .retrieval(RetrievalMode::Polling(PollingConfig {
-            idle_time_between_reads: Duration::from_millis(200),
-            ..PollingConfig::default()
-        }))
+        .retrieval(RetrievalMode::Polling(
+            PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(200)),
+        ))
         .initial_position(InitialPosition::TrimHorizon)
         // Key-parallel checkpoints its watermark on each call: the idle tick makes the calls
         // that checkpoint the records finished after the last batch.

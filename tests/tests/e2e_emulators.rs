@@ -160,10 +160,9 @@ async fn three_workers_through_split_merge_stop_and_kill() -> anyhow::Result<()>
             .failover_time(Duration::from_secs(2))
             .parent_shard_poll_interval(Duration::from_millis(300))
             .shard_sync_interval(Duration::from_secs(2))
-            .retrieval(RetrievalMode::Polling(PollingConfig {
-                idle_time_between_reads: Duration::from_millis(200),
-                ..Default::default()
-            }))
+            .retrieval(RetrievalMode::Polling(
+                PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(200)),
+            ))
             .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
                 Box::new(Recorder {
                     shard: info.shard_id.clone(),

@@ -88,10 +88,9 @@ impl Emulated {
             .kinesis(self.kinesis.clone())
             .initial_position(position)
             .failover_time(Duration::from_secs(3))
-            .retrieval(RetrievalMode::Polling(PollingConfig {
-                idle_time_between_reads: Duration::from_millis(200),
-                ..Default::default()
-            }))
+            .retrieval(RetrievalMode::Polling(
+                PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(200)),
+            ))
             .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
                 Box::new(Collect(seen.clone()))
             })

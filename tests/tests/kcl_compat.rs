@@ -386,10 +386,9 @@ async fn resumes_inside_an_aggregate_and_survives_a_corrupt_item() {
         .kinesis(Arc::new(kinesis.clone()))
         .initial_position(InitialPosition::TrimHorizon)
         .failover_time(Duration::from_secs(1))
-        .retrieval(RetrievalMode::Polling(PollingConfig {
-            idle_time_between_reads: Duration::from_millis(200),
-            ..Default::default()
-        }))
+        .retrieval(RetrievalMode::Polling(
+            PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(200)),
+        ))
         .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
             Box::new(Collect(collected.clone()))
         })

@@ -99,10 +99,9 @@ async fn one_scheduler_two_streams_one_lease_table() -> anyhow::Result<()> {
         .kinesis(data_plane.clone())
         .failover_time(Duration::from_secs(2))
         .shard_sync_interval(Duration::from_secs(1))
-        .retrieval(RetrievalMode::Polling(PollingConfig {
-            idle_time_between_reads: Duration::from_millis(200),
-            ..Default::default()
-        }))
+        .retrieval(RetrievalMode::Polling(
+            PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(200)),
+        ))
         .processor_factory(ledger.factory())
         .build()?;
     let stop = CancellationToken::new();

@@ -167,10 +167,9 @@ async fn workers_ride_out_dynamodb_and_kinesis_outages() {
             .initial_position(InitialPosition::TrimHorizon)
             .failover_time(Duration::from_secs(2))
             .shard_sync_interval(Duration::from_secs(2))
-            .retrieval(RetrievalMode::Polling(PollingConfig {
-                idle_time_between_reads: Duration::from_millis(200),
-                ..Default::default()
-            }))
+            .retrieval(RetrievalMode::Polling(
+                PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(200)),
+            ))
             .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
                 Box::new(Recorder {
                     ledger: ledger.clone(),

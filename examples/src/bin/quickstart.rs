@@ -87,10 +87,9 @@ async fn main() -> anyhow::Result<()> {
             .initial_position(InitialPosition::TrimHorizon)
             .failover_time(Duration::from_secs(3))
             .parent_shard_poll_interval(Duration::from_millis(200))
-            .retrieval(RetrievalMode::Polling(PollingConfig {
-                idle_time_between_reads: Duration::from_millis(200),
-                ..Default::default()
-            }))
+            .retrieval(RetrievalMode::Polling(
+                PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(200)),
+            ))
             .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
                 Box::new(Counter {
                     worker: w.to_string(),

@@ -14,8 +14,10 @@ use super::{MAX_BACKOFF, RecordsBatch, RecordsPublisher, Retrieval, RetrievalErr
 use crate::kinesis::{KinesisDataPlane, KinesisError, MAX_GET_RECORDS_LIMIT, ShardIterator};
 use crate::model::{SequenceNumber, StartingPosition};
 
-/// Settings of polling retrieval, named after the KCL's.
+/// Settings of polling retrieval, named after the KCL's. Start from `PollingConfig::default()`
+/// and change what you need with the `with_*` setters (it can grow fields without breaking you).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct PollingConfig {
     /// `maxRecords` per GetRecords call (1..=10,000). KCL default: 10,000.
     pub max_records: u32,
@@ -38,6 +40,50 @@ pub struct PollingConfig {
     /// can share a shard's 5 calls/s without throttling each other while catching up (e.g. 1.0
     /// for each of five). `None` (default): no cap beyond the adaptive pacing.
     pub max_calls_per_second: Option<f64>,
+}
+
+impl PollingConfig {
+    /// Sets [`max_records`](Self::max_records).
+    pub fn with_max_records(mut self, max_records: u32) -> Self {
+        self.max_records = max_records;
+        self
+    }
+
+    /// Sets [`idle_time_between_reads`](Self::idle_time_between_reads).
+    pub fn with_idle_time_between_reads(mut self, idle_time_between_reads: Duration) -> Self {
+        self.idle_time_between_reads = idle_time_between_reads;
+        self
+    }
+
+    /// Sets [`max_prefetched_batches`](Self::max_prefetched_batches).
+    pub fn with_max_prefetched_batches(mut self, max_prefetched_batches: usize) -> Self {
+        self.max_prefetched_batches = max_prefetched_batches;
+        self
+    }
+
+    /// Sets [`max_prefetched_records`](Self::max_prefetched_records).
+    pub fn with_max_prefetched_records(mut self, max_prefetched_records: usize) -> Self {
+        self.max_prefetched_records = max_prefetched_records;
+        self
+    }
+
+    /// Sets [`max_prefetched_bytes`](Self::max_prefetched_bytes).
+    pub fn with_max_prefetched_bytes(mut self, max_prefetched_bytes: usize) -> Self {
+        self.max_prefetched_bytes = max_prefetched_bytes;
+        self
+    }
+
+    /// Sets [`min_interval_between_calls`](Self::min_interval_between_calls).
+    pub fn with_min_interval_between_calls(mut self, min_interval_between_calls: Duration) -> Self {
+        self.min_interval_between_calls = min_interval_between_calls;
+        self
+    }
+
+    /// Sets [`max_calls_per_second`](Self::max_calls_per_second).
+    pub fn with_max_calls_per_second(mut self, max_calls_per_second: Option<f64>) -> Self {
+        self.max_calls_per_second = max_calls_per_second;
+        self
+    }
 }
 
 /// MillisBehindLatest at or below which a shard counts as caught up.
