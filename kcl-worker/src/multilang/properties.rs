@@ -505,13 +505,7 @@ pub(crate) fn load(path: &Path) -> Result<FromProperties, ConfigError> {
             && p != "DefaultAWSCredentialsProviderChain"
         {
             return Err(refuse(
-                // The message names the key as written.
-                match key {
-                    "AWSCredentialsProvider" => "AWSCredentialsProvider",
-                    "AwsCredentialsProviderDynamoDB" => "AwsCredentialsProviderDynamoDB",
-                    "AwsCredentialsProviderCloudWatch" => "AwsCredentialsProviderCloudWatch",
-                    _ => "AwsCredentialsProvider",
-                },
+                key,
                 format!(
                     "{p:?}: kcl-rs uses the default credentials chain (environment, profile, web identity, container, instance)"
                 ),

@@ -288,6 +288,8 @@ struct Shared {
     metrics: crate::telemetry::LeaseMetrics,
     /// The fleet by the taker's last listing (`None` before the first one).
     fleet: Mutex<Option<Arc<Fleet>>>,
+    /// Held leases in `leases` (the `CurrentLeases` gauge).
+    held_count: std::sync::atomic::AtomicUsize,
     /// Listings failed in a row while this worker led.
     failed_listings: std::sync::atomic::AtomicU32,
     /// Until when this worker stays out of the lead (its listings kept failing as leader).
@@ -503,12 +505,17 @@ impl Shared {
         belief.is_some_and(|until| Instant::now() < until)
     }
 
-    /// Reports how many leases this worker holds.
-    fn count_held(&self, map: &BTreeMap<String, Slot>) {
-        let held = map
-            .values()
-            .filter(|s| matches!(s, Slot::Held { .. }))
-            .count();
+    /// Counts a held lease in or out (`replaced`/`removed`: what the map held under its key)
+    /// and reports the count; called under the map's lock, so the count matches the map
+    /// without scanning it on every take.
+    fn count_held(&self, added: bool, previous: Option<&Slot>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let was_held = matches!(previous, Some(Slot::Held { .. }));
+        let held = match (added, was_held) {
+            (true, false) => self.held_count.fetch_add(1, Relaxed) + 1,
+            (false, true) => self.held_count.fetch_sub(1, Relaxed) - 1,
+            _ => self.held_count.load(Relaxed),
+        };
         self.metrics.current.set(held as f64);
     }
 
@@ -547,8 +554,8 @@ impl Shared {
                 !matches!(map.get(&key), Some(Slot::Outgoing(_))),
                 "took a lease this worker is handing off"
             );
-            map.insert(key.clone(), slot);
-            self.count_held(&map);
+            let previous = map.insert(key.clone(), slot);
+            self.count_held(true, previous.as_ref());
         }
         if ready {
             info!(worker_id = %self.me(), lease_key = %key, "lease gained");
@@ -563,11 +570,11 @@ impl Shared {
         held.state = State::Gone;
         held.publish();
         let mut map = self.leases.lock();
-        match outgoing {
+        let previous = match outgoing {
             Some(h) => map.insert(key.to_string(), Slot::Outgoing(Box::new(h))),
             None => map.remove(key),
         };
-        self.count_held(&map);
+        self.count_held(false, previous.as_ref());
     }
 
     /// → Gone, reported.
@@ -717,6 +724,7 @@ impl LeaseCoordinator {
             late_offers: Mutex::new(Vec::new()),
             owed: std::sync::atomic::AtomicUsize::new(0),
             taking: CancellationToken::new(),
+            held_count: std::sync::atomic::AtomicUsize::new(0),
             failed_listings: std::sync::atomic::AtomicU32::new(0),
             stepped_down_until: Mutex::new(None),
         });
