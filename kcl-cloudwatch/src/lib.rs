@@ -96,6 +96,7 @@ pub struct Datum {
 
 /// Publisher settings.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CloudWatchConfig {
     /// Namespace (the KCL uses the application name).
     pub namespace: String,
@@ -112,6 +113,50 @@ pub struct CloudWatchConfig {
     /// Deadline of each PutMetricData call (the SDK sets only a connect timeout); a call past
     /// it counts as a retryable failure.
     pub call_timeout: Duration,
+}
+
+impl CloudWatchConfig {
+    /// Sets [`namespace`](Self::namespace).
+    pub fn with_namespace(mut self, namespace: String) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// Sets [`flush_interval`](Self::flush_interval).
+    pub fn with_flush_interval(mut self, flush_interval: Duration) -> Self {
+        self.flush_interval = flush_interval;
+        self
+    }
+
+    /// Sets [`max_datums_per_request`](Self::max_datums_per_request).
+    pub fn with_max_datums_per_request(mut self, max_datums_per_request: usize) -> Self {
+        self.max_datums_per_request = max_datums_per_request;
+        self
+    }
+
+    /// Sets [`queue_capacity`](Self::queue_capacity).
+    pub fn with_queue_capacity(mut self, queue_capacity: usize) -> Self {
+        self.queue_capacity = queue_capacity;
+        self
+    }
+
+    /// Sets [`max_attempts`](Self::max_attempts).
+    pub fn with_max_attempts(mut self, max_attempts: usize) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sets [`shutdown_timeout`](Self::shutdown_timeout).
+    pub fn with_shutdown_timeout(mut self, shutdown_timeout: Duration) -> Self {
+        self.shutdown_timeout = shutdown_timeout;
+        self
+    }
+
+    /// Sets [`call_timeout`](Self::call_timeout).
+    pub fn with_call_timeout(mut self, call_timeout: Duration) -> Self {
+        self.call_timeout = call_timeout;
+        self
+    }
 }
 
 impl CloudWatchConfig {

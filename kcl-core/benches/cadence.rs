@@ -83,10 +83,9 @@ impl ShardRecordProcessor for Count {
 }
 
 fn engine() -> InMemoryKinesis {
-    let kinesis = InMemoryKinesis::with_config(EngineConfig {
-        quotas: Some(QuotaLimits::default()),
-        ..Default::default()
-    });
+    let kinesis = InMemoryKinesis::with_config(
+        EngineConfig::default().with_quotas(Some(QuotaLimits::default())),
+    );
     kinesis.faults().with_probability(
         KinesisOperation::GetRecords,
         1.0,

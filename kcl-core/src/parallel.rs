@@ -89,6 +89,7 @@ pub enum RecordExhausted {
 
 /// Settings of key-parallel processing.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ParallelConfig {
     /// Workers per shard (P): keys handled at the same time.
     pub parallelism: usize,
@@ -105,6 +106,50 @@ pub struct ParallelConfig {
     /// How often the watermark is checkpointed while a batch is being dispatched (besides once
     /// per batch): bounds the checkpoint lag when a full pipeline holds a batch back.
     pub checkpoint_interval: Duration,
+}
+
+impl ParallelConfig {
+    /// Sets [`parallelism`](Self::parallelism).
+    pub fn with_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
+    /// Sets [`max_in_flight_records`](Self::max_in_flight_records).
+    pub fn with_max_in_flight_records(mut self, max_in_flight_records: usize) -> Self {
+        self.max_in_flight_records = max_in_flight_records;
+        self
+    }
+
+    /// Sets [`max_in_flight_bytes`](Self::max_in_flight_bytes).
+    pub fn with_max_in_flight_bytes(mut self, max_in_flight_bytes: usize) -> Self {
+        self.max_in_flight_bytes = max_in_flight_bytes;
+        self
+    }
+
+    /// Sets [`failure`](Self::failure).
+    pub fn with_failure(mut self, failure: RecordFailurePolicy) -> Self {
+        self.failure = failure;
+        self
+    }
+
+    /// Sets [`min_backoff`](Self::min_backoff).
+    pub fn with_min_backoff(mut self, min_backoff: Duration) -> Self {
+        self.min_backoff = min_backoff;
+        self
+    }
+
+    /// Sets [`max_backoff`](Self::max_backoff).
+    pub fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// Sets [`checkpoint_interval`](Self::checkpoint_interval).
+    pub fn with_checkpoint_interval(mut self, checkpoint_interval: Duration) -> Self {
+        self.checkpoint_interval = checkpoint_interval;
+        self
+    }
 }
 
 impl ParallelConfig {

@@ -171,10 +171,7 @@ async fn after_max_attempts_a_batch_is_dead_lettered_and_the_shard_goes_on() {
 async fn a_record_older_than_the_age_limit_is_skipped_however_many_attempts_are_left() {
     let w = World::new();
     let seen = Arc::new(Seen::default());
-    let limit = RetryLimit {
-        max_attempts: Some(1_000),
-        max_record_age: Some(Duration::from_secs(20)),
-    };
+    let limit = RetryLimit::attempts(1_000).or_record_age(Duration::from_secs(20));
     let policy = FailurePolicy::RetryThen {
         min_backoff: Duration::from_secs(1),
         max_backoff: Duration::from_secs(1),
@@ -264,15 +261,13 @@ async fn in_key_parallel_a_poison_key_is_dead_lettered_while_the_others_and_the_
     }
     let handler = Arc::new(ByKey(Mutex::default()));
     let dlq = Arc::new(Dlq::default());
-    let config = ParallelConfig {
-        failure: RecordFailurePolicy::RetryThen {
+    let config = ParallelConfig::new(4)
+        .with_failure(RecordFailurePolicy::RetryThen {
             limit: RetryLimit::attempts(3),
             then: RecordExhausted::DeadLetter(dlq.clone()),
-        },
-        min_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_millis(100),
-        ..ParallelConfig::new(4)
-    };
+        })
+        .with_min_backoff(Duration::from_millis(100))
+        .with_max_backoff(Duration::from_millis(100));
     let scheduler = w
         .builder()
         .processor_factory(key_parallel(handler.clone(), config))

@@ -58,10 +58,7 @@ async fn a_hot_key_neither_deadlocks_nor_starves_the_others() {
     }
     let store = Arc::new(InMemoryLeaseStore::new());
     let log = Arc::new(Log::default());
-    let config = ParallelConfig {
-        max_in_flight_records: 500,
-        ..ParallelConfig::new(4)
-    };
+    let config = ParallelConfig::new(4).with_max_in_flight_records(500);
     let scheduler = SchedulerBuilder::new(stream, "skew")
         .worker_id("w")
         .lease_store(store.clone() as Arc<dyn LeaseStore>)

@@ -8,10 +8,7 @@ use kcl_core::simulation::{ScaleConfig, simulate_scale};
 
 #[test]
 fn rolling_restart_crash_and_reshard_at_scale() {
-    let config = ScaleConfig {
-        steady: Duration::from_secs(300),
-        ..ScaleConfig::new(100, 10)
-    };
+    let config = ScaleConfig::new(100, 10).with_steady(Duration::from_secs(300));
     let phases = simulate_scale(&config);
     for p in &phases {
         println!(
@@ -61,11 +58,9 @@ fn rolling_restart_crash_and_reshard_at_scale() {
 #[test]
 fn steady_reads_do_not_grow_with_the_number_of_workers() {
     let steady = |workers: usize| {
-        let config = ScaleConfig {
-            steady: Duration::from_secs(600),
-            settle: Duration::from_secs(30),
-            ..ScaleConfig::new(400, workers)
-        };
+        let config = ScaleConfig::new(400, workers)
+            .with_steady(Duration::from_secs(600))
+            .with_settle(Duration::from_secs(30));
         let phases = simulate_scale(&config);
         phases[0].read_per_shard_hour()
     };

@@ -114,10 +114,7 @@ fn key_parallel_processing_keeps_order_and_loses_nothing_under_crashes() {
         .unwrap_or(40);
     for p in [1, 4, 32] {
         for seed in 0..n {
-            let config = SimulationConfig {
-                parallelism: Some(p),
-                ..SimulationConfig::small(seed)
-            };
+            let config = SimulationConfig::small(seed).with_parallelism(Some(p));
             let r = simulate(&config);
             assert!(
                 r.passed(),
@@ -151,10 +148,7 @@ fn multi_stream_invariants_hold_while_streams_come_and_go() {
     for seed in seeds {
         let mut configs = vec![SimulationConfig::multi_stream(seed)];
         if seed < 20 {
-            configs.push(SimulationConfig {
-                parallelism: Some(4),
-                ..SimulationConfig::multi_stream(seed)
-            });
+            configs.push(SimulationConfig::multi_stream(seed).with_parallelism(Some(4)));
         }
         for config in configs {
             let r = simulate(&config);
@@ -207,10 +201,8 @@ fn the_simulation_runs_a_users_processor_and_catches_its_bugs() {
     quiet_simulated_panics();
     let ledger = RecordingLedger::new();
     for seed in 0..30 {
-        let config = SimulationConfig {
-            processor: Some(UserProcessors::new(ledger.factory())),
-            ..SimulationConfig::small(seed)
-        };
+        let config = SimulationConfig::small(seed)
+            .with_processor(Some(UserProcessors::new(ledger.factory())));
         let r = simulate(&config);
         assert!(r.passed(), "seed {seed}: {:#?}", r.ledger.violations);
     }
@@ -218,11 +210,9 @@ fn the_simulation_runs_a_users_processor_and_catches_its_bugs() {
 
     let caught = (0..30)
         .filter(|seed| {
-            let config = SimulationConfig {
-                processor: Some(UserProcessors::new(|_: &_| CheckpointsTooEarly(0))),
-                processor_failure: 0.0,
-                ..SimulationConfig::small(*seed)
-            };
+            let config = SimulationConfig::small(*seed)
+                .with_processor(Some(UserProcessors::new(|_: &_| CheckpointsTooEarly(0))))
+                .with_processor_failure(0.0);
             let r = simulate(&config);
             r.ledger
                 .violations

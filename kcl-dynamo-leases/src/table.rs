@@ -56,6 +56,7 @@ impl fmt::Display for Billing {
 
 /// What a lease table should have.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TableOptions {
     /// The `LeaseOwnerToLeaseKeyIndex` GSI (hash `leaseOwner`, range `leaseKey`, keys only).
     pub lease_owner_index: bool,
@@ -67,6 +68,38 @@ pub struct TableOptions {
     pub deletion_protection: bool,
     /// Tags to set (existing tags with other keys stay).
     pub tags: BTreeMap<String, String>,
+}
+
+impl TableOptions {
+    /// Sets [`lease_owner_index`](Self::lease_owner_index).
+    pub fn with_lease_owner_index(mut self, lease_owner_index: bool) -> Self {
+        self.lease_owner_index = lease_owner_index;
+        self
+    }
+
+    /// Sets [`billing`](Self::billing).
+    pub fn with_billing(mut self, billing: Option<Billing>) -> Self {
+        self.billing = billing;
+        self
+    }
+
+    /// Sets [`point_in_time_recovery`](Self::point_in_time_recovery).
+    pub fn with_point_in_time_recovery(mut self, point_in_time_recovery: bool) -> Self {
+        self.point_in_time_recovery = point_in_time_recovery;
+        self
+    }
+
+    /// Sets [`deletion_protection`](Self::deletion_protection).
+    pub fn with_deletion_protection(mut self, deletion_protection: bool) -> Self {
+        self.deletion_protection = deletion_protection;
+        self
+    }
+
+    /// Sets [`tags`](Self::tags).
+    pub fn with_tags(mut self, tags: BTreeMap<String, String>) -> Self {
+        self.tags = tags;
+        self
+    }
 }
 
 /// A lease table as DynamoDB describes it.

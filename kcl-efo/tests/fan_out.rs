@@ -67,10 +67,7 @@ fn the_fleet_simulation_passes_with_fan_out() {
         .unwrap_or(60);
     let mut crashes = 0;
     for seed in 0..seeds {
-        let config = SimulationConfig {
-            retrieval: Some(fan_out_factory()),
-            ..SimulationConfig::small(seed)
-        };
+        let config = SimulationConfig::small(seed).with_retrieval(Some(fan_out_factory()));
         let report = simulate(&config);
         assert!(
             report.passed(),
@@ -96,10 +93,7 @@ fn the_multi_stream_simulation_passes_with_fan_out() {
         .ok()
         .and_then(|s| s.parse().ok());
     for seed in only.map_or(0..seeds, |s| s..s + 1) {
-        let config = SimulationConfig {
-            retrieval: Some(fan_out_factory()),
-            ..SimulationConfig::multi_stream(seed)
-        };
+        let config = SimulationConfig::multi_stream(seed).with_retrieval(Some(fan_out_factory()));
         let report = simulate(&config);
         assert!(
             report.passed(),
@@ -158,10 +152,9 @@ struct Run {
 }
 
 fn setup(shards: u32, subscription_ttl: Duration) -> Run {
-    let kinesis = InMemoryKinesis::with_config(EngineConfig {
-        subscription_ttl,
-        ..Default::default()
-    });
+    let kinesis = InMemoryKinesis::with_config(
+        EngineConfig::default().with_subscription_ttl(subscription_ttl),
+    );
     let stream = kinesis.create_stream("efo", shards).unwrap();
     let subscribes = Arc::new(AtomicU64::new(0));
     let client = Counting {

@@ -248,10 +248,7 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
         async || {
             // With the owner index the KCL 3.x uses: a move back to Java needs no table work.
             store
-                .create_table_if_missing(&TableOptions {
-                    lease_owner_index: true,
-                    ..TableOptions::default()
-                })
+                .create_table_if_missing(&TableOptions::default().with_lease_owner_index(true))
                 .await
         },
     )

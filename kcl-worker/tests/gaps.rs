@@ -25,6 +25,7 @@ mod fleet;
 use fleet::{Producer, Run, ledger_paths, read_timed};
 
 const WORKERS: usize = 4;
+const SHARDS: usize = 4;
 const FAILOVER: Duration = Duration::from_secs(10);
 const EVENTS_EACH: usize = 10;
 
@@ -86,7 +87,7 @@ async fn crash_and_sigterm_gaps_at_the_default_failover_time() {
     };
     let client = aws_sdk_kinesis::Client::new(&emulator_config(&kinesis).await);
     let stream = unique("gaps");
-    create_stream(&client, &stream, 4).await;
+    create_stream(&client, &stream, SHARDS as i32).await;
     let app = unique("gaps-app");
     let dir = std::env::temp_dir().join(unique("kcl-gaps"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -132,8 +133,23 @@ async fn crash_and_sigterm_gaps_at_the_default_failover_time() {
             .map(|l| l.key.clone())
             .collect()
     };
-    // Settle: every shard owned, by four workers.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Settled: each worker holds one lease, none in a hand-off (then a second more, for the
+    // receivers' first batches). Past `limit` the run goes on as it is, as a fixed wait did.
+    let settle = async |limit: Duration| {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(listing) = store.list().await {
+                let balanced = (0..WORKERS)
+                    .all(|s| held_by(&listing, &Run::worker_id(s)).len() == SHARDS / WORKERS);
+                if balanced {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    settle(Duration::from_secs(30)).await;
     let mut stops = Vec::new();
     for i in 0..2 * EVENTS_EACH {
         let kill = i % 2 == 0;
@@ -186,7 +202,7 @@ async fn crash_and_sigterm_gaps_at_the_default_failover_time() {
         }
         run.start(slot);
         // The replacement takes its share (graceful steals) before the next event.
-        tokio::time::sleep(Duration::from_secs(8)).await;
+        settle(Duration::from_secs(20)).await;
     }
     producing.cancel();
     let producer = producer.await.unwrap();

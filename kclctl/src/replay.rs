@@ -159,10 +159,9 @@ pub(crate) async fn replay(conn: &Conn, args: &ReplayArgs) -> Result<()> {
     let admin = conn.table_admin(&args.app).await;
     let table = admin.name().to_string();
     admin
-        .create_table_if_missing(&kcl_dynamo_leases::TableOptions {
-            lease_owner_index: true,
-            ..Default::default()
-        })
+        .create_table_if_missing(
+            &kcl_dynamo_leases::TableOptions::default().with_lease_owner_index(true),
+        )
         .await
         .with_context(|| format!("creating table {table}"))?;
     let store = conn.store(&args.app).await;

@@ -96,13 +96,12 @@ impl OptionArgs {
                 _ => bail!("--tag takes KEY=VALUE, not {t:?}"),
             }
         }
-        Ok(TableOptions {
-            lease_owner_index: true,
-            billing,
-            point_in_time_recovery: self.pitr,
-            deletion_protection: self.deletion_protection,
-            tags,
-        })
+        Ok(TableOptions::default()
+            .with_lease_owner_index(true)
+            .with_billing(billing)
+            .with_point_in_time_recovery(self.pitr)
+            .with_deletion_protection(self.deletion_protection)
+            .with_tags(tags))
     }
 }
 

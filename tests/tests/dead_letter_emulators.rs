@@ -90,16 +90,14 @@ async fn consume(
 ) {
     let handler = Arc::new(Handler::default());
     let store = Arc::new(InMemoryLeaseStore::new());
-    let parallel = ParallelConfig {
-        failure: RecordFailurePolicy::RetryThen {
+    let parallel = ParallelConfig::new(4)
+        .with_failure(RecordFailurePolicy::RetryThen {
             limit: RetryLimit::attempts(3),
             then: RecordExhausted::DeadLetter(dead_letter),
-        },
-        min_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_millis(50),
-        checkpoint_interval: Duration::from_millis(200),
-        ..ParallelConfig::new(4)
-    };
+        })
+        .with_min_backoff(Duration::from_millis(50))
+        .with_max_backoff(Duration::from_millis(50))
+        .with_checkpoint_interval(Duration::from_millis(200));
     let scheduler = SchedulerBuilder::new(StreamIdentity::from_name(stream), "dlq-app")
         .worker_id("w")
         .lease_store(store.clone() as Arc<dyn LeaseStore>)

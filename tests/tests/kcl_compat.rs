@@ -32,10 +32,7 @@ async fn setup() -> Option<(aws_sdk_dynamodb::Client, DynamoLeaseStore)> {
     let config = emulator_config(&endpoint).await;
     let store = DynamoLeaseStore::from_config(&config, unique("kcl-compat"));
     store
-        .create_table_if_missing(&TableOptions {
-            lease_owner_index: true,
-            ..TableOptions::default()
-        })
+        .create_table_if_missing(&TableOptions::default().with_lease_owner_index(true))
         .await
         .unwrap();
     Some((aws_sdk_dynamodb::Client::new(&config), store))

@@ -91,6 +91,7 @@ pub enum KinesisOperation {
 
 /// Settings of an [`InMemoryKinesis`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Region used in ARNs.
     pub region: String,
@@ -109,6 +110,56 @@ pub struct EngineConfig {
     pub quotas: Option<QuotaLimits>,
     /// Seed of the fault injector's random choices.
     pub fault_seed: u64,
+}
+
+impl EngineConfig {
+    /// Sets [`region`](Self::region).
+    pub fn with_region(mut self, region: String) -> Self {
+        self.region = region;
+        self
+    }
+
+    /// Sets [`account_id`](Self::account_id).
+    pub fn with_account_id(mut self, account_id: String) -> Self {
+        self.account_id = account_id;
+        self
+    }
+
+    /// Sets [`iterator_ttl`](Self::iterator_ttl).
+    pub fn with_iterator_ttl(mut self, iterator_ttl: Duration) -> Self {
+        self.iterator_ttl = iterator_ttl;
+        self
+    }
+
+    /// Sets [`subscription_ttl`](Self::subscription_ttl).
+    pub fn with_subscription_ttl(mut self, subscription_ttl: Duration) -> Self {
+        self.subscription_ttl = subscription_ttl;
+        self
+    }
+
+    /// Sets [`subscription_heartbeat`](Self::subscription_heartbeat).
+    pub fn with_subscription_heartbeat(mut self, subscription_heartbeat: Duration) -> Self {
+        self.subscription_heartbeat = subscription_heartbeat;
+        self
+    }
+
+    /// Sets [`consumer_activation_delay`](Self::consumer_activation_delay).
+    pub fn with_consumer_activation_delay(mut self, consumer_activation_delay: Duration) -> Self {
+        self.consumer_activation_delay = consumer_activation_delay;
+        self
+    }
+
+    /// Sets [`quotas`](Self::quotas).
+    pub fn with_quotas(mut self, quotas: Option<QuotaLimits>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// Sets [`fault_seed`](Self::fault_seed).
+    pub fn with_fault_seed(mut self, fault_seed: u64) -> Self {
+        self.fault_seed = fault_seed;
+        self
+    }
 }
 
 impl Default for EngineConfig {

@@ -5,6 +5,7 @@ use tokio::time::Instant;
 /// Per-shard quotas the in-memory engine enforces when quota emulation is on. Defaults are the
 /// AWS limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct QuotaLimits {
     /// GetRecords calls per second per shard (shared by every reader of the shard). AWS: 5.
     pub get_records_per_sec: f64,
@@ -15,6 +16,32 @@ pub struct QuotaLimits {
     pub write_bytes_per_sec: f64,
     /// Records written per second per shard. AWS: 1,000.
     pub write_records_per_sec: f64,
+}
+
+impl QuotaLimits {
+    /// Sets [`get_records_per_sec`](Self::get_records_per_sec).
+    pub fn with_get_records_per_sec(mut self, get_records_per_sec: f64) -> Self {
+        self.get_records_per_sec = get_records_per_sec;
+        self
+    }
+
+    /// Sets [`read_bytes_per_sec`](Self::read_bytes_per_sec).
+    pub fn with_read_bytes_per_sec(mut self, read_bytes_per_sec: f64) -> Self {
+        self.read_bytes_per_sec = read_bytes_per_sec;
+        self
+    }
+
+    /// Sets [`write_bytes_per_sec`](Self::write_bytes_per_sec).
+    pub fn with_write_bytes_per_sec(mut self, write_bytes_per_sec: f64) -> Self {
+        self.write_bytes_per_sec = write_bytes_per_sec;
+        self
+    }
+
+    /// Sets [`write_records_per_sec`](Self::write_records_per_sec).
+    pub fn with_write_records_per_sec(mut self, write_records_per_sec: f64) -> Self {
+        self.write_records_per_sec = write_records_per_sec;
+        self
+    }
 }
 
 impl Default for QuotaLimits {

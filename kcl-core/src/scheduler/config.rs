@@ -61,6 +61,7 @@ impl From<SharedRetrieval> for RetrievalMode {
 
 /// The settings a built scheduler runs with.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SchedulerConfig {
     /// The stream, or the tracked set of streams (multi-stream mode).
     pub streams: StreamSource,

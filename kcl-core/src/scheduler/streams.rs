@@ -13,6 +13,7 @@ use crate::model::{InitialPosition, StreamIdentity};
 
 /// One stream of a multi-stream application.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamConfig {
     /// The stream, by name or ARN.
     pub stream: StreamIdentity,

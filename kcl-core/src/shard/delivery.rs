@@ -23,6 +23,7 @@ use crate::retrieval::{RecordsBatch, RecordsPublisher, RetrievalError};
 /// The default, [`BatchingWindow::PER_READ`], delivers each read as it comes (a GetRecords
 /// response, a fan-out event), as the KCL does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchingWindow {
     /// Most user records per call (at least 1).
     pub max_records: usize,
@@ -30,6 +31,26 @@ pub struct BatchingWindow {
     pub max_bytes: usize,
     /// Longest a record waits for others before its call is made.
     pub max_wait: Duration,
+}
+
+impl BatchingWindow {
+    /// Sets [`max_records`](Self::max_records).
+    pub fn with_max_records(mut self, max_records: usize) -> Self {
+        self.max_records = max_records;
+        self
+    }
+
+    /// Sets [`max_bytes`](Self::max_bytes).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets [`max_wait`](Self::max_wait).
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
 }
 
 impl BatchingWindow {

@@ -53,6 +53,7 @@ pub trait DeadLetterHandler: Send + Sync + fmt::Debug + 'static {
 /// When retrying a failed batch (or, in key-parallel mode, a failed record) gives up. A limit
 /// that is `None` does not apply; with both set, whichever is reached first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct RetryLimit {
     /// Attempts in all, the first included (Lambda's `MaximumRetryAttempts` + 1).
     pub max_attempts: Option<u32>,
@@ -67,6 +68,14 @@ impl RetryLimit {
         Self {
             max_attempts: Some(n),
             max_record_age: None,
+        }
+    }
+
+    /// Give up once the oldest record is older than `age` (attempts unlimited).
+    pub fn record_age(age: Duration) -> Self {
+        Self {
+            max_attempts: None,
+            max_record_age: Some(age),
         }
     }
 

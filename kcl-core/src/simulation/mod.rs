@@ -75,6 +75,7 @@ use crate::scheduler::{
 
 /// Shape of a simulated run. Probabilities apply per schedule step.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SimulationConfig {
     /// Seed of everything random in the run.
     pub seed: u64,
@@ -130,6 +131,146 @@ pub struct SimulationConfig {
     /// the invariants (nothing lost, order per key, checkpoints fenced, one processor per shard
     /// at a time) are checked against your checkpointing. Records are `key#index` text.
     pub processor: Option<UserProcessors>,
+}
+
+impl SimulationConfig {
+    /// Sets [`seed`](Self::seed).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets [`workers`](Self::workers).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Sets [`shards`](Self::shards).
+    pub fn with_shards(mut self, shards: u32) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Sets [`keys`](Self::keys).
+    pub fn with_keys(mut self, keys: usize) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Sets [`duration`](Self::duration).
+    pub fn with_duration(mut self, duration: Duration) -> Self {
+        self.duration = duration;
+        self
+    }
+
+    /// Sets [`step`](Self::step).
+    pub fn with_step(mut self, step: Duration) -> Self {
+        self.step = step;
+        self
+    }
+
+    /// Sets [`crash`](Self::crash).
+    pub fn with_crash(mut self, crash: f64) -> Self {
+        self.crash = crash;
+        self
+    }
+
+    /// Sets [`stop`](Self::stop).
+    pub fn with_stop(mut self, stop: f64) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Sets [`restart`](Self::restart).
+    pub fn with_restart(mut self, restart: f64) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Sets [`reshard`](Self::reshard).
+    pub fn with_reshard(mut self, reshard: f64) -> Self {
+        self.reshard = reshard;
+        self
+    }
+
+    /// Sets [`processor_failure`](Self::processor_failure).
+    pub fn with_processor_failure(mut self, processor_failure: f64) -> Self {
+        self.processor_failure = processor_failure;
+        self
+    }
+
+    /// Sets [`store_fault`](Self::store_fault).
+    pub fn with_store_fault(mut self, store_fault: f64) -> Self {
+        self.store_fault = store_fault;
+        self
+    }
+
+    /// Sets [`throttle`](Self::throttle).
+    pub fn with_throttle(mut self, throttle: f64) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
+    /// Sets [`hang`](Self::hang).
+    pub fn with_hang(mut self, hang: f64) -> Self {
+        self.hang = hang;
+        self
+    }
+
+    /// Sets [`listing_gap`](Self::listing_gap).
+    pub fn with_listing_gap(mut self, listing_gap: f64) -> Self {
+        self.listing_gap = listing_gap;
+        self
+    }
+
+    /// Sets [`transient_not_found`](Self::transient_not_found).
+    pub fn with_transient_not_found(mut self, transient_not_found: f64) -> Self {
+        self.transient_not_found = transient_not_found;
+        self
+    }
+
+    /// Sets [`iterator_expiry`](Self::iterator_expiry).
+    pub fn with_iterator_expiry(mut self, iterator_expiry: f64) -> Self {
+        self.iterator_expiry = iterator_expiry;
+        self
+    }
+
+    /// Sets [`slow_batch`](Self::slow_batch).
+    pub fn with_slow_batch(mut self, slow_batch: f64) -> Self {
+        self.slow_batch = slow_batch;
+        self
+    }
+
+    /// Sets [`retrieval`](Self::retrieval).
+    pub fn with_retrieval(mut self, retrieval: Option<RetrievalFactory>) -> Self {
+        self.retrieval = retrieval;
+        self
+    }
+
+    /// Sets [`parallelism`](Self::parallelism).
+    pub fn with_parallelism(mut self, parallelism: Option<usize>) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
+    /// Sets [`streams`](Self::streams).
+    pub fn with_streams(mut self, streams: usize) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// Sets [`stream_churn`](Self::stream_churn).
+    pub fn with_stream_churn(mut self, stream_churn: f64) -> Self {
+        self.stream_churn = stream_churn;
+        self
+    }
+
+    /// Sets [`processor`](Self::processor).
+    pub fn with_processor(mut self, processor: Option<UserProcessors>) -> Self {
+        self.processor = processor;
+        self
+    }
 }
 
 /// A function building the user's processor for a shard, for [`SimulationConfig::processor`].

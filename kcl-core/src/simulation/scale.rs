@@ -29,6 +29,7 @@ use crate::model::{ExtendedSequenceNumber, ShardId};
 
 /// What to simulate.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ScaleConfig {
     /// Shards (leases) at the start; the reshard doubles them.
     pub shards: usize,
@@ -45,6 +46,44 @@ pub struct ScaleConfig {
     pub restart_stride: Duration,
     /// How long each other phase is watched after its event.
     pub settle: Duration,
+}
+
+impl ScaleConfig {
+    /// Sets [`shards`](Self::shards).
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Sets [`workers`](Self::workers).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Sets [`seed`](Self::seed).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets [`steady`](Self::steady).
+    pub fn with_steady(mut self, steady: Duration) -> Self {
+        self.steady = steady;
+        self
+    }
+
+    /// Sets [`restart_stride`](Self::restart_stride).
+    pub fn with_restart_stride(mut self, restart_stride: Duration) -> Self {
+        self.restart_stride = restart_stride;
+        self
+    }
+
+    /// Sets [`settle`](Self::settle).
+    pub fn with_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
 }
 
 impl ScaleConfig {

@@ -26,7 +26,7 @@ use kcl_core::processor::{
     InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError, ShardInfo,
     ShardRecordProcessor,
 };
-use tracing::warn;
+use tracing::{debug, warn};
 
 use child::Child;
 pub(crate) use child::ChildCommand;
@@ -208,13 +208,16 @@ impl ShardRecordProcessor for MultiLangProcessor {
         if records.is_empty() {
             return Ok(());
         }
+        let count = records.len();
         let message = ToChild::ProcessRecords {
             records,
             millis_behind_latest: input.millis_behind_latest,
         };
-        Ok(self
-            .send(&message, "processRecords", Some(input.checkpointer))
-            .await?)
+        self.send(&message, "processRecords", Some(input.checkpointer))
+            .await?;
+        // When the application finished a batch (scripts/multilang-handoff measures with it).
+        debug!(shard_id = %self.shard.shard_id, records = count, "batch processed by the child");
+        Ok(())
     }
 
     async fn lease_lost(&mut self, _input: LeaseLostInput) {

@@ -611,8 +611,11 @@ mod tests {
 
     /// Loads `extra` over a minimal file; the worker settings it makes must validate.
     fn load_with(extra: &str) -> Result<FromProperties, ConfigError> {
-        let dir =
-            std::env::temp_dir().join(format!("kcl-props-{}-{}", std::process::id(), extra.len()));
+        // One directory per call: tests run in parallel, and a name shared by two calls let
+        // one remove the other's file (seen in a test run).
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kcl-props-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("app.properties");
         std::fs::write(
