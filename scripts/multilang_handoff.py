@@ -18,6 +18,7 @@ Needs: boto3 (the moto venv has it), KCL_KINESIS_ENDPOINT, KCL_DYNAMODB_ENDPOINT
 import datetime
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -142,7 +143,7 @@ def main():
     env = dict(os.environ, PATH=KCLPY_VENV_BIN + ":" + os.environ["PATH"], PYTHONPATH=KCLPY_SRC,
                AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
                KCL_WORKER_LOG_FORMAT="json",
-               KCL_WORKER_LOG="info,kcl_worker::multilang::child=warn,kcl_worker::multilang=debug")
+               KCL_WORKER_LOG=os.environ.get("KCL_HANDOFF_LOG", "info,kcl_worker::multilang::child=warn,kcl_worker::multilang=debug"))
     stop = threading.Event()
     producer = threading.Thread(target=produce, args=(stream, stop), daemon=True)
     producer.start()
@@ -156,7 +157,7 @@ def main():
         # Settled: both hold leases and every shard has been processed.
         wait("both daemons holding leases",
              lambda: all(d.held(owners(app)) for d in daemons) and len(owners(app)) == SHARDS)
-        time.sleep(15)
+        time.sleep(15 + random.uniform(0, 3.5))
         for event in range(EVENTS):
             leases = owners(app)
             stopping = max(daemons, key=lambda d: (len(d.held(leases)), (d.slot + event) % 2))
@@ -199,7 +200,10 @@ def main():
                                       lambda: worker_id_of(stopping.log))
             # It takes its share back (graceful steals) before the next event.
             wait("the restarted daemon holding leases", lambda: stopping.held(owners(app)), limit=90)
-            time.sleep(5)
+            # Then a random moment: the offer is read at the receiver's next renewal (every
+            # failover time / 3), and events that follow the fleet's own steps would all fall at
+            # the same phase of it.
+            time.sleep(5 + random.uniform(0, 3.5))
     finally:
         stop.set()
         for d in daemons:
