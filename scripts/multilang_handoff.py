@@ -27,6 +27,8 @@ import time
 
 import boto3
 
+import kinesis_feed
+
 EVENTS = int(sys.argv[1])
 KCL_WORKER, KCLPY_SRC, KCLPY_VENV_BIN = sys.argv[2:5]
 KINESIS = os.environ["KCL_KINESIS_ENDPOINT"]
@@ -34,18 +36,6 @@ DYNAMO = os.environ["KCL_DYNAMODB_ENDPOINT"]
 SHARDS = 4
 kinesis = boto3.client("kinesis", endpoint_url=KINESIS, region_name="us-east-1")
 dynamo = boto3.client("dynamodb", endpoint_url=DYNAMO, region_name="us-east-1")
-
-
-def produce(stream, stop):
-    """One record per shard every 50 ms (explicit hash keys inside each shard) until `stop`."""
-    client = boto3.client("kinesis", endpoint_url=KINESIS, region_name="us-east-1")
-    shards = client.list_shards(StreamName=stream)["Shards"]
-    keys = [s["HashKeyRange"]["StartingHashKey"] for s in shards]
-    n = 0
-    while not stop.wait(0.05):
-        client.put_records(StreamName=stream, Records=[
-            {"Data": b"r-%d" % n, "PartitionKey": "p", "ExplicitHashKey": k} for k in keys])
-        n += 1
 
 
 def owners(app):
@@ -145,7 +135,8 @@ def main():
                KCL_WORKER_LOG_FORMAT="json",
                KCL_WORKER_LOG=os.environ.get("KCL_HANDOFF_LOG", "info,kcl_worker::multilang::child=warn,kcl_worker::multilang=debug"))
     stop = threading.Event()
-    producer = threading.Thread(target=produce, args=(stream, stop), daemon=True)
+    producer = threading.Thread(target=kinesis_feed.every_shard,
+                                args=(KINESIS, stream, stop, 0.05, "r"), daemon=True)
     producer.start()
     daemons = [Daemon(0, props, env, dir), Daemon(1, props, env, dir)]
     for d in daemons:

@@ -24,6 +24,8 @@ import time
 
 import boto3
 
+import kinesis_feed
+
 RECORDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
 KCL_WORKER, KCLPY_SRC, JAVA_VENV, KCLPY_VENV_BIN = sys.argv[2:6]
 KINESIS = os.environ["KCL_KINESIS_ENDPOINT"]
@@ -48,18 +50,6 @@ def fill(stream):
             if s not in last or int(r["SequenceNumber"]) > int(last[s]):
                 last[s] = r["SequenceNumber"]
     return last
-
-
-def trickle(stream, stop):
-    """One record per shard per second (explicit hash keys inside each shard) until `stop`."""
-    client = boto3.client("kinesis", endpoint_url=KINESIS, region_name="us-east-1")
-    shards = client.list_shards(StreamName=stream)["Shards"]
-    keys = [s["HashKeyRange"]["StartingHashKey"] for s in shards]
-    n = 0
-    while not stop.wait(1.0):
-        client.put_records(StreamName=stream, Records=[
-            {"Data": b"trickle-%d" % n, "PartitionKey": "trickle", "ExplicitHashKey": k} for k in keys])
-        n += 1
 
 
 def properties(dir, stream, app, extra=()):
@@ -216,7 +206,8 @@ def main():
         # Start-up before the first worker is stopped: the JVM takes over a minute here.
         wait = 10 if name == "kcl-rs" else 100
         stop = threading.Event()
-        feeder = threading.Thread(target=trickle, args=(stream, stop), daemon=True)
+        feeder = threading.Thread(target=kinesis_feed.every_shard,
+                                  args=(KINESIS, stream, stop, 1.0, "trickle"), daemon=True)
         feeder.start()
         try:
             results.append(run(name, command, env, dir, app, last, wait))
