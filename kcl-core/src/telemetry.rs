@@ -46,6 +46,10 @@ pub mod names {
     pub const RECORDS_DEAD_LETTERED: &str = "RecordsDeadLettered";
     /// Kinesis records that were not valid aggregates and were delivered unchanged.
     pub const DEAGGREGATION_PASS_THROUGHS: &str = "DeaggregationPassThroughs";
+    /// Trimmed gaps found: records that expired before they were read, by what the policy did.
+    pub const TRIMMED_DATA: &str = "TrimmedData";
+    /// 1 while a shard's processing is stopped until an operator acts, else 0.
+    pub const SHARD_STOPPED: &str = "ShardStopped";
     /// User records (or aggregates) dropped by the hash-range check.
     pub const HASH_RANGE_DROPS: &str = "HashRangeDrops";
     /// Throttled reads.
@@ -132,6 +136,16 @@ pub fn describe() {
         Unit::Count,
         "Records dropped by the hash-range check"
     );
+    describe_counter!(
+        TRIMMED_DATA,
+        Unit::Count,
+        "Gaps of records trimmed before they were read, by policy outcome"
+    );
+    describe_gauge!(
+        SHARD_STOPPED,
+        Unit::Count,
+        "1 while the shard is stopped until an operator acts"
+    );
     describe_counter!(THROTTLES, Unit::Count, "Throttled reads");
     describe_counter!(EXPIRED_ITERATOR, Unit::Count, "Expired shard iterators");
     describe_gauge!(CURRENT_LEASES, Unit::Count, "Leases held");
@@ -173,6 +187,7 @@ pub(crate) struct ShardMetrics {
     pub(crate) range_drops: Counter,
     pub(crate) skipped: Counter,
     pub(crate) dead_lettered: Counter,
+    pub(crate) stopped: Gauge,
     labels: Vec<(&'static str, String)>,
 }
 
@@ -197,6 +212,7 @@ impl ShardMetrics {
             range_drops: counter!(names::HASH_RANGE_DROPS, l),
             skipped: counter!(names::RECORDS_SKIPPED, l),
             dead_lettered: counter!(names::RECORDS_DEAD_LETTERED, l),
+            stopped: gauge!(names::SHARD_STOPPED, l),
             labels,
         }
     }
@@ -206,6 +222,13 @@ impl ShardMetrics {
         let mut labels = self.labels.clone();
         labels.push((labels::OUTCOME, outcome.to_string()));
         counter!(names::PROCESSOR_ERRORS, &labels).increment(1);
+    }
+
+    /// A trimmed gap, by what the policy did about it.
+    pub(crate) fn trimmed(&self, outcome: &'static str) {
+        let mut labels = self.labels.clone();
+        labels.push((labels::OUTCOME, outcome.to_string()));
+        counter!(names::TRIMMED_DATA, &labels).increment(1);
     }
 }
 

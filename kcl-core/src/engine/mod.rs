@@ -46,6 +46,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 pub use quota::QuotaLimits;
+pub use stream::TrimmedReads;
 pub use subscription::{Consumer, ConsumerStatus, ShardSubscription, SubscriptionEvent};
 
 use self::iterator::IteratorToken;
@@ -470,6 +471,14 @@ impl InMemoryKinesis {
         Ok(())
     }
 
+    /// What reads of trimmed positions get (default: records from the oldest retained, as
+    /// Kinesis answers; [`TrimmedReads::Fail`] as DynamoDB Streams does).
+    pub fn set_trimmed_reads(&self, name: &str, reads: TrimmedReads) -> Result<(), KinesisError> {
+        let mut state = self.inner.state.lock();
+        state.stream_mut(name)?.trimmed_reads = reads;
+        Ok(())
+    }
+
     fn validate(entry: &PutRecordEntry) -> Result<NewRecord, KinesisError> {
         let chars = entry.partition_key.chars().count();
         if !(1..=256).contains(&chars) {
@@ -769,6 +778,16 @@ impl KinesisDataPlane for InMemoryKinesis {
         s.trim(now);
         let index = s.index_of(shard)?;
         let offset = Self::offset_for(s, index, position)?;
+        let trimmed = match position {
+            StartingPosition::AtSequenceNumber(seq) => s.shard(index)?.is_trimmed_at(seq, false),
+            StartingPosition::AfterSequenceNumber(seq) => s.shard(index)?.is_trimmed_at(seq, true),
+            _ => false,
+        };
+        if s.trimmed_reads == TrimmedReads::Fail && trimmed {
+            return Err(KinesisError::trimmed(format!(
+                "{position:?} of shard {shard} is older than the trim horizon"
+            )));
+        }
         after.finish(
             IteratorToken {
                 engine: self.inner.id,
@@ -813,7 +832,14 @@ impl KinesisDataPlane for InMemoryKinesis {
         let mut state = self.lock();
         let s = state.stream_by_nonce(token.stream_nonce)?;
         s.trim(now);
+        let fail_trimmed = s.trimmed_reads == TrimmedReads::Fail;
         let shard = s.shard_mut(token.shard)?;
+        if fail_trimmed && shard.is_trimmed(token.offset) {
+            return Err(KinesisError::trimmed(format!(
+                "the iterator's position in shard {} was trimmed",
+                shard.shard.id
+            )));
+        }
         if let Some(limits) = self.inner.config.quotas.as_ref() {
             shard
                 .quota(limits, instant)

@@ -112,6 +112,18 @@ impl ShardState {
             .unwrap_or_else(|| self.shard.sequence_number_range.start.clone())
     }
 
+    /// Whether reading from `offset` would pass over trimmed records.
+    pub(crate) fn is_trimmed(&self, offset: u64) -> bool {
+        offset < self.first_offset
+    }
+
+    /// Whether reading at (or after) `seq` would pass over trimmed records.
+    pub(crate) fn is_trimmed_at(&self, seq: &SequenceNumber, after: bool) -> bool {
+        self.last_trimmed
+            .as_ref()
+            .is_some_and(|t| if after { seq < t } else { seq <= t })
+    }
+
     /// Milliseconds between `now` and the arrival of the first record at or after `offset`;
     /// 0 when there is none.
     pub(crate) fn millis_behind(&self, offset: u64, now: SystemTime) -> u64 {
@@ -138,11 +150,24 @@ impl ShardState {
     }
 }
 
+/// What a read of a trimmed position gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TrimmedReads {
+    /// Records from the oldest one still retained, silently (Kinesis).
+    #[default]
+    FromOldest,
+    /// [`KinesisError::TrimmedData`] (DynamoDB Streams' `TrimmedDataAccessException`), from
+    /// GetShardIterator at a trimmed sequence number and GetRecords of an overtaken iterator.
+    Fail,
+}
+
 pub(crate) struct StreamState {
     pub(crate) identity: StreamIdentity,
     pub(crate) nonce: u64,
     pub(crate) created_at: SystemTime,
     pub(crate) retention: Duration,
+    pub(crate) trimmed_reads: TrimmedReads,
     pub(crate) shards: BTreeMap<u64, ShardState>,
     next_shard_index: u64,
     next_counter: u128,
@@ -162,6 +187,7 @@ impl StreamState {
             nonce,
             created_at: now,
             retention: DEFAULT_RETENTION,
+            trimmed_reads: TrimmedReads::FromOldest,
             shards: BTreeMap::new(),
             next_shard_index: 0,
             next_counter: 0,

@@ -40,6 +40,18 @@ pub enum KinesisError {
         #[source]
         source: Option<Cause>,
     },
+    /// The position asked for is older than the stream's retention: its records were trimmed
+    /// (DynamoDB Streams' `TrimmedDataAccessException`; Kinesis answers such reads from its
+    /// oldest record instead). Not retryable: reading on means passing over lost records.
+    #[error("data trimmed: {message}")]
+    #[non_exhaustive]
+    TrimmedData {
+        /// What the backend said.
+        message: String,
+        /// The backend's own error, when there is one.
+        #[source]
+        source: Option<Cause>,
+    },
     /// A quota was exceeded; retry after a backoff.
     #[error("throttled ({kind}): {message}")]
     #[non_exhaustive]
@@ -158,6 +170,14 @@ impl KinesisError {
         }
     }
 
+    /// [`KinesisError::TrimmedData`].
+    pub fn trimmed(message: impl Into<String>) -> Self {
+        Self::TrimmedData {
+            message: message.into(),
+            source: None,
+        }
+    }
+
     /// [`KinesisError::Throttled`].
     pub fn throttled(kind: ThrottleKind, message: impl Into<String>) -> Self {
         Self::Throttled {
@@ -225,6 +245,7 @@ impl KinesisError {
     pub fn with_source(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
         match &mut self {
             Self::ExpiredIterator { source, .. }
+            | Self::TrimmedData { source, .. }
             | Self::Throttled { source, .. }
             | Self::ResourceNotFound { source, .. }
             | Self::ResourceInUse { source, .. }

@@ -4,6 +4,7 @@
 
 mod pacing;
 mod polling;
+mod trimmed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use polling::{CAUGHT_UP, PollingConfig, PollingRetrieval};
+pub use trimmed::{TrimmedDataPolicy, TrimmedGap};
 
 use crate::kinesis::KinesisError;
 use crate::model::{
@@ -54,6 +56,9 @@ pub enum RetrievalError {
     /// The retrieval was stopped.
     #[error("retrieval stopped")]
     Stopped,
+    /// Records were trimmed before they were read (see [`TrimmedDataPolicy`]).
+    #[error("{0}")]
+    Trimmed(TrimmedGap),
 }
 
 /// Where a shard consumer starts reading.
@@ -102,6 +107,8 @@ impl StartFrom {
 ///   [`RecordsBatch::shard_end`] with no children;
 /// - a batch with `shard_end` set is the last; after it, or after an error, the publisher yields
 ///   nothing more (the shard consumer drops it and starts a new one to retry);
+/// - a position the source says was trimmed ([`KinesisError::TrimmedData`]) ends the publisher
+///   with [`RetrievalError::Trimmed`], never with a silent jump ahead;
 /// - every call to Kinesis behind it has a deadline, so `next_batch` never waits on a hung call
 ///   longer than that deadline plus its backoff (it may wait indefinitely for new records);
 /// - dropping the publisher stops its reads.

@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::pacing::Pacer;
-use super::{MAX_BACKOFF, RecordsBatch, RecordsPublisher, Retrieval, RetrievalError, ShardRead};
+use super::{
+    MAX_BACKOFF, RecordsBatch, RecordsPublisher, Retrieval, RetrievalError, ShardRead, TrimmedGap,
+};
 use crate::kinesis::{KinesisDataPlane, KinesisError, MAX_GET_RECORDS_LIMIT, ShardIterator};
 use crate::model::{SequenceNumber, StartingPosition};
 
@@ -277,7 +279,7 @@ impl Fetcher {
                         .await
                     {
                         Ok(it) => it,
-                        Err(e) => match self.on_error(e).await {
+                        Err(e) => match self.on_error(e, last_fetched.as_ref()).await {
                             Step::Continue => continue,
                             Step::Stop => return,
                         },
@@ -300,7 +302,7 @@ impl Fetcher {
                 }
                 Err(e) => {
                     iterator = Some(it);
-                    match self.on_error(e).await {
+                    match self.on_error(e, last_fetched.as_ref()).await {
                         Step::Continue => continue,
                         Step::Stop => return,
                     }
@@ -361,9 +363,18 @@ impl Fetcher {
         self.tx.send(Ok((batch, vec![r, b]))).await.is_ok()
     }
 
-    async fn on_error(&mut self, e: KinesisError) -> Step {
+    /// Handles a failed call; `last_fetched` is the last record read (`None`: none yet).
+    async fn on_error(&mut self, e: KinesisError, last_fetched: Option<&SequenceNumber>) -> Step {
         let shard_id = &self.read.shard.id;
         match e {
+            KinesisError::TrimmedData { message, .. } => {
+                let after = last_fetched
+                    .or(self.read.start.checkpoint.sequence())
+                    .cloned();
+                let gap = TrimmedGap::reported(after, message);
+                let _ = self.tx.send(Err(RetrievalError::Trimmed(gap))).await;
+                Step::Stop
+            }
             KinesisError::ResourceNotFound { .. } if self.not_found + 1 < NOT_FOUND_ATTEMPTS => {
                 self.not_found += 1;
                 warn!(%shard_id, error = %crate::error::Report(&e), attempt = self.not_found, "shard not found; retrying after a backoff");

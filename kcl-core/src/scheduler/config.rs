@@ -11,7 +11,7 @@ use crate::model::{InitialPosition, StreamIdentity};
 
 use super::streams::{StreamSource, StreamTracker};
 use crate::processor::ShardRecordProcessorFactory;
-use crate::retrieval::{PollingConfig, PollingRetrieval, SharedRetrieval};
+use crate::retrieval::{PollingConfig, PollingRetrieval, SharedRetrieval, TrimmedDataPolicy};
 use crate::shard::{BatchingWindow, CheckpointPolicy, FailurePolicy};
 use crate::telemetry::FleetSizing;
 
@@ -95,6 +95,9 @@ pub struct SchedulerConfig {
     /// Check of unpacked user records against the shard's hash range (default:
     /// [`HashRangePolicy::DeliverAndWarn`]; `None` turns it off).
     pub hash_range_check: Option<HashRangePolicy>,
+    /// What a shard consumer does when records were trimmed before it read them (default:
+    /// stop the shard and report it).
+    pub trimmed_data: TrimmedDataPolicy,
     /// Deadline of each Kinesis call (default: the failover time). A hung call fails as
     /// retryable [`crate::kinesis::KinesisError::TimedOut`] and is retried with backoff.
     pub kinesis_call_timeout: Duration,
@@ -134,6 +137,7 @@ pub struct SchedulerBuilder {
     parent_shard_poll_interval: Duration,
     shutdown_timeout: Duration,
     hash_range_check: Option<HashRangePolicy>,
+    trimmed_data: TrimmedDataPolicy,
     kinesis_call_timeout: Option<Duration>,
     fail_fast_after: Duration,
     create_lease_table: bool,
@@ -183,6 +187,7 @@ impl SchedulerBuilder {
             parent_shard_poll_interval: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(30),
             hash_range_check: Some(HashRangePolicy::DeliverAndWarn),
+            trimmed_data: TrimmedDataPolicy::Stop,
             kinesis_call_timeout: None,
             fail_fast_after: Duration::from_secs(10),
             create_lease_table: false,
@@ -302,6 +307,15 @@ impl SchedulerBuilder {
     /// Turns the hash-range check off: user records are delivered unchecked, uncounted.
     pub fn without_hash_range_check(mut self) -> Self {
         self.hash_range_check = None;
+        self
+    }
+
+    /// What a shard consumer does when records were trimmed (past the stream's retention)
+    /// before it read them. Default: [`TrimmedDataPolicy::Stop`] — stop the shard, keep its
+    /// lease, log and count the gap and report it in [`SchedulerStatus`](super::SchedulerStatus)
+    /// until an operator acts; never passed over silently.
+    pub fn trimmed_data(mut self, policy: TrimmedDataPolicy) -> Self {
+        self.trimmed_data = policy;
         self
     }
 
@@ -499,6 +513,7 @@ impl SchedulerBuilder {
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             shutdown_timeout: self.shutdown_timeout,
             hash_range_check: self.hash_range_check,
+            trimmed_data: self.trimmed_data,
             kinesis_call_timeout,
             fail_fast_after: self.fail_fast_after,
             create_lease_table: self.create_lease_table,

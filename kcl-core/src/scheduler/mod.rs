@@ -38,7 +38,7 @@ use tracing::{error, info, warn};
 
 pub use bound::StopAt;
 pub use config::{RetrievalMode, SchedulerBuilder, SchedulerConfig, SchedulerConfigError};
-pub use status::SchedulerStatus;
+pub use status::{SchedulerStatus, StoppedShard};
 pub use streams::{RemovedStreamPolicy, StreamConfig, StreamSet, StreamSource, StreamTracker};
 pub use sync::{SyncError, SyncReport, sync_shards};
 
@@ -235,6 +235,8 @@ impl Scheduler {
             batching_window: self.config.batching_window,
             parent_shard_poll_interval: self.config.parent_shard_poll_interval,
             hash_range_check: self.config.hash_range_check,
+            trimmed_data: self.config.trimmed_data,
+            stopped: self.status.stopped_registry(),
             seed: self.config.seed,
             stop_at: self
                 .config

@@ -26,7 +26,9 @@ use crate::processor::{
     InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError, ShardInfo,
     ShardRecordProcessor,
 };
-use crate::retrieval::{RetrievalError, ShardRead, SharedRetrieval, StartFrom};
+use crate::retrieval::{
+    RetrievalError, ShardRead, SharedRetrieval, StartFrom, TrimmedDataPolicy, TrimmedGap,
+};
 
 /// Why a shard consumer stops, ranked: a higher reason overrides a lower one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,6 +69,9 @@ pub(crate) struct ConsumerSettings {
     pub(crate) batching_window: BatchingWindow,
     pub(crate) parent_shard_poll_interval: Duration,
     pub(crate) hash_range_check: Option<HashRangePolicy>,
+    pub(crate) trimmed_data: TrimmedDataPolicy,
+    /// Shards stopped until an operator acts, shown by the scheduler's status.
+    pub(crate) stopped: Arc<super::stopped::StoppedShards>,
     pub(crate) seed: u64,
     /// A bounded run's bound: records that arrived at or after it are not delivered.
     pub(crate) stop_at: Option<std::time::SystemTime>,
@@ -225,7 +230,7 @@ impl ShardConsumer {
             seed,
         };
         let mut delivery = Delivery::new(
-            self.retrieval.start(read),
+            self.retrieval.start(read.clone()),
             deaggregator,
             &self.lease.checkpoint,
             self.settings.batching_window,
@@ -262,6 +267,24 @@ impl ShardConsumer {
             };
             let mut batch = match batch {
                 Ok(batch) => batch,
+                Err(RetrievalError::Trimmed(gap)) => {
+                    let policy = self.settings.trimmed_data;
+                    self.report_trimmed(&gap, policy);
+                    if policy == TrimmedDataPolicy::Stop {
+                        drop(delivery);
+                        return self.stop_trimmed(gap, &mut checkpointer).await;
+                    }
+                    let retrieval = self.retrieval.clone();
+                    let from_trim_horizon = ShardRead {
+                        start: StartFrom {
+                            checkpoint: ExtendedSequenceNumber::TrimHorizon,
+                            initial_position: self.initial_position,
+                        },
+                        ..read.clone()
+                    };
+                    delivery.pass_gap(|| retrieval.start(from_trim_horizon));
+                    continue;
+                }
                 Err(e) => return self.retrieval_failed(e, &mut checkpointer).await,
             };
             let bound_reached = self
@@ -618,6 +641,44 @@ impl ShardConsumer {
             .release(&self.lease.key, Some(self.token))
             .await;
         Outcome::Failed
+    }
+
+    /// Logs and counts a trimmed gap.
+    fn report_trimmed(&self, gap: &TrimmedGap, policy: TrimmedDataPolicy) {
+        self.metrics.trimmed(policy.outcome());
+        let after = gap.after.as_ref().map(ToString::to_string);
+        let first_readable = gap.first_readable.as_ref().map(ToString::to_string);
+        let arrival_unix_ms = gap.first_readable_arrival.and_then(|t| {
+            t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as u64)
+        });
+        error!(
+            shard_id = %self.info.shard_id,
+            lease_key = %self.lease.key,
+            after = after.as_deref().unwrap_or("unknown"),
+            first_readable = first_readable.as_deref().unwrap_or("unknown"),
+            first_readable_arrival_unix_ms = ?arrival_unix_ms,
+            message = gap.message.as_deref().unwrap_or(""),
+            policy = policy.outcome(),
+            "records were trimmed (past the stream's retention) before they were read"
+        );
+    }
+
+    /// Under [`TrimmedDataPolicy::Stop`]: processes nothing more and keeps the lease (so no
+    /// other worker passes over the gap either) until it is lost, handed off or the worker
+    /// stops; the shard shows as stopped meanwhile.
+    async fn stop_trimmed(mut self, gap: TrimmedGap, checkpointer: &mut Checkpointer) -> Outcome {
+        let _stopped = self.settings.stopped.stop(&self.lease.key, gap.to_string());
+        self.metrics.stopped.set(1.0);
+        let reason = loop {
+            let reason = self.pause(Duration::from_secs(3600)).await;
+            if reason != ShutdownReason::None {
+                break reason;
+            }
+        };
+        self.metrics.stopped.set(0.0);
+        self.shut_down(reason, checkpointer).await
     }
 
     async fn retrieval_failed(self, e: RetrievalError, checkpointer: &mut Checkpointer) -> Outcome {

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::aggregation::{DeaggregationReport, Deaggregator};
-use crate::model::{ChildShard, ExtendedSequenceNumber, Record};
-use crate::retrieval::{RecordsBatch, RecordsPublisher, RetrievalError};
+use crate::model::{ChildShard, ExtendedSequenceNumber, Record, SequenceNumber};
+use crate::retrieval::{RecordsBatch, RecordsPublisher, RetrievalError, TrimmedGap};
 
 /// How records are grouped into `process_records` calls (Lambda's batching window).
 ///
@@ -132,6 +132,15 @@ pub(crate) struct Delivery {
     deaggregator: Deaggregator,
     /// A checkpoint inside an aggregate: user records up to it were processed already.
     resume: Option<ExtendedSequenceNumber>,
+    /// The sequence checkpoint the first read must start with; a later first record means it
+    /// was trimmed (Kinesis answers a trimmed position from its oldest record, silently).
+    verify: Option<SequenceNumber>,
+    /// The read that found a trimmed gap, held until the consumer decides.
+    held: Option<RecordsBatch>,
+    /// An error to return once what is buffered was delivered.
+    failed: Option<RetrievalError>,
+    /// The last user record buffered, so a restarted publisher's repeats are dropped.
+    last_buffered: Option<ExtendedSequenceNumber>,
     window: BatchingWindow,
     buffer: VecDeque<Record>,
     buffered_bytes: usize,
@@ -155,6 +164,10 @@ impl Delivery {
             deaggregator,
             resume: matches!(checkpoint, ExtendedSequenceNumber::Sequence { .. })
                 .then(|| checkpoint.clone()),
+            verify: checkpoint.sequence().cloned(),
+            held: None,
+            failed: None,
+            last_buffered: None,
             window,
             buffer: VecDeque::new(),
             buffered_bytes: 0,
@@ -176,19 +189,71 @@ impl Delivery {
     }
 
     /// The next call's records. Cancel-safe: what was read stays buffered in `self`.
+    ///
+    /// A trimmed gap is [`RetrievalError::Trimmed`], returned after the records read before it
+    /// were delivered; then either [`pass_gap`](Self::pass_gap) continues past it or the
+    /// delivery is dropped.
     pub(crate) async fn next(&mut self) -> Result<Delivered, RetrievalError> {
         loop {
             if let Some(call) = self.ready(Instant::now()) {
                 return Ok(call);
             }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
             let read = match self.due {
                 Some(at) => match tokio::time::timeout_at(at, self.publisher.next_batch()).await {
-                    Ok(read) => read?,
+                    Ok(read) => read,
                     Err(_) => continue,
                 },
-                None => self.publisher.next_batch().await?,
+                None => self.publisher.next_batch().await,
             };
+            let read = match read {
+                Ok(read) => read,
+                Err(e @ RetrievalError::Trimmed(_)) => {
+                    // Deliver what was read before the gap first.
+                    self.failed = Some(e);
+                    if !self.buffer.is_empty() {
+                        self.due = Some(Instant::now());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(gap) = self.trimmed(&read) {
+                self.held = Some(read);
+                return Err(RetrievalError::Trimmed(gap));
+            }
             self.add(read);
+        }
+    }
+
+    /// The gap the first read shows, if the checkpoint's record is gone.
+    fn trimmed(&mut self, read: &RecordsBatch) -> Option<TrimmedGap> {
+        let first = read.records.first()?;
+        let expected = self.verify.take()?;
+        (first.sequence_number > expected).then(|| {
+            TrimmedGap::found(
+                expected,
+                first.sequence_number.clone(),
+                first.approximate_arrival_timestamp,
+            )
+        })
+    }
+
+    /// Continues past a trimmed gap: with the read that found it, or, when the source failed
+    /// the read, with a publisher from `restart` (reading from the trim horizon). Records
+    /// already buffered are not repeated.
+    pub(crate) fn pass_gap(&mut self, restart: impl FnOnce() -> Box<dyn RecordsPublisher>) {
+        self.verify = None;
+        match self.held.take() {
+            Some(read) => self.add(read),
+            None => {
+                self.publisher = restart();
+                if let Some(last) = &self.last_buffered {
+                    self.resume = Some(last.clone());
+                }
+            }
         }
     }
 
@@ -205,6 +270,9 @@ impl Delivery {
             }
         }
         self.behind = read.millis_behind_latest;
+        if let Some(last) = records.last() {
+            self.last_buffered = Some(last.extended_sequence_number());
+        }
         if self.buffer.is_empty() && !records.is_empty() {
             self.due = Some(Instant::now() + self.window.max_wait);
         }

@@ -4,6 +4,7 @@ pub(crate) mod consumer;
 pub(crate) mod delivery;
 mod failure;
 pub mod lineage;
+pub(crate) mod stopped;
 
 pub use consumer::{CheckpointPolicy, ShutdownReason};
 pub use delivery::BatchingWindow;
