@@ -117,6 +117,13 @@ pub trait ShardRecordProcessor: Send + 'static {
     /// possible. Called at most once, instead of `shard_ended` / `shutdown_requested`.
     async fn lease_lost(&mut self, _input: LeaseLostInput) {}
 
+    /// Records of this shard were trimmed (past the stream's retention) before they were read.
+    /// Called once per gap, before the [`TrimmedDataPolicy`](crate::retrieval::TrimmedDataPolicy)
+    /// acts: processing then stops (the default) or goes on after the gap. Informational — to
+    /// backfill the range from elsewhere, say; the default does nothing (kcl-rs logs and counts
+    /// the gap either way).
+    async fn records_trimmed(&mut self, _gap: &crate::retrieval::TrimmedGap) {}
+
     /// Every record of the closed shard was processed. The shard must be checkpointed at its end;
     /// the default does that, and if an override does not, kcl-rs writes SHARD_END itself (every
     /// record was processed successfully), so a shard never gets stuck at its end. Retried with
@@ -156,6 +163,10 @@ impl<P: ShardRecordProcessor + ?Sized> ShardRecordProcessor for Box<P> {
 
     async fn lease_lost(&mut self, input: LeaseLostInput) {
         (**self).lease_lost(input).await
+    }
+
+    async fn records_trimmed(&mut self, gap: &crate::retrieval::TrimmedGap) {
+        (**self).records_trimmed(gap).await
     }
 
     async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {

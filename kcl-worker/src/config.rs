@@ -34,6 +34,11 @@ pub(crate) struct WorkerConfig {
     /// `deliver_and_warn` (default), `drop_outside`, `drop_aggregate` (the KCL's) or `off`.
     #[serde(default = "default_hash_range_policy")]
     pub(crate) hash_range_policy: String,
+    /// Records trimmed (past retention) before they were read: `stop` (default: the shard
+    /// stops, keeps its lease and `/readyz` names it until an operator moves the checkpoint)
+    /// or `continue` (counted in `TrimmedData`, processing goes on at the oldest record).
+    #[serde(default = "default_trimmed_data")]
+    pub(crate) trimmed_data: String,
     #[serde(default)]
     pub(crate) kinesis_endpoint: Option<String>,
     #[serde(default)]
@@ -144,6 +149,9 @@ fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::
 fn default_hash_range_policy() -> String {
     "deliver_and_warn".into()
 }
+fn default_trimmed_data() -> String {
+    "stop".into()
+}
 fn default_position() -> String {
     "latest".into()
 }
@@ -187,6 +195,7 @@ pub struct Settings {
     pub(crate) json_logs: bool,
     pub(crate) fan_out: bool,
     pub(crate) hash_range_policy: Option<kcl_core::aggregation::HashRangePolicy>,
+    pub(crate) trimmed_data: kcl_core::retrieval::TrimmedDataPolicy,
     pub(crate) polling: kcl_core::retrieval::PollingConfig,
 }
 
@@ -321,6 +330,17 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
             ));
         }
     };
+    use kcl_core::retrieval::TrimmedDataPolicy as T;
+    let trimmed_data = match raw.trimmed_data.to_ascii_lowercase().as_str() {
+        "stop" => T::Stop,
+        "continue" => T::ContinueAtTrimHorizon,
+        other => {
+            return Err(invalid(
+                "trimmed_data",
+                format!("{other:?} is not stop or continue"),
+            ));
+        }
+    };
     for (field, endpoint) in [
         ("kinesis_endpoint", &raw.kinesis_endpoint),
         ("dynamodb_endpoint", &raw.dynamodb_endpoint),
@@ -432,6 +452,7 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
         polling,
         streams,
         hash_range_policy,
+        trimmed_data,
         fan_out,
         initial_position,
         metrics_level,

@@ -27,13 +27,21 @@ async fn healthz(State(app): State<App>) -> (StatusCode, &'static str) {
 }
 
 /// Ready once shards were synced, until draining: holding leases, or idle because the fleet
-/// has enough workers.
+/// has enough workers. Not ready while a shard is stopped for an operator (records trimmed
+/// before they were read): the body names each and why.
 async fn readyz(State(app): State<App>) -> (StatusCode, String) {
+    let stopped = app.status.stopped_shards();
     if app.status.is_ready() {
         (
             StatusCode::OK,
             format!("ready: {} shard consumers\n", app.status.consumers()),
         )
+    } else if !stopped.is_empty() {
+        let lines: String = stopped
+            .iter()
+            .map(|s| format!("shard stopped: {}: {}\n", s.lease_key, s.reason))
+            .collect();
+        (StatusCode::SERVICE_UNAVAILABLE, lines)
     } else if app.status.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
     } else {
@@ -176,5 +184,69 @@ mod tests {
         assert_eq!(get(addr, "/healthz").await.0, 503);
         stop.cancel();
         server.await.unwrap();
+    }
+
+    /// A shard stopped on trimmed data makes the worker unready, and `/readyz` names it with
+    /// the lost range (paused time: the stream's records age past a one-hour retention).
+    #[tokio::test(start_paused = true)]
+    async fn readiness_names_a_shard_stopped_on_trimmed_data() {
+        use kcl_core::engine::PutRecordEntry;
+        use kcl_core::lease::{Lease, LeaseStore};
+        use kcl_core::model::{ExtendedSequenceNumber, ShardId};
+
+        let kinesis = InMemoryKinesis::new();
+        let stream = kinesis.create_stream("s", 1).unwrap();
+        kinesis
+            .set_retention_period("s", Duration::from_secs(3600))
+            .unwrap();
+        let put = |i: u32| {
+            kinesis.put_record(
+                "s",
+                PutRecordEntry::new("k", bytes::Bytes::from(format!("r{i}"))),
+            )
+        };
+        let checkpointed = put(0).await.unwrap().sequence_number;
+        tokio::time::advance(Duration::from_secs(3000)).await;
+        let first_readable = put(1).await.unwrap().sequence_number;
+        tokio::time::advance(Duration::from_secs(1000)).await;
+        let store = Arc::new(InMemoryLeaseStore::new());
+        let checkpoint = ExtendedSequenceNumber::Sequence {
+            sequence: checkpointed.clone(),
+            sub_sequence: 0,
+        };
+        store
+            .create_if_absent(&Lease::new(&ShardId::from_index(0), checkpoint))
+            .await
+            .unwrap();
+        let gate = Arc::new(Semaphore::new(1));
+        let scheduler = SchedulerBuilder::new(stream, "app")
+            .lease_store(store)
+            .kinesis(Arc::new(kinesis.clone()))
+            .processor_factory(move |_: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
+                Box::new(SlowToDrain(gate.clone()))
+            })
+            .build()
+            .unwrap();
+        let status = scheduler.status();
+        let app = App {
+            status: status.clone(),
+            prometheus: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+        };
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(scheduler.run(shutdown.clone()));
+        wait_until(|| !status.stopped_shards().is_empty()).await;
+        let (code, body) = readyz(State(app.clone())).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with("shard stopped: shardId-000000000000: records trimmed")
+                && body.contains(&checkpointed.to_string())
+                && body.contains(&first_readable.to_string()),
+            "{body}"
+        );
+        assert_eq!(healthz(State(app)).await.0, StatusCode::OK, "still live");
+        shutdown.cancel();
+        run.await.unwrap().unwrap();
     }
 }

@@ -375,6 +375,7 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
         Some(policy) => builder.hash_range_check(policy),
         None => builder.without_hash_range_check(),
     };
+    builder = builder.trimmed_data(s.trimmed_data);
     builder = match fan_out {
         Some(f) => builder.retrieval(RetrievalMode::Custom(Arc::new(f))),
         None => builder.retrieval(RetrievalMode::Polling(s.polling.clone())),

@@ -151,6 +151,7 @@ fn invalid_and_unknown_settings_are_named() {
         ("DYNAMODB_ENDPOINT", "ftp://x", "dynamodb_endpoint"),
         ("INITIAL_POSITION", "at_timestamp", "initial_timestamp"),
         ("HASH_RANGE_POLICY", "maybe", "hash_range_policy"),
+        ("TRIMMED_DATA", "skip", "trimmed_data"),
         ("STREAMS", "orders,bad name", "streams"),
         (
             "STREAMS",

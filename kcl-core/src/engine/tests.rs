@@ -388,6 +388,54 @@ async fn retention_trims_records_and_expired_closed_shards() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn trimmed_positions_read_from_the_oldest_record_or_fail_as_chosen() {
+    let k = InMemoryKinesis::new();
+    let stream = k.create_stream("s", 1).unwrap();
+    let shard = ShardId::from_index(0);
+    let old = put_n(&k, "s", 3).await;
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let new = put_n(&k, "s", 2).await;
+    let overtaken = k
+        .get_shard_iterator(&stream, &shard, &StartingPosition::TrimHorizon)
+        .await
+        .unwrap();
+    k.set_retention_period("s", Duration::from_secs(1800))
+        .unwrap();
+    let at = |i: usize| StartingPosition::AtSequenceNumber(old[i].sequence_number.clone());
+    let after = |i: usize| StartingPosition::AfterSequenceNumber(old[i].sequence_number.clone());
+
+    // Kinesis: the oldest retained record comes back, without a word.
+    let it = k.get_shard_iterator(&stream, &shard, &at(1)).await.unwrap();
+    let first = k.get_records(&it, 10).await.unwrap().records;
+    assert_eq!(first[0].sequence_number, new[0].sequence_number);
+    let read = k.get_records(&overtaken, 10).await.unwrap().records;
+    assert_eq!(
+        read.len(),
+        2,
+        "an overtaken iterator reads on from the oldest"
+    );
+
+    // DynamoDB Streams: an error, for the position and for an overtaken iterator.
+    k.set_trimmed_reads("s", TrimmedReads::Fail).unwrap();
+    for position in [at(1), at(2), after(1)] {
+        let e = k.get_shard_iterator(&stream, &shard, &position).await;
+        assert!(
+            matches!(e, Err(KinesisError::TrimmedData { .. })),
+            "{position:?}: {e:?}"
+        );
+    }
+    let e = k.get_records(&overtaken, 10).await;
+    assert!(matches!(e, Err(KinesisError::TrimmedData { .. })), "{e:?}");
+    // After the last trimmed record nothing is lost; the trim horizon always reads.
+    let it = k
+        .get_shard_iterator(&stream, &shard, &after(2))
+        .await
+        .unwrap();
+    assert_eq!(k.get_records(&it, 10).await.unwrap().records.len(), 2);
+    assert_eq!(read_all(&k, &stream, &shard).await.records.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn list_shards_pages_with_token_only() {
     let k = InMemoryKinesis::new();
     let stream = k.create_stream("s", 25).unwrap();

@@ -270,6 +270,12 @@ impl ShardConsumer {
                 Err(RetrievalError::Trimmed(gap)) => {
                     let policy = self.settings.trimmed_data;
                     self.report_trimmed(&gap, policy);
+                    let told = AssertUnwindSafe(self.processor.records_trimmed(&gap))
+                        .catch_unwind()
+                        .await;
+                    if told.is_err() {
+                        warn!(shard_id = %self.info.shard_id, "records_trimmed panicked");
+                    }
                     if policy == TrimmedDataPolicy::Stop {
                         drop(delivery);
                         return self.stop_trimmed(gap, &mut checkpointer).await;

@@ -228,9 +228,16 @@ impl Delivery {
         }
     }
 
-    /// The gap the first read shows, if the checkpoint's record is gone.
+    /// The gap the first read shows, if the checkpoint's record is gone: a later record comes
+    /// first, or a closed shard ends without it (everything after it was trimmed).
     fn trimmed(&mut self, read: &RecordsBatch) -> Option<TrimmedGap> {
-        let first = read.records.first()?;
+        let Some(first) = read.records.first() else {
+            let expected = self.verify.take_if(|_| read.shard_end.is_some())?;
+            return Some(TrimmedGap::reported(
+                Some(expected),
+                "the shard ended without the checkpoint's record: everything after it was trimmed",
+            ));
+        };
         let expected = self.verify.take()?;
         (first.sequence_number > expected).then(|| {
             TrimmedGap::found(
@@ -489,6 +496,114 @@ mod tests {
         );
         assert_eq!(seqs(&d.next().await.unwrap()), ["9/2", "9/3", "10/0"]);
         assert_eq!(d.take_report().aggregates, 1);
+    }
+
+    /// Hands out reads and errors at once, then waits for ever.
+    struct Outcomes(VecDeque<Result<RecordsBatch, RetrievalError>>);
+
+    #[async_trait]
+    impl RecordsPublisher for Outcomes {
+        async fn next_batch(&mut self) -> Result<RecordsBatch, RetrievalError> {
+            match self.0.pop_front() {
+                Some(outcome) => outcome,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn at(seq: u128) -> ExtendedSequenceNumber {
+        ExtendedSequenceNumber::Sequence {
+            sequence: SequenceNumber::from_u128(seq),
+            sub_sequence: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_read_past_the_checkpoint_is_a_gap_held_until_passed() {
+        let reads = Outcomes(vec![Ok(read(vec![record(7, 1), record(8, 1)]))].into());
+        let mut d = Delivery::new(
+            Box::new(reads),
+            Deaggregator::new(),
+            &at(3),
+            BatchingWindow::PER_READ,
+        );
+        let Err(RetrievalError::Trimmed(gap)) = d.next().await else {
+            panic!("the checkpoint's record 3 did not come first: a gap");
+        };
+        assert_eq!(gap.after, Some(SequenceNumber::from_u128(3)));
+        assert_eq!(gap.first_readable, Some(SequenceNumber::from_u128(7)));
+        d.pass_gap(|| unreachable!("the held read goes on"));
+        assert_eq!(seqs(&d.next().await.unwrap()), ["7/0", "8/0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_shard_that_ends_without_the_checkpoint_s_record_is_a_gap() {
+        let reads = Outcomes(vec![Ok(RecordsBatch::shard_end(Vec::new()))].into());
+        let mut d = Delivery::new(
+            Box::new(reads),
+            Deaggregator::new(),
+            &at(3),
+            BatchingWindow::PER_READ,
+        );
+        let Err(RetrievalError::Trimmed(gap)) = d.next().await else {
+            panic!("everything after the checkpoint was trimmed: a gap");
+        };
+        assert_eq!(gap.after, Some(SequenceNumber::from_u128(3)));
+        assert_eq!(gap.first_readable, None);
+        d.pass_gap(|| unreachable!("the held read goes on"));
+        assert!(d.next().await.unwrap().shard_end.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_read_at_the_checkpoint_is_no_gap() {
+        let reads = Outcomes(
+            vec![
+                Ok(read(Vec::new())),
+                Ok(read(vec![record(3, 1), record(4, 1)])),
+                Ok(read(vec![record(9, 1)])),
+            ]
+            .into(),
+        );
+        let mut d = Delivery::new(
+            Box::new(reads),
+            Deaggregator::new(),
+            &at(3),
+            BatchingWindow::PER_READ,
+        );
+        // The empty read is not delivered; the first with records starts at the checkpoint.
+        assert_eq!(seqs(&d.next().await.unwrap()), ["4/0"]);
+        // Only the first read is checked: later gaps between records are normal.
+        assert_eq!(seqs(&d.next().await.unwrap()), ["9/0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reported_gap_comes_after_the_buffered_records_and_a_restart_repeats_nothing() {
+        let window = BatchingWindow::new(100, usize::MAX, Duration::from_secs(10));
+        let gap = TrimmedGap::reported(Some(SequenceNumber::from_u128(2)), "trimmed");
+        let reads = Outcomes(
+            vec![
+                Ok(read(vec![record(1, 1), record(2, 1)])),
+                Err(RetrievalError::Trimmed(gap.clone())),
+            ]
+            .into(),
+        );
+        let mut d = Delivery::new(
+            Box::new(reads),
+            Deaggregator::new(),
+            &ExtendedSequenceNumber::TrimHorizon,
+            window,
+        );
+        assert_eq!(
+            seqs(&d.next().await.unwrap()),
+            ["1/0", "2/0"],
+            "what was read before the gap is delivered first, without waiting for the window"
+        );
+        assert!(matches!(d.next().await, Err(RetrievalError::Trimmed(g)) if g == gap));
+        // The restarted source repeats record 2 (not yet past it) and goes on.
+        let restarted = Outcomes(vec![Ok(read(vec![record(2, 1), record(5, 1)]))].into());
+        d.pass_gap(|| Box::new(restarted));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(seqs(&d.next().await.unwrap()), ["5/0"]);
     }
 
     mod bounded {

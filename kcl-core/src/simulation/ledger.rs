@@ -2,14 +2,62 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{ExtendedSequenceNumber, ShardId};
+use crate::model::{ExtendedSequenceNumber, SequenceNumber, ShardId};
+use crate::retrieval::TrimmedGap;
 
 /// One record the producer put: partition key and its index among that key's records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Put {
     pub(crate) key: String,
     pub(crate) index: u64,
+    pub(crate) sequence: SequenceNumber,
     pub(crate) shard: ShardId,
+}
+
+/// A trimmed gap a processor was told of, with how many puts the ledger held then.
+#[derive(Debug, Clone)]
+pub(crate) struct Gap {
+    pub(crate) shard: ShardId,
+    pub(crate) gap: TrimmedGap,
+    pub(crate) puts: usize,
+}
+
+impl Gap {
+    /// Whether the gap accounts for `put` (the `index`-th put): on the gap's shard, between its
+    /// bounds; on a descendant, put before the gap was found (a child starts at its trim
+    /// horizon, after the gap of its parent).
+    fn covers(&self, put: &Put, index: usize, lineage: &BTreeMap<ShardId, Vec<ShardId>>) -> bool {
+        if put.shard == self.shard {
+            return self.gap.after.as_ref().is_none_or(|a| put.sequence > *a)
+                && self
+                    .gap
+                    .first_readable
+                    .as_ref()
+                    .is_none_or(|f| put.sequence < *f);
+        }
+        index < self.puts && descends(&put.shard, &self.shard, lineage)
+    }
+}
+
+/// Whether `shard` descends from `ancestor`.
+fn descends(
+    shard: &ShardId,
+    ancestor: &ShardId,
+    lineage: &BTreeMap<ShardId, Vec<ShardId>>,
+) -> bool {
+    let mut todo = vec![shard];
+    let mut seen = BTreeSet::new();
+    while let Some(s) = todo.pop() {
+        for p in lineage.get(s).into_iter().flatten() {
+            if p == ancestor {
+                return true;
+            }
+            if seen.insert(p) {
+                todo.push(p);
+            }
+        }
+    }
+    false
 }
 
 /// One successful `process_records` call.
@@ -34,6 +82,8 @@ pub(crate) struct Ledger {
     /// Lease deletions, in order: the shard, and how many puts and processings the ledger held
     /// at that moment.
     pub(crate) deletions: Vec<Deletion>,
+    /// Trimmed gaps processors were told of.
+    pub(crate) gaps: Vec<Gap>,
 }
 
 /// A lease deleted from the table, with the ledger's length at that moment.
@@ -53,6 +103,10 @@ pub struct LedgerSummary {
     pub deliveries: u64,
     /// Deliveries of a record that had been processed before.
     pub duplicates: u64,
+    /// Trimmed gaps processors were told of.
+    pub trimmed_gaps: u64,
+    /// Records never processed because they were trimmed first, each inside a gap reported.
+    pub records_trimmed: u64,
     /// Invariant violations, each described; empty on success.
     pub violations: Vec<String>,
 }
@@ -65,6 +119,11 @@ impl Ledger {
             puts,
             processed,
         });
+    }
+
+    pub(crate) fn mark_gap(&mut self, shard: ShardId, gap: TrimmedGap) {
+        let puts = self.puts.len();
+        self.gaps.push(Gap { shard, gap, puts });
     }
 
     /// Checks every invariant of the run.
@@ -82,6 +141,24 @@ impl Ledger {
                 s.violations.push(v);
             }
         };
+        // Records trimmed before they were read: never processed, and inside a reported gap.
+        let processed: BTreeSet<(&str, u64)> = self
+            .processed
+            .iter()
+            .flat_map(|p| p.records.iter().map(|(k, i, _)| (k.as_str(), *i)))
+            .collect();
+        let lost: BTreeSet<(&str, u64)> = self
+            .puts
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| {
+                !processed.contains(&(p.key.as_str(), p.index))
+                    && self.gaps.iter().any(|g| g.covers(p, *i, lineage))
+            })
+            .map(|(_, p)| (p.key.as_str(), p.index))
+            .collect();
+        s.trimmed_gaps = self.gaps.len() as u64;
+        s.records_trimmed = lost.len() as u64;
         // First processing of each (key, index), as a position in the global processing order.
         let mut first: BTreeMap<(String, u64), usize> = BTreeMap::new();
         let mut next_expected: BTreeMap<String, u64> = BTreeMap::new();
@@ -112,8 +189,12 @@ impl Ledger {
                 match first.get(&(key.clone(), *index)) {
                     Some(_) => duplicates += 1,
                     None => {
-                        // First processings of a key happen in put order, with no gap.
+                        // First processings of a key happen in put order, with no gap but
+                        // records trimmed before they were read.
                         let expected = next_expected.entry(key.clone()).or_insert(0);
+                        while *expected < *index && lost.contains(&(key.as_str(), *expected)) {
+                            *expected += 1;
+                        }
                         if *index != *expected {
                             violation(format!(
                                 "{key}#{index} first processed while #{expected} was not yet"
@@ -161,10 +242,11 @@ impl Ledger {
             .puts
             .iter()
             .filter(|p| !first.contains_key(&(p.key.clone(), p.index)))
+            .filter(|p| !lost.contains(&(p.key.as_str(), p.index)))
             .collect();
         if !missing.is_empty() {
             violation(format!(
-                "{} records never processed, e.g. {}#{} in {}",
+                "{} records never processed (and in no reported trimmed gap), e.g. {}#{} in {}",
                 missing.len(),
                 missing[0].key,
                 missing[0].index,
@@ -203,7 +285,11 @@ impl Ledger {
                 .collect();
             let unread = self.puts[..d.puts]
                 .iter()
-                .filter(|p| p.shard == d.shard && !done.contains(&(p.key.as_str(), p.index)))
+                .filter(|p| {
+                    p.shard == d.shard
+                        && !done.contains(&(p.key.as_str(), p.index))
+                        && !lost.contains(&(p.key.as_str(), p.index))
+                })
                 .count();
             if unread > 0 {
                 violation(format!(

@@ -125,6 +125,13 @@ pub struct SimulationConfig {
     /// Per step (multi-stream): a stream other than the first is removed from the tracked set,
     /// or added back if it was not tracked.
     pub stream_churn: f64,
+    /// Per step: every worker crashes and the fleet stays down for [`OUTAGE`], longer than the
+    /// streams' retention (set to [`RETENTION`] in runs with outages), so records are trimmed
+    /// before they are read. Workers then run with
+    /// [`TrimmedDataPolicy::ContinueAtTrimHorizon`](crate::retrieval::TrimmedDataPolicy), and
+    /// every record never processed must lie in a gap a processor was told of
+    /// ([`ShardRecordProcessor::records_trimmed`]): nothing passed over silently.
+    pub outage: f64,
     /// Run your processors instead of the simulation's own batch processor. Each is wrapped:
     /// the wrapper injects the simulated failures and slow batches, delegates every callback,
     /// and records a batch in the ledger only when your `process_records` returned `Ok` — so
@@ -266,6 +273,12 @@ impl SimulationConfig {
         self
     }
 
+    /// Sets [`outage`](Self::outage).
+    pub fn with_outage(mut self, outage: f64) -> Self {
+        self.outage = outage;
+        self
+    }
+
     /// Sets [`processor`](Self::processor).
     pub fn with_processor(mut self, processor: Option<UserProcessors>) -> Self {
         self.processor = processor;
@@ -336,6 +349,7 @@ impl SimulationConfig {
             parallelism: None,
             streams: 1,
             stream_churn: 0.0,
+            outage: 0.0,
             processor: None,
         }
     }
@@ -356,6 +370,15 @@ pub const SLOW_BATCH: Duration = Duration::from_secs(15);
 
 /// How long an injected hang lasts: longer than any deadline of the simulated workers.
 pub const HANG: Duration = Duration::from_secs(120);
+
+/// The streams' retention in runs with outages.
+pub const RETENTION: Duration = Duration::from_secs(60);
+
+/// How long an outage keeps every worker down: longer than [`RETENTION`].
+pub const OUTAGE: Duration = Duration::from_secs(90);
+
+/// Outages start only after this much of the run, once every shard was checkpointed.
+pub const OUTAGE_NOT_BEFORE: Duration = Duration::from_secs(30);
 
 /// The simulated workers' failover time.
 pub const FAILOVER: Duration = Duration::from_secs(10);
@@ -399,6 +422,8 @@ pub struct SimulationReport {
     pub longest_stop: Duration,
     /// Streams removed from or added to the tracked set mid-run.
     pub stream_changes: u64,
+    /// Outages (the whole fleet down for longer than the retention).
+    pub outages: u64,
     /// Shards in the final lineage.
     pub shards: usize,
     /// Digest of the processing ledger: equal for equal seeds.
@@ -511,6 +536,16 @@ impl ShardRecordProcessor for SimProcessor {
             let _ = input.checkpointer.checkpoint().await;
         }
         Ok(())
+    }
+
+    async fn records_trimmed(&mut self, gap: &crate::retrieval::TrimmedGap) {
+        self.shared
+            .ledger
+            .lock()
+            .mark_gap(self.shard.clone(), gap.clone());
+        if let Some(inner) = &mut self.inner {
+            inner.records_trimmed(gap).await;
+        }
     }
 
     async fn lease_lost(&mut self, input: LeaseLostInput) {
@@ -656,6 +691,13 @@ async fn run(config: SimulationConfig) -> SimulationReport {
     for i in (0..streams.len()).filter(|i| is_tracked[*i]) {
         track(i);
     }
+    if config.outage > 0.0 {
+        for n in &names {
+            kinesis
+                .set_retention_period(n, RETENTION)
+                .expect("the stream exists");
+        }
+    }
     kinesis.faults().reseed(config.seed ^ 1);
     let inner = Arc::new(InMemoryLeaseStore::with_seed(config.seed ^ 2));
     let checkpoint_log = Arc::new(Mutex::new(Vec::new()));
@@ -785,6 +827,11 @@ async fn run(config: SimulationConfig) -> SimulationReport {
                 }),
             })
             .seed(incarnation)
+            .trimmed_data(if config.outage > 0.0 {
+                crate::retrieval::TrimmedDataPolicy::ContinueAtTrimHorizon
+            } else {
+                crate::retrieval::TrimmedDataPolicy::Stop
+            })
             .processor_factory(move |info: &ShardInfo| -> Box<dyn ShardRecordProcessor> {
                 match parallelism {
                     Some(p) => Box::new(KeyParallelProcessor::new(
@@ -833,12 +880,13 @@ async fn run(config: SimulationConfig) -> SimulationReport {
     }
     let (mut crashes, mut stops, mut restarts, mut reshards, mut stream_changes) = (0, 0, 0, 0, 0);
     let mut listing_gaps = 0;
+    let (mut outages, mut outage_until) = (0, None);
     let mut longest_stop = Duration::ZERO;
     let mut timing_violations: Vec<String> = Vec::new();
     let mut counters = BTreeMap::new();
     let mut indices: BTreeMap<String, u64> = BTreeMap::new();
     let steps = (config.duration.as_secs_f64() / config.step.as_secs_f64()) as u64;
-    for _ in 0..steps {
+    for step_no in 0..steps as u32 {
         // A few records per step.
         for _ in 0..rng.random_range(1..6) {
             let target = if multi {
@@ -863,6 +911,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
                         shared.ledger.lock().puts.push(Put {
                             key: key.clone(),
                             index: *index,
+                            sequence: out.sequence_number,
                             shard: ledger_shard(multi, &names[target], &out.shard_id),
                         });
                         break;
@@ -872,8 +921,40 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             }
             *index += 1;
         }
+        if config.outage > 0.0 {
+            let now = tokio::time::Instant::now();
+            match outage_until {
+                Some(until) if now >= until => {
+                    for (slot, w) in workers.iter_mut().enumerate() {
+                        *w = Some(start_worker(slot, next_incarnation));
+                        next_incarnation += 1;
+                    }
+                    outage_until = None;
+                }
+                Some(_) => {}
+                // Not in the first 30 s: a lease still at TRIM_HORIZON when its shard's oldest
+                // records are trimmed is a gap nothing can see yet (docs/processing.md).
+                None if step_no * config.step >= OUTAGE_NOT_BEFORE
+                    && rng.random_bool(config.outage) =>
+                {
+                    for w in workers.iter_mut().filter_map(Option::take) {
+                        w.run.abort();
+                        let _ = w.run.await;
+                        shared.ledger.lock().interrupted.insert(w.incarnation);
+                    }
+                    outage_until = Some(now + OUTAGE);
+                    outages += 1;
+                }
+                None => {}
+            }
+        }
         let slot = rng.random_range(0..workers.len());
-        let roll: f64 = rng.random();
+        let roll: f64 = if outage_until.is_some() {
+            // Down: no crash, stop or restart until the outage ends.
+            1.0
+        } else {
+            rng.random()
+        };
         match workers[slot].take() {
             Some(w) if roll < config.crash => {
                 w.run.abort();
@@ -1031,6 +1112,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         kinesis_faults,
         longest_stop,
         stream_changes,
+        outages,
         shards: lineage.len(),
         digest: hasher.finish(),
     }
