@@ -6,17 +6,15 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::http::HttpResponse;
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{self as sdk, ShardIteratorType};
 use bytes::Bytes;
 
-use crate::is_credentials_error;
+pub use crate::sdk_error::map_err;
 
 use kcl_core::kinesis::{
     GetRecordsOutput, KinesisDataPlane, KinesisError, ListShardsPage, ListShardsRequest,
-    ShardFilter, ShardIterator, StreamSummary, ThrottleKind,
+    ShardFilter, ShardIterator, StreamSummary,
 };
 use kcl_core::model::{
     ChildShard, HashKeyRange, Record, SequenceNumber, SequenceNumberRange, Shard, ShardId,
@@ -153,76 +151,6 @@ fn filter(f: &ShardFilter) -> sdk::ShardFilter {
     b.build().expect("the filter type is always set")
 }
 
-/// Maps an SDK error by its code: expired iterators, throttles, missing resources, invalid
-/// requests, access errors; transport failures and 5xx are `Unavailable`.
-///
-/// A service error's code and message become the error's message (they are all it says); any
-/// other failure (a connection refused, a timeout, a credentials provider failing) keeps the SDK
-/// error as the source.
-pub fn map_err<E>(e: SdkError<E, HttpResponse>) -> KinesisError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    if is_credentials_error(&e) {
-        let said = e
-            .code()
-            .map(|c| format!("{c}: {}", e.message().unwrap_or_default()));
-        return match said {
-            Some(said) => KinesisError::credentials_rejected(said),
-            None => KinesisError::credentials_rejected("credentials").with_source(e),
-        };
-    }
-    match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            return KinesisError::unavailable("request failed").with_source(e);
-        }
-        _ => {}
-    }
-    let Some(text) = e.message() else {
-        // Nothing the service said to keep as text: keep the error itself.
-        let status = e.raw_response().map(|r| r.status().as_u16());
-        let what = e.code().unwrap_or("unknown error").to_string();
-        let error = classify(&e, &what, status);
-        return error.with_source(e);
-    };
-    let message = format!("{}: {text}", e.code().unwrap_or("Unknown"));
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    classify(&e, &message, status)
-}
-
-/// The typed error for `e`'s code, with `message`.
-fn classify<E: ProvideErrorMetadata>(e: &E, message: &str, status: Option<u16>) -> KinesisError {
-    match e.code().unwrap_or_default() {
-        "ExpiredIteratorException" => KinesisError::expired_iterator(message),
-        "ProvisionedThroughputExceededException" => KinesisError::throughput_exceeded(message),
-        "KMSThrottlingException" => KinesisError::throttled(ThrottleKind::KmsThrottling, message),
-        "LimitExceededException" | "ThrottlingException" => {
-            KinesisError::throttled(ThrottleKind::LimitExceeded, message)
-        }
-        "ResourceNotFoundException" => KinesisError::not_found(message),
-        "ResourceInUseException" => KinesisError::in_use(message),
-        "InvalidArgumentException" | "ExpiredNextTokenException" | "ValidationException" => {
-            KinesisError::invalid(message)
-        }
-        "AccessDeniedException"
-        | "KMSAccessDeniedException"
-        | "KMSDisabledException"
-        | "KMSInvalidStateException"
-        | "KMSNotFoundException"
-        | "KMSOptInRequired" => KinesisError::access_denied(message),
-        "UnrecognizedClientException"
-        | "InvalidSignatureException"
-        | "ExpiredTokenException"
-        | "InvalidClientTokenId"
-        | "MissingAuthenticationToken" => KinesisError::credentials_rejected(message),
-        // An error without a known code: the HTTP status tells a bad request from an outage.
-        _ => match status {
-            Some(400..=499) => KinesisError::invalid(message),
-            _ => KinesisError::unavailable(message),
-        },
-    }
-}
-
 /// A Kinesis record as the SDK returns it; the data buffer is moved, not copied.
 pub fn record(r: sdk::Record) -> Result<Record, KinesisError> {
     Ok(Record {
@@ -282,6 +210,10 @@ fn with_position(
 
 #[async_trait]
 impl KinesisDataPlane for AwsKinesis {
+    fn capabilities(&self) -> kcl_core::kinesis::SourceCapabilities {
+        kcl_core::kinesis::SourceCapabilities::KINESIS
+    }
+
     async fn describe_stream(
         &self,
         stream: &StreamIdentity,

@@ -6,8 +6,8 @@
 //! - [`dead_letter`]: dead-letter destinations for the bounded failure policy — a Kinesis stream
 //!   ([`dead_letter::KinesisDeadLetter`], feature `kinesis`) and an SQS queue
 //!   ([`dead_letter::SqsDeadLetter`], feature `sqs`);
-//! - [`is_credentials_error`], [`error_chain`]: how every kcl-rs SDK adapter classifies and
-//!   reports SDK errors.
+//! - [`is_credentials_error`], [`error_chain`], [`sdk_error::map_err`]: how every kcl-rs SDK
+//!   adapter classifies and reports SDK errors.
 //!
 //! The SDK's HTTP client, TLS stack and async runtime are the application's choice: this crate
 //! enables none of them. Build the `SdkConfig` with `aws-config` and the features you want
@@ -20,6 +20,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod dead_letter;
+pub mod sdk_error;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
 

@@ -39,6 +39,9 @@ struct Counting {
 
 #[async_trait]
 impl KinesisDataPlane for Counting {
+    fn capabilities(&self) -> kcl_core::kinesis::SourceCapabilities {
+        self.inner.capabilities()
+    }
     async fn describe_stream(&self, s: &StreamIdentity) -> Result<StreamSummary, KinesisError> {
         KinesisDataPlane::describe_stream(&self.inner, s).await
     }

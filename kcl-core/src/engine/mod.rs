@@ -664,6 +664,10 @@ impl InMemoryKinesis {
 
 #[async_trait]
 impl KinesisDataPlane for InMemoryKinesis {
+    fn capabilities(&self) -> crate::kinesis::SourceCapabilities {
+        crate::kinesis::SourceCapabilities::KINESIS
+    }
+
     async fn describe_stream(
         &self,
         stream: &StreamIdentity,

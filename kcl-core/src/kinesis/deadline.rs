@@ -42,6 +42,10 @@ impl DeadlineKinesis {
 
 #[async_trait]
 impl KinesisDataPlane for DeadlineKinesis {
+    fn capabilities(&self) -> super::SourceCapabilities {
+        self.inner.capabilities()
+    }
+
     async fn describe_stream(
         &self,
         stream: &StreamIdentity,

@@ -110,6 +110,51 @@ pub struct StreamSummary {
     pub creation_epoch_seconds: u64,
 }
 
+/// Which service a data plane reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SourceKind {
+    /// Kinesis Data Streams.
+    Kinesis,
+    /// DynamoDB Streams: no hash-key ranges, no `AT_TIMESTAMP`, lag approximated from record
+    /// creation times, children found at shard end by a `CHILD_SHARDS` query.
+    DynamoDbStreams,
+}
+
+/// What a data plane's source supports, so the scheduler refuses what it cannot do at build time
+/// and switches off what does not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SourceCapabilities {
+    /// The service.
+    pub kind: SourceKind,
+    /// `AT_TIMESTAMP` starting positions.
+    pub at_timestamp: bool,
+    /// Shards have hash-key ranges that tile the key space (KPL hash checks, listing holes).
+    pub hash_key_ranges: bool,
+    /// `MillisBehindLatest` comes from the service; otherwise it is approximated from the last
+    /// record's creation time.
+    pub exact_lag: bool,
+}
+
+impl SourceCapabilities {
+    /// Kinesis Data Streams: everything.
+    pub const KINESIS: Self = Self {
+        kind: SourceKind::Kinesis,
+        at_timestamp: true,
+        hash_key_ranges: true,
+        exact_lag: true,
+    };
+
+    /// DynamoDB Streams.
+    pub const DYNAMODB_STREAMS: Self = Self {
+        kind: SourceKind::DynamoDbStreams,
+        at_timestamp: false,
+        hash_key_ranges: false,
+        exact_lag: false,
+    };
+}
+
 /// The Kinesis read calls a shard consumer makes.
 ///
 /// Implementations must be cheap to share (`Arc<dyn KinesisDataPlane>`) and safe to call from
@@ -127,8 +172,14 @@ pub struct StreamSummary {
 /// - `describe_stream` returns the stream's ARN and creation time; an unknown stream is
 ///   `ResourceNotFound`.
 /// - Quota errors are `Throttled` and retryable; no call has an effect when it fails.
+/// - A source without [`SourceCapabilities::at_timestamp`] answers `AT_TIMESTAMP` positions
+///   and filters with `InvalidArgument`; one that reports trimming answers a trimmed position
+///   with `TrimmedData`.
 #[async_trait]
 pub trait KinesisDataPlane: Send + Sync + fmt::Debug + 'static {
+    /// What the source supports (no I/O). Wrappers forward their inner data plane's.
+    fn capabilities(&self) -> SourceCapabilities;
+
     /// DescribeStreamSummary: the stream's ARN and creation time.
     async fn describe_stream(&self, stream: &StreamIdentity)
     -> Result<StreamSummary, KinesisError>;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aggregation::HashRangePolicy;
-use crate::kinesis::{DeadlineKinesis, KinesisDataPlane};
+use crate::kinesis::{DeadlineKinesis, KinesisDataPlane, SourceKind};
 use crate::lease::{CoordinatorConfig, CoordinatorConfigError, LeaseStore};
 use crate::limits::MAX_SETTING_DURATION;
 use crate::model::{InitialPosition, StreamIdentity};
@@ -35,6 +35,15 @@ pub enum SchedulerConfigError {
     /// A lease-coordinator setting is invalid.
     #[error(transparent)]
     Coordinator(#[from] CoordinatorConfigError),
+    /// The data plane's source cannot do what a setting asks (e.g. `AT_TIMESTAMP` on
+    /// DynamoDB Streams).
+    #[error("{setting} is not supported by {kind:?}")]
+    Unsupported {
+        /// The setting.
+        setting: &'static str,
+        /// The source.
+        kind: SourceKind,
+    },
 }
 
 /// How records reach the shard consumers.
@@ -375,6 +384,20 @@ impl SchedulerBuilder {
         }
         let store = self.lease_store.ok_or(E::Missing("lease_store"))?;
         let kinesis = self.kinesis.ok_or(E::Missing("kinesis"))?;
+        let capabilities = kinesis.capabilities();
+        if !capabilities.at_timestamp
+            && matches!(self.initial_position, InitialPosition::AtTimestamp(_))
+            && matches!(self.streams, StreamSource::Single(_))
+        {
+            return Err(E::Unsupported {
+                setting: "initial_position AT_TIMESTAMP",
+                kind: capabilities.kind,
+            });
+        }
+        // No hash-key ranges (and no KPL): nothing to check records against.
+        let hash_range_check = self
+            .hash_range_check
+            .filter(|_| capabilities.hash_key_ranges);
         let factory = self.factory.ok_or(E::Missing("processor_factory"))?;
         let worker_id = self
             .worker_id
@@ -512,7 +535,7 @@ impl SchedulerBuilder {
             shard_sync_interval: self.shard_sync_interval,
             parent_shard_poll_interval: self.parent_shard_poll_interval,
             shutdown_timeout: self.shutdown_timeout,
-            hash_range_check: self.hash_range_check,
+            hash_range_check,
             trimmed_data: self.trimmed_data,
             kinesis_call_timeout,
             fail_fast_after: self.fail_fast_after,

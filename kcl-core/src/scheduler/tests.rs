@@ -693,6 +693,10 @@ struct CountingKinesis {
 
 #[async_trait]
 impl crate::kinesis::KinesisDataPlane for CountingKinesis {
+    fn capabilities(&self) -> crate::kinesis::SourceCapabilities {
+        self.inner.capabilities()
+    }
+
     async fn describe_stream(
         &self,
         stream: &StreamIdentity,
