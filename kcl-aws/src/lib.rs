@@ -20,9 +20,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod dead_letter;
-pub mod sdk_error;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
+pub mod sdk_error;
 
 #[cfg(feature = "kinesis")]
 pub use kinesis::AwsKinesis;

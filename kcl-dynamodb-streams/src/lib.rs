@@ -52,7 +52,9 @@ use std::sync::Arc;
 
 use kcl_core::model::StreamIdentity;
 
-pub use plane::{DynamoDbStreams, DynamoDbStreamsConfig, MAX_DESCRIBE_LIMIT, MAX_GET_RECORDS_LIMIT};
+pub use plane::{
+    DynamoDbStreams, DynamoDbStreamsConfig, MAX_DESCRIBE_LIMIT, MAX_GET_RECORDS_LIMIT,
+};
 pub use record::{ChangeKind, ChangeRecord, ChangeRecordError, StreamRecord, UserIdentity};
 
 /// A stream ARN that does not parse.

@@ -189,7 +189,9 @@ fn decode_token(token: &str) -> Result<(&str, &str), KinesisError> {
 
 fn sequence(s: &str) -> Result<SequenceNumber, KinesisError> {
     SequenceNumber::new(s).map_err(|e| {
-        KinesisError::unavailable(format!("DynamoDB Streams returned a bad sequence number: {e}"))
+        KinesisError::unavailable(format!(
+            "DynamoDB Streams returned a bad sequence number: {e}"
+        ))
     })
 }
 
@@ -347,7 +349,9 @@ impl KinesisDataPlane for DynamoDbStreams {
                 (arn, Some(last), *max_results)
             }
         };
-        let limit = max.unwrap_or(MAX_DESCRIBE_LIMIT).clamp(1, MAX_DESCRIBE_LIMIT);
+        let limit = max
+            .unwrap_or(MAX_DESCRIBE_LIMIT)
+            .clamp(1, MAX_DESCRIBE_LIMIT);
         let out = self
             .client
             .describe_stream()
@@ -381,7 +385,9 @@ impl KinesisDataPlane for DynamoDbStreams {
             .stream_arn(stream_arn)
             .shard_id(shard.as_str());
         let call = match position {
-            StartingPosition::TrimHorizon => call.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            StartingPosition::TrimHorizon => {
+                call.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
             StartingPosition::Latest => call.shard_iterator_type(ShardIteratorType::Latest),
             StartingPosition::AtSequenceNumber(s) => call
                 .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
@@ -448,7 +454,8 @@ mod tests {
     #[test]
     fn iterators_and_tokens_round_trip() {
         let shard = ShardId::new("shardId-00000001541626099285-f35f62ef");
-        let arn = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-12-08T01:23:03.546";
+        let arn =
+            "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-12-08T01:23:03.546";
         let real = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/x|1|AAAA==";
         let it = encode_iterator(&shard, arn, real);
         assert_eq!(decode_iterator(&it).unwrap(), (shard.clone(), arn, real));

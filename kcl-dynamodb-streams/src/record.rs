@@ -34,7 +34,11 @@ pub enum ChangeKind {
 #[non_exhaustive]
 pub struct UserIdentity {
     /// `dynamodb.amazonaws.com` for TTL deletions.
-    #[serde(rename = "principalId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "principalId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub principal_id: Option<String>,
     /// `Service` for TTL deletions.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +73,11 @@ pub struct StreamRecord {
     #[serde(rename = "SizeBytes", default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
     /// `KEYS_ONLY`, `NEW_IMAGE`, `OLD_IMAGE` or `NEW_AND_OLD_IMAGES`.
-    #[serde(rename = "StreamViewType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StreamViewType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stream_view_type: Option<String>,
 }
 
@@ -101,16 +109,28 @@ pub struct ChangeRecord {
     #[serde(rename = "eventName")]
     pub kind: ChangeKind,
     /// The record format's version.
-    #[serde(rename = "eventVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "eventVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub event_version: Option<String>,
     /// `aws:dynamodb`.
-    #[serde(rename = "eventSource", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "eventSource",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub event_source: Option<String>,
     /// The table's region.
     #[serde(rename = "awsRegion", default, skip_serializing_if = "Option::is_none")]
     pub aws_region: Option<String>,
     /// Set for changes DynamoDB made itself (TTL expiry).
-    #[serde(rename = "userIdentity", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "userIdentity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_identity: Option<UserIdentity>,
     /// Keys, images and position.
     pub dynamodb: StreamRecord,
@@ -270,7 +290,11 @@ mod tests {
 
     #[test]
     fn data_that_is_no_stream_record_is_a_typed_error() {
-        for bad in [&b"not json"[..], b"{}", br#"{"eventName":"UPSERT","dynamodb":{}}"#] {
+        for bad in [
+            &b"not json"[..],
+            b"{}",
+            br#"{"eventName":"UPSERT","dynamodb":{}}"#,
+        ] {
             assert!(matches!(
                 ChangeRecord::from_json(bad),
                 Err(ChangeRecordError::Json(_))
