@@ -53,7 +53,8 @@ use std::sync::Arc;
 use kcl_core::model::StreamIdentity;
 
 pub use plane::{
-    DynamoDbStreams, DynamoDbStreamsConfig, MAX_DESCRIBE_LIMIT, MAX_GET_RECORDS_LIMIT,
+    ADAPTER_CREATION_EPOCH, ADAPTER_HASH_RANGE, DynamoDbStreams, DynamoDbStreamsConfig,
+    MAX_DESCRIBE_LIMIT, MAX_GET_RECORDS_LIMIT,
 };
 pub use record::{ChangeKind, ChangeRecord, ChangeRecordError, StreamRecord, UserIdentity};
 
@@ -69,8 +70,10 @@ pub struct StreamArnError {
 }
 
 /// The identity of a table's stream, from its ARN
-/// (`arn:<partition>:dynamodb:<region>:<account>:table/<table>/stream/<label>`): named after
-/// the table, called by the ARN.
+/// (`arn:<partition>:dynamodb:<region>:<account>:table/<table>/stream/<label>`), called by the
+/// ARN and named as the Java adapter names it — `region$account$table$label`, with `:` in the
+/// label written `_` — so multi-stream lease keys (`account:name:1:shardId`) and metrics match
+/// an adapter fleet's.
 pub fn stream(arn: &str) -> Result<StreamIdentity, StreamArnError> {
     let err = |reason| StreamArnError {
         value: arn.chars().take(300).collect(),
@@ -95,8 +98,9 @@ pub fn stream(arn: &str) -> Result<StreamIdentity, StreamArnError> {
     if table.is_empty() || table.len() > 255 || label.is_empty() {
         return Err(err("the table name and the stream label must not be empty"));
     }
+    let name = format!("{region}${account}${table}${}", label.replace(':', "_"));
     Ok(StreamIdentity {
-        name: Arc::from(table),
+        name: Arc::from(name),
         arn: Some(Arc::from(arn)),
     })
 }
@@ -109,7 +113,10 @@ mod tests {
     fn stream_arns_parse_or_say_what_is_wrong() {
         let arn = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-12-08T01:23:03.546077";
         let s = stream(arn).unwrap();
-        assert_eq!(&*s.name, "orders");
+        assert_eq!(
+            &*s.name,
+            "us-east-1$123456789012$orders$2026-12-08T01_23_03.546077"
+        );
         assert_eq!(s.arn.as_deref(), Some(arn));
         for bad in [
             "orders",

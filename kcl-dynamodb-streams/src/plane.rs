@@ -24,6 +24,14 @@ use crate::record::{ChangeKind, ChangeRecord, StreamRecord, UserIdentity};
 /// Most shards one DescribeStream call returns.
 pub const MAX_DESCRIBE_LIMIT: u32 = 100;
 
+/// The hash-key range every shard is given: DynamoDB Streams has none, and the Java adapter
+/// writes `[0, 1]` in its leases, so leases stay the same whichever side writes them.
+pub const ADAPTER_HASH_RANGE: HashKeyRange = HashKeyRange { start: 0, end: 1 };
+
+/// The creation epoch in multi-stream lease keys (`account:stream:1:shardId`), as the Java
+/// adapter writes it whatever the stream's creation time.
+pub const ADAPTER_CREATION_EPOCH: u64 = 1;
+
 /// Most records one GetRecords call returns.
 pub const MAX_GET_RECORDS_LIMIT: u32 = 1000;
 
@@ -69,8 +77,8 @@ impl DynamoDbStreamsConfig {
 /// Streams are named by their ARN ([`crate::stream`] makes the identity). What differs from
 /// Kinesis, and how it is bridged:
 /// - shards are listed with DescribeStream (≤ 100 per page, `ExclusiveStartShardId`); they have
-///   no hash-key ranges, so each is given the full range and the scheduler switches hash checks
-///   off ([`SourceCapabilities::DYNAMODB_STREAMS`]);
+///   no hash-key ranges, so each is given the Java adapter's `[0, 1]` ([`ADAPTER_HASH_RANGE`])
+///   and the scheduler switches hash checks off ([`SourceCapabilities::DYNAMODB_STREAMS`]);
 /// - GetRecords returns no children: at a shard's end this data plane asks DescribeStream for
 ///   them (`ShardFilter` CHILD_SHARDS) and returns them as Kinesis would;
 /// - there is no `MillisBehindLatest`: it is approximated from the last record's creation time
@@ -133,7 +141,7 @@ impl DynamoDbStreams {
                 .map(|s| ChildShard {
                     id: ShardId::new(s.shard_id().unwrap_or_default()),
                     parents: vec![shard.clone()],
-                    hash_key_range: HashKeyRange::FULL,
+                    hash_key_range: ADAPTER_HASH_RANGE,
                 })
                 .collect();
             if !children.is_empty() {
@@ -219,7 +227,7 @@ fn shard(s: &sdk::Shard) -> Result<Shard, KinesisError> {
         id: ShardId::new(id),
         parent: s.parent_shard_id().map(ShardId::new),
         adjacent_parent: None,
-        hash_key_range: HashKeyRange::FULL,
+        hash_key_range: ADAPTER_HASH_RANGE,
         sequence_number_range: SequenceNumberRange {
             start: sequence(start)?,
             end: range.ending_sequence_number().map(sequence).transpose()?,
@@ -315,11 +323,13 @@ impl KinesisDataPlane for DynamoDbStreams {
         let d = out
             .stream_description()
             .ok_or_else(|| KinesisError::unavailable("DescribeStream returned no description"))?;
+        if d.stream_arn().is_none() {
+            return Err(KinesisError::unavailable("DescribeStream named no stream"));
+        }
         Ok(StreamSummary {
             identity: stream.clone(),
-            creation_epoch_seconds: d
-                .creation_request_date_time()
-                .map_or(0, |t| u64::try_from(t.secs()).unwrap_or(0)),
+            // The Java adapter's multi-stream lease keys carry 1, not the creation time.
+            creation_epoch_seconds: ADAPTER_CREATION_EPOCH,
         })
     }
 

@@ -347,3 +347,149 @@ async fn two_workers_process_every_change_once_in_order_across_a_hand_off() -> a
     );
     Ok(())
 }
+
+/// A lease item as the Java DynamoDB Streams Kinesis Adapter 2.x (KCL 3.x) writes it: owned by
+/// a Java worker that is gone, checkpointed at `checkpoint`, the adapter's `[0, 1]` hash range,
+/// and in multi-stream mode `streamName` and `shardId`.
+fn adapter_lease_item(
+    key: &str,
+    checkpoint: &str,
+    multi: Option<(&str, &str)>,
+) -> std::collections::HashMap<String, AttributeValue> {
+    let s = |v: &str| AttributeValue::S(v.to_string());
+    let n = |v: u64| AttributeValue::N(v.to_string());
+    let mut item = std::collections::HashMap::from([
+        ("leaseKey".to_string(), s(key)),
+        ("leaseOwner".to_string(), s("java-adapter-worker-1")),
+        ("leaseCounter".to_string(), n(57)),
+        ("checkpoint".to_string(), s(checkpoint)),
+        ("checkpointSubSequenceNumber".to_string(), n(0)),
+        ("ownerSwitchesSinceCheckpoint".to_string(), n(0)),
+        ("startingHashKey".to_string(), s("0")),
+        ("endingHashKey".to_string(), s("1")),
+    ]);
+    if let Some((stream_name, shard_id)) = multi {
+        item.insert("streamName".into(), s(stream_name));
+        item.insert("shardId".into(), s(shard_id));
+    }
+    item
+}
+
+/// Issue 28 §5 and acceptance: a lease table written as the Java adapter writes it — single-
+/// and multi-stream lease keys — is taken over in place: the dead Java owner's lease is taken
+/// after the failover time, processing starts right after its checkpoint, and no other lease
+/// is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_lease_table_is_taken_over_with_its_checkpoints() -> anyhow::Result<()> {
+    init_logging();
+    let Some(endpoint) = emulator("KCL_DYNAMODB_ENDPOINT") else {
+        return Ok(());
+    };
+    let config = emulator_config(&endpoint).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let plane: Arc<dyn KinesisDataPlane> = Arc::new(DynamoDbStreams::new(&config));
+    for multi in [false, true] {
+        let table = unique("ddbs-takeover");
+        let stream = table_with_stream(&dynamodb, &table).await;
+        for version in 0..10 {
+            change(
+                &dynamodb,
+                &table,
+                &format!("item-{}", version % 2),
+                version / 2,
+            )
+            .await;
+        }
+        let shard = plane.list_all_shards(&stream, None).await?.remove(0).id;
+        let it = plane
+            .get_shard_iterator(&stream, &shard, &StartingPosition::TrimHorizon)
+            .await?;
+        let written = plane.get_records(&it, 1000).await?.records;
+        assert_eq!(written.len(), 10);
+        // The Java fleet processed the first four changes.
+        let checkpoint = written[3].sequence_number.to_string();
+        let account = "123456789012";
+        let stream_name = format!("{account}:{}:1", stream.name);
+        let key = if multi {
+            format!("{stream_name}:{shard}")
+        } else {
+            shard.to_string()
+        };
+        let leases = lease_table(&endpoint, "ddbs-adapter-leases").await;
+        dynamodb
+            .put_item()
+            .table_name(leases.table())
+            .set_item(Some(adapter_lease_item(
+                &key,
+                &checkpoint,
+                multi.then_some((stream_name.as_str(), shard.as_str())),
+            )))
+            .send()
+            .await?;
+        let store: Arc<dyn LeaseStore> = Arc::new(leases);
+        let ledger: Ledger = Arc::default();
+        let factory_ledger = ledger.clone();
+        let builder = if multi {
+            let streams =
+                kcl_core::scheduler::StreamSet::new(kcl_core::scheduler::RemovedStreamPolicy::Keep);
+            streams.add(kcl_core::scheduler::StreamConfig::new(
+                stream.clone(),
+                InitialPosition::TrimHorizon,
+            ));
+            SchedulerBuilder::multi_stream(streams, "adapter-app")
+        } else {
+            SchedulerBuilder::new(stream.clone(), "adapter-app")
+                .initial_position(InitialPosition::TrimHorizon)
+        };
+        let scheduler = builder
+            .worker_id("rust-1")
+            .lease_store(store.clone())
+            .kinesis(plane.clone())
+            .failover_time(Duration::from_secs(3))
+            .shard_sync_interval(Duration::from_secs(1))
+            .retrieval(RetrievalMode::Polling(
+                PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(200)),
+            ))
+            .processor_factory(move |_: &ShardInfo| Changes {
+                worker: "rust-1".into(),
+                ledger: factory_ledger.clone(),
+            })
+            .build()?;
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(scheduler.run(stop.clone()));
+        for _ in 0..60 {
+            if ledger.lock().len() >= 6 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        stop.cancel();
+        run.await??;
+        let seen: Vec<String> = ledger.lock().iter().map(|(.., seq)| seq.clone()).collect();
+        let expected: Vec<String> = written[4..]
+            .iter()
+            .map(|r| r.sequence_number.to_string())
+            .collect();
+        assert_eq!(
+            seen, expected,
+            "multi = {multi}: resumed right after the Java checkpoint"
+        );
+        let table_now = store.list().await?.leases;
+        assert_eq!(
+            table_now.len(),
+            1,
+            "the adapter's lease was used, none created"
+        );
+        assert_eq!(table_now[0].key, key);
+        assert_eq!(
+            table_now[0].checkpoint.sequence().map(ToString::to_string),
+            Some(written[9].sequence_number.to_string())
+        );
+        assert_eq!(
+            table_now[0].hash_key_range,
+            Some(kcl_dynamodb_streams::ADAPTER_HASH_RANGE),
+            "the adapter's hash range kept"
+        );
+    }
+    Ok(())
+}

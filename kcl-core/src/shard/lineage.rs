@@ -108,7 +108,8 @@ pub(crate) async fn parents_done(
                     let listed = kinesis.list_all_shards(scope.stream(), None).await?;
                     // An incomplete listing cannot tell a parent trimmed past retention from
                     // one it missed: wait for a complete one.
-                    if hash_space_hole(&listed).is_some() {
+                    if kinesis.capabilities().hash_key_ranges && hash_space_hole(&listed).is_some()
+                    {
                         return Ok(false);
                     }
                     shards = Some(listed);

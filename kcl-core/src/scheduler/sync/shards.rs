@@ -110,8 +110,11 @@ pub(crate) async fn sync_listed(
     // Open shards always tile the hash-key space: a hole means the listing missed one (eventual
     // consistency, a lost page). Decisions on such a listing could re-lease a finished shard
     // whose child was missing, or drop a parent before an unlisted child started: skip the
-    // round, as the Java KCL does with an inconsistent listing.
-    if let Some(hole) = hash_space_hole(&shards) {
+    // round, as the Java KCL does with an inconsistent listing. (A source without hash-key
+    // ranges has nothing to tile.)
+    if kinesis.capabilities().hash_key_ranges
+        && let Some(hole) = hash_space_hole(&shards)
+    {
         warn!(stream = %stream, hole = %hole, "shard listing is incomplete (open shards leave a hole in the hash-key space); shard sync skipped this round");
         return Ok(SyncReport::default());
     }
