@@ -20,6 +20,14 @@ pub(crate) struct WorkerConfig {
     /// multi-stream mode.
     #[serde(deserialize_with = "comma_list")]
     pub(crate) streams: Vec<String>,
+    /// `kinesis` (default) or `dynamodb_streams`: then each of `streams` is a DynamoDB stream
+    /// ARN or a table name whose current stream is read. A DynamoDB stream ARN alone selects
+    /// `dynamodb_streams`.
+    #[serde(default)]
+    pub(crate) source: Option<String>,
+    /// DynamoDB Streams endpoint URL (default: `dynamodb_endpoint` when set, else the region's).
+    #[serde(default)]
+    pub(crate) dynamodb_streams_endpoint: Option<String>,
     #[serde(default)]
     pub(crate) lease_table: Option<String>,
     #[serde(default)]
@@ -181,8 +189,13 @@ fn default_retrieval() -> String {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub(crate) raw: WorkerConfig,
-    /// `raw.streams`, parsed (same order).
+    /// `raw.streams`, parsed (same order): Kinesis streams, or DynamoDB stream ARNs.
     pub(crate) streams: Vec<kcl_core::model::StreamIdentity>,
+    /// DynamoDB Streams: tables whose current stream is read (resolved at start-up), in
+    /// addition to `streams`.
+    pub(crate) tables: Vec<String>,
+    /// Read DynamoDB Streams instead of Kinesis.
+    pub(crate) dynamodb_streams: bool,
     pub(crate) initial_position: kcl_core::model::InitialPosition,
     pub(crate) metrics_level: MetricsLevel,
     /// `None`: serve nothing.
@@ -272,12 +285,50 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
             "name at least one stream (KCL_WORKER_STREAMS=a,b)".into(),
         ));
     }
-    let streams = raw
-        .streams
-        .iter()
-        .map(|name| kcl_core::model::StreamIdentity::parse(name.trim()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid("streams", e.to_string()))?;
+    let is_dynamodb_arn = |s: &str| s.trim().starts_with("arn:") && s.contains(":dynamodb:");
+    let dynamodb_streams = match raw
+        .source
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None => raw.streams.iter().any(|s| is_dynamodb_arn(s)),
+        Some("kinesis") => false,
+        Some("dynamodb_streams") => true,
+        Some(other) => {
+            return Err(invalid(
+                "source",
+                format!("{other:?} is not kinesis or dynamodb_streams"),
+            ));
+        }
+    };
+    let (mut streams, mut tables) = (Vec::new(), Vec::new());
+    for name in raw.streams.iter().map(|s| s.trim()) {
+        if !dynamodb_streams {
+            streams.push(
+                kcl_core::model::StreamIdentity::parse(name)
+                    .map_err(|e| invalid("streams", e.to_string()))?,
+            );
+        } else if name.starts_with("arn:") {
+            streams.push(
+                kcl_dynamodb_streams::stream(name)
+                    .map_err(|e| invalid("streams", e.to_string()))?,
+            );
+        } else if (3..=255).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            tables.push(name.to_string());
+        } else {
+            return Err(invalid(
+                "streams",
+                format!(
+                    "{name:?} is neither a DynamoDB stream ARN nor a table name (3 to 255 of a-z A-Z 0-9 _ . -)"
+                ),
+            ));
+        }
+    }
     let initial_position = match raw.initial_position.to_ascii_lowercase().as_str() {
         "latest" => kcl_core::model::InitialPosition::Latest,
         "trim_horizon" => kcl_core::model::InitialPosition::TrimHorizon,
@@ -344,6 +395,7 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
     for (field, endpoint) in [
         ("kinesis_endpoint", &raw.kinesis_endpoint),
         ("dynamodb_endpoint", &raw.dynamodb_endpoint),
+        ("dynamodb_streams_endpoint", &raw.dynamodb_streams_endpoint),
         ("cloudwatch_endpoint", &raw.cloudwatch_endpoint),
     ] {
         if let Some(e) = endpoint {
@@ -436,6 +488,23 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
             ));
         }
     };
+    if dynamodb_streams && fan_out {
+        return Err(invalid(
+            "retrieval",
+            "DynamoDB Streams has no enhanced fan-out: use polling".into(),
+        ));
+    }
+    if dynamodb_streams
+        && matches!(
+            initial_position,
+            kcl_core::model::InitialPosition::AtTimestamp(_)
+        )
+    {
+        return Err(invalid(
+            "initial_position",
+            "DynamoDB Streams has no AT_TIMESTAMP: use latest or trim_horizon".into(),
+        ));
+    }
     let polling = {
         let mut p = kcl_core::retrieval::PollingConfig::default();
         if let Some(n) = raw.max_records {
@@ -451,6 +520,8 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
     Ok(Settings {
         polling,
         streams,
+        tables,
+        dynamodb_streams,
         hash_range_policy,
         trimmed_data,
         fan_out,

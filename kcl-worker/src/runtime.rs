@@ -93,6 +93,68 @@ async fn sdk(endpoint: Option<&String>, region: Option<&String>) -> aws_config::
     loader.load().await
 }
 
+/// The current stream of a DynamoDB table (DescribeTable's `LatestStreamArn`), with retries
+/// while DynamoDB is unreachable; a missing table, or one without a stream, exits 66.
+async fn table_stream(
+    sdk: &aws_config::SdkConfig,
+    table: &str,
+    deadline: Duration,
+) -> Result<kcl_core::model::StreamIdentity, Exit> {
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    let described = with_retries(
+        "describe table",
+        |e: &KinesisError| kinesis_exit(e) == Exit::Unavailable,
+        async || match tokio::time::timeout(
+            deadline,
+            client.describe_table().table_name(table).send(),
+        )
+        .await
+        {
+            Ok(answer) => answer.map_err(kcl_aws::sdk_error::map_err),
+            Err(_) => Err(KinesisError::TimedOut {
+                operation: "DescribeTable",
+                after: deadline,
+            }),
+        },
+    )
+    .await;
+    let out = match described {
+        Ok(out) => out,
+        Err(e) => {
+            let exit = kinesis_exit(&e);
+            match exit {
+                Exit::NoInput => error!(table, "table not found: {e}"),
+                _ => error!(table, "describing the table failed: {e}"),
+            }
+            return Err(exit);
+        }
+    };
+    let disabled = out
+        .table()
+        .and_then(|t| t.stream_specification())
+        .is_some_and(|spec| !spec.stream_enabled());
+    if disabled {
+        warn!(
+            table,
+            "the table's stream is disabled: its last stream is read to its end, and no change after the disabling is seen"
+        );
+    }
+    let Some(arn) = out.table().and_then(|t| t.latest_stream_arn()) else {
+        error!(
+            table,
+            "the table has no stream: enable one (StreamSpecification, NEW_AND_OLD_IMAGES for both images)"
+        );
+        return Err(Exit::NoInput);
+    };
+    kcl_dynamodb_streams::stream(arn).map_err(|e| {
+        error!(
+            table,
+            "DynamoDB returned a stream ARN that does not parse: {e}"
+        );
+        Exit::Software
+    })
+}
+
 /// Exit codes by error kind (never by error text).
 fn kinesis_exit(e: &KinesisError) -> Exit {
     match e {
@@ -209,12 +271,30 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
 
     let kinesis_sdk = sdk(c.kinesis_endpoint.as_ref(), c.region.as_ref()).await;
     let dynamo_sdk = sdk(c.dynamodb_endpoint.as_ref(), c.region.as_ref()).await;
-    let kinesis: Arc<dyn KinesisDataPlane> = Arc::new(AwsKinesis::new(&kinesis_sdk));
+    let (kinesis, kinesis_at): (Arc<dyn KinesisDataPlane>, &str) = if s.dynamodb_streams {
+        let endpoint = c
+            .dynamodb_streams_endpoint
+            .as_ref()
+            .or(c.dynamodb_endpoint.as_ref());
+        let streams_sdk = sdk(endpoint, c.region.as_ref()).await;
+        (
+            Arc::new(kcl_dynamodb_streams::DynamoDbStreams::new(&streams_sdk)),
+            endpoint.map_or("AWS", String::as_str),
+        )
+    } else {
+        (
+            Arc::new(AwsKinesis::new(&kinesis_sdk)),
+            c.kinesis_endpoint.as_deref().unwrap_or("AWS"),
+        )
+    };
+    let mut streams = s.streams.clone();
+    for table in &s.tables {
+        streams.push(table_stream(&dynamo_sdk, table, s.failover).await?);
+    }
     // Start-up checks answer within the failover time too (the SDK sets only a connect
     // timeout); the scheduler builder puts the same deadline on the data plane it runs on.
     let checks = kcl_core::kinesis::DeadlineKinesis::new(kinesis.clone(), s.failover);
-    let kinesis_at = c.kinesis_endpoint.as_deref().unwrap_or("AWS");
-    for stream in &s.streams {
+    for stream in &streams {
         let name = &stream.name;
         let check = with_retries(
             "describe stream",
@@ -269,13 +349,13 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
     let fan_out = if s.fan_out {
         let fan_out = FanOutRetrieval::new(
             Arc::new(AwsFanOut::new(&kinesis_sdk)),
-            s.streams[0].clone(),
+            streams[0].clone(),
             &c.application,
             FanOutConfig::default(),
         )
         .expect("the default fan-out settings are valid");
         // Registered (or reused) up front, so a missing permission or quota shows at start-up.
-        for stream in &s.streams {
+        for stream in &streams {
             let registered = with_retries(
                 "register stream consumer",
                 |e: &KinesisError| kinesis_exit(e) == Exit::Unavailable,
@@ -341,12 +421,12 @@ async fn start(s: &Settings, processors: Processors) -> Result<Started, Exit> {
             })
         }
     };
-    let builder = if c.streams.len() == 1 {
-        SchedulerBuilder::new(s.streams[0].clone(), &c.application)
+    let builder = if streams.len() == 1 {
+        SchedulerBuilder::new(streams[0].clone(), &c.application)
             .initial_position(s.initial_position)
     } else {
         let set = StreamSet::new(RemovedStreamPolicy::Keep);
-        for stream in &s.streams {
+        for stream in &streams {
             set.add(StreamConfig::new(stream.clone(), s.initial_position));
         }
         SchedulerBuilder::multi_stream(set, &c.application)

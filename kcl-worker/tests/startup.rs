@@ -378,3 +378,128 @@ async fn the_worker_reads_by_enhanced_fan_out() {
     let _ = std::fs::remove_file(log);
     let _ = std::fs::remove_file(ledger);
 }
+
+/// Issue 28 §6: the worker consumes a DynamoDB table's stream by configuration — the table name
+/// (its current stream looked up at start-up) — and records each change as the adapter's JSON;
+/// a table without a stream exits 66 naming it.
+#[tokio::test]
+async fn the_worker_reads_a_dynamodb_table_s_stream_by_table_name() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        StreamSpecification, StreamViewType,
+    };
+    let Some(dynamo) = emulator("KCL_DYNAMODB_ENDPOINT") else {
+        return;
+    };
+    let client = aws_sdk_dynamodb::Client::new(&emulator_config(&dynamo).await);
+    let create = |name: String, stream: bool| {
+        let client = client.clone();
+        async move {
+            let mut call = client
+                .create_table()
+                .table_name(name)
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("id")
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .unwrap(),
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name("id")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .unwrap(),
+                )
+                .billing_mode(BillingMode::PayPerRequest);
+            if stream {
+                call = call.stream_specification(
+                    StreamSpecification::builder()
+                        .stream_enabled(true)
+                        .stream_view_type(StreamViewType::NewAndOldImages)
+                        .build()
+                        .unwrap(),
+                );
+            }
+            call.send().await.expect("CreateTable");
+        }
+    };
+    let without = unique("worker-ddbs-nostream");
+    create(without.clone(), false).await;
+    let (code, text) = finish(worker(&[
+        ("APPLICATION", &unique("worker-ddbs-app")),
+        ("SOURCE", "dynamodb_streams"),
+        ("STREAMS", &without),
+        ("DYNAMODB_ENDPOINT", &dynamo),
+    ]));
+    assert_eq!(code, 66, "{text}");
+    assert!(
+        text.contains("has no stream") && text.contains(&without),
+        "{text}"
+    );
+
+    let table = unique("worker-ddbs");
+    create(table.clone(), true).await;
+    let app = unique("worker-ddbs-app");
+    let log = log_path("kcl-worker-ddbs");
+    let ledger = log_path("kcl-worker-ddbs-ledger");
+    let mut child = spawn_logged(
+        worker(&[
+            ("APPLICATION", &app),
+            ("SOURCE", "dynamodb_streams"),
+            ("STREAMS", &table),
+            ("WORKER_ID", "w"),
+            ("INITIAL_POSITION", "trim_horizon"),
+            ("DYNAMODB_ENDPOINT", &dynamo),
+            ("FAILOVER_SECS", "3"),
+            ("IDLE_TIME_BETWEEN_READS_MS", "200"),
+            ("LEDGER_FILE", ledger.to_str().unwrap()),
+        ]),
+        &log,
+    );
+    for v in 0..20 {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("id", AttributeValue::S(format!("k{}", v % 4)))
+            .item("v", AttributeValue::N(v.to_string()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let by = Instant::now() + Duration::from_secs(60);
+    let lines = loop {
+        let lines = std::fs::read_to_string(&ledger).unwrap_or_default();
+        if lines.lines().count() >= 20 {
+            break lines;
+        }
+        assert!(
+            Instant::now() < by,
+            "{} of 20 changes:\n{}",
+            lines.lines().count(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Ledger line: worker stream shard sequence sub-sequence partition-key data time. The
+    // partition key is the sequence number and the data the adapter's JSON, as the Java
+    // adapter sets them.
+    let mut kinds = Vec::new();
+    for line in lines.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(
+            fields[3], fields[5],
+            "partition key = sequence number: {line}"
+        );
+        let json: serde_json::Value = serde_json::from_str(fields[6]).expect("the adapter's JSON");
+        kinds.push(json["eventName"].as_str().unwrap().to_string());
+        assert_eq!(json["dynamodb"]["SequenceNumber"], fields[3]);
+    }
+    assert_eq!(kinds.iter().filter(|k| *k == "INSERT").count(), 4);
+    assert_eq!(kinds.iter().filter(|k| *k == "MODIFY").count(), 16);
+    sigterm(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_file(log);
+    let _ = std::fs::remove_file(ledger);
+}

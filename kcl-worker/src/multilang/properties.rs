@@ -323,7 +323,11 @@ pub(crate) fn load(path: &Path) -> Result<FromProperties, ConfigError> {
         )
     })?;
     toml.push(format!("application = {}", quoted(application)));
+    let is_dynamodb = |v: &str| v.starts_with("arn:") && v.contains(":dynamodb:");
     let stream = match (get("streamName"), get("streamArn")) {
+        // The Java DynamoDB Streams adapter's applications name the table's stream by its ARN.
+        (_, Some(arn)) if is_dynamodb(arn) => arn.to_string(),
+        (Some(name), _) if is_dynamodb(name) => name.to_string(),
         (Some(name), Some(arn)) => {
             let arn_name = arn.rsplit('/').next().unwrap_or_default();
             if arn_name != name {
@@ -405,7 +409,15 @@ pub(crate) fn load(path: &Path) -> Result<FromProperties, ConfigError> {
         .copied()
         .filter(|k| get(k).is_some())
         .collect();
+    let dynamodb_streams = is_dynamodb(&stream);
     let retrieval = match get("retrievalMode").map(str::to_ascii_uppercase).as_deref() {
+        // DynamoDB Streams is read by polling only (the adapter ignores retrievalMode too).
+        _ if dynamodb_streams => {
+            notes.push(
+                "retrievalMode: polling (DynamoDB Streams has no enhanced fan-out)".to_string(),
+            );
+            "polling"
+        }
         Some("FANOUT") => "fanout",
         Some("POLLING") => "polling",
         // The Java daemon's DEFAULT: fan-out, unless a polling property is set.
@@ -548,6 +560,35 @@ mod tests {
         assert_eq!(p["regionName"], "us-east-1");
         assert_eq!(p["long"], "a b");
         assert_eq!(p["empty"], "");
+    }
+
+    #[test]
+    fn a_dynamodb_stream_arn_reads_dynamodb_streams_by_polling() {
+        let dir = std::env::temp_dir().join(format!("kcl-props-ddb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("adapter.properties");
+        let arn =
+            "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-01-01T00:00:00.000";
+        std::fs::write(
+            &file,
+            format!("executableName = app.py\nstreamArn = {arn}\nstreamName = orders\napplicationName = OrdersApp\ninitialPositionInStream = TRIM_HORIZON\n"),
+        )
+        .unwrap();
+        let got = load(&file).unwrap();
+        assert!(
+            got.toml.contains(&format!("streams = \"{arn}\"")),
+            "{}",
+            got.toml
+        );
+        assert!(got.toml.contains("retrieval = \"polling\""), "{}", got.toml);
+        use figment::providers::Format;
+        let raw: crate::config::WorkerConfig = figment::Figment::new()
+            .merge(figment::providers::Toml::string(&got.toml))
+            .extract()
+            .unwrap();
+        let settings = crate::config::validate(raw).unwrap();
+        assert!(settings.dynamodb_streams);
+        assert_eq!(settings.streams[0].arn.as_deref(), Some(arn));
     }
 
     #[test]
