@@ -647,3 +647,209 @@ async fn three_daemons_run_side_by_side_on_one_host() {
         assert_eq!(code, 0, "drained:\n{log}");
     }
 }
+
+/// A kclpy child written for the Java DynamoDB Streams adapter: each record's data is the
+/// stream record as JSON; it logs the change and checkpoints after each record.
+const CHANGES: &str = r#"
+import json, sys
+from amazon_kclpy import kcl
+from amazon_kclpy.v3 import processor
+
+class P(processor.RecordProcessorBase):
+    def initialize(self, initialize_input):
+        pass
+
+    def process_records(self, process_records_input):
+        for r in process_records_input.records:
+            change = json.loads(r.binary_data)
+            image = change["dynamodb"].get("NewImage", {})
+            version = image.get("version", {}).get("N", "-")
+            sys.stderr.write("change %s %s %s %s\n" % (
+                change["eventName"], change["dynamodb"]["Keys"]["id"]["S"], version,
+                change["dynamodb"]["SequenceNumber"]))
+            process_records_input.checkpointer.checkpoint(r.sequence_number, r.sub_sequence_number)
+
+    def lease_lost(self, lease_lost_input):
+        pass
+
+    def shard_ended(self, shard_ended_input):
+        shard_ended_input.checkpointer.checkpoint()
+
+    def shutdown_requested(self, shutdown_requested_input):
+        shutdown_requested_input.checkpointer.checkpoint()
+
+if __name__ == "__main__":
+    kcl.KCLProcess(P()).run()
+"#;
+
+/// Issue 28 §6 and acceptance: a kclpy processor written for the Java adapter reads a table's
+/// changes unchanged — two daemons, the first SIGTERMed halfway through 300 changes (inserts,
+/// updates, deletes over 10 items): every change processed once, in order per item, the lease
+/// checkpointed at the last change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kclpy_processor_for_the_adapter_reads_a_table_s_changes() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        ScalarAttributeType, StreamSpecification, StreamViewType,
+    };
+    kcl_tests::init_logging();
+    let (Some(dynamo), Some((src, bin))) = (emulator("KCL_DYNAMODB_ENDPOINT"), kclpy()) else {
+        return;
+    };
+    let client = aws_sdk_dynamodb::Client::new(&emulator_config(&dynamo).await);
+    let table = unique("kclpy-ddbs");
+    let created = client
+        .create_table()
+        .table_name(&table)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let arn = created
+        .table_description()
+        .and_then(|d| d.latest_stream_arn())
+        .unwrap()
+        .to_string();
+    let script = std::env::temp_dir()
+        .join(unique("changes"))
+        .with_extension("py");
+    std::fs::write(&script, CHANGES).unwrap();
+    let app = unique("kclpy-ddbs-app");
+    let extra = vec![
+        ("executableName", "python changes.py".to_string()),
+        ("streamArn", arn.clone()),
+        ("applicationName", app.clone()),
+        ("dynamoDBEndpoint", dynamo.clone()),
+        ("regionName", "us-east-1".into()),
+        ("initialPositionInStream", "TRIM_HORIZON".into()),
+        ("failoverTimeMillis", "3000".into()),
+        ("idleTimeBetweenReadsInMillis", "250".into()),
+    ];
+    let dir = app_dir(&script, "", &extra);
+    std::fs::rename(
+        dir.join(script.file_name().unwrap()),
+        dir.join("changes.py"),
+    )
+    .unwrap();
+    let properties = dir.join("app.properties");
+    let first = Worker::start(&properties, &bin, &src);
+    first
+        .wait_for("the first daemon holding the lease", |log| {
+            log.contains("shard consumer processing")
+        })
+        .await;
+    let mut first = Some(first);
+    let second_properties = dir.join("second.properties");
+    std::fs::copy(&properties, &second_properties).unwrap();
+    let second = Worker::start(&second_properties, &bin, &src);
+
+    // Change n of an item: insert or update with its version, every fifth a delete.
+    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut first_log = None;
+    for n in 0..300u64 {
+        let id = format!("item-{}", n % 10);
+        let version = versions.entry(id.clone()).or_insert(0);
+        if *version % 5 == 4 {
+            client
+                .delete_item()
+                .table_name(&table)
+                .key("id", AttributeValue::S(id.clone()))
+                .send()
+                .await
+                .unwrap();
+        } else {
+            client
+                .put_item()
+                .table_name(&table)
+                .item("id", AttributeValue::S(id.clone()))
+                .item("version", AttributeValue::N(version.to_string()))
+                .send()
+                .await
+                .unwrap();
+        }
+        *version += 1;
+        if n == 150 {
+            let (code, log) = first.take().expect("stopped once").sigterm().await;
+            assert_eq!(code, 0, "the first daemon drained:\n{log}");
+            first_log = Some(log);
+        }
+    }
+    second
+        .wait_for("every change processed", |log| {
+            let both = format!("{}{log}", first_log.as_deref().unwrap_or_default());
+            both.matches("change ").count() >= 300
+        })
+        .await;
+    let (code, second_log) = second.sigterm().await;
+    assert_eq!(code, 0, "the second daemon drained:\n{second_log}");
+    let first_log = first_log.unwrap();
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut last_sequence = 0u128;
+    for log in [&first_log, &second_log] {
+        for line in log
+            .lines()
+            .filter_map(|l| l.split_once("change ").map(|(_, c)| c))
+        {
+            // The child's line, as the daemon logs it (fields may follow).
+            let f: Vec<&str> = line.split(' ').collect();
+            let [kind, id, version, sequence, ..] = f[..] else {
+                continue;
+            };
+            let sequence = sequence.trim_end_matches(|c: char| !c.is_ascii_digit());
+            seen.entry(id.to_string())
+                .or_default()
+                .push(format!("{kind}:{version}"));
+            last_sequence = last_sequence.max(sequence.parse().expect("a sequence number"));
+        }
+    }
+    assert!(
+        first_log.contains("change "),
+        "the first daemon processed changes"
+    );
+    assert!(
+        second_log.contains("change "),
+        "the second daemon took over"
+    );
+    for (id, changes) in &seen {
+        let expected: Vec<String> = (0..30u64)
+            .map(|v| match v % 5 {
+                0 => format!("INSERT:{v}"),
+                4 => "REMOVE:-".to_string(),
+                _ => format!("MODIFY:{v}"),
+            })
+            .collect();
+        assert_eq!(changes, &expected, "{id}: each change once, in order");
+    }
+    assert_eq!(seen.len(), 10);
+    let store =
+        kcl_dynamo_leases::DynamoLeaseStore::from_config(&emulator_config(&dynamo).await, &app);
+    let lease = store.list().await.unwrap().leases.pop().unwrap();
+    assert_eq!(
+        lease.checkpoint.sequence().map(ToString::to_string),
+        Some(last_sequence.to_string()),
+        "checkpointed at the last change"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(script);
+}
