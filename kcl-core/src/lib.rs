@@ -95,6 +95,8 @@ pub mod aggregation;
 pub mod checkpoint;
 mod clock;
 #[cfg(feature = "testing")]
+pub mod dynamodb_streams;
+#[cfg(feature = "testing")]
 pub mod engine;
 pub mod error;
 #[cfg(feature = "testing")]

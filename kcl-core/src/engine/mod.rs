@@ -600,6 +600,28 @@ impl InMemoryKinesis {
         self.split_shard(stream, shard, mid)
     }
 
+    /// Rotates an open shard as DynamoDB Streams does every few hours: closes it and opens one
+    /// child with the same range; returns the child.
+    pub fn rotate_shard(&self, stream: &str, shard: &ShardId) -> Result<ShardId, KinesisError> {
+        let now = self.now();
+        let mut state = self.inner.state.lock();
+        let s = state.stream_mut(stream)?;
+        let child = s.rotate(shard, now)?;
+        s.notify();
+        Ok(child)
+    }
+
+    /// Disables a stream as DynamoDB Streams does when a table's stream is turned off: every
+    /// open shard closes with no children (readers drain them to their end).
+    pub fn disable_stream(&self, stream: &str) -> Result<(), KinesisError> {
+        let now = self.now();
+        let mut state = self.inner.state.lock();
+        let s = state.stream_mut(stream)?;
+        s.close_all(now);
+        s.notify();
+        Ok(())
+    }
+
     /// MergeShards of two adjacent open shards; returns the child.
     pub fn merge_shards(
         &self,

@@ -385,6 +385,32 @@ impl StreamState {
         Ok([ShardId::from_index(low), ShardId::from_index(high)])
     }
 
+    /// A DynamoDB Streams rotation: closes an open shard and opens one child with its range.
+    pub(crate) fn rotate(
+        &mut self,
+        id: &ShardId,
+        now: SystemTime,
+    ) -> Result<ShardId, KinesisError> {
+        let index = self.open_index(id)?;
+        let range = self.shards[&index].shard.hash_key_range;
+        let child = self.add_shard(range, Some(id.clone()), None, now);
+        self.close(index, vec![child], now);
+        Ok(ShardId::from_index(child))
+    }
+
+    /// A disabled DynamoDB stream: every open shard closes, with no children.
+    pub(crate) fn close_all(&mut self, now: SystemTime) {
+        let open: Vec<u64> = self
+            .shards
+            .iter()
+            .filter(|(_, s)| s.is_open())
+            .map(|(i, _)| *i)
+            .collect();
+        for index in open {
+            self.close(index, Vec::new(), now);
+        }
+    }
+
     /// MergeShards: closes two adjacent open shards and opens their child.
     pub(crate) fn merge(
         &mut self,

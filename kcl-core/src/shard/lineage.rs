@@ -23,6 +23,23 @@ pub(crate) fn new_lease(
     lease
 }
 
+/// Marks closed every listed shard that some listed shard names as its parent. A paged listing
+/// can show an open child under a parent still shown open (DynamoDB Streams does; the Java
+/// adapter closes such parents the same way): a shard with a child has ended, whatever the
+/// listing says, and must never be leased again as if it were open.
+pub(crate) fn close_open_parents(shards: &mut [Shard]) {
+    let parents: BTreeSet<ShardId> = shards
+        .iter()
+        .flat_map(|s| s.parents().cloned().collect::<Vec<_>>())
+        .collect();
+    for shard in shards.iter_mut() {
+        if shard.is_open() && parents.contains(&shard.id) {
+            shard.sequence_number_range.end =
+                Some(crate::model::SequenceNumber::from_u128(u128::MAX));
+        }
+    }
+}
+
 /// The first hash key not covered by an open shard of the listing, if any.
 pub(crate) fn hash_space_hole(shards: &[Shard]) -> Option<u128> {
     let mut open: Vec<_> = shards
@@ -105,7 +122,8 @@ pub(crate) async fn parents_done(
             Some(_) => return Ok(false),
             None => {
                 if shards.is_none() {
-                    let listed = kinesis.list_all_shards(scope.stream(), None).await?;
+                    let mut listed = kinesis.list_all_shards(scope.stream(), None).await?;
+                    close_open_parents(&mut listed);
                     // An incomplete listing cannot tell a parent trimmed past retention from
                     // one it missed: wait for a complete one.
                     if kinesis.capabilities().hash_key_ranges && hash_space_hole(&listed).is_some()
@@ -160,4 +178,40 @@ fn leased_ancestor(shard: &Shard, shards: &[Shard], leased: &BTreeSet<String>) -
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HashKeyRange, SequenceNumber, SequenceNumberRange};
+
+    fn shard(index: u64, parent: Option<u64>, end: Option<u128>) -> Shard {
+        Shard {
+            id: ShardId::from_index(index),
+            parent: parent.map(ShardId::from_index),
+            adjacent_parent: None,
+            hash_key_range: HashKeyRange { start: 0, end: 1 },
+            sequence_number_range: SequenceNumberRange {
+                start: SequenceNumber::from_u128(u128::from(index) * 100),
+                end: end.map(SequenceNumber::from_u128),
+            },
+        }
+    }
+
+    /// Found by the DynamoDB Streams simulation: a finished parent listed open beside its child
+    /// was leased again from TRIM_HORIZON once its lease had been cleaned up.
+    #[test]
+    fn a_parent_listed_open_beside_its_child_counts_as_closed() {
+        let mut listed = vec![shard(0, None, None), shard(1, Some(0), None), shard(2, None, None)];
+        close_open_parents(&mut listed);
+        let open: Vec<bool> = listed.iter().map(Shard::is_open).collect();
+        assert_eq!(open, [false, true, true]);
+        let mut closed = vec![shard(0, None, Some(50)), shard(1, Some(0), None)];
+        close_open_parents(&mut closed);
+        assert_eq!(
+            closed[0].sequence_number_range.end,
+            Some(SequenceNumber::from_u128(50)),
+            "a parent listed closed keeps its end"
+        );
+    }
 }

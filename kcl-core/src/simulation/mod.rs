@@ -132,6 +132,10 @@ pub struct SimulationConfig {
     /// every record never processed must lie in a gap a processor was told of
     /// ([`ShardRecordProcessor::records_trimmed`]): nothing passed over silently.
     pub outage: f64,
+    /// Consume the streams as DynamoDB Streams ([`crate::dynamodb_streams`]), with these
+    /// faults: shards rotate (one child each) instead of splitting and merging, pages come back
+    /// empty, listings show closed parents open. `None`: Kinesis.
+    pub dynamodb_streams: Option<crate::dynamodb_streams::DynamoDbStreamsFaults>,
     /// Run your processors instead of the simulation's own batch processor. Each is wrapped:
     /// the wrapper injects the simulated failures and slow batches, delegates every callback,
     /// and records a batch in the ledger only when your `process_records` returned `Ok` — so
@@ -279,6 +283,15 @@ impl SimulationConfig {
         self
     }
 
+    /// Sets [`dynamodb_streams`](Self::dynamodb_streams).
+    pub fn with_dynamodb_streams(
+        mut self,
+        faults: Option<crate::dynamodb_streams::DynamoDbStreamsFaults>,
+    ) -> Self {
+        self.dynamodb_streams = faults;
+        self
+    }
+
     /// Sets [`processor`](Self::processor).
     pub fn with_processor(mut self, processor: Option<UserProcessors>) -> Self {
         self.processor = processor;
@@ -350,7 +363,22 @@ impl SimulationConfig {
             streams: 1,
             stream_churn: 0.0,
             outage: 0.0,
+            dynamodb_streams: None,
             processor: None,
+        }
+    }
+
+    /// [`small`](Self::small) on DynamoDB Streams: shards rotate about every 25 s (a rotation
+    /// every few hours, sped up), pages come back empty, listings show closed parents open.
+    pub fn dynamodb_streams(seed: u64) -> Self {
+        Self {
+            reshard: 0.04,
+            dynamodb_streams: Some(
+                crate::dynamodb_streams::DynamoDbStreamsFaults::default()
+                    .with_empty_page(0.05)
+                    .with_inconsistent_listing(0.2),
+            ),
+            ..Self::small(seed)
         }
     }
 
@@ -662,6 +690,17 @@ pub fn simulate(config: &SimulationConfig) -> SimulationReport {
 async fn run(config: SimulationConfig) -> SimulationReport {
     let mut rng = SmallRng::seed_from_u64(config.seed);
     let kinesis = InMemoryKinesis::new();
+    let ddb = config.dynamodb_streams.map(|faults| {
+        crate::dynamodb_streams::InMemoryDynamoDbStreams::new(
+            kinesis.clone(),
+            faults,
+            config.seed ^ 5,
+        )
+    });
+    let plane: Arc<dyn crate::kinesis::KinesisDataPlane> = match &ddb {
+        Some(d) => Arc::new(d.clone()),
+        None => Arc::new(kinesis.clone()),
+    };
     let multi = config.streams > 1;
     let names: Vec<String> = (0..config.streams.max(1))
         .map(|i| {
@@ -674,7 +713,10 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         .collect();
     let streams: Vec<StreamIdentity> = names
         .iter()
-        .map(|n| kinesis.create_stream(n, config.shards).expect("stream"))
+        .map(|n| match &ddb {
+            Some(d) => d.create_stream(n, config.shards).expect("stream"),
+            None => kinesis.create_stream(n, config.shards).expect("stream"),
+        })
         .collect();
     let stream = streams[0].clone();
     // Multi-stream: the last stream joins mid-run (at a churn step, or for the drain).
@@ -813,7 +855,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
         let scheduler = builder
             .worker_id(format!("worker-{slot}"))
             .lease_store(store.clone())
-            .kinesis(Arc::new(kinesis.clone()))
+            .kinesis(plane.clone())
             .failover_time(FAILOVER)
             .shutdown_timeout(SHUTDOWN_TIMEOUT)
             .parent_shard_poll_interval(Duration::from_millis(500))
@@ -1004,7 +1046,10 @@ async fn run(config: SimulationConfig) -> SimulationReport {
             open.sort_by_key(|s| s.hash_key_range);
             let i = rng.random_range(0..open.len());
             let merged = rng.random_bool(0.5) && i + 1 < open.len() && open.len() > 2;
-            let done = if merged {
+            let done = if ddb.is_some() {
+                // DynamoDB Streams: a rotation, one child.
+                kinesis.rotate_shard(name, &open[i].id).is_ok()
+            } else if merged {
                 kinesis
                     .merge_shards(name, &open[i].id, &open[i + 1].id)
                     .is_ok()
@@ -1035,7 +1080,7 @@ async fn run(config: SimulationConfig) -> SimulationReport {
     }
 
     // Drain: faults off, every worker up, until everything was processed (or 10 minutes).
-    let kinesis_faults = kinesis.faults().injected();
+    let kinesis_faults = kinesis.faults().injected() + ddb.as_ref().map_or(0, |d| d.injected());
     kinesis.faults().clear();
     kinesis.clear_listing_gaps();
     inner.faults().clear();

@@ -9,7 +9,7 @@ use tracing::{debug, error, info, warn};
 use crate::kinesis::{KinesisDataPlane, KinesisError};
 use crate::lease::{Lease, LeaseError, LeaseScope, LeaseStore};
 use crate::model::{ExtendedSequenceNumber, InitialPosition, Shard, ShardId};
-use crate::shard::lineage::{hash_space_hole, new_lease};
+use crate::shard::lineage::{close_open_parents, hash_space_hole, new_lease};
 
 /// What one shard sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub(crate) async fn sync_listed(
     suspected_before: &BTreeSet<String>,
 ) -> Result<SyncReport, SyncError> {
     let stream = scope.stream();
-    let shards = kinesis
+    let mut shards = kinesis
         .list_all_shards(stream, None)
         .await
         .map_err(|e| match e {
@@ -101,6 +101,7 @@ pub(crate) async fn sync_listed(
             },
             e => SyncError::Kinesis(e),
         })?;
+    close_open_parents(&mut shards);
     // Keyed by shard id: parents and children are recorded as shard ids in every mode.
     let leases: BTreeMap<String, &Lease> = table
         .iter()
