@@ -236,6 +236,7 @@ impl Scheduler {
             parent_shard_poll_interval: self.config.parent_shard_poll_interval,
             hash_range_check: self.config.hash_range_check,
             trimmed_data: self.config.trimmed_data,
+            shard_ends: tokio::sync::watch::Sender::new(0),
             stopped: self.status.stopped_registry(),
             seed: self.config.seed,
             stop_at: self

@@ -70,6 +70,9 @@ pub(crate) struct ConsumerSettings {
     pub(crate) parent_shard_poll_interval: Duration,
     pub(crate) hash_range_check: Option<HashRangePolicy>,
     pub(crate) trimmed_data: TrimmedDataPolicy,
+    /// Bumped whenever a consumer of this scheduler ends its shard: children waiting on their
+    /// parents check again at once instead of at their next poll.
+    pub(crate) shard_ends: watch::Sender<u64>,
     /// Shards stopped until an operator acts, shown by the scheduler's status.
     pub(crate) stopped: Arc<super::stopped::StoppedShards>,
     pub(crate) seed: u64,
@@ -147,6 +150,7 @@ impl ShardConsumer {
         );
 
         // Waiting on parents.
+        let mut shard_ends = self.settings.shard_ends.subscribe();
         loop {
             match parents_done(
                 self.store.as_ref(),
@@ -164,7 +168,12 @@ impl ShardConsumer {
                     warn!(shard_id = %self.info.shard_id, error = %crate::error::Report(&e), "could not read parent leases")
                 }
             }
-            let reason = self.pause(self.settings.parent_shard_poll_interval).await;
+            let interval = self.settings.parent_shard_poll_interval;
+            let reason = tokio::select! {
+                reason = self.pause(interval) => reason,
+                // A shard ended here (maybe a parent): check again now.
+                _ = shard_ends.changed() => self.reason(),
+            };
             if reason != ShutdownReason::None {
                 return self
                     .stop_without_processing(reason, &mut checkpointer)
@@ -562,6 +571,12 @@ impl ShardConsumer {
         // A SHARD_END written during a hand-off is buffered: this ends the hand-off with it.
         checkpointer.close().await;
         info!(shard_id = %self.info.shard_id, children = children.len(), "shard ended");
+        // The children start now rather than at the next poll or listing: those waiting here
+        // check their parents again, and the taker lists at once to take the new leases.
+        self.settings
+            .shard_ends
+            .send_modify(|n| *n = n.wrapping_add(1));
+        self.coordinator.list_now();
         Outcome::ShardEnded
     }
 

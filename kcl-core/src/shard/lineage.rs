@@ -202,7 +202,11 @@ mod tests {
     /// was leased again from TRIM_HORIZON once its lease had been cleaned up.
     #[test]
     fn a_parent_listed_open_beside_its_child_counts_as_closed() {
-        let mut listed = vec![shard(0, None, None), shard(1, Some(0), None), shard(2, None, None)];
+        let mut listed = vec![
+            shard(0, None, None),
+            shard(1, Some(0), None),
+            shard(2, None, None),
+        ];
         close_open_parents(&mut listed);
         let open: Vec<bool> = listed.iter().map(Shard::is_open).collect();
         assert_eq!(open, [false, true, true]);

@@ -1023,6 +1023,11 @@ impl LeaseCoordinator {
         *self.shared.filter.0.lock() = filter;
     }
 
+    /// Lists the table now rather than at the next taker cycle (new leases to take).
+    pub(crate) fn list_now(&self) {
+        self.shared.nudged.notify_one();
+    }
+
     /// Workers seen alive (renewing a lease, of any framework; this one included) when the
     /// taker last listed the table (at least 1).
     pub fn fleet_size(&self) -> usize {
