@@ -105,6 +105,38 @@ pub fn stream(arn: &str) -> Result<StreamIdentity, StreamArnError> {
     })
 }
 
+/// The identity of the stream the Java adapter names `region$account$table$label` (the stream
+/// part of its multi-stream lease keys), with its ARN rebuilt; `None` for any other name.
+pub fn stream_from_name(name: &str) -> Option<StreamIdentity> {
+    let mut parts = name.split('$');
+    let (Some(region), Some(account), Some(table), Some(label), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let partition = if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    };
+    let arn = format!(
+        "arn:{partition}:dynamodb:{region}:{account}:table/{table}/stream/{}",
+        label.replace('_', ":")
+    );
+    stream(&arn).ok()
+}
+
+/// Whether `arn` names a DynamoDB stream (rather than a Kinesis stream).
+pub fn is_stream_arn(arn: &str) -> bool {
+    stream(arn).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +159,8 @@ mod tests {
         ] {
             assert!(stream(bad).is_err(), "{bad}");
         }
+        let back = stream_from_name(&s.name).unwrap();
+        assert_eq!(back, s, "the adapter's name leads back to the ARN");
+        assert!(stream_from_name("orders").is_none());
     }
 }

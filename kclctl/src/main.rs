@@ -161,6 +161,14 @@ impl Conn {
         kcl_dynamo_leases::LeaseTable::new(self.dynamodb().await, self.table(app))
     }
 
+    /// DynamoDB Streams (on the DynamoDB endpoint), every call under a deadline.
+    pub(crate) async fn dynamodb_streams(&self) -> DeadlineKinesis {
+        let plane = kcl_dynamodb_streams::DynamoDbStreams::new(
+            &self.sdk(self.dynamodb_endpoint.as_ref()).await,
+        );
+        DeadlineKinesis::new(Arc::new(plane), CALL_TIMEOUT)
+    }
+
     /// Kinesis, every call under a deadline.
     pub(crate) async fn kinesis(&self) -> DeadlineKinesis {
         let kinesis = kcl_aws::AwsKinesis::new(&self.sdk(self.kinesis_endpoint.as_ref()).await);

@@ -41,8 +41,9 @@ pub(crate) struct LeasesArgs {
     /// Also read MillisBehindLatest at each checkpoint (one GetRecords per lease).
     #[arg(long)]
     pub(crate) lag: bool,
-    /// The stream of a single-stream application (needed by --lag; multi-stream leases name
-    /// their streams).
+    /// The stream of a single-stream application, a Kinesis stream name or ARN or a DynamoDB
+    /// stream ARN (needed by --lag; multi-stream leases name their streams, the Java DynamoDB
+    /// Streams adapter's included).
     #[arg(long)]
     pub(crate) stream: Option<String>,
 }
@@ -215,14 +216,28 @@ async fn observed(conn: &Conn, app: &str, observe: Duration) -> Result<(LeaseLis
 /// MillisBehindLatest at each lease's checkpoint.
 async fn add_lag(conn: &Conn, args: &LeasesArgs, rows: &mut [Row], leases: &[Lease]) -> Result<()> {
     let kinesis = conn.kinesis().await;
+    let dynamodb_streams = conn.dynamodb_streams().await;
     for (row, lease) in rows.iter_mut().zip(leases) {
         if lease.is_shard_end() {
             continue;
         }
+        // A DynamoDB stream by its ARN (single-stream) or the Java adapter's stream name
+        // (multi-stream leases); any other stream is a Kinesis stream.
         let stream = match (&row.stream, &args.stream) {
-            (Some(id), _) => StreamIdentity::from_name(id.split(':').nth(1).unwrap_or(id)),
+            (Some(id), _) => {
+                let name = id.split(':').nth(1).unwrap_or(id);
+                kcl_dynamodb_streams::stream_from_name(name)
+                    .unwrap_or_else(|| StreamIdentity::from_name(name))
+            }
+            (None, Some(s)) if kcl_dynamodb_streams::is_stream_arn(s) => {
+                kcl_dynamodb_streams::stream(s).map_err(|e| anyhow::anyhow!("{e}"))?
+            }
             (None, Some(s)) => StreamIdentity::parse(s).map_err(|e| anyhow::anyhow!("{e}"))?,
             (None, None) => bail!("--lag needs --stream for a single-stream application"),
+        };
+        let plane = match stream.arn.as_deref() {
+            Some(arn) if kcl_dynamodb_streams::is_stream_arn(arn) => &dynamodb_streams,
+            _ => &kinesis,
         };
         let position = match &lease.checkpoint {
             ExtendedSequenceNumber::Sequence { sequence, .. } => {
@@ -232,11 +247,11 @@ async fn add_lag(conn: &Conn, args: &LeasesArgs, rows: &mut [Row], leases: &[Lea
             _ => StartingPosition::TrimHorizon,
         };
         let shard = lease.shard_id();
-        let iterator = kinesis
+        let iterator = plane
             .get_shard_iterator(&stream, &shard, &position)
             .await
             .with_context(|| format!("GetShardIterator for {shard}"))?;
-        let out = kinesis
+        let out = plane
             .get_records(&iterator, 1)
             .await
             .with_context(|| format!("GetRecords for {shard}"))?;

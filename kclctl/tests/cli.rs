@@ -267,3 +267,166 @@ async fn table_create_show_upgrade_and_protection() {
     let (ok, _, err) = kclctl(&endpoint, &["delete-app", &plain, "--yes"]).await;
     assert!(ok, "{err}");
 }
+
+/// Issue 28 §7: the leases and lineage of a DynamoDB Streams application (lease items as the Java
+/// adapter writes them, single- and multi-stream), with `--lag` read from the table's stream.
+#[tokio::test]
+async fn leases_lag_and_lineage_of_a_dynamodb_streams_application() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        ScalarAttributeType, StreamSpecification, StreamViewType,
+    };
+    use kcl_core::kinesis::KinesisDataPlane;
+    use kcl_core::model::StartingPosition;
+    let Some(endpoint) = kcl_tests::emulator("KCL_DYNAMODB_ENDPOINT") else {
+        return;
+    };
+    let config = kcl_tests::emulator_config(&endpoint).await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = kcl_tests::unique("cli-ddbs");
+    let created = client
+        .create_table()
+        .table_name(&table)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let arn = created
+        .table_description()
+        .and_then(|d| d.latest_stream_arn())
+        .unwrap()
+        .to_string();
+    for i in 0..5 {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("id", AttributeValue::S(format!("k{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let stream = kcl_dynamodb_streams::stream(&arn).unwrap();
+    let plane = kcl_dynamodb_streams::DynamoDbStreams::new(&config);
+    let shard = plane
+        .list_all_shards(&stream, None)
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    let it = plane
+        .get_shard_iterator(&stream, &shard, &StartingPosition::TrimHorizon)
+        .await
+        .unwrap();
+    let records = plane.get_records(&it, 1000).await.unwrap().records;
+    // A finished parent from before a rotation, and the open shard checkpointed at change 1.
+    let parent = "shardId-00000001000000000000-0000abcd";
+    let item =
+        |key: String, checkpoint: String, parent_of: Option<&str>, multi: Option<(&str, &str)>| {
+            let s = |v: &str| AttributeValue::S(v.to_string());
+            let mut item = std::collections::HashMap::from([
+                ("leaseKey".to_string(), s(&key)),
+                ("leaseCounter".to_string(), AttributeValue::N("3".into())),
+                ("checkpoint".to_string(), s(&checkpoint)),
+                (
+                    "checkpointSubSequenceNumber".to_string(),
+                    AttributeValue::N("0".into()),
+                ),
+                (
+                    "ownerSwitchesSinceCheckpoint".to_string(),
+                    AttributeValue::N("0".into()),
+                ),
+                ("startingHashKey".to_string(), s("0")),
+                ("endingHashKey".to_string(), s("1")),
+            ]);
+            if let Some(p) = parent_of {
+                item.insert(
+                    "parentShardId".into(),
+                    AttributeValue::Ss(vec![p.to_string()]),
+                );
+                item.insert("leaseOwner".into(), s("java-adapter-worker"));
+            }
+            if let Some((name, id)) = multi {
+                item.insert("streamName".into(), s(name));
+                item.insert("shardId".into(), s(id));
+            }
+            item
+        };
+    for multi in [false, true] {
+        let store = kcl_tests::lease_table(&endpoint, "cli-ddbs-leases").await;
+        let app = store.table().to_string();
+        let stream_name = format!("123456789012:{}:1", stream.name);
+        let key = |id: &str| {
+            if multi {
+                format!("{stream_name}:{id}")
+            } else {
+                id.to_string()
+            }
+        };
+        let m = |id: &'static str| multi.then_some((stream_name.as_str(), id));
+        let shard_id: &'static str = Box::leak(shard.to_string().into_boxed_str());
+        for it in [
+            item(key(parent), "SHARD_END".into(), None, m(parent)),
+            item(
+                key(shard_id),
+                records[1].sequence_number.to_string(),
+                Some(parent),
+                m(shard_id),
+            ),
+        ] {
+            client
+                .put_item()
+                .table_name(&app)
+                .set_item(Some(it))
+                .send()
+                .await
+                .unwrap();
+        }
+        let mut args = vec!["leases", &app, "--observe", "0s", "--lag", "--json"];
+        if !multi {
+            args.extend(["--stream", &arn]);
+        }
+        let (ok, out, err) = kclctl(&endpoint, &args).await;
+        assert!(ok, "multi = {multi}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let rows = v["leases"].as_array().unwrap();
+        let open = rows
+            .iter()
+            .find(|r| r["shard_id"] == shard.as_str())
+            .expect("the open shard's lease");
+        assert_eq!(open["owner"], "java-adapter-worker");
+        assert!(
+            open["millis_behind_latest"].is_u64(),
+            "multi = {multi}: lag read from the table's stream: {open}"
+        );
+        let (ok, out, err) = kclctl(&endpoint, &["lineage", &app]).await;
+        assert!(ok, "{err}");
+        // Multi-stream lineage names whole lease keys.
+        let (first, second) = out.split_once('\n').expect("two lines");
+        assert!(
+            first.ends_with(&format!("{}  ended", key(parent)))
+                && second.starts_with(&format!("└── {}  processing", key(shard_id))),
+            "multi = {multi}: {out}"
+        );
+    }
+}
