@@ -246,8 +246,24 @@ fn records_trimmed_during_an_outage_are_never_passed_over_silently() {
         None => (0..n).collect(),
     };
     let (mut outages, mut gaps, mut trimmed, mut records) = (0, 0, 0, 0);
-    for seed in &seeds {
-        let config = SimulationConfig::small(*seed)
+    // Kinesis (a trimmed position is read from the oldest record) and DynamoDB Streams (it is
+    // TrimmedDataAccessException).
+    let configs = seeds.iter().flat_map(|seed| {
+        [
+            SimulationConfig::small(*seed),
+            SimulationConfig::dynamodb_streams(*seed),
+        ]
+    });
+    for config in configs {
+        let (seed, mode) = (
+            config.seed,
+            if config.dynamodb_streams.is_some() {
+                "DynamoDB Streams"
+            } else {
+                "Kinesis"
+            },
+        );
+        let config = config
             .with_duration(std::time::Duration::from_secs(240))
             .with_outage(0.01)
             // Not yet detected, so not simulated: a child shard whose lease still says
@@ -257,7 +273,7 @@ fn records_trimmed_during_an_outage_are_never_passed_over_silently() {
         let r = simulate(&config);
         assert!(
             r.passed(),
-            "seed {seed} (replay with KCL_SIM_SEED={seed}): {:#?}",
+            "{mode}, seed {seed} (replay with KCL_SIM_SEED={seed}): {:#?}",
             r.ledger.violations
         );
         outages += r.outages;
@@ -266,8 +282,8 @@ fn records_trimmed_during_an_outage_are_never_passed_over_silently() {
         records += r.ledger.records_put;
     }
     println!(
-        "{} outage schedules: {records} records, {outages} outages, {gaps} trimmed gaps reported, {trimmed} records trimmed unread (all inside reported gaps), 0 violations",
-        seeds.len()
+        "{} outage schedules (Kinesis and DynamoDB Streams): {records} records, {outages} outages, {gaps} trimmed gaps reported, {trimmed} records trimmed unread (all inside reported gaps), 0 violations",
+        seeds.len() * 2
     );
     assert!(
         seeds.len() == 1 || (outages > 0 && gaps > 0 && trimmed > 0),
