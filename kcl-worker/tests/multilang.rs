@@ -683,7 +683,7 @@ if __name__ == "__main__":
 "#;
 
 /// Issue 28 §6 and acceptance: a kclpy processor written for the Java adapter reads a table's
-/// changes unchanged — two daemons, the first SIGTERMed halfway through 300 changes (inserts,
+/// changes unchanged — two daemons, the first SIGTERMed halfway through 1,000 changes (inserts,
 /// updates, deletes over 10 items): every change processed once, in order per item, the lease
 /// checkpointed at the last change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -767,7 +767,7 @@ async fn a_kclpy_processor_for_the_adapter_reads_a_table_s_changes() {
     // Change n of an item: insert or update with its version, every fifth a delete.
     let mut versions: BTreeMap<String, u64> = BTreeMap::new();
     let mut first_log = None;
-    for n in 0..300u64 {
+    for n in 0..1000u64 {
         let id = format!("item-{}", n % 10);
         let version = versions.entry(id.clone()).or_insert(0);
         if *version % 5 == 4 {
@@ -789,7 +789,7 @@ async fn a_kclpy_processor_for_the_adapter_reads_a_table_s_changes() {
                 .unwrap();
         }
         *version += 1;
-        if n == 150 {
+        if n == 500 {
             let (code, log) = first.take().expect("stopped once").sigterm().await;
             assert_eq!(code, 0, "the first daemon drained:\n{log}");
             first_log = Some(log);
@@ -798,7 +798,7 @@ async fn a_kclpy_processor_for_the_adapter_reads_a_table_s_changes() {
     second
         .wait_for("every change processed", |log| {
             let both = format!("{}{log}", first_log.as_deref().unwrap_or_default());
-            both.matches("change ").count() >= 300
+            both.matches("change ").count() >= 1000
         })
         .await;
     let (code, second_log) = second.sigterm().await;
@@ -832,7 +832,7 @@ async fn a_kclpy_processor_for_the_adapter_reads_a_table_s_changes() {
         "the second daemon took over"
     );
     for (id, changes) in &seen {
-        let expected: Vec<String> = (0..30u64)
+        let expected: Vec<String> = (0..100u64)
             .map(|v| match v % 5 {
                 0 => format!("INSERT:{v}"),
                 4 => "REMOVE:-".to_string(),

@@ -379,9 +379,10 @@ async fn the_worker_reads_by_enhanced_fan_out() {
     let _ = std::fs::remove_file(ledger);
 }
 
-/// Issue 28 §6: the worker consumes a DynamoDB table's stream by configuration — the table name
-/// (its current stream looked up at start-up) — and records each change as the adapter's JSON;
-/// a table without a stream exits 66 naming it.
+/// Issue 28 §6 and acceptance: the worker consumes a DynamoDB table's stream by configuration —
+/// the table name (its current stream looked up at start-up) — and records each change as the
+/// adapter's JSON; a table without a stream exits 66 naming it. Two worker processes, 1,000
+/// changes, a SIGTERM hand-off halfway: every change once, in order per item.
 #[tokio::test]
 async fn the_worker_reads_a_dynamodb_table_s_stream_by_table_name() {
     use aws_sdk_dynamodb::types::{
@@ -442,74 +443,131 @@ async fn the_worker_reads_a_dynamodb_table_s_stream_by_table_name() {
     let table = unique("worker-ddbs");
     create(table.clone(), true).await;
     let app = unique("worker-ddbs-app");
-    let log = log_path("kcl-worker-ddbs");
-    let ledger = log_path("kcl-worker-ddbs-ledger");
-    let mut child = spawn_logged(
-        worker(&[
-            ("APPLICATION", &app),
-            ("SOURCE", "dynamodb_streams"),
-            ("STREAMS", &table),
-            ("WORKER_ID", "w"),
-            ("INITIAL_POSITION", "trim_horizon"),
-            ("DYNAMODB_ENDPOINT", &dynamo),
-            ("FAILOVER_SECS", "3"),
-            ("IDLE_TIME_BETWEEN_READS_MS", "200"),
-            ("LEDGER_FILE", ledger.to_str().unwrap()),
-        ]),
-        &log,
-    );
-    for v in 0..20 {
-        client
-            .put_item()
-            .table_name(&table)
-            .item("id", AttributeValue::S(format!("k{}", v % 4)))
-            .item("v", AttributeValue::N(v.to_string()))
-            .send()
-            .await
-            .unwrap();
-    }
-    let by = Instant::now() + Duration::from_secs(60);
-    let lines = loop {
-        let lines = std::fs::read_to_string(&ledger).unwrap_or_default();
-        if lines.lines().count() >= 20 {
-            break lines;
+    let start = |name: &str| {
+        let log = log_path(&format!("kcl-worker-ddbs-{name}"));
+        let ledger = log_path(&format!("kcl-worker-ddbs-ledger-{name}"));
+        let child = spawn_logged(
+            worker(&[
+                ("APPLICATION", &app),
+                ("SOURCE", "dynamodb_streams"),
+                ("STREAMS", &table),
+                ("WORKER_ID", name),
+                ("INITIAL_POSITION", "trim_horizon"),
+                ("DYNAMODB_ENDPOINT", &dynamo),
+                ("FAILOVER_SECS", "3"),
+                ("IDLE_TIME_BETWEEN_READS_MS", "200"),
+                ("LEDGER_FILE", ledger.to_str().unwrap()),
+            ]),
+            &log,
+        );
+        (child, log, ledger)
+    };
+    let (first, first_log, first_ledger) = start("w1");
+    wait_for_log(&first_log, "shard consumer processing").await;
+    let (mut second, second_log, second_ledger) = start("w2");
+    // 1,000 changes over 40 items: inserts, updates, and every fifth change a delete; the first
+    // worker is SIGTERMed halfway.
+    let mut versions: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut first = Some(first);
+    for n in 0..1000u64 {
+        let id = format!("item-{}", n % 40);
+        let version = versions.entry(id.clone()).or_insert(0);
+        if *version % 5 == 4 {
+            client
+                .delete_item()
+                .table_name(&table)
+                .key("id", AttributeValue::S(id.clone()))
+                .send()
+                .await
+                .unwrap();
+        } else {
+            client
+                .put_item()
+                .table_name(&table)
+                .item("id", AttributeValue::S(id.clone()))
+                .item("version", AttributeValue::N(version.to_string()))
+                .send()
+                .await
+                .unwrap();
         }
+        *version += 1;
+        if n == 500 {
+            let mut child = first.take().expect("once");
+            sigterm(&child);
+            assert_eq!(child.wait().unwrap().code(), Some(0), "w1 drained");
+        }
+    }
+    let read = || {
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&first_ledger).unwrap_or_default(),
+            std::fs::read_to_string(&second_ledger).unwrap_or_default()
+        )
+    };
+    let by = Instant::now() + Duration::from_secs(90);
+    while read().lines().count() < 1000 {
         assert!(
             Instant::now() < by,
-            "{} of 20 changes:\n{}",
-            lines.lines().count(),
-            std::fs::read_to_string(&log).unwrap_or_default()
+            "{} of 1,000 changes:\n{}",
+            read().lines().count(),
+            std::fs::read_to_string(&second_log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    // Each change arrives as the adapter's JSON (the custom worker writes it upper-cased).
-    let lower = lines.to_lowercase();
-    assert_eq!(
-        lower.matches(r#""eventname":"insert""#).count(),
-        4,
-        "{lines}"
+    }
+    sigterm(&second);
+    assert_eq!(second.wait().unwrap().code(), Some(0), "w2 drained");
+    // Each change arrives as the adapter's JSON (the custom worker writes it upper-cased, so
+    // it is read lower-cased): every change once, in order per item, from both workers.
+    let (first_lines, lines) = (
+        std::fs::read_to_string(&first_ledger).unwrap_or_default(),
+        read(),
     );
-    assert_eq!(
-        lower.matches(r#""eventname":"modify""#).count(),
-        16,
-        "{lines}"
+    assert!(first_lines.lines().count() > 0, "w1 processed changes");
+    assert!(
+        lines.lines().count() > first_lines.lines().count(),
+        "w2 took over"
     );
-    // kcl-worker's ledger line: worker stream shard sequence sub-sequence partition-key data
-    // time. The partition key is the sequence number, as the Java adapter sets it.
-    if option_env!("CARGO_BIN_EXE_kcl-worker").is_some() {
-        for line in lines.lines() {
+    let mut per_item: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut sequences = std::collections::BTreeSet::new();
+    for line in lines.lines() {
+        let lower = line.to_lowercase();
+        let json = &lower[lower.find('{').unwrap()..=lower.rfind('}').unwrap()];
+        let change: serde_json::Value = serde_json::from_str(json).expect("the adapter's JSON");
+        let d = &change["dynamodb"];
+        assert!(
+            sequences.insert(d["sequencenumber"].as_str().unwrap().to_string()),
+            "a change processed twice: {line}"
+        );
+        let version = d["newimage"]["version"]["n"].as_str().unwrap_or("-");
+        per_item
+            .entry(d["keys"]["id"]["s"].as_str().unwrap().to_string())
+            .or_default()
+            .push(format!(
+                "{}:{version}",
+                change["eventname"].as_str().unwrap()
+            ));
+        // kcl-worker's ledger line: worker stream shard sequence sub-sequence partition-key
+        // data time; the partition key is the sequence number, as the Java adapter sets it.
+        if option_env!("CARGO_BIN_EXE_kcl-worker").is_some() {
             let fields: Vec<&str> = line.split(' ').collect();
             assert_eq!(
                 fields[3], fields[5],
                 "partition key = sequence number: {line}"
             );
-            let json: serde_json::Value =
-                serde_json::from_str(fields[6]).expect("the adapter's JSON");
-            assert_eq!(json["dynamodb"]["SequenceNumber"], fields[3]);
         }
     }
-    sigterm(&child);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    let _ = std::fs::remove_file(log);
-    let _ = std::fs::remove_file(ledger);
+    assert_eq!(per_item.len(), 40);
+    for (id, changes) in &per_item {
+        let expected: Vec<String> = (0..25u64)
+            .map(|v| match v % 5 {
+                0 => format!("insert:{v}"),
+                4 => "remove:-".to_string(),
+                _ => format!("modify:{v}"),
+            })
+            .collect();
+        assert_eq!(changes, &expected, "{id}: every change once, in order");
+    }
+    for f in [first_log, second_log, first_ledger, second_ledger] {
+        let _ = std::fs::remove_file(f);
+    }
 }
