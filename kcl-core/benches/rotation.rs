@@ -2,8 +2,8 @@
 //! in-memory engine's DynamoDB Streams mode in virtual time.
 //!
 //! `cargo bench -p kcl-core --features testing --bench rotation -- [shards] [hours] [idle ms]`
-//! (default 8 shards, 24 hours, the default idle time between reads of 1,500 ms). Two workers
-//! with default settings (but the idle time) consume a table's stream
+//! (default 8 shards, 24 hours, and the DynamoDB Streams polling defaults: 1,000 ms between
+//! reads). Two workers with default settings (but the idle time) consume a table's stream
 //! whose shards each rotate every 4 hours (staggered); the producer writes one change per shard
 //! every 100 ms in the two minutes around each rotation and one per minute otherwise. Printed:
 //! per rotation, the gap from the parent's last record processed to the child's first, and the
@@ -116,7 +116,7 @@ fn main() {
     latencies.sort();
     println!(
         "{shards} shards, {hours} h virtual, idle time between reads {} ms, {rotations} rotations, {records} change records, {:.1} s wall",
-        idle.map_or("1500 (default)".to_string(), |i| i.to_string()),
+        idle.map_or("1000 (default)".to_string(), |i| i.to_string()),
         wall.elapsed().as_secs_f64()
     );
     let show = |name: &str, v: &[Duration]| {
@@ -142,7 +142,7 @@ async fn run(
     hours: u64,
     idle: Option<u64>,
 ) -> (Vec<Duration>, Vec<Duration>, u64, usize) {
-    let mut polling = PollingConfig::default();
+    let mut polling = PollingConfig::dynamodb_streams();
     if let Some(ms) = idle {
         polling = polling.with_idle_time_between_reads(Duration::from_millis(ms));
     }

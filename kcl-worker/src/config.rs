@@ -80,10 +80,11 @@ pub(crate) struct WorkerConfig {
     /// AWS region (default: the SDK's chain: `AWS_REGION`, the profile).
     #[serde(default)]
     pub(crate) region: Option<String>,
-    /// Polling: GetRecords `maxRecords` (1..=10,000; default 10,000).
+    /// Polling: GetRecords `maxRecords` (1..=10,000; default 10,000, 1,000 on DynamoDB Streams).
     #[serde(default)]
     pub(crate) max_records: Option<u32>,
-    /// Polling: wait after a call that finds the shard caught up, in ms (≥ 200; default 1,500).
+    /// Polling: wait after a call that finds the shard caught up, in ms (≥ 200; default 1,500,
+    /// 1,000 on DynamoDB Streams).
     #[serde(default)]
     pub(crate) idle_time_between_reads_ms: Option<u64>,
     /// Most leases this worker holds (default: no limit; the KCL's `maxLeasesForWorker`).
@@ -506,7 +507,11 @@ pub(crate) fn validate(raw: WorkerConfig) -> Result<Settings, ConfigError> {
         ));
     }
     let polling = {
-        let mut p = kcl_core::retrieval::PollingConfig::default();
+        let mut p = if dynamodb_streams {
+            kcl_core::retrieval::PollingConfig::dynamodb_streams()
+        } else {
+            kcl_core::retrieval::PollingConfig::default()
+        };
         if let Some(n) = raw.max_records {
             p.max_records = n;
         }

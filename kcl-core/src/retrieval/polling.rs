@@ -88,6 +88,20 @@ impl PollingConfig {
     }
 }
 
+impl PollingConfig {
+    /// The defaults for DynamoDB Streams, as the Java DynamoDB Streams adapter's: 1,000 records
+    /// a call (the service's most) and 1 s between reads of a caught-up shard (DynamoDB Streams
+    /// allows 5 reads a second per shard; a rotation's hand-over costs one read interval). The
+    /// scheduler uses them for a DynamoDB Streams source unless a retrieval is set.
+    pub fn dynamodb_streams() -> Self {
+        Self {
+            max_records: 1000,
+            idle_time_between_reads: Duration::from_secs(1),
+            ..Self::default()
+        }
+    }
+}
+
 /// MillisBehindLatest at or below which a shard counts as caught up.
 pub const CAUGHT_UP: Duration = Duration::from_secs(1);
 

@@ -134,7 +134,8 @@ pub struct SchedulerBuilder {
     lease_store: Option<Arc<dyn LeaseStore>>,
     kinesis: Option<Arc<dyn KinesisDataPlane>>,
     factory: Option<Arc<dyn ShardRecordProcessorFactory>>,
-    retrieval: RetrievalMode,
+    /// `None`: polling with the source's defaults.
+    retrieval: Option<RetrievalMode>,
     initial_position: InitialPosition,
     failover_time: Option<Duration>,
     coordinator: Option<CoordinatorConfig>,
@@ -184,7 +185,7 @@ impl SchedulerBuilder {
             lease_store: None,
             kinesis: None,
             factory: None,
-            retrieval: RetrievalMode::Polling(PollingConfig::default()),
+            retrieval: None,
             initial_position: InitialPosition::Latest,
             failover_time: None,
             coordinator: None,
@@ -232,11 +233,13 @@ impl SchedulerBuilder {
         self
     }
 
-    /// How records are read: polling (the default; a [`PollingConfig`] converts), enhanced
+    /// How records are read: polling (the default, with [`PollingConfig::default`], or
+    /// [`PollingConfig::dynamodb_streams`] on a DynamoDB Streams source; a [`PollingConfig`]
+    /// converts), enhanced
     /// fan-out (`kcl_efo::FanOutRetrieval` converts), or a retrieval of your own
     /// ([`SharedRetrieval`] converts).
     pub fn retrieval(mut self, mode: impl Into<RetrievalMode>) -> Self {
-        self.retrieval = mode.into();
+        self.retrieval = Some(mode.into());
         self
     }
 
@@ -432,7 +435,13 @@ impl SchedulerBuilder {
         // Every Kinesis call of the scheduler, its consumers and polling answers in time.
         let kinesis: Arc<dyn KinesisDataPlane> =
             Arc::new(DeadlineKinesis::new(kinesis, kinesis_call_timeout));
-        let retrieval: SharedRetrieval = match self.retrieval {
+        let retrieval = self.retrieval.unwrap_or_else(|| {
+            RetrievalMode::Polling(match capabilities.kind {
+                SourceKind::DynamoDbStreams => PollingConfig::dynamodb_streams(),
+                _ => PollingConfig::default(),
+            })
+        });
+        let retrieval: SharedRetrieval = match retrieval {
             RetrievalMode::Polling(polling) => {
                 polling
                     .validate()
