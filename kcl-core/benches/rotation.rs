@@ -1,14 +1,16 @@
 //! DynamoDB Streams rotation hand-over and CPU per change record (issue 28, Benchmarks), on the
 //! in-memory engine's DynamoDB Streams mode in virtual time.
 //!
-//! `cargo bench -p kcl-core --features testing --bench rotation -- [shards] [hours] [idle ms]`
+//! `cargo bench -p kcl-core --features testing --bench rotation -- [shards] [hours] [idle ms] [workers]`
 //! (default 8 shards, 24 hours, and the DynamoDB Streams polling defaults: 1,000 ms between
 //! reads). Two workers with default settings (but the idle time) consume a table's stream
 //! whose shards each rotate every 4 hours (staggered); the producer writes one change per shard
 //! every 100 ms in the two minutes around each rotation and one per minute otherwise. Printed:
 //! per rotation, the gap from the parent's last record processed to the child's first, and the
-//! child's first record's latency (arrival → processed), as p50 / p99 / max; and the CPU time of
-//! the whole run per 100,000 change records.
+//! child's first record's latency (arrival → processed), as p50 / p99 / max; and DescribeStream
+//! calls. Then, separately, CPU per 100,000 change records: 500,000 changes (the adapter's JSON
+//! of an order update, 560 bytes) waiting in 8 shards, consumed by two workers whose processor
+//! parses each change's JSON (the consumption's CPU time only, the puts excluded).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,22 +102,22 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
     let shards: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
     let hours: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(24);
-    let idle: Option<u64> = args.next().and_then(|a| a.parse().ok());
+    let idle: Option<u64> = args.next().and_then(|a| a.parse().ok()).filter(|i| *i > 0);
+    let workers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("a runtime");
-    let cpu_before = cpu_time();
     let wall = std::time::Instant::now();
-    let (gaps, latencies, records, rotations) = rt.block_on(run(shards, hours, idle));
-    let cpu = cpu_time().saturating_sub(cpu_before);
+    let (gaps, latencies, records, rotations, describe) =
+        rt.block_on(run(shards, hours, idle, workers));
     let mut gaps = gaps;
     gaps.sort();
     let mut latencies = latencies;
     latencies.sort();
     println!(
-        "{shards} shards, {hours} h virtual, idle time between reads {} ms, {rotations} rotations, {records} change records, {:.1} s wall",
+        "{shards} shards, {workers} workers, {hours} h virtual, idle time between reads {} ms, {rotations} rotations, {records} change records, {:.1} s wall",
         idle.map_or("1000 (default)".to_string(), |i| i.to_string()),
         wall.elapsed().as_secs_f64()
     );
@@ -128,20 +130,109 @@ fn main() {
             v.len()
         )
     };
+    println!(
+        "DescribeStream calls: {} listing pages + {} child-shard queries = {:.0} per hour",
+        describe.0,
+        describe.1,
+        (describe.0 + describe.1) as f64 / hours as f64
+    );
     show("parent's last record processed -> child's first", &gaps);
     show("child's first record, arrival -> processed", &latencies);
+    let (cpu, consumed) = rt.block_on(backlog(500_000));
     println!(
-        "CPU: {:.2} s for {records} records = {:.2} CPU-seconds per 100,000 change records (2 workers, in-memory engine and lease store, virtual time)",
+        "CPU: {:.2} s to consume {consumed} changes = {:.2} CPU-seconds per 100,000 change records (2 workers, in-memory engine and lease store, virtual time)",
         cpu.as_secs_f64(),
-        cpu.as_secs_f64() * 100_000.0 / records.max(1) as f64
+        cpu.as_secs_f64() * 100_000.0 / consumed.max(1) as f64
     );
+}
+
+/// Consumes `n` changes waiting in 8 shards with two workers; CPU time of the consumption.
+async fn backlog(n: u64) -> (Duration, u64) {
+    let engine = InMemoryKinesis::new();
+    let streams = InMemoryDynamoDbStreams::new(engine.clone(), DynamoDbStreamsFaults::default(), 2);
+    let stream = streams.create_stream("backlog", 8).expect("stream");
+    // A change as the DynamoDB Streams data plane delivers it (the Java adapter's JSON).
+    let data = Bytes::from_static(
+        br#"{"eventID":"6e8b1c2f0d5a4b3c9e7f1a2b3c4d5e6f","eventName":"MODIFY","eventVersion":"1.1","eventSource":"aws:dynamodb","awsRegion":"us-east-1","dynamodb":{"ApproximateCreationDateTime":1767225600000,"Keys":{"id":{"S":"order-123456"}},"NewImage":{"id":{"S":"order-123456"},"status":{"S":"SHIPPED"},"total":{"N":"129.90"},"items":{"L":[{"S":"sku-1"},{"S":"sku-2"}]}},"OldImage":{"id":{"S":"order-123456"},"status":{"S":"PAID"},"total":{"N":"129.90"},"items":{"L":[{"S":"sku-1"},{"S":"sku-2"}]}},"SequenceNumber":"4421584500000000017450439091","SizeBytes":212,"StreamViewType":"NEW_AND_OLD_IMAGES"}}"#,
+    );
+    for i in 0..n {
+        engine
+            .put_record(
+                "backlog",
+                PutRecordEntry::new(format!("item-{i}"), data.clone()),
+            )
+            .await
+            .expect("put");
+    }
+    let store: Arc<dyn LeaseStore> = Arc::new(InMemoryLeaseStore::new());
+    let ledger: Ledger = Arc::default();
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cpu_before = cpu_time();
+    let mut workers = Vec::new();
+    for w in 0..2 {
+        let counted = counted.clone();
+        let ledger = ledger.clone();
+        let engine = engine.clone();
+        let scheduler = SchedulerBuilder::new(stream.clone(), "backlog")
+            .worker_id(format!("worker-{w}"))
+            .lease_store(store.clone())
+            .kinesis(Arc::new(streams.clone()))
+            .initial_position(InitialPosition::TrimHorizon)
+            .processor_factory(move |info: &ShardInfo| Counted {
+                inner: Timed {
+                    shard: info.shard_id.clone(),
+                    ledger: ledger.clone(),
+                    engine: engine.clone(),
+                },
+                counted: counted.clone(),
+            })
+            .build()
+            .expect("a valid configuration");
+        let stop = CancellationToken::new();
+        workers.push((stop.clone(), tokio::spawn(scheduler.run(stop))));
+    }
+    while counted.load(std::sync::atomic::Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    for (stop, run) in workers {
+        stop.cancel();
+        let _ = run.await;
+    }
+    (cpu, counted.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// [`Timed`], counting records.
+struct Counted {
+    inner: Timed,
+    counted: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[async_trait]
+impl ShardRecordProcessor for Counted {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
+        // What a processor does first: read each change.
+        for r in input.records {
+            let change: serde_json::Value = serde_json::from_slice(&r.data)?;
+            std::hint::black_box(change);
+        }
+        self.counted.fetch_add(
+            input.records.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.inner.process_records(input).await
+    }
 }
 
 async fn run(
     shards: u32,
     hours: u64,
     idle: Option<u64>,
-) -> (Vec<Duration>, Vec<Duration>, u64, usize) {
+    worker_count: usize,
+) -> (Vec<Duration>, Vec<Duration>, u64, usize, (u64, u64)) {
     let mut polling = PollingConfig::dynamodb_streams();
     if let Some(ms) = idle {
         polling = polling.with_idle_time_between_reads(Duration::from_millis(ms));
@@ -152,7 +243,7 @@ async fn run(
     let store: Arc<dyn LeaseStore> = Arc::new(InMemoryLeaseStore::new());
     let ledger: Ledger = Arc::default();
     let mut workers = Vec::new();
-    for w in 0..2 {
+    for w in 0..worker_count {
         let ledger = ledger.clone();
         let engine = engine.clone();
         let scheduler = SchedulerBuilder::new(stream.clone(), "rotation")
@@ -178,7 +269,20 @@ async fn run(
     let start = Instant::now();
     // Open shard of each original lineage, and when it next rotates.
     let mut open: Vec<ShardId> = (0..u64::from(shards)).map(ShardId::from_index).collect();
-    let mut next_rotation: Vec<Duration> = (0..shards).map(|i| stagger * i + period / 2).collect();
+    // A rotation's child has its parent's range: each lineage keeps its first shard's.
+    let listed = engine.shards("table", None).expect("shards");
+    let ranges: Vec<_> = open
+        .iter()
+        .map(|id| {
+            listed
+                .iter()
+                .find(|s| s.id == *id)
+                .expect("an open shard")
+                .hash_key_range
+        })
+        .collect();
+    // Rotations spread evenly over each 4-hour period, the first ones within the first.
+    let mut next_rotation: Vec<Duration> = (0..shards).map(|i| stagger * (i + 1)).collect();
     let (mut records, mut rotations) = (0u64, 0usize);
     let mut elapsed = Duration::ZERO;
     while elapsed < end {
@@ -186,17 +290,12 @@ async fn run(
             // Within a minute of the last rotation or the next.
             let since_last = (next_rotation[lineage] + period).checked_sub(period * 2);
             let busy = next_rotation[lineage].abs_diff(elapsed) <= Duration::from_secs(60)
-                || since_last.is_some_and(|t| elapsed.saturating_sub(t) <= Duration::from_secs(60));
+                || since_last
+                    .is_some_and(|t| elapsed >= t && elapsed - t <= Duration::from_secs(60));
             if busy || elapsed.as_millis().is_multiple_of(60_000) {
                 // One change on this lineage's open shard (the engine routes by key; the
                 // lineage's key is pinned by an explicit hash key inside its range).
-                let range = engine
-                    .shards("table", None)
-                    .expect("shards")
-                    .into_iter()
-                    .find(|s| s.id == *shard)
-                    .expect("the open shard")
-                    .hash_key_range;
+                let range = ranges[lineage];
                 engine
                     .put_record(
                         "table",
@@ -236,5 +335,11 @@ async fn run(
             latencies.push(l);
         }
     }
-    (gaps, latencies, records, rotations)
+    (
+        gaps,
+        latencies,
+        records,
+        rotations,
+        streams.describe_calls(),
+    )
 }

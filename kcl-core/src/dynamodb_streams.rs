@@ -62,6 +62,9 @@ struct Faults {
     config: DynamoDbStreamsFaults,
     rng: SmallRng,
     injected: u64,
+    /// DescribeStream calls made: listing pages, and child-shard queries at shard ends.
+    pages: u64,
+    child_queries: u64,
 }
 
 impl Faults {
@@ -89,6 +92,8 @@ impl InMemoryDynamoDbStreams {
                 config: faults,
                 rng: SmallRng::seed_from_u64(seed),
                 injected: 0,
+                pages: 0,
+                child_queries: 0,
             })),
         }
     }
@@ -111,6 +116,13 @@ impl InMemoryDynamoDbStreams {
         self.faults.lock().injected
     }
 
+    /// DescribeStream calls so far, as DynamoDB Streams would count them: listing pages, and
+    /// `CHILD_SHARDS` queries at shard ends.
+    pub fn describe_calls(&self) -> (u64, u64) {
+        let f = self.faults.lock();
+        (f.pages, f.child_queries)
+    }
+
     fn roll(&self, p: impl Fn(&DynamoDbStreamsFaults) -> f64) -> bool {
         let mut f = self.faults.lock();
         let p = p(&f.config);
@@ -123,6 +135,7 @@ impl InMemoryDynamoDbStreams {
         stream: &StreamIdentity,
         shard: &ShardId,
     ) -> Result<Vec<ChildShard>, KinesisError> {
+        self.faults.lock().child_queries += 1;
         Ok(self
             .engine
             .list_all_shards(stream, None)
@@ -199,6 +212,7 @@ impl KinesisDataPlane for InMemoryDynamoDbStreams {
                 max_results: Some(max_results.unwrap_or(100).clamp(1, 100)),
             },
         };
+        self.faults.lock().pages += 1;
         let mut page = KinesisDataPlane::list_shards(&self.engine, request).await?;
         let parents: Vec<ShardId> = page
             .shards
