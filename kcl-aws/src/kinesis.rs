@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
@@ -83,16 +83,6 @@ impl AwsKinesis {
     }
 }
 
-fn to_system_time(t: &DateTime) -> SystemTime {
-    let secs = t.secs();
-    let base = if secs >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    };
-    base + Duration::from_nanos(u64::from(t.subsec_nanos()))
-}
-
 fn sequence(s: &str) -> Result<SequenceNumber, KinesisError> {
     SequenceNumber::new(s).map_err(|e| {
         KinesisError::unavailable(format!("Kinesis returned a bad sequence number: {e}"))
@@ -158,7 +148,7 @@ pub fn record(r: sdk::Record) -> Result<Record, KinesisError> {
         approximate_arrival_timestamp: r
             .approximate_arrival_timestamp
             .as_ref()
-            .map_or(SystemTime::UNIX_EPOCH, to_system_time),
+            .map_or(SystemTime::UNIX_EPOCH, crate::system_time),
         data: Bytes::from(r.data.into_inner()),
         // Required by the API; newer SDK models make it optional. An absent key reads as empty
         // rather than failing the whole batch (the record is still delivered).

@@ -43,6 +43,18 @@ pub fn is_credentials_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// An SDK timestamp as a `SystemTime` (every AWS SDK crate shares the type).
+pub fn system_time(t: &aws_smithy_types::DateTime) -> std::time::SystemTime {
+    use std::time::{Duration, SystemTime};
+    let secs = t.secs();
+    let base = if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    };
+    base + Duration::from_nanos(u64::from(t.subsec_nanos()))
+}
+
 /// An error and its sources, joined with `: ` (SDK errors say little at the top level); the
 /// same text as [`kcl_core::error::Report`].
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -2,7 +2,7 @@
 //! and a seed must replay exactly. `KCL_SIM_SEEDS=<n>` runs more seeds (default 200),
 //! `KCL_SIM_SEED=<s>` replays one.
 
-use kcl_core::simulation::{SimulationConfig, simulate};
+use kcl_core::simulation::{SimulationConfig, SimulationReport, simulate};
 
 /// Simulated processor panics are expected (the consumer contains them); keep them out of the
 /// test output, and report any other panic as usual.
@@ -24,36 +24,36 @@ fn quiet_simulated_panics() {
     }));
 }
 
-fn seeds() -> Vec<u64> {
+/// The seeds to run: `KCL_SIM_SEED=<s>` replays one, else `0..n` with `n` from the environment
+/// variable `count_var` (default `default`).
+fn seeds(count_var: &str, default: u64) -> Vec<u64> {
     if let Some(one) = std::env::var("KCL_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
     {
         return vec![one];
     }
-    let n: u64 = std::env::var("KCL_SIM_SEEDS")
+    let n: u64 = std::env::var(count_var)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(default);
     (0..n).collect()
 }
 
-#[test]
-fn invariants_hold_on_every_seeded_schedule() {
-    quiet_simulated_panics();
-    let seeds = seeds();
-    // Two threads: the machine has two cores, each run is single-threaded.
+/// Simulates each seed's configuration on two threads (the machine has two cores, each run is
+/// single-threaded).
+fn simulate_all(seeds: &[u64], config: fn(u64) -> SimulationConfig) -> Vec<SimulationReport> {
     let halves: Vec<Vec<u64>> = vec![
         seeds.iter().copied().filter(|s| s % 2 == 0).collect(),
         seeds.iter().copied().filter(|s| s % 2 == 1).collect(),
     ];
-    let results: Vec<_> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = halves
             .into_iter()
             .map(|half| {
                 scope.spawn(move || {
                     half.into_iter()
-                        .map(|s| simulate(&SimulationConfig::small(s)))
+                        .map(|s| simulate(&config(s)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -62,7 +62,13 @@ fn invariants_hold_on_every_seeded_schedule() {
             .into_iter()
             .flat_map(|h| h.join().expect("simulation thread"))
             .collect()
-    });
+    })
+}
+
+#[test]
+fn invariants_hold_on_every_seeded_schedule() {
+    quiet_simulated_panics();
+    let results = simulate_all(&seeds("KCL_SIM_SEEDS", 200), SimulationConfig::small);
     let (mut crashes, mut duplicates, mut records, mut reshards) = (0, 0, 0, 0);
     let (mut gaps, mut kinesis_faults, mut longest_stop) = (0, 0, std::time::Duration::ZERO);
     let mut slow = 0;
@@ -133,18 +139,9 @@ fn key_parallel_processing_keeps_order_and_loses_nothing_under_crashes() {
 #[test]
 fn multi_stream_invariants_hold_while_streams_come_and_go() {
     quiet_simulated_panics();
-    let n: u64 = std::env::var("KCL_SIM_MULTI_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
     let (mut changes, mut crashes, mut records) = (0, 0, 0);
-    let seeds: Vec<u64> = match std::env::var("KCL_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(one) => vec![one],
-        None => (0..n).collect(),
-    };
+    let seeds = seeds("KCL_SIM_MULTI_SEEDS", 60);
+    let n = seeds.len();
     for seed in seeds {
         let mut configs = vec![SimulationConfig::multi_stream(seed)];
         if seed < 20 {
@@ -234,17 +231,7 @@ fn the_simulation_runs_a_users_processor_and_catches_its_bugs() {
 #[test]
 fn records_trimmed_during_an_outage_are_never_passed_over_silently() {
     quiet_simulated_panics();
-    let n: u64 = std::env::var("KCL_SIM_OUTAGE_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let seeds: Vec<u64> = match std::env::var("KCL_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(one) => vec![one],
-        None => (0..n).collect(),
-    };
+    let seeds = seeds("KCL_SIM_OUTAGE_SEEDS", 20);
     let (mut outages, mut gaps, mut trimmed, mut records) = (0, 0, 0, 0);
     // Kinesis (a trimmed position is read from the oldest record) and DynamoDB Streams (it is
     // TrimmedDataAccessException).
@@ -300,37 +287,8 @@ fn records_trimmed_during_an_outage_are_never_passed_over_silently() {
 #[test]
 fn dynamodb_streams_invariants_hold_under_rotation_and_inconsistent_listings() {
     quiet_simulated_panics();
-    let n: u64 = std::env::var("KCL_SIM_DDB_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
-    let seeds: Vec<u64> = match std::env::var("KCL_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(one) => vec![one],
-        None => (0..n).collect(),
-    };
-    let halves: Vec<Vec<u64>> = vec![
-        seeds.iter().copied().filter(|s| s % 2 == 0).collect(),
-        seeds.iter().copied().filter(|s| s % 2 == 1).collect(),
-    ];
-    let results: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = halves
-            .into_iter()
-            .map(|half| {
-                scope.spawn(move || {
-                    half.into_iter()
-                        .map(|s| simulate(&SimulationConfig::dynamodb_streams(s)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("simulation thread"))
-            .collect()
-    });
+    let seeds = seeds("KCL_SIM_DDB_SEEDS", 100);
+    let results = simulate_all(&seeds, SimulationConfig::dynamodb_streams);
     let (mut rotations, mut records, mut crashes, mut faults, mut shards) = (0, 0, 0, 0, 0);
     for r in &results {
         assert!(

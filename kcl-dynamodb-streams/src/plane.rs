@@ -5,7 +5,6 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodbstreams::Client;
-use aws_sdk_dynamodbstreams::primitives::DateTime;
 use aws_sdk_dynamodbstreams::types::{self as sdk, ShardFilterType, ShardIteratorType};
 use bytes::Bytes;
 use kcl_aws::sdk_error::map_err;
@@ -203,16 +202,6 @@ fn sequence(s: &str) -> Result<SequenceNumber, KinesisError> {
     })
 }
 
-fn to_system_time(t: &DateTime) -> SystemTime {
-    let secs = t.secs();
-    let base = if secs >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    };
-    base + Duration::from_nanos(u64::from(t.subsec_nanos()))
-}
-
 fn shard(s: &sdk::Shard) -> Result<Shard, KinesisError> {
     let id = s
         .shard_id()
@@ -235,26 +224,26 @@ fn shard(s: &sdk::Shard) -> Result<Shard, KinesisError> {
     })
 }
 
-fn item(map: Option<&std::collections::HashMap<String, sdk::AttributeValue>>) -> Option<Item> {
+fn item(map: Option<std::collections::HashMap<String, sdk::AttributeValue>>) -> Option<Item> {
     map.map(|m| {
-        m.iter()
-            .map(|(k, v)| (k.clone(), serde_dynamo::AttributeValue::from(v.clone())))
+        m.into_iter()
+            .map(|(k, v)| (k, serde_dynamo::AttributeValue::from(v)))
             .collect::<std::collections::HashMap<_, _>>()
             .into()
     })
 }
 
 /// A stream record as kcl-rs delivers it: data = the adapter's JSON, partition key = sequence
-/// number, arrival = creation time.
-fn record(r: &sdk::Record) -> Result<Record, KinesisError> {
+/// number, arrival = creation time. Taken by value: its attribute values move into the change.
+fn record(r: sdk::Record) -> Result<Record, KinesisError> {
     let d = r
-        .dynamodb()
+        .dynamodb
         .ok_or_else(|| KinesisError::unavailable("stream record without its dynamodb part"))?;
     let seq_text = d
-        .sequence_number()
+        .sequence_number
         .ok_or_else(|| KinesisError::unavailable("stream record without sequence number"))?;
-    let sequence_number = sequence(seq_text)?;
-    let kind = match r.event_name() {
+    let sequence_number = sequence(&seq_text)?;
+    let kind = match r.event_name {
         Some(sdk::OperationType::Insert) => ChangeKind::Insert,
         Some(sdk::OperationType::Modify) => ChangeKind::Modify,
         Some(sdk::OperationType::Remove) => ChangeKind::Remove,
@@ -265,35 +254,35 @@ fn record(r: &sdk::Record) -> Result<Record, KinesisError> {
         }
     };
     // Milliseconds, as the adapter writes them.
-    let created = d.approximate_creation_date_time().map(|t| {
-        let ms = to_system_time(t)
+    let created = d.approximate_creation_date_time.as_ref().map(|t| {
+        let ms = kcl_aws::system_time(t)
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
     });
     let change = ChangeRecord {
-        event_id: r.event_id().map(str::to_string),
+        event_id: r.event_id,
         kind,
-        event_version: r.event_version().map(str::to_string),
-        event_source: r.event_source().map(str::to_string),
-        aws_region: r.aws_region().map(str::to_string),
-        user_identity: r.user_identity().map(|u| UserIdentity {
-            principal_id: u.principal_id().map(str::to_string),
-            kind: u.r#type().map(str::to_string),
+        event_version: r.event_version,
+        event_source: r.event_source,
+        aws_region: r.aws_region,
+        user_identity: r.user_identity.map(|u| UserIdentity {
+            principal_id: u.principal_id,
+            kind: u.r#type,
         }),
         dynamodb: StreamRecord {
             approximate_creation: created,
-            keys: item(d.keys()).unwrap_or_default(),
-            new_image: item(d.new_image()),
-            old_image: item(d.old_image()),
+            keys: item(d.keys).unwrap_or_default(),
+            new_image: item(d.new_image),
+            old_image: item(d.old_image),
             sequence_number: sequence_number.clone(),
-            size_bytes: d.size_bytes().map(|b| b.max(0) as u64),
-            stream_view_type: d.stream_view_type().map(|v| v.as_str().to_string()),
+            size_bytes: d.size_bytes.map(|b| b.max(0) as u64),
+            stream_view_type: d.stream_view_type.map(|v| v.as_str().to_string()),
         },
     };
     Ok(Record {
         data: Bytes::from(change.to_json()),
-        partition_key: seq_text.to_string().into(),
+        partition_key: seq_text.into(),
         sequence_number,
         sub_sequence_number: 0,
         explicit_hash_key: None,
@@ -432,9 +421,11 @@ impl KinesisDataPlane for DynamoDbStreams {
             .send()
             .await
             .map_err(map_err)?;
+        let next = out.next_shard_iterator.clone();
         let records = out
-            .records()
-            .iter()
+            .records
+            .unwrap_or_default()
+            .into_iter()
             .map(record)
             .collect::<Result<Vec<_>, _>>()?;
         // Approximate: how old the last record read is (creation times, to the second at worst).
@@ -443,8 +434,8 @@ impl KinesisDataPlane for DynamoDbStreams {
                 .duration_since(r.approximate_arrival_timestamp)
                 .map_or(0, |d| d.as_millis() as u64)
         });
-        let (next_iterator, child_shards) = match out.next_shard_iterator() {
-            Some(next) => (Some(encode_iterator(&shard, stream_arn, next)), Vec::new()),
+        let (next_iterator, child_shards) = match next {
+            Some(next) => (Some(encode_iterator(&shard, stream_arn, &next)), Vec::new()),
             // No next iterator: the shard is closed and read to its end.
             None => (None, self.children(stream_arn, &shard).await?),
         };

@@ -688,49 +688,19 @@ if __name__ == "__main__":
 /// checkpointed at the last change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kclpy_processor_for_the_adapter_reads_a_table_s_changes() {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        ScalarAttributeType, StreamSpecification, StreamViewType,
-    };
     kcl_tests::init_logging();
     let (Some(dynamo), Some((src, bin))) = (emulator("KCL_DYNAMODB_ENDPOINT"), kclpy()) else {
         return;
     };
     let client = aws_sdk_dynamodb::Client::new(&emulator_config(&dynamo).await);
     let table = unique("kclpy-ddbs");
-    let created = client
-        .create_table()
-        .table_name(&table)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let arn = created
-        .table_description()
-        .and_then(|d| d.latest_stream_arn())
-        .unwrap()
-        .to_string();
+    let arn = kcl_tests::create_table(
+        &client,
+        &table,
+        Some(aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages),
+    )
+    .await
+    .expect("a stream ARN");
     let script = std::env::temp_dir()
         .join(unique("changes"))
         .with_extension("py");
@@ -764,30 +734,13 @@ async fn a_kclpy_processor_for_the_adapter_reads_a_table_s_changes() {
     std::fs::copy(&properties, &second_properties).unwrap();
     let second = Worker::start(&second_properties, &bin, &src);
 
-    // Change n of an item: insert or update with its version, every fifth a delete.
+    // 1,000 changes over 10 items (kcl_tests::write_change: every fifth a delete).
     let mut versions: BTreeMap<String, u64> = BTreeMap::new();
     let mut first_log = None;
     for n in 0..1000u64 {
         let id = format!("item-{}", n % 10);
         let version = versions.entry(id.clone()).or_insert(0);
-        if *version % 5 == 4 {
-            client
-                .delete_item()
-                .table_name(&table)
-                .key("id", AttributeValue::S(id.clone()))
-                .send()
-                .await
-                .unwrap();
-        } else {
-            client
-                .put_item()
-                .table_name(&table)
-                .item("id", AttributeValue::S(id.clone()))
-                .item("version", AttributeValue::N(version.to_string()))
-                .send()
-                .await
-                .unwrap();
-        }
+        kcl_tests::write_change(&client, &table, &id, *version).await;
         *version += 1;
         if n == 500 {
             let (code, log) = first.take().expect("stopped once").sigterm().await;
@@ -832,13 +785,7 @@ async fn a_kclpy_processor_for_the_adapter_reads_a_table_s_changes() {
         "the second daemon took over"
     );
     for (id, changes) in &seen {
-        let expected: Vec<String> = (0..100u64)
-            .map(|v| match v % 5 {
-                0 => format!("INSERT:{v}"),
-                4 => "REMOVE:-".to_string(),
-                _ => format!("MODIFY:{v}"),
-            })
-            .collect();
+        let expected: Vec<String> = (0..100).map(kcl_tests::expected_change).collect();
         assert_eq!(changes, &expected, "{id}: each change once, in order");
     }
     assert_eq!(seen.len(), 10);

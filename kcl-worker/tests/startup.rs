@@ -385,49 +385,12 @@ async fn the_worker_reads_by_enhanced_fan_out() {
 /// changes, a SIGTERM hand-off halfway: every change once, in order per item.
 #[tokio::test]
 async fn the_worker_reads_a_dynamodb_table_s_stream_by_table_name() {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        StreamSpecification, StreamViewType,
-    };
     let Some(dynamo) = emulator("KCL_DYNAMODB_ENDPOINT") else {
         return;
     };
     let client = aws_sdk_dynamodb::Client::new(&emulator_config(&dynamo).await);
-    let create = |name: String, stream: bool| {
-        let client = client.clone();
-        async move {
-            let mut call = client
-                .create_table()
-                .table_name(name)
-                .key_schema(
-                    KeySchemaElement::builder()
-                        .attribute_name("id")
-                        .key_type(KeyType::Hash)
-                        .build()
-                        .unwrap(),
-                )
-                .attribute_definitions(
-                    AttributeDefinition::builder()
-                        .attribute_name("id")
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()
-                        .unwrap(),
-                )
-                .billing_mode(BillingMode::PayPerRequest);
-            if stream {
-                call = call.stream_specification(
-                    StreamSpecification::builder()
-                        .stream_enabled(true)
-                        .stream_view_type(StreamViewType::NewAndOldImages)
-                        .build()
-                        .unwrap(),
-                );
-            }
-            call.send().await.expect("CreateTable");
-        }
-    };
     let without = unique("worker-ddbs-nostream");
-    create(without.clone(), false).await;
+    kcl_tests::create_table(&client, &without, None).await;
     let (code, text) = finish(worker(&[
         ("APPLICATION", &unique("worker-ddbs-app")),
         ("SOURCE", "dynamodb_streams"),
@@ -441,7 +404,12 @@ async fn the_worker_reads_a_dynamodb_table_s_stream_by_table_name() {
     );
 
     let table = unique("worker-ddbs");
-    create(table.clone(), true).await;
+    kcl_tests::create_table(
+        &client,
+        &table,
+        Some(aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages),
+    )
+    .await;
     let app = unique("worker-ddbs-app");
     let start = |name: &str| {
         let log = log_path(&format!("kcl-worker-ddbs-{name}"));
@@ -472,24 +440,7 @@ async fn the_worker_reads_a_dynamodb_table_s_stream_by_table_name() {
     for n in 0..1000u64 {
         let id = format!("item-{}", n % 40);
         let version = versions.entry(id.clone()).or_insert(0);
-        if *version % 5 == 4 {
-            client
-                .delete_item()
-                .table_name(&table)
-                .key("id", AttributeValue::S(id.clone()))
-                .send()
-                .await
-                .unwrap();
-        } else {
-            client
-                .put_item()
-                .table_name(&table)
-                .item("id", AttributeValue::S(id.clone()))
-                .item("version", AttributeValue::N(version.to_string()))
-                .send()
-                .await
-                .unwrap();
-        }
+        kcl_tests::write_change(&client, &table, &id, *version).await;
         *version += 1;
         if n == 500 {
             let mut child = first.take().expect("once");
@@ -558,12 +509,8 @@ async fn the_worker_reads_a_dynamodb_table_s_stream_by_table_name() {
     }
     assert_eq!(per_item.len(), 40);
     for (id, changes) in &per_item {
-        let expected: Vec<String> = (0..25u64)
-            .map(|v| match v % 5 {
-                0 => format!("insert:{v}"),
-                4 => "remove:-".to_string(),
-                _ => format!("modify:{v}"),
-            })
+        let expected: Vec<String> = (0..25)
+            .map(|v| kcl_tests::expected_change(v).to_lowercase())
             .collect();
         assert_eq!(changes, &expected, "{id}: every change once, in order");
     }

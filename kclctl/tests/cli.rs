@@ -272,10 +272,7 @@ async fn table_create_show_upgrade_and_protection() {
 /// adapter writes them, single- and multi-stream), with `--lag` read from the table's stream.
 #[tokio::test]
 async fn leases_lag_and_lineage_of_a_dynamodb_streams_application() {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        ScalarAttributeType, StreamSpecification, StreamViewType,
-    };
+    use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
     use kcl_core::kinesis::KinesisDataPlane;
     use kcl_core::model::StartingPosition;
     let Some(endpoint) = kcl_tests::emulator("KCL_DYNAMODB_ENDPOINT") else {
@@ -284,39 +281,9 @@ async fn leases_lag_and_lineage_of_a_dynamodb_streams_application() {
     let config = kcl_tests::emulator_config(&endpoint).await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let table = kcl_tests::unique("cli-ddbs");
-    let created = client
-        .create_table()
-        .table_name(&table)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewImage)
-                .build()
-                .unwrap(),
-        )
-        .send()
+    let arn = kcl_tests::create_table(&client, &table, Some(StreamViewType::NewImage))
         .await
-        .unwrap();
-    let arn = created
-        .table_description()
-        .and_then(|d| d.latest_stream_arn())
-        .unwrap()
-        .to_string();
+        .expect("a stream ARN");
     for i in 0..5 {
         client
             .put_item()
@@ -341,37 +308,6 @@ async fn leases_lag_and_lineage_of_a_dynamodb_streams_application() {
     let records = plane.get_records(&it, 1000).await.unwrap().records;
     // A finished parent from before a rotation, and the open shard checkpointed at change 1.
     let parent = "shardId-00000001000000000000-0000abcd";
-    let item =
-        |key: String, checkpoint: String, parent_of: Option<&str>, multi: Option<(&str, &str)>| {
-            let s = |v: &str| AttributeValue::S(v.to_string());
-            let mut item = std::collections::HashMap::from([
-                ("leaseKey".to_string(), s(&key)),
-                ("leaseCounter".to_string(), AttributeValue::N("3".into())),
-                ("checkpoint".to_string(), s(&checkpoint)),
-                (
-                    "checkpointSubSequenceNumber".to_string(),
-                    AttributeValue::N("0".into()),
-                ),
-                (
-                    "ownerSwitchesSinceCheckpoint".to_string(),
-                    AttributeValue::N("0".into()),
-                ),
-                ("startingHashKey".to_string(), s("0")),
-                ("endingHashKey".to_string(), s("1")),
-            ]);
-            if let Some(p) = parent_of {
-                item.insert(
-                    "parentShardId".into(),
-                    AttributeValue::Ss(vec![p.to_string()]),
-                );
-                item.insert("leaseOwner".into(), s("java-adapter-worker"));
-            }
-            if let Some((name, id)) = multi {
-                item.insert("streamName".into(), s(name));
-                item.insert("shardId".into(), s(id));
-            }
-            item
-        };
     for multi in [false, true] {
         let store = kcl_tests::lease_table(&endpoint, "cli-ddbs-leases").await;
         let app = store.table().to_string();
@@ -383,15 +319,20 @@ async fn leases_lag_and_lineage_of_a_dynamodb_streams_application() {
                 id.to_string()
             }
         };
-        let m = |id: &'static str| multi.then_some((stream_name.as_str(), id));
-        let shard_id: &'static str = Box::leak(shard.to_string().into_boxed_str());
         for it in [
-            item(key(parent), "SHARD_END".into(), None, m(parent)),
-            item(
-                key(shard_id),
-                records[1].sequence_number.to_string(),
+            kcl_tests::adapter_lease_item(
+                &key(parent),
+                "SHARD_END",
+                None,
+                None,
+                multi.then_some((stream_name.as_str(), parent)),
+            ),
+            kcl_tests::adapter_lease_item(
+                &key(shard.as_str()),
+                &records[1].sequence_number.to_string(),
+                Some("java-adapter-worker"),
                 Some(parent),
-                m(shard_id),
+                multi.then_some((stream_name.as_str(), shard.as_str())),
             ),
         ] {
             client
@@ -425,7 +366,7 @@ async fn leases_lag_and_lineage_of_a_dynamodb_streams_application() {
         let (first, second) = out.split_once('\n').expect("two lines");
         assert!(
             first.ends_with(&format!("{}  ended", key(parent)))
-                && second.starts_with(&format!("└── {}  processing", key(shard_id))),
+                && second.starts_with(&format!("└── {}  processing", key(shard.as_str()))),
             "multi = {multi}: {out}"
         );
     }

@@ -243,3 +243,122 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .to_string();
     Some((code, body))
 }
+
+/// Creates a table keyed by `id` (a string) on the DynamoDB emulator, on demand, with a stream of
+/// `view` when given; returns the stream's ARN (`None` without a stream).
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    view: Option<aws_sdk_dynamodb::types::StreamViewType>,
+) -> Option<String> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        StreamSpecification,
+    };
+    let stream = view.map(|v| {
+        StreamSpecification::builder()
+            .stream_enabled(true)
+            .stream_view_type(v)
+            .build()
+            .expect("a stream specification")
+    });
+    let out = client
+        .create_table()
+        .table_name(name)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("a key schema"),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("an attribute definition"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_stream_specification(stream)
+        .send()
+        .await
+        .expect("CreateTable");
+    out.table_description()
+        .and_then(|d| d.latest_stream_arn())
+        .map(str::to_string)
+}
+
+/// Writes change number `version` of item `id`: a put carrying `version` (an insert, or an
+/// update of an existing item), and every fifth change (`version % 5 == 4`) a delete.
+pub async fn write_change(client: &aws_sdk_dynamodb::Client, table: &str, id: &str, version: u64) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    if version % 5 == 4 {
+        client
+            .delete_item()
+            .table_name(table)
+            .key("id", AttributeValue::S(id.into()))
+            .send()
+            .await
+            .expect("DeleteItem");
+    } else {
+        client
+            .put_item()
+            .table_name(table)
+            .item("id", AttributeValue::S(id.into()))
+            .item("version", AttributeValue::N(version.to_string()))
+            .item("tags", AttributeValue::Ss(vec!["a".into(), "b".into()]))
+            .item("ok", AttributeValue::Bool(true))
+            .send()
+            .await
+            .expect("PutItem");
+    }
+}
+
+/// What [`write_change`] wrote as change `version`, as `EVENT:version` (`REMOVE:-` for a delete):
+/// an insert after a delete (or first), else an update.
+pub fn expected_change(version: u64) -> String {
+    match version % 5 {
+        0 => format!("INSERT:{version}"),
+        4 => "REMOVE:-".to_string(),
+        _ => format!("MODIFY:{version}"),
+    }
+}
+
+/// A lease item as the Java DynamoDB Streams Kinesis Adapter 2.x (KCL 3.x) writes it: the
+/// adapter's `[0, 1]` hash range, `parentShardId` when given, and in multi-stream mode
+/// `streamName` and `shardId` (`multi`: the stream name `account:stream:1` and the shard id).
+pub fn adapter_lease_item(
+    key: &str,
+    checkpoint: &str,
+    owner: Option<&str>,
+    parent: Option<&str>,
+    multi: Option<(&str, &str)>,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let s = |v: &str| AttributeValue::S(v.to_string());
+    let n = |v: u64| AttributeValue::N(v.to_string());
+    let mut item = std::collections::HashMap::from([
+        ("leaseKey".to_string(), s(key)),
+        ("leaseCounter".to_string(), n(57)),
+        ("checkpoint".to_string(), s(checkpoint)),
+        ("checkpointSubSequenceNumber".to_string(), n(0)),
+        ("ownerSwitchesSinceCheckpoint".to_string(), n(0)),
+        ("startingHashKey".to_string(), s("0")),
+        ("endingHashKey".to_string(), s("1")),
+    ]);
+    if let Some(owner) = owner {
+        item.insert("leaseOwner".into(), s(owner));
+    }
+    if let Some(p) = parent {
+        item.insert(
+            "parentShardId".into(),
+            AttributeValue::Ss(vec![p.to_string()]),
+        );
+    }
+    if let Some((stream_name, shard_id)) = multi {
+        item.insert("streamName".into(), s(stream_name));
+        item.insert("shardId".into(), s(shard_id));
+    }
+    item
+}

@@ -10,10 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, StreamSpecification, StreamViewType,
-};
+use aws_sdk_dynamodb::types::StreamViewType;
 use kcl_core::kinesis::{KinesisDataPlane, KinesisError, SourceKind};
 use kcl_core::lease::LeaseStore;
 use kcl_core::model::{ExtendedSequenceNumber, InitialPosition, StartingPosition, StreamIdentity};
@@ -21,70 +18,18 @@ use kcl_core::processor::{ProcessRecordsInput, ProcessorError, ShardInfo, ShardR
 use kcl_core::retrieval::PollingConfig;
 use kcl_core::scheduler::{RetrievalMode, SchedulerBuilder, SchedulerConfigError};
 use kcl_dynamodb_streams::{ChangeKind, ChangeRecord, DynamoDbStreams};
-use kcl_tests::{emulator, emulator_config, init_logging, lease_table, unique};
+use kcl_tests::{
+    create_table, emulator, emulator_config, init_logging, lease_table, unique, write_change,
+};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 /// A table `id` (S) with a NEW_AND_OLD_IMAGES stream; its stream identity.
 async fn table_with_stream(client: &aws_sdk_dynamodb::Client, name: &str) -> StreamIdentity {
-    let out = client
-        .create_table()
-        .table_name(name)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .unwrap(),
-        )
-        .send()
+    let arn = create_table(client, name, Some(StreamViewType::NewAndOldImages))
         .await
-        .expect("CreateTable");
-    let arn = out
-        .table_description()
-        .and_then(|d| d.latest_stream_arn())
         .expect("a stream ARN");
-    kcl_dynamodb_streams::stream(arn).expect("a stream ARN that parses")
-}
-
-/// Writes change `n` of item `id`: an insert, then updates, and every fifth change a delete.
-/// Each item's `version` is the change's number among that item's changes.
-async fn change(client: &aws_sdk_dynamodb::Client, table: &str, id: &str, version: u64) {
-    if version % 5 == 4 {
-        client
-            .delete_item()
-            .table_name(table)
-            .key("id", AttributeValue::S(id.into()))
-            .send()
-            .await
-            .expect("DeleteItem");
-    } else {
-        client
-            .put_item()
-            .table_name(table)
-            .item("id", AttributeValue::S(id.into()))
-            .item("version", AttributeValue::N(version.to_string()))
-            .item("tags", AttributeValue::Ss(vec!["a".into(), "b".into()]))
-            .item("ok", AttributeValue::Bool(true))
-            .send()
-            .await
-            .expect("PutItem");
-    }
+    kcl_dynamodb_streams::stream(&arn).expect("a stream ARN that parses")
 }
 
 #[derive(Debug, serde::Deserialize, PartialEq)]
@@ -109,7 +54,7 @@ async fn the_data_plane_reads_a_table_s_changes_as_the_adapter_shapes_them() -> 
     let table = unique("ddbs-shape");
     let stream = table_with_stream(&dynamodb, &table).await;
     for version in 0..5 {
-        change(&dynamodb, &table, "a", version).await;
+        write_change(&dynamodb, &table, "a", version).await;
     }
     let plane = DynamoDbStreams::new(&config);
     assert_eq!(plane.capabilities().kind, SourceKind::DynamoDbStreams);
@@ -297,7 +242,7 @@ async fn two_workers_process_every_change_once_in_order_across_a_hand_off() -> a
     for n in 0..1000u64 {
         let id = format!("item-{}", n % 40);
         let version = sent.entry(id.clone()).or_insert(0);
-        change(&dynamodb, &table, &id, *version).await;
+        write_change(&dynamodb, &table, &id, *version).await;
         *version += 1;
         if n == 500 {
             stop_a.cancel();
@@ -348,33 +293,6 @@ async fn two_workers_process_every_change_once_in_order_across_a_hand_off() -> a
     Ok(())
 }
 
-/// A lease item as the Java DynamoDB Streams Kinesis Adapter 2.x (KCL 3.x) writes it: owned by
-/// a Java worker that is gone, checkpointed at `checkpoint`, the adapter's `[0, 1]` hash range,
-/// and in multi-stream mode `streamName` and `shardId`.
-fn adapter_lease_item(
-    key: &str,
-    checkpoint: &str,
-    multi: Option<(&str, &str)>,
-) -> std::collections::HashMap<String, AttributeValue> {
-    let s = |v: &str| AttributeValue::S(v.to_string());
-    let n = |v: u64| AttributeValue::N(v.to_string());
-    let mut item = std::collections::HashMap::from([
-        ("leaseKey".to_string(), s(key)),
-        ("leaseOwner".to_string(), s("java-adapter-worker-1")),
-        ("leaseCounter".to_string(), n(57)),
-        ("checkpoint".to_string(), s(checkpoint)),
-        ("checkpointSubSequenceNumber".to_string(), n(0)),
-        ("ownerSwitchesSinceCheckpoint".to_string(), n(0)),
-        ("startingHashKey".to_string(), s("0")),
-        ("endingHashKey".to_string(), s("1")),
-    ]);
-    if let Some((stream_name, shard_id)) = multi {
-        item.insert("streamName".into(), s(stream_name));
-        item.insert("shardId".into(), s(shard_id));
-    }
-    item
-}
-
 /// Issue 28 §5 and acceptance: a lease table written as the Java adapter writes it — single-
 /// and multi-stream lease keys — is taken over in place: the dead Java owner's lease is taken
 /// after the failover time, processing starts right after its checkpoint, and no other lease
@@ -392,7 +310,7 @@ async fn an_adapter_lease_table_is_taken_over_with_its_checkpoints() -> anyhow::
         let table = unique("ddbs-takeover");
         let stream = table_with_stream(&dynamodb, &table).await;
         for version in 0..10 {
-            change(
+            write_change(
                 &dynamodb,
                 &table,
                 &format!("item-{}", version % 2),
@@ -419,9 +337,11 @@ async fn an_adapter_lease_table_is_taken_over_with_its_checkpoints() -> anyhow::
         dynamodb
             .put_item()
             .table_name(leases.table())
-            .set_item(Some(adapter_lease_item(
+            .set_item(Some(kcl_tests::adapter_lease_item(
                 &key,
                 &checkpoint,
+                Some("java-adapter-worker-1"),
+                None,
                 multi.then_some((stream_name.as_str(), shard.as_str())),
             )))
             .send()
